@@ -1,0 +1,1 @@
+"""Where data enters FirstLight: readers, text normalisation, query splits, catalogue embedding."""

@@ -1,0 +1,166 @@
+"""The embed stage: encode the whole catalogue with Ray Data over a pool of encoder actors.
+
+Each actor loads the encoder once and embeds batches of product texts; results are written as
+Parquet rows of ``product_id`` and a fixed-size float32 ``embedding`` list, readable by any Parquet
+tool. Ray Data shows progress while it runs; a folder whose manifest matches the same catalogue,
+model and settings is reused as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_pipeline.manifest import atomic_folder, read_manifest, up_to_date, write_json
+from firstlight.config import check_range
+from firstlight.errors import ConfigError, FirstLightError
+from train.encoder import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedConfig:
+    prepared_dir: str | None = field(default=None, metadata={"help": "output of `prepare` (holds catalogue/)"})
+    output_dir: str | None = field(default=None, metadata={"help": "default: PREPARED/../embeddings"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "encoder folder or hub name"})
+    max_length: int = field(default=64, metadata={"help": "tokens kept per product text"})
+    batch_size: int = field(default=256, metadata={"help": "products per Ray Data batch"})
+    actors: int = field(default=1, metadata={"help": "encoder actors in the pool"})
+    cpus_per_actor: float = field(default=1.0, metadata={
+        "help": "CPUs each actor reserves; leave at least one CPU free for Ray Data's read and write tasks"})
+    threads_per_actor: int = field(default=0, metadata={
+        "help": "torch threads per CPU actor; 0 = the CPUs this node has left to the actors"})
+    gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs each actor reserves (0 = CPU)"})
+    dtype: str = field(default="float32", metadata={"help": "float32, or float16/bfloat16 on GPU"})
+
+    def validate(self) -> None:
+        check_range("max_length", self.max_length, 1, 8192)
+        check_range("batch_size", self.batch_size, 1, 1 << 20)
+        check_range("actors", self.actors, 1, 4096)
+        check_range("cpus_per_actor", self.cpus_per_actor, 0.0, 1024)
+        check_range("gpus_per_actor", self.gpus_per_actor, 0.0, 64)
+        check_range("threads_per_actor", self.threads_per_actor, 0, 1024)
+
+    def check_fits(self, cluster: dict) -> None:
+        """Fail before starting when the actor pool would starve the read/write tasks (a silent hang)."""
+        cpus = cluster.get("CPU", 0)
+        if self.gpus_per_actor == 0 and self.actors * self.cpus_per_actor > cpus - 1:
+            raise ConfigError("cpus_per_actor", f"{self.actors} actor(s) x {self.cpus_per_actor:g} CPU leave less than "
+                              f"one of the cluster's {cpus:g} CPUs for reading and writing, so the job would hang",
+                              f"use --actors/--cpus-per-actor that add up to at most {max(cpus - 1, 0):g} "
+                              "(threads are set apart with --threads-per-actor)")
+        if self.gpus_per_actor and self.actors * self.gpus_per_actor > cluster.get("GPU", 0):
+            raise ConfigError("gpus_per_actor", f"{self.actors} actor(s) x {self.gpus_per_actor:g} GPU exceed the "
+                              f"cluster's {cluster.get('GPU', 0):g} GPUs", "lower --actors or --gpus-per-actor")
+
+    def torch_threads(self, cluster: dict) -> int:
+        if self.gpus_per_actor:
+            return 0
+        if self.threads_per_actor:
+            return self.threads_per_actor
+        if cluster.get("nodes", 1) <= 1:
+            # One machine: the actors may use every core; read/write tasks are short and mostly I/O.
+            return max(1, int(cluster.get("CPU", 1)) // self.actors)
+        return max(1, round(self.cpus_per_actor))
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path(self.prepared_dir).parent / "embeddings"
+
+
+class EncoderActor:
+    """Ray Data callable class: one encoder per actor, reused for every batch it receives."""
+
+    def __init__(self, model: str, max_length: int, dtype: str, threads: int):
+        import torch
+
+        from train.encoder import TextEncoder
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.encoder = TextEncoder.load(model, max_length=max_length, dtype=dtype)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        vectors = self.encoder.encode(batch["text"].to_pylist(), batch_size=64)
+        return pa.table({"product_id": batch["product_id"], "embedding": vectors_to_arrow(vectors)})
+
+
+def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
+
+
+def load_embeddings(folder: Path) -> tuple[list[str], np.ndarray]:
+    """Read an embeddings folder back: (product ids, float32 matrix of unit rows)."""
+    table = pq.read_table(Path(folder), columns=["product_id", "embedding"])
+    column = table["embedding"].combine_chunks()
+    dim = column.type.list_size
+    vectors = np.asarray(column.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
+    return table["product_id"].to_pylist(), vectors
+
+
+def cluster_resources() -> dict:
+    import ray
+
+    resources = dict(ray.cluster_resources())
+    resources["nodes"] = sum(1 for n in ray.nodes() if n.get("Alive"))
+    return resources
+
+
+def embed_dataset(ds, cfg: EmbedConfig):
+    """The Ray Data pipeline: a dataset with ``product_id`` and ``text`` -> ids + embeddings."""
+    import ray.data
+
+    cluster = cluster_resources()
+    cfg.check_fits(cluster)
+    threads = cfg.torch_threads(cluster)
+    return ds.map_batches(
+        EncoderActor,
+        fn_constructor_kwargs={"model": cfg.model, "max_length": cfg.max_length, "dtype": cfg.dtype,
+                               "threads": threads},
+        batch_size=cfg.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+        num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor)
+
+
+def run_embed(cfg: EmbedConfig) -> Path:
+    """Embed the prepared catalogue; return the embeddings folder."""
+    import ray.data
+
+    cfg.validate()
+    if not cfg.prepared_dir:
+        raise FirstLightError("embed needs the prepared data. Fix: pass --prepared-dir (the output of prepare)")
+    prepared = Path(cfg.prepared_dir)
+    source = read_manifest(prepared)
+    if source is None:
+        raise FirstLightError(f"{prepared} holds no prepared data. Fix: run `firstlight prepare` first")
+    out = cfg.resolved_output_dir()
+    key = {"catalogue": source["inputs_key"]["inputs"], "model": cfg.model, "max_length": cfg.max_length,
+           "dtype": cfg.dtype}
+    if up_to_date(out, key):
+        log.info("[embed] %s is up to date; reusing it", out)
+        return out
+    n = source["counts"]["products"]
+    log.info("[embed] %d products with %s on %d actor(s) x %g CPU / %g GPU", n, cfg.model, cfg.actors,
+             cfg.cpus_per_actor, cfg.gpus_per_actor)
+    start = time.perf_counter()
+    with atomic_folder(out) as tmp:
+        # Blocks of a few batches: the progress bar moves as they finish and every actor gets work.
+        catalogue = ray.data.read_parquet(str(prepared / "catalogue"), columns=["product_id", "text"]) \
+            .repartition(target_num_rows_per_block=cfg.batch_size * 4)
+        embed_dataset(catalogue, cfg).write_parquet(str(tmp / "vectors"))
+        seconds = time.perf_counter() - start
+        ids, vectors = load_embeddings(tmp / "vectors")
+        if len(ids) != n:
+            raise FirstLightError(f"embedding wrote {len(ids)} vectors for {n} products; rerun `firstlight embed`")
+        write_json(tmp / "manifest.json", {
+            "stage": "embed", "inputs_key": key, "model": cfg.model, "dim": int(vectors.shape[1]),
+            "count": len(ids), "seconds": round(seconds, 1), "products_per_second": round(n / seconds, 1)})
+    log.info("[embed] %d products in %.1fs (%.0f/s)", n, seconds, n / seconds)
+    return out

@@ -1,0 +1,1 @@
+"""How FirstLight measures quality: the BM25 baseline, IR metrics (ranx) and rank fusion."""

@@ -1,0 +1,137 @@
+"""The evaluate stage: rank the whole catalogue for every held-out query and score each system.
+
+Systems:
+- ``bm25``: the lexical baseline (bm25s);
+- ``dense``: the encoder + FAISS index (zero-shot, or fine-tuned once ``--model`` points at one);
+- ``fusion``: reciprocal-rank fusion of the two (ranx, k=60).
+
+Metrics (see :mod:`evaluation.metrics`): nDCG@10, Recall@100, MRR@10 over the full catalogue, and
+nDCG@10 over each query's judged candidates only. Results go to a JSON file (means and per-query
+values for paired comparisons) and a printed table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from data_pipeline.embed import load_embeddings
+from data_pipeline.manifest import write_json
+from data_pipeline.prepare import load_catalogue, load_split, prepared_manifest
+from evaluation.metrics import METRICS, evaluate_candidates, evaluate_run, fuse_rrf, judged_from_frame
+from firstlight.config import check_choice, check_range
+from firstlight.errors import ConfigError, FirstLightError
+
+log = logging.getLogger(__name__)
+
+SYSTEMS = ("bm25", "dense", "fusion")
+
+
+@dataclass
+class EvalConfig:
+    prepared_dir: str | None = field(default=None, metadata={"help": "output of `prepare`"})
+    index_dir: str | None = field(default=None, metadata={"help": "output of `index` (dense and fusion)"})
+    embeddings_dir: str | None = field(default=None, metadata={"help": "default: INDEX/../embeddings"})
+    split: str = field(default="test", metadata={"help": "which split's queries to rank: test or val"})
+    systems: tuple = field(default=SYSTEMS, metadata={"help": "any of bm25, dense, fusion"})
+    model: str | None = field(default=None, metadata={"help": "query encoder; default: the index's model"})
+    max_length: int = field(default=64, metadata={"help": "tokens kept per query"})
+    depth: int = field(default=100, metadata={"help": "products retrieved per query and system"})
+    rrf_k: int = field(default=60, metadata={"help": "reciprocal-rank fusion constant"})
+    output: str | None = field(default=None, metadata={"help": "results JSON; default PREPARED/../eval/SPLIT.json"})
+
+    def validate(self) -> None:
+        check_choice("split", self.split, ("train", "val", "test"))
+        for s in self.systems:
+            check_choice("systems", s, SYSTEMS)
+        check_range("depth", self.depth, 100)
+        check_range("rrf_k", self.rrf_k, 1)
+        if not self.prepared_dir:
+            raise ConfigError("prepared_dir", "is not set", "pass --prepared-dir (the output of prepare)")
+        if set(self.systems) & {"dense", "fusion"} and not self.index_dir:
+            raise ConfigError("index_dir", "dense and fusion need an index", "pass --index-dir, or --systems bm25")
+
+    def resolved_output(self) -> Path:
+        return Path(self.output) if self.output else Path(self.prepared_dir).parent / "eval" / f"{self.split}.json"
+
+
+def _dense(cfg: EvalConfig, queries: list[str], judged) -> tuple[dict, dict, str]:
+    """Dense run over the index, and dense scores for each query's judged candidates."""
+    from serve.index import ProductIndex
+    from train.encoder import TextEncoder
+
+    index = ProductIndex.load(Path(cfg.index_dir))
+    model = cfg.model or index.manifest.get("model")
+    if not model:
+        raise ConfigError("model", "the index does not record its model", "pass --model")
+    encoder = TextEncoder.load(model, max_length=cfg.max_length)
+    start = time.perf_counter()
+    q_vectors = encoder.encode(queries, batch_size=128)
+    scores, ids = index.search(q_vectors, cfg.depth)
+    log.info("[evaluate] dense: %d queries encoded and searched in %.1fs", len(queries), time.perf_counter() - start)
+    run = {q: {p: float(s) for p, s in zip(row_ids, row_scores) if p is not None}
+           for q, row_ids, row_scores in zip(queries, ids, scores)}
+    emb_dir = Path(cfg.embeddings_dir) if cfg.embeddings_dir else Path(cfg.index_dir).parent / "embeddings"
+    product_ids, vectors = load_embeddings(emb_dir / "vectors")
+    row = {p: i for i, p in enumerate(product_ids)}
+    candidate_scores = {}
+    for q, qv in zip(queries, q_vectors):
+        cands = [p for p in judged.candidates[q] if p in row]
+        candidate_scores[q] = dict(zip(cands, (vectors[[row[p] for p in cands]] @ qv).tolist()))
+    return run, candidate_scores, model
+
+
+def run_evaluate(cfg: EvalConfig) -> dict:
+    """Evaluate the configured systems; write and return the results."""
+    cfg.validate()
+    prepared = Path(cfg.prepared_dir)
+    manifest = prepared_manifest(prepared)
+    judged = judged_from_frame(load_split(prepared, cfg.split))
+    queries = judged.queries
+    if not queries:
+        raise FirstLightError(f"the {cfg.split} split has no query with a relevant product (relevance >= 2.5); "
+                              f"Fix: use a larger test fraction or check the judgments")
+    log.info("[evaluate] %d %s queries with a relevant product", len(queries), cfg.split)
+    runs, candidate_runs, info = {}, {}, {}
+    if set(cfg.systems) & {"bm25", "fusion"}:
+        from evaluation.bm25 import BM25Retriever
+
+        start = time.perf_counter()
+        catalogue = load_catalogue(prepared)
+        bm25 = BM25Retriever(catalogue["product_id"].tolist(), catalogue["text"].tolist())
+        runs["bm25"] = dict(zip(queries, bm25.search(queries, cfg.depth)))
+        candidate_runs["bm25"] = {q: bm25.score(q, judged.candidates[q]) for q in queries}
+        log.info("[evaluate] bm25: indexed %d products and ranked in %.1fs", len(catalogue),
+                 time.perf_counter() - start)
+    if set(cfg.systems) & {"dense", "fusion"}:
+        runs["dense"], candidate_runs["dense"], info["model"] = _dense(cfg, queries, judged)
+    if "fusion" in cfg.systems:
+        runs["fusion"] = fuse_rrf([runs["bm25"], runs["dense"]], k=cfg.rrf_k)
+        candidate_runs["fusion"] = fuse_rrf([candidate_runs["bm25"], candidate_runs["dense"]], k=cfg.rrf_k)
+
+    results = {"split": cfg.split, "queries": len(queries), "dataset": manifest.get("dataset"),
+               "products": manifest["counts"]["products"], "config": asdict(cfg), **info, "systems": {}}
+    for name in cfg.systems:
+        per_query = evaluate_run(runs[name], judged, per_query=True)
+        means = {m: sum(v) / len(v) for m, v in per_query.items()}
+        means["ndcg@10_judged"] = evaluate_candidates(candidate_runs[name], judged)
+        results["systems"][name] = {"mean": means, "per_query": per_query}
+    results["query_order"] = queries
+    write_json(cfg.resolved_output(), results)
+    print(format_table(results))
+    log.info("[evaluate] results written to %s", cfg.resolved_output())
+    return results
+
+
+def format_table(results: dict) -> str:
+    head = f"{results['dataset']} {results['split']} split: {results['queries']:,} queries over " \
+           f"{results['products']:,} products" + (f" (dense model: {results['model']})" if results.get("model") else "")
+    cols = [*METRICS, "ndcg@10_judged"]
+    lines = [head, f"| system | {' | '.join(cols)} |", "|---" * (len(cols) + 1) + "|"]
+    for name, r in results["systems"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{r['mean'][c]:.3f}" for c in cols) + " |")
+    return "\n".join(lines)
+
+

@@ -1,0 +1,81 @@
+"""`firstlight <stage> [--option value ...]`: every stage's config dataclass is its command line.
+
+    firstlight demo                      # the main job on the built-in default data
+    firstlight prepare --dataset files --catalogue shop.parquet --judgments labels.csv ...
+    firstlight embed --prepared-dir artifacts/homedepot/data
+    firstlight index --embeddings-dir artifacts/homedepot/embeddings --kind ivf
+    firstlight evaluate --prepared-dir ... --index-dir ...
+
+The same commands run under `ray job submit -- firstlight ...`, joining that cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from data_pipeline.embed import EmbedConfig, run_embed
+from data_pipeline.prepare import PrepareConfig, run_prepare
+from evaluation.evaluate import EvalConfig, run_evaluate
+from firstlight.config import add_config_args, config_from_args
+from firstlight.errors import FirstLightError
+from firstlight.pipeline import DemoConfig, run_demo
+from firstlight.runtime import ensure_ray, setup_logging
+from serve.index import IndexConfig, run_index
+
+# stage name -> (config class, runner, needs Ray, one-line help)
+STAGES = {
+    "demo": (DemoConfig, run_demo, True, "prepare, embed, index and evaluate on the default data"),
+    "prepare": (PrepareConfig, run_prepare, True, "read a catalogue + judgments, split by query"),
+    "embed": (EmbedConfig, run_embed, True, "embed the catalogue with Ray Data"),
+    "index": (IndexConfig, run_index, False, "build the FAISS product index"),
+    "evaluate": (EvalConfig, run_evaluate, False, "score BM25, the encoder and their fusion"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="firstlight", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    for name, (cls, _, needs_ray, help_text) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_config_args(p, cls)
+        if needs_ray:
+            p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS or local)")
+            p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    return parser
+
+
+def _user_error(err: BaseException) -> FirstLightError | None:
+    """The FirstLightError behind ``err``, also when Ray wrapped it in a task error."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, FirstLightError):
+            return err
+        err = getattr(err, "cause", None) or err.__cause__
+        seen += 1
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cls, runner, needs_ray, _ = STAGES[args.stage]
+    setup_logging()
+    try:
+        cfg = config_from_args(cls, args)
+        cfg.validate()
+        if needs_ray:
+            ensure_ray(num_cpus=args.num_cpus, address=args.ray_address)
+        runner(cfg)
+    except Exception as err:  # noqa: BLE001 - user errors print cleanly, the rest re-raise
+        user = _user_error(err)
+        if user is None:
+            raise
+        print(f"firstlight {args.stage}: error: {user}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    logging.captureWarnings(True)
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The main job: prepare -> embed -> index -> evaluate on one dataset, each stage cached by manifest.
+
+With the default dataset (Home Depot) absent, as on a fresh machine elsewhere, it falls back to
+downloading WANDS and says so; with neither, it stops with a message that says where to put data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_pipeline.embed import EmbedConfig, run_embed
+from data_pipeline.prepare import PrepareConfig, run_prepare
+from evaluation.evaluate import EvalConfig, run_evaluate
+from firstlight.config import check_choice
+from firstlight.paths import HOMEDEPOT_ENV, default_homedepot_dir, default_workdir
+from serve.index import IndexConfig, run_index
+from train.encoder import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoConfig:
+    dataset: str = field(default="auto", metadata={
+        "help": "homedepot, wands, or auto (Home Depot when present, else download WANDS)"})
+    data_dir: str | None = field(default=None, metadata={"help": "the dataset's folder"})
+    workdir: str | None = field(default=None, metadata={"help": "artifacts root; default $FIRSTLIGHT_WORKDIR or ./artifacts"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "encoder folder or hub name"})
+    max_length: int = field(default=64, metadata={"help": "tokens per text"})
+    actors: int = field(default=1, metadata={"help": "embedding actors"})
+    cpus_per_actor: float = field(default=1.0, metadata={"help": "CPUs each embedding actor reserves"})
+    gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs per embedding actor"})
+    index_kind: str = field(default="flat", metadata={"help": "flat, ivf or hnsw"})
+    seed: int = field(default=2026, metadata={"help": "split seed"})
+
+    def validate(self) -> None:
+        check_choice("dataset", self.dataset, ("auto", "homedepot", "wands"))
+
+    def resolved_dataset(self) -> str:
+        if self.dataset != "auto":
+            return self.dataset
+        folder = Path(self.data_dir) if self.data_dir else default_homedepot_dir()
+        if (folder / "products.csv").exists():
+            return "homedepot"
+        log.warning("[demo] no Home Depot data in %s (set %s or --data-dir to use it); "
+                    "downloading the public WANDS set instead", folder, HOMEDEPOT_ENV)
+        return "wands"
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    cfg.validate()
+    start = time.perf_counter()
+    dataset = cfg.resolved_dataset()
+    root = (Path(cfg.workdir) if cfg.workdir else default_workdir()) / dataset
+    data_dir = cfg.data_dir if (cfg.dataset != "auto" or dataset == "homedepot") else None
+    timings = {}
+
+    t = time.perf_counter()
+    prepared = run_prepare(PrepareConfig(dataset=dataset, data_dir=data_dir, output_dir=str(root / "data"),
+                                         seed=cfg.seed))
+    timings["prepare"] = time.perf_counter() - t
+    t = time.perf_counter()
+    embeddings = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(root / "embeddings"),
+                                       model=cfg.model, max_length=cfg.max_length, actors=cfg.actors,
+                                       cpus_per_actor=cfg.cpus_per_actor, gpus_per_actor=cfg.gpus_per_actor))
+    timings["embed"] = time.perf_counter() - t
+    t = time.perf_counter()
+    index = run_index(IndexConfig(embeddings_dir=str(embeddings), output_dir=str(root / "index"),
+                                  kind=cfg.index_kind))
+    timings["index"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results = run_evaluate(EvalConfig(prepared_dir=str(prepared), index_dir=str(index),
+                                      embeddings_dir=str(embeddings), max_length=cfg.max_length,
+                                      output=str(root / "eval" / "test.json")))
+    timings["evaluate"] = time.perf_counter() - t
+    log.info("[demo] finished in %.0fs (%s); artifacts in %s", time.perf_counter() - start,
+             ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()), root)
+    return results

