@@ -66,7 +66,7 @@ class TableFile:
         return read, parse, convert
 
 
-def _check_exists_and_nonempty(tf: TableFile, role: str) -> None:
+def check_exists_and_nonempty(tf: TableFile, role: str) -> None:
     if not tf.path.exists():
         raise DataError(tf.path, f"the {role} file does not exist", "check the path, or pass the right one")
     if tf.path.is_dir():
@@ -114,7 +114,7 @@ def read_columns(tf: TableFile, columns: list[str], role: str) -> pa.Table:
     Raises DataError for a missing or empty file, non-UTF-8 bytes, a missing column, a malformed
     row, or a table with a header and no rows.
     """
-    _check_exists_and_nonempty(tf, role)
+    check_exists_and_nonempty(tf, role)
     if tf.is_text:
         _check_encoding(tf)
     header = _header(tf)

@@ -70,4 +70,5 @@ def atomic_folder(final: Path):
 def up_to_date(folder: Path, expected: dict) -> bool:
     """True when ``folder`` holds a manifest whose ``inputs_key`` equals ``expected``."""
     manifest = read_manifest(folder)
-    return manifest is not None and manifest.get("inputs_key") == expected
+    # Compare as JSON sees it: tuples in the expected key were stored as lists.
+    return manifest is not None and manifest.get("inputs_key") == json.loads(json.dumps(expected, default=str))

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from data_pipeline.files import TableFile, check_exists_and_nonempty
 from data_pipeline.download import download_wands, wands_present
 from data_pipeline.manifest import atomic_folder, describe_inputs, read_manifest, up_to_date, write_json
-from data_pipeline.readers import CatalogueSpec, JudgmentSpec, homedepot_specs, read_dataset, wands_specs
+from data_pipeline.readers import JUDGMENT_SCHEMA, CatalogueSpec, JudgmentSpec, homedepot_specs, read_dataset, wands_specs
 from data_pipeline.split import SPLITS, assign_splits, only_split, query_set_sha256
 from firstlight.config import check_choice, check_range
 from firstlight.errors import ConfigError, FirstLightError
@@ -50,6 +51,8 @@ class PrepareConfig:
     title_column: str = field(default="title", metadata={"help": "catalogue title column"})
     description_column: str | None = field(default=None, metadata={"help": "catalogue description column"})
     attribute_columns: tuple = field(default=(), metadata={"help": "catalogue columns added as 'name: value'"})
+    judgments_product_id_column: str | None = field(default=None, metadata={
+        "help": "judgments id column when it differs from --product-id-column"})
     query_column: str = field(default="query", metadata={"help": "judgments query/user-text column"})
     relevance_column: str = field(default="relevance", metadata={"help": "judgments relevance column (1-3)"})
 
@@ -81,7 +84,8 @@ class PrepareConfig:
         return (CatalogueSpec(self.catalogue, id_column=self.product_id_column, title_column=self.title_column,
                               description_column=self.description_column,
                               attribute_columns=tuple(self.attribute_columns)),
-                JudgmentSpec(self.judgments, query_column=self.query_column, id_column=self.product_id_column,
+                JudgmentSpec(self.judgments, query_column=self.query_column,
+                             id_column=self.judgments_product_id_column or self.product_id_column,
                              relevance_column=self.relevance_column))
 
 
@@ -92,6 +96,8 @@ def run_prepare(cfg: PrepareConfig) -> Path:
     catalogue_spec, judgment_spec = cfg.specs()
     inputs = [catalogue_spec.path, judgment_spec.path] + ([judgment_spec.queries_path]
                                                           if judgment_spec.queries_path else [])
+    for path, role in zip(inputs, ("catalogue", "judgments", "queries")):
+        check_exists_and_nonempty(TableFile(Path(path), format="csv"), role)
     key = {"inputs": describe_inputs(inputs), "seed": cfg.seed, "val_fraction": cfg.val_fraction,
            "test_fraction": cfg.test_fraction, "catalogue": asdict(catalogue_spec), "judgments": asdict(judgment_spec)}
     if up_to_date(out, key):
@@ -110,8 +116,13 @@ def run_prepare(cfg: PrepareConfig) -> Path:
             batch_format="pyarrow").materialize()
         for split in SPLITS:
             log.info("[prepare] writing the %s split", split)
+            folder = tmp / "judgments" / split
             judged.map_batches(only_split, fn_kwargs={"split": split}, batch_format="pyarrow") \
-                .write_parquet(str(tmp / "judgments" / split))
+                .write_parquet(str(folder))
+            if not folder.exists():  # Ray writes no file for an empty split; readers still need one
+                folder.mkdir(parents=True)
+                pq.write_table(JUDGMENT_SCHEMA.empty_table(), folder / "empty.parquet")
+                log.warning("[prepare] the %s split is empty: too few queries for its fraction", split)
         counts = _count(tmp)
         write_json(tmp / "manifest.json", {
             "stage": "prepare", "dataset": cfg.dataset, "inputs_key": key, "counts": counts,

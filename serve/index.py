@@ -177,7 +177,8 @@ def run_index(cfg: IndexConfig) -> Path:
         raise FirstLightError(f"{cfg.embeddings_dir} holds no embeddings. Fix: run `firstlight embed` first")
     out = cfg.resolved_output_dir()
     existing = read_manifest(out)
-    if existing and existing.get("source") == source.get("inputs_key") and existing.get("config") == asdict(cfg):
+    if existing and existing.get("source") == source.get("inputs_key") and existing.get("config") == json.loads(
+            json.dumps(asdict(cfg))):
         log.info("[index] %s is up to date; reusing it", out)
         return out
     ids, vectors = load_embeddings(Path(cfg.embeddings_dir) / "vectors")

@@ -1,0 +1,47 @@
+"""The Ray Data embedding pipeline gives the encoder module's vectors, for every product."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+
+from data_pipeline.embed import EmbedConfig, embed_dataset, load_embeddings, run_embed
+from data_pipeline.prepare import PrepareConfig, run_prepare
+from firstlight.errors import ConfigError
+from train.encoder import TextEncoder
+
+
+def test_ray_data_pipeline_matches_encoder_module(ray_session):
+    """Real all-MiniLM-L6-v2 over real-looking titles, with Unicode and messy whitespace."""
+    texts = ["Simpson Strong-Tie 12-Gauge Angle", "BEHR Premium Textured DeckOver 1-gal.",
+             "  light   jacket\tfor a spring outing ", "轻便夹克", "🧥 rain coat", "x"] * 5
+    ds = ray.data.from_pandas(pd.DataFrame({"product_id": [f"p{i}" for i in range(len(texts))], "text": texts}))
+    out = embed_dataset(ds, EmbedConfig(batch_size=8, max_length=32)).to_pandas()
+    by_id = dict(zip(out["product_id"], out["embedding"]))
+    pipeline = np.stack([np.asarray(by_id[f"p{i}"], dtype=np.float32) for i in range(len(texts))])
+    direct = TextEncoder.load(max_length=32).encode(texts)
+    assert pipeline.shape == (len(texts), 384)
+    np.testing.assert_allclose(pipeline, direct, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(pipeline, axis=1), 1.0, atol=1e-5)
+    # whitespace variants are one text after normalisation
+    np.testing.assert_allclose(direct[2], TextEncoder.load(max_length=32).encode("light jacket for a spring outing")[0],
+                               atol=1e-6)
+
+
+def test_embed_stage_writes_every_product_once(small_homedepot, tiny_model_dir, tmp_path, ray_session):
+    prepared = run_prepare(PrepareConfig(dataset="homedepot", data_dir=str(small_homedepot),
+                                         output_dir=str(tmp_path / "data")))
+    out = run_embed(EmbedConfig(prepared_dir=str(prepared), model=str(tiny_model_dir), batch_size=128))
+    ids, vectors = load_embeddings(out / "vectors")
+    catalogue = pd.read_parquet(prepared / "catalogue")
+    assert sorted(ids) == sorted(catalogue["product_id"]) and len(set(ids)) == len(ids)
+    assert vectors.shape == (len(catalogue), 32) and vectors.dtype == np.float32
+    encoder = TextEncoder.load(str(tiny_model_dir))
+    row = catalogue.set_index("product_id").loc[ids[:5], "text"].tolist()
+    np.testing.assert_allclose(vectors[:5], encoder.encode(row), atol=1e-5)
+
+
+def test_actor_pool_that_would_starve_reads_is_refused(ray_session):
+    ds = ray.data.from_pandas(pd.DataFrame({"product_id": ["a"], "text": ["t"]}))
+    with pytest.raises(ConfigError, match="cpus_per_actor"):
+        embed_dataset(ds, EmbedConfig(actors=2, cpus_per_actor=1.0))
