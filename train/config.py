@@ -1,0 +1,93 @@
+"""The training config: one typed object for the CLI, `ray job submit` and tests, checked up front.
+
+Every incompatible setting raises :class:`~firstlight.errors.ConfigError` before any worker starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from firstlight.config import check_choice, check_range
+from firstlight.errors import ConfigError
+from train.encoder import DEFAULT_MODEL, resolve_model_path
+
+
+@dataclass
+class TrainConfig:
+    prepared_dir: str | None = field(default=None, metadata={"help": "output of `prepare` (train/val splits)"})
+    output_dir: str | None = field(default=None, metadata={"help": "default: PREPARED/../train"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "encoder to start from (folder or hub name)"})
+    query_max_length: int = field(default=32, metadata={"help": "tokens kept per query"})
+    product_max_length: int = field(default=64, metadata={"help": "tokens kept per product text"})
+    # optimisation
+    epochs: int = field(default=1, metadata={"help": "passes over the training pairs"})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0 = all epochs)"})
+    batch_size: int = field(default=64, metadata={"help": "pairs per worker per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    lr: float = field(default=3e-5, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps spent warming up"})
+    schedule: str = field(default="linear", metadata={"help": "linear or cosine decay after warmup"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
+    scale: float = field(default=20.0, metadata={"help": "InfoNCE inverse temperature"})
+    seed: int = field(default=2026, metadata={"help": "shuffling and initialisation seed"})
+    # pairs
+    positive_at: float = field(default=2.5, metadata={"help": "relevance from which a judged product is a positive"})
+    hard_negatives: str = field(default="judged", metadata={
+        "help": "none, or judged: products judged <= negative_at for the same query"})
+    negative_at: float = field(default=1.67, metadata={"help": "relevance up to which a judged product is a hard negative"})
+    # distribution
+    strategy: str = field(default="deepspeed", metadata={"help": "deepspeed or ddp"})
+    zero_stage: int = field(default=2, metadata={"help": "DeepSpeed ZeRO stage 0-3"})
+    precision: str = field(default="fp32", metadata={"help": "fp32, bf16 (GPU or CPU) or fp16 (GPU only)"})
+    num_workers: int = field(default=1, metadata={"help": "Ray Train workers"})
+    use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker"})
+    cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs each worker reserves (0.5 fits 2 on 2 cores)"})
+    # checkpoints and validation
+    checkpoint_every: int = field(default=0, metadata={"help": "optimizer steps between checkpoints (0 = each epoch)"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept (best by validation nDCG@10)"})
+    max_failures: int = field(default=0, metadata={"help": "worker failures to recover from automatically"})
+    resume_from: str | None = field(default=None, metadata={"help": "checkpoint folder to resume from"})
+    val_queries: int = field(default=200, metadata={"help": "validation queries scored at each checkpoint (0 = off)"})
+    val_products: int = field(default=5000, metadata={"help": "catalogue sample (plus judged products) for validation"})
+    fail_at_step: int = field(default=0, metadata={"cli": False, "help": "tests only: raise once at this step"})
+
+    def validate(self) -> None:
+        check_choice("strategy", self.strategy, ("deepspeed", "ddp"))
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError("zero_stage", f"{self.zero_stage} is not a DeepSpeed ZeRO stage",
+                              "use 0, 1, 2 or 3 (2 shards gradients and optimizer state; 3 also parameters)")
+        check_choice("precision", self.precision, ("fp32", "bf16", "fp16"))
+        if self.precision == "fp16" and not self.use_gpu:
+            raise ConfigError("precision", "fp16 needs a GPU (CPU kernels and DeepSpeed's loss scaling are GPU-only)",
+                              "use --precision bf16 or fp32 on CPU, or --use-gpu true")
+        if self.grad_accum < 1:
+            raise ConfigError("grad_accum", f"{self.grad_accum} micro-batches per step",
+                              "use 1 or more (1 = no accumulation)")
+        check_choice("schedule", self.schedule, ("linear", "cosine"))
+        check_choice("hard_negatives", self.hard_negatives, ("none", "judged"))
+        for name in ("epochs", "batch_size", "num_workers", "query_max_length", "product_max_length",
+                     "keep_checkpoints"):
+            check_range(name, getattr(self, name), 1)
+        check_range("lr", self.lr, 0.0, low_inclusive=False)
+        check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
+        check_range("cpus_per_worker", self.cpus_per_worker, 0.0, low_inclusive=False)
+        if self.strategy == "ddp" and self.precision == "bf16" and not self.use_gpu:
+            raise ConfigError("precision", "bf16 with the ddp strategy is only offered on GPU",
+                              "use --strategy deepspeed for bf16 on CPU, or fp32")
+        if not self.prepared_dir:
+            raise ConfigError("prepared_dir", "is not set", "pass --prepared-dir (the output of prepare)")
+        for split in ("train", "val"):
+            if not (Path(self.prepared_dir) / "judgments" / split).is_dir():
+                raise ConfigError("prepared_dir", f"{self.prepared_dir} has no {split} split",
+                                  "run `firstlight prepare` and pass its output folder")
+        path = resolve_model_path(self.model)
+        if Path(self.model).expanduser().exists() is False and path == self.model and "/" not in self.model:
+            raise ConfigError("model", f"{self.model!r} is neither a folder nor a hub name (owner/name)",
+                              "pass an existing model folder or a hub name")
+        if self.resume_from and not Path(self.resume_from).is_dir():
+            raise ConfigError("resume_from", f"{self.resume_from} does not exist", "pass a checkpoint folder")
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path(self.prepared_dir).parent / "train"

@@ -1,0 +1,63 @@
+"""Contrastive InfoNCE over (query, product) pairs with in-batch negatives from every worker.
+
+Each worker embeds its own micro-batch. ``gather_with_grad`` collects every worker's embeddings and
+puts the worker's own tensor (which carries the autograd graph) back in its slot, so each worker
+computes the loss of the *global* batch: every query is scored against the positives and hard
+negatives of all workers. Gradients reach each worker's own embeddings from all of the global loss
+terms; summed over workers (which data-parallel training does before averaging), that is the exact
+gradient of the global loss. The loss is multiplied by the world size to undo the averaging, so N
+workers with micro-batch B train exactly like one process with batch N*B.
+
+Gradient accumulation does not add negatives: a step of ``k`` accumulated micro-batches still scores
+each query against ``world * B`` positives (+ as many hard negatives); ``negatives_per_query`` reports
+that number.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from all workers along dim 0; only the local slice keeps its gradient."""
+    rank, size = world()
+    if size == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(size)]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[rank] = x
+    return torch.cat(parts, dim=0)
+
+
+def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None,
+             negative_mask: torch.Tensor | None = None, scale: float = 20.0) -> tuple[torch.Tensor, int]:
+    """InfoNCE of unit-norm embeddings; returns (loss, negatives each query saw).
+
+    ``queries[i]`` matches ``positives[i]``; every other positive and every (unmasked) hard negative
+    in the global batch is a negative for it. ``scale`` is the inverse temperature (20 = 1/0.05, as
+    sentence-transformers' MultipleNegativesRankingLoss).
+    """
+    rank, size = world()
+    all_q = gather_with_grad(queries)
+    candidates = [gather_with_grad(positives)]
+    valid = [torch.ones(candidates[0].shape[0], dtype=torch.bool, device=queries.device)]
+    if negatives is not None:
+        candidates.append(gather_with_grad(negatives))
+        mask = negative_mask if negative_mask is not None else torch.ones(
+            negatives.shape[0], dtype=torch.bool, device=queries.device)
+        valid.append(gather_with_grad(mask.to(torch.bool)))
+    candidates = torch.cat(candidates, dim=0)
+    valid = torch.cat(valid, dim=0)
+    logits = scale * all_q @ candidates.T
+    logits = logits.masked_fill(~valid.unsqueeze(0), float("-inf"))
+    labels = torch.arange(all_q.shape[0], device=queries.device)
+    loss = F.cross_entropy(logits.float(), labels) * size
+    return loss, int(valid.sum().item()) - 1
