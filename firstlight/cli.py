@@ -23,12 +23,15 @@ from firstlight.errors import FirstLightError
 from firstlight.pipeline import DemoConfig, run_demo
 from firstlight.runtime import ensure_ray, setup_logging
 from serve.index import IndexConfig, run_index
+from train.config import TrainConfig
+from train.recipe import run_train
 
 # stage name -> (config class, runner, needs Ray, one-line help)
 STAGES = {
     "demo": (DemoConfig, run_demo, True, "prepare, embed, index and evaluate on the default data"),
     "prepare": (PrepareConfig, run_prepare, True, "read a catalogue + judgments, split by query"),
     "embed": (EmbedConfig, run_embed, True, "embed the catalogue with Ray Data"),
+    "train": (TrainConfig, run_train, True, "fine-tune the encoder with Ray Train + DeepSpeed"),
     "index": (IndexConfig, run_index, False, "build the FAISS product index"),
     "evaluate": (EvalConfig, run_evaluate, False, "score BM25, the encoder and their fusion"),
 }

@@ -1,0 +1,344 @@
+"""The fine-tuning recipe: Ray Train runs DeepSpeed (or DDP) over N workers, contrastive InfoNCE.
+
+Reads top to bottom: ``fit`` checks the config and builds the tokenised pairs (Ray Data), then
+``TorchTrainer`` runs ``train_loop`` on every worker: model, optimizer + schedule, DeepSpeed engine,
+then the loop (encode queries, positives and hard negatives, InfoNCE over the global batch, step),
+with a checkpoint every ``checkpoint_every`` steps that holds every rank's DeepSpeed shards, the
+trainer state, the config and the tokenizer. ``export_best`` turns the best checkpoint into a
+sentence-transformers folder.
+
+Features and limits:
+- ZeRO 0-3, fp32/bf16 on CPU (gloo) and GPU, fp16 on GPU; gradient accumulation; clipping; AdamW
+  with warmup and linear or cosine decay.
+- In-batch negatives from all workers (see :mod:`train.loss`); accumulation does not add negatives.
+- Resume: automatic after a worker failure (``max_failures``), or from ``resume_from``. A resumed
+  epoch skips the micro-batches already done; Ray Data's order within an epoch is not guaranteed
+  to repeat exactly, so a few pairs may be seen twice or not at all in that epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+STATE_TAG = "state"
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver side
+# ---------------------------------------------------------------------------------------------
+def fit(cfg: TrainConfig):
+    """Train; return the Ray Train ``Result`` (best checkpoint, metrics, path)."""
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from train.encoder import resolve_model_path
+    from train.pairs import build_pairs, tokenized_dataset
+
+    cfg.validate()
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "firstlight" / "torch_extensions"))
+    model_path = resolve_model_path(cfg.model)
+    pairs = build_pairs(cfg.prepared_dir, cfg)
+    if len(pairs) < cfg.batch_size * cfg.num_workers:
+        from firstlight.errors import ConfigError
+        raise ConfigError("batch_size", f"only {len(pairs)} training pairs for {cfg.num_workers} worker(s) x "
+                          f"batch {cfg.batch_size}", "lower --batch-size or add judgments")
+    steps_per_epoch = len(pairs) // (cfg.batch_size * cfg.num_workers * cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps) if total_steps else cfg.max_steps
+    log.info("[train] %d pairs (%d with a hard negative); %d worker(s) x batch %d x accumulation %d; %d steps",
+             len(pairs), int(pairs["has_negative"].sum()), cfg.num_workers, cfg.batch_size, cfg.grad_accum,
+             total_steps)
+    out = cfg.resolved_output_dir()
+    resume = ray.train.Checkpoint.from_directory(cfg.resume_from) if cfg.resume_from else None
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": asdict(cfg), "model_path": model_path, "total_steps": max(total_steps, 1),
+                           "fail_marker": str(out / ".failed_once")},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        datasets={"train": tokenized_dataset(pairs, model_path, cfg)},
+        run_config=RunConfig(
+            name="run", storage_path=str(out.resolve()),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
+                                               checkpoint_score_attribute="val_ndcg@10" if cfg.val_queries else "step",
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=cfg.max_failures)),
+        resume_from_checkpoint=resume,
+    )
+    return trainer.fit()
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side
+# ---------------------------------------------------------------------------------------------
+def _deepspeed_config(cfg: TrainConfig, world_size: int) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "train_batch_size": cfg.batch_size * cfg.grad_accum * world_size,
+        "gradient_clipping": cfg.max_grad_norm,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "fp16": {"enabled": cfg.precision == "fp16"},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _scheduler(optimizer, cfg: TrainConfig, total_steps: int):
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    warmup = int(cfg.warmup_ratio * total_steps)
+    make = get_cosine_schedule_with_warmup if cfg.schedule == "cosine" else get_linear_schedule_with_warmup
+    return make(optimizer, warmup, total_steps)
+
+
+class _Engine:
+    """DeepSpeed and DDP behind one small interface: forward, backward+step, save, load."""
+
+    def __init__(self, cfg: TrainConfig, model, total_steps: int, world_size: int):
+        self.cfg = cfg
+        no_decay = ("bias", "LayerNorm.weight")
+        groups = [{"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+                   "weight_decay": cfg.weight_decay},
+                  {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+        scheduler = _scheduler(optimizer, cfg, total_steps)
+        if cfg.strategy == "deepspeed":
+            import deepspeed
+
+            self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+                model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                config=_deepspeed_config(cfg, world_size), dist_init_required=False)
+            self.device = self.engine.device
+        else:
+            import ray.train.torch
+
+            self.engine = ray.train.torch.prepare_model(model)
+            self.optimizer, self.scheduler = optimizer, scheduler
+            self.device = next(self.engine.parameters()).device
+            self.micro = 0
+
+    @property
+    def module(self):
+        return self.engine.module if hasattr(self.engine, "module") else self.engine
+
+    def embed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from train.encoder import TextEncoder
+
+        length = int(mask.sum(dim=1).max().item())  # trim padding shared by the whole batch
+        ids, mask = ids[:, :length].to(self.device), mask[:, :length].to(self.device)
+        out = self.engine(input_ids=ids, attention_mask=mask)
+        return TextEncoder.pool(out.last_hidden_state, mask)
+
+    def backward_step(self, loss: torch.Tensor) -> bool:
+        """Backward and (on an accumulation boundary) step; True when the optimizer stepped."""
+        if self.cfg.strategy == "deepspeed":
+            boundary = self.engine.is_gradient_accumulation_boundary()
+            self.engine.backward(loss)
+            self.engine.step()
+            return boundary
+        (loss / self.cfg.grad_accum).backward()
+        self.micro += 1
+        if self.micro % self.cfg.grad_accum:
+            return False
+        if self.cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.engine.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    def save(self, folder: Path, rank: int) -> None:
+        if self.cfg.strategy == "deepspeed":
+            self.engine.save_checkpoint(str(folder), tag=STATE_TAG)  # each rank writes its own shards
+        elif rank == 0:
+            torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict()}, folder / "ddp_state.pt")
+
+    def load(self, folder: Path) -> None:
+        if self.cfg.strategy == "deepspeed":
+            self.engine.load_checkpoint(str(folder), tag=STATE_TAG)
+        else:
+            state = torch.load(folder / "ddp_state.pt", map_location=self.device, weights_only=False)
+            self.module.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+
+
+def train_loop(config: dict) -> None:
+    import ray.train
+    from transformers import AutoModel, AutoTokenizer
+
+    from train.loss import info_nce
+    from train.validation import Validator
+
+    cfg = TrainConfig(**config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed)
+    if not cfg.use_gpu:
+        # The node's cores shared by the workers on it (Ray Data's short tasks interleave).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
+    tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
+    model = AutoModel.from_pretrained(config["model_path"])
+    engine = _Engine(cfg, model, config["total_steps"], world_size)
+    validator = Validator(cfg, tokenizer) if cfg.val_queries else None
+
+    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best": None}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            engine.load(Path(folder))
+            state = json.loads((Path(folder) / "trainer_state.json").read_text())
+        if rank == 0:
+            log.info("[train] resumed at step %d (epoch %d)", state["step"], state["epoch"])
+
+    shard = ray.train.get_dataset_shard("train")
+    started, pairs_seen = time.perf_counter(), 0
+    total = config["total_steps"]
+    while state["epoch"] < cfg.epochs and state["step"] < total:
+        batches = shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True)
+        skip = state["micro_in_epoch"]
+        for batch in _in_step(batches):
+            if skip:
+                skip -= 1
+                continue
+            q = engine.embed(batch["query_ids"], batch["query_mask"])
+            docs = engine.embed(torch.cat([batch["positive_ids"], batch["negative_ids"]]),
+                                torch.cat([batch["positive_mask"], batch["negative_mask"]]))
+            positives, negatives = docs[: len(q)], docs[len(q):]
+            has_negative = batch["has_negative"].to(engine.device)
+            loss, negatives_seen = info_nce(q, positives, negatives if cfg.hard_negatives != "none" else None,
+                                            has_negative, scale=cfg.scale)
+            stepped = engine.backward_step(loss)
+            state["micro_in_epoch"] += 1
+            pairs_seen += len(q) * world_size
+            if not stepped:
+                continue
+            state["step"] += 1
+            if cfg.fail_at_step and state["step"] == cfg.fail_at_step and not os.path.exists(config["fail_marker"]):
+                Path(config["fail_marker"]).parent.mkdir(parents=True, exist_ok=True)
+                Path(config["fail_marker"]).touch()
+                raise RuntimeError(f"injected failure at step {state['step']} (tests only)")
+            metrics = {"step": state["step"], "epoch": state["epoch"], "loss": float(loss.item()),
+                       "lr": engine.lr(), "negatives_per_query": negatives_seen,
+                       "pairs_per_s": pairs_seen / (time.perf_counter() - started)}
+            due = cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0
+            if due or state["step"] >= total:
+                _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank)
+            else:
+                ray.train.report(metrics)
+            if state["step"] >= total:
+                break
+        else:
+            state["epoch"] += 1
+            state["micro_in_epoch"] = 0
+            if not cfg.checkpoint_every and state["epoch"] < cfg.epochs:
+                _checkpoint(engine, validator, state, {"step": state["step"], "epoch": state["epoch"]},
+                            cfg, tokenizer, rank)
+            continue
+        break
+    if state.get("saved_step") != state["step"]:  # the data ran out before the planned last step
+        _checkpoint(engine, validator, state, {"step": state["step"], "epoch": state["epoch"]}, cfg, tokenizer, rank)
+
+
+def _in_step(batches):
+    """Yield batches while every worker still has one, so no worker waits alone in a collective."""
+    for batch in batches:
+        if not _all_have(True):
+            return
+        yield batch
+    _all_have(False)
+
+
+def _all_have(have: bool) -> bool:
+    if not (dist.is_available() and dist.is_initialized()):
+        return have
+    flag = torch.tensor([1 if have else 0], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank) -> None:
+    import ray.train
+
+    if validator is not None:
+        metrics["val_ndcg@10"] = validator(engine)
+        if state["best"] is None or metrics["val_ndcg@10"] > state["best"]:
+            state["best"] = metrics["val_ndcg@10"]
+    state["saved_step"] = state["step"]
+    with tempfile.TemporaryDirectory(prefix="firstlight-ckpt-") as tmp:
+        folder = Path(tmp)
+        engine.save(folder, rank)
+        if rank == 0:
+            (folder / "trainer_state.json").write_text(json.dumps(state))
+            (folder / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+            tokenizer.save_pretrained(folder / "tokenizer")
+            engine.module.config.save_pretrained(folder / "model_config")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------
+def export_checkpoint(checkpoint_dir: Path, out: Path) -> Path:
+    """Turn a training checkpoint (any strategy, any ZeRO stage) into a sentence-transformers folder."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from train.export import export_sentence_transformer
+
+    folder = Path(checkpoint_dir)
+    cfg = TrainConfig(**json.loads((folder / "train_config.json").read_text()))
+    model = AutoModel.from_config(AutoConfig.from_pretrained(folder / "model_config"))
+    if cfg.strategy == "ddp":
+        weights = torch.load(folder / "ddp_state.pt", map_location="cpu", weights_only=False)["model"]
+    elif cfg.zero_stage == 0:
+        weights = torch.load(folder / STATE_TAG / "mp_rank_00_model_states.pt", map_location="cpu",
+                             weights_only=False)["module"]
+    else:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        weights = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=STATE_TAG)
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint {folder} does not match its model: missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}")
+    state = json.loads((folder / "trainer_state.json").read_text())
+    return export_sentence_transformer(model, AutoTokenizer.from_pretrained(folder / "tokenizer"), out,
+                                       max_length=cfg.product_max_length,
+                                       extra={"base_model": cfg.model, "step": state["step"],
+                                              "val_ndcg@10": state.get("best")})
+
+
+def run_train(cfg: TrainConfig) -> Path:
+    """Train, then export the best checkpoint to OUTPUT/model; return that folder."""
+    result = fit(cfg)
+    best = result.checkpoint
+    if cfg.val_queries and result.best_checkpoints:
+        best = max(result.best_checkpoints, key=lambda c: c[1].get("val_ndcg@10", -1))[0]
+    out = cfg.resolved_output_dir() / "model"
+    with best.as_directory() as folder:
+        export_checkpoint(Path(folder), out)
+    log.info("[train] exported %s -> %s (metrics %s)", best.path, out, result.metrics)
+    return out
