@@ -58,3 +58,18 @@ def test_reciprocal_rank_fusion():
     assert fused["q"]["a"] == pytest.approx(1 / 61)
     assert fused["q"]["c"] == pytest.approx(1 / 62)
     assert max(fused["q"], key=fused["q"].get) == "b"
+
+
+def test_paired_bootstrap_interval():
+    import numpy as np
+
+    from evaluation.compare import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    a = rng.random(300)
+    same = paired_bootstrap(a, a, n_resamples=1000)
+    assert same["mean_diff"] == 0.0 and same["ci_low"] == same["ci_high"] == 0.0
+    better = paired_bootstrap(a + 0.05 + 0.01 * rng.standard_normal(300), a, n_resamples=1000)
+    assert better["ci_low"] > 0.03 and better["ci_high"] < 0.07
+    with pytest.raises(ValueError, match="same queries"):
+        paired_bootstrap(a, a[:10])

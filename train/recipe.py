@@ -24,7 +24,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -49,6 +49,9 @@ def fit(cfg: TrainConfig):
     from train.pairs import build_pairs, tokenized_dataset
 
     cfg.validate()
+    # Workers run in their own working directories: hand them absolute paths.
+    cfg = replace(cfg, prepared_dir=str(Path(cfg.prepared_dir).resolve()),
+                  output_dir=str(cfg.resolved_output_dir().resolve()))
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "firstlight" / "torch_extensions"))
     model_path = resolve_model_path(cfg.model)
     pairs = build_pairs(cfg.prepared_dir, cfg)
@@ -212,6 +215,9 @@ def train_loop(config: dict) -> None:
             state = json.loads((Path(folder) / "trainer_state.json").read_text())
         if rank == 0:
             log.info("[train] resumed at step %d (epoch %d)", state["step"], state["epoch"])
+            out = Path(config["fail_marker"]).parent
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "resumed_from.txt").write_text(f"{state['step']}\n")
 
     shard = ray.train.get_dataset_shard("train")
     started, pairs_seen = time.perf_counter(), 0
@@ -334,6 +340,7 @@ def export_checkpoint(checkpoint_dir: Path, out: Path) -> Path:
 def run_train(cfg: TrainConfig) -> Path:
     """Train, then export the best checkpoint to OUTPUT/model; return that folder."""
     result = fit(cfg)
+    cfg = replace(cfg, output_dir=str(cfg.resolved_output_dir().resolve()))
     best = result.checkpoint
     if cfg.val_queries and result.best_checkpoints:
         best = max(result.best_checkpoints, key=lambda c: c[1].get("val_ndcg@10", -1))[0]

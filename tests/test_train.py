@@ -1,0 +1,107 @@
+"""Fine-tuning through Ray Train + DeepSpeed on CPU (gloo), with a tiny model on a real data slice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_pipeline.prepare import PrepareConfig, run_prepare
+from firstlight.cli import main
+from train.config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def prepared(small_homedepot, tmp_path_factory, ray_session) -> Path:
+    return run_prepare(PrepareConfig(dataset="homedepot", data_dir=str(small_homedepot),
+                                     output_dir=str(tmp_path_factory.mktemp("train_data") / "data")))
+
+
+def tiny_config(prepared, tiny_model_dir, out, **overrides) -> TrainConfig:
+    settings = dict(prepared_dir=str(prepared), output_dir=str(out), model=str(tiny_model_dir), num_workers=2,
+                    cpus_per_worker=0.5, zero_stage=2, grad_accum=2, batch_size=8, max_steps=6,
+                    checkpoint_every=3, val_queries=20, val_products=200, lr=1e-3, warmup_ratio=0.0)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def checkpoint_files(result) -> list[str]:
+    return sorted(str(p.relative_to(result.checkpoint.path)) for p in Path(result.checkpoint.path).rglob("*")
+                  if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def zero2_run(prepared, tiny_model_dir, tmp_path_factory):
+    from train.recipe import fit
+
+    out = tmp_path_factory.mktemp("zero2")
+    return fit(tiny_config(prepared, tiny_model_dir, out)), out
+
+
+def test_two_worker_zero2_run_with_accumulation_learns_and_checkpoints_both_ranks(zero2_run):
+    result, _ = zero2_run
+    history = result.metrics_dataframe
+    assert history["step"].max() == 6
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+    # 2 workers x 8 positives, plus each one's hard negative where it has one: far more than 8 - 1
+    assert (history["negatives_per_query"] >= 15).all()
+    files = checkpoint_files(result)
+    assert "state/zero_pp_rank_0_mp_rank_00_optim_states.pt" in files
+    assert "state/zero_pp_rank_1_mp_rank_00_optim_states.pt" in files
+    assert {"trainer_state.json", "train_config.json", "tokenizer/tokenizer.json"} <= set(files)
+    state = json.loads((Path(result.checkpoint.path) / "trainer_state.json").read_text())
+    assert state["step"] == 6
+
+
+def test_exported_model_loads_in_sentence_transformers_and_firstlight_alike(zero2_run, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from train.encoder import TextEncoder
+    from train.recipe import export_checkpoint
+
+    result, _ = zero2_run
+    folder = export_checkpoint(Path(result.checkpoint.path), tmp_path / "model")
+    texts = ["cordless drill", "I need a light jacket for a spring outing", "white 30 in. vanity"]
+    ours = TextEncoder.load(str(folder), max_length=64).encode(texts)
+    theirs = SentenceTransformer(str(folder), device="cpu").encode(texts)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    assert json.loads((folder / "firstlight.json").read_text())["step"] == 6
+
+
+def test_worker_failure_is_recovered_from_the_last_checkpoint(prepared, tiny_model_dir, tmp_path):
+    from train.recipe import fit
+
+    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, max_steps=6, checkpoint_every=2, fail_at_step=3,
+                      max_failures=1, val_queries=0)
+    result = fit(cfg)
+    assert (tmp_path / ".failed_once").exists()  # the failure did happen
+    state = json.loads((Path(result.checkpoint.path) / "trainer_state.json").read_text())
+    assert state["step"] == 6
+    assert result.error is None
+    # the restarted run resumed from step 2's checkpoint, not from scratch
+    assert (tmp_path / "resumed_from.txt").read_text().strip() == "2"
+
+
+@pytest.mark.parametrize("flags, field, hint", [
+    (["--zero-stage", "4"], "zero_stage", "use 0, 1, 2 or 3"),
+    (["--precision", "fp16"], "precision", "bf16 or fp32 on CPU"),
+    (["--grad-accum", "0"], "grad_accum", "use 1 or more"),
+    (["--model", "./no/such/model"], "model", "does not exist"),
+])
+def test_bad_training_config_fails_before_any_worker(prepared, flags, field, hint, capsys):
+    code = main(["train", "--prepared-dir", str(prepared), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and f"'{field}'" in err and hint in err and "Traceback" not in err
+
+
+def test_missing_split_fails_before_any_worker(prepared, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "data"
+    shutil.copytree(prepared, broken)
+    shutil.rmtree(broken / "judgments" / "val")
+    code = main(["train", "--prepared-dir", str(broken)])
+    err = capsys.readouterr().err
+    assert code == 2 and "no val split" in err and "firstlight prepare" in err
