@@ -105,3 +105,17 @@ def test_missing_split_fails_before_any_worker(prepared, tmp_path, capsys):
     code = main(["train", "--prepared-dir", str(broken)])
     err = capsys.readouterr().err
     assert code == 2 and "no val split" in err and "firstlight prepare" in err
+
+
+def test_early_stopping_export_and_curves_from_one_worker_ddp(prepared, tiny_model_dir, tmp_path):
+    """lr 0: validation never improves after the first checkpoint, so patience 1 stops at step 2."""
+    from train.recipe import run_train
+
+    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, strategy="ddp", num_workers=1, cpus_per_worker=1,
+                      grad_accum=1, lr=1e-12, checkpoint_every=1, early_stopping_patience=1, max_steps=6)
+    model = run_train(cfg)
+    history = __import__("pandas").read_csv(tmp_path / "metrics.csv")
+    assert history["step"].max() == 2
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert json.loads((model / "firstlight.json").read_text())["step"] == 1  # best = first checkpoint
+    assert (model / "modules.json").exists() and (model / "model.safetensors").exists()

@@ -51,6 +51,8 @@ class TrainConfig:
     resume_from: str | None = field(default=None, metadata={"help": "checkpoint folder to resume from"})
     val_queries: int = field(default=200, metadata={"help": "validation queries scored at each checkpoint (0 = off)"})
     val_products: int = field(default=5000, metadata={"help": "catalogue sample (plus judged products) for validation"})
+    early_stopping_patience: int = field(default=0, metadata={
+        "help": "stop after this many checkpoints without a better validation nDCG@10 (0 = never)"})
     fail_at_step: int = field(default=0, metadata={"cli": False, "help": "tests only: raise once at this step"})
 
     def validate(self) -> None:

@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -254,7 +255,7 @@ def train_loop(config: dict) -> None:
                 _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank)
             else:
                 ray.train.report(metrics)
-            if state["step"] >= total:
+            if state["step"] >= total or _patience_spent(cfg, state):
                 break
         else:
             state["epoch"] += 1
@@ -262,10 +263,19 @@ def train_loop(config: dict) -> None:
             if not cfg.checkpoint_every and state["epoch"] < cfg.epochs:
                 _checkpoint(engine, validator, state, {"step": state["step"], "epoch": state["epoch"]},
                             cfg, tokenizer, rank)
-            continue
+            if not _patience_spent(cfg, state):
+                continue
         break
     if state.get("saved_step") != state["step"]:  # the data ran out before the planned last step
         _checkpoint(engine, validator, state, {"step": state["step"], "epoch": state["epoch"]}, cfg, tokenizer, rank)
+
+
+def _patience_spent(cfg: TrainConfig, state: dict) -> bool:
+    spent = bool(cfg.early_stopping_patience) and state.get("since_best", 0) >= cfg.early_stopping_patience
+    if spent:
+        log.info("[train] early stop at step %d: %d checkpoints without a better validation nDCG@10",
+                 state["step"], state["since_best"])
+    return spent
 
 
 def _in_step(batches):
@@ -292,6 +302,9 @@ def _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank) -> None
         metrics["val_ndcg@10"] = validator(engine)
         if state["best"] is None or metrics["val_ndcg@10"] > state["best"]:
             state["best"] = metrics["val_ndcg@10"]
+            state["since_best"] = 0
+        else:
+            state["since_best"] = state.get("since_best", 0) + 1
     state["saved_step"] = state["step"]
     with tempfile.TemporaryDirectory(prefix="firstlight-ckpt-") as tmp:
         folder = Path(tmp)
@@ -347,5 +360,29 @@ def run_train(cfg: TrainConfig) -> Path:
     out = cfg.resolved_output_dir() / "model"
     with best.as_directory() as folder:
         export_checkpoint(Path(folder), out)
+    write_curves(result.metrics_dataframe, cfg.resolved_output_dir())
     log.info("[train] exported %s -> %s (metrics %s)", best.path, out, result.metrics)
     return out
+
+
+def write_curves(history, folder: Path) -> None:
+    """Save the run's metrics as CSV and a PNG of loss, learning rate and validation nDCG@10."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if history is None or history.empty:
+        return
+    history.to_csv(folder / "metrics.csv", index=False)
+    panels = [c for c in ("loss", "lr", "val_ndcg@10") if c in history]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4))
+    for ax, column in zip(np.atleast_1d(axes), panels):
+        data = history[["step", column]].dropna()
+        ax.plot(data["step"], data[column], marker="o" if column == "val_ndcg@10" else None, markersize=3)
+        ax.set_title(column)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(folder / "curves.png", dpi=110)
+    plt.close(fig)
