@@ -117,5 +117,37 @@ def test_early_stopping_export_and_curves_from_one_worker_ddp(prepared, tiny_mod
     history = __import__("pandas").read_csv(tmp_path / "metrics.csv")
     assert history["step"].max() == 2
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((model / "firstlight.json").read_text())["step"] == 1  # best = first checkpoint
     assert (model / "modules.json").exists() and (model / "model.safetensors").exists()
+
+
+def test_mined_negatives_are_near_misses_and_never_known_positives(prepared, tiny_model_dir, tmp_path):
+    from data_pipeline.embed import EmbedConfig, run_embed
+    from data_pipeline.prepare import load_catalogue, load_split
+    from serve.index import IndexConfig, run_index
+    from train.pairs import build_pairs
+
+    emb = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(tmp_path / "emb"),
+                                model=str(tiny_model_dir)))
+    index = run_index(IndexConfig(embeddings_dir=str(emb), output_dir=str(tmp_path / "index")))
+    judged_only = build_pairs(prepared, tiny_config(prepared, tiny_model_dir, tmp_path))
+    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, hard_negatives="both", mine_index_dir=str(index))
+    cfg.validate()
+    both = build_pairs(prepared, cfg)
+    assert len(both) == len(judged_only)
+    assert both["has_negative"].sum() > judged_only["has_negative"].sum()
+    # no negative has the text of a product judged above negative_at for its query
+    text = load_catalogue(prepared).set_index("product_id")["text"]
+    train = load_split(prepared, "train")
+    relevant = train[train["relevance"] > cfg.negative_at]
+    not_negative = set(zip(relevant["query"], text[relevant["product_id"]].to_numpy()))
+    negatives = both[both["has_negative"]]
+    assert not any((q, n) in not_negative for q, n in zip(negatives["query"], negatives["negative"]))
+
+
+def test_mining_without_an_index_is_a_config_error(prepared, tmp_path, capsys):
+    code = main(["train", "--prepared-dir", str(prepared), "--hard-negatives", "mined",
+                 "--mine-index-dir", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert code == 2 and "'mine_index_dir'" in err and "firstlight index" in err

@@ -35,7 +35,12 @@ class TrainConfig:
     # pairs
     positive_at: float = field(default=2.5, metadata={"help": "relevance from which a judged product is a positive"})
     hard_negatives: str = field(default="judged", metadata={
-        "help": "none, or judged: products judged <= negative_at for the same query"})
+        "help": "none; judged (judged <= negative_at); mined (near-misses from the zero-shot index); "
+                "both (judged where there is one, else mined)"})
+    mine_index_dir: str | None = field(default=None, metadata={
+        "help": "zero-shot index to mine near-misses from (the output of `index`); default PREPARED/../index"})
+    mine_depth: int = field(default=30, metadata={"help": "mined negatives come from the top this many"})
+    mine_skip: int = field(default=3, metadata={"help": "top results never used as mined negatives"})
     negative_at: float = field(default=1.67, metadata={"help": "relevance up to which a judged product is a hard negative"})
     # distribution
     strategy: str = field(default="deepspeed", metadata={"help": "deepspeed or ddp"})
@@ -68,7 +73,15 @@ class TrainConfig:
             raise ConfigError("grad_accum", f"{self.grad_accum} micro-batches per step",
                               "use 1 or more (1 = no accumulation)")
         check_choice("schedule", self.schedule, ("linear", "cosine"))
-        check_choice("hard_negatives", self.hard_negatives, ("none", "judged"))
+        check_choice("hard_negatives", self.hard_negatives, ("none", "judged", "mined", "both"))
+        if self.hard_negatives in ("mined", "both") and self.prepared_dir:
+            if not self.mine_index_dir:
+                self.mine_index_dir = str(Path(self.prepared_dir).parent / "index")
+            if not (Path(self.mine_index_dir) / "index.faiss").exists():
+                raise ConfigError("mine_index_dir", f"no zero-shot index in {self.mine_index_dir} to mine negatives from",
+                                  "run `firstlight embed` and `firstlight index` first (or `firstlight demo`), "
+                                  "or pass --mine-index-dir")
+            check_range("mine_skip", self.mine_skip, 0, self.mine_depth - 1)
         for name in ("epochs", "batch_size", "num_workers", "query_max_length", "product_max_length",
                      "keep_checkpoints"):
             check_range(name, getattr(self, name), 1)

@@ -1,12 +1,23 @@
 """Training pairs from the prepared train split, tokenised by Ray Data.
 
-Each row is one judged positive (relevance >= positive_at): the query, the product's text and, when
-``hard_negatives`` is ``judged``, a product judged irrelevant for the same query (relevance <=
-negative_at), cycled deterministically over the query's positives. Rows without a hard negative keep
+Each row is one judged positive (relevance >= positive_at) with the query, the product's text and at
+most one hard negative, chosen by ``hard_negatives``:
+
+- ``judged``: a product judged irrelevant for the same query (relevance <= negative_at);
+- ``mined``: a near-miss from the zero-shot index: a product ranked between ``mine_skip`` and
+  ``mine_depth`` for the query that is not judged above negative_at (known positives and partial
+  matches are never used as negatives; the top ``mine_skip`` are skipped because unjudged products
+  ranked that high are often relevant);
+- ``both``: the judged negative where the query has one, else a mined one.
+
+Negatives are cycled deterministically over a query's positives. Rows without a hard negative keep
 a masked, empty one, so every batch has one shape.
 """
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,16 +25,43 @@ import pyarrow as pa
 
 from data_pipeline.prepare import load_catalogue, load_split
 
+log = logging.getLogger(__name__)
+
+
+def mine_near_misses(queries: list[str], index_dir: Path, known: dict, depth: int, skip: int) -> dict:
+    """Per query, products the zero-shot index ranks in [skip, depth) that are not judged relevant."""
+    from serve.index import ProductIndex
+    from train.encoder import TextEncoder
+
+    index = ProductIndex.load(Path(index_dir), use_gpu="no")
+    encoder = TextEncoder.load(index.manifest["model"])
+    log.info("[train] mining near-miss negatives for %d queries from %s", len(queries), index_dir)
+    _, ids = index.search(encoder.encode(queries, batch_size=256), depth)
+    return {q: [p for p in row[skip:] if p is not None and p not in known.get(q, ())]
+            for q, row in zip(queries, ids)}
+
 
 def build_pairs(prepared, cfg) -> pd.DataFrame:
     judgments = load_split(prepared, "train")
     text = load_catalogue(prepared).set_index("product_id")["text"]
     judgments = judgments.groupby(["query", "product_id"], as_index=False)["relevance"].mean()
+    groups = list(judgments.groupby("query", sort=True))
+    mined = {}
+    if cfg.hard_negatives in ("mined", "both"):
+        not_negative = {q: set(g[g["relevance"] > cfg.negative_at]["product_id"]) for q, g in groups}
+        mined = mine_near_misses([q for q, _ in groups], Path(cfg.mine_index_dir), not_negative,
+                                 cfg.mine_depth, cfg.mine_skip)
     rows = []
-    for query, group in judgments.groupby("query", sort=True):
+    for query, group in groups:
         positives = group[group["relevance"] >= cfg.positive_at]["product_id"].tolist()
         negatives = group[group["relevance"] <= cfg.negative_at]["product_id"].tolist() \
-            if cfg.hard_negatives == "judged" else []
+            if cfg.hard_negatives in ("judged", "both") else []
+        if not negatives:
+            negatives = mined.get(query, [])
+        # A catalogue may list one title under several ids: a "negative" whose text equals a
+        # relevant product's text would teach the model a contradiction.
+        keep_out = {text[p] for p in group[group["relevance"] > cfg.negative_at]["product_id"]}
+        negatives = [n for n in negatives if text[n] not in keep_out]
         for i, pid in enumerate(positives):
             neg = negatives[i % len(negatives)] if negatives else None
             rows.append((query, text[pid], text[neg] if neg else "", neg is not None))

@@ -220,6 +220,11 @@ def train_loop(config: dict) -> None:
             out.mkdir(parents=True, exist_ok=True)
             (out / "resumed_from.txt").write_text(f"{state['step']}\n")
 
+    writer = None
+    if rank == 0:  # TensorBoard: tensorboard --logdir OUTPUT/tensorboard
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(Path(cfg.output_dir) / "tensorboard"), purge_step=state["step"] + 1)
     shard = ray.train.get_dataset_shard("train")
     started, pairs_seen = time.perf_counter(), 0
     total = config["total_steps"]
@@ -255,6 +260,11 @@ def train_loop(config: dict) -> None:
                 _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank)
             else:
                 ray.train.report(metrics)
+            if writer is not None:
+                for name in ("loss", "lr", "negatives_per_query", "pairs_per_s", "val_ndcg@10"):
+                    if name in metrics:
+                        writer.add_scalar(f"train/{name}", metrics[name], state["step"])
+                writer.flush()
             if state["step"] >= total or _patience_spent(cfg, state):
                 break
         else:
