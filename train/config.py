@@ -32,6 +32,7 @@ class TrainConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
     scale: float = field(default=20.0, metadata={"help": "InfoNCE inverse temperature"})
     seed: int = field(default=2026, metadata={"help": "shuffling and initialisation seed"})
+    max_pairs: int = field(default=0, metadata={"help": "train on the first N shuffled pairs only (0 = all)"})
     # pairs
     positive_at: float = field(default=2.5, metadata={"help": "relevance from which a judged product is a positive"})
     hard_negatives: str = field(default="judged", metadata={

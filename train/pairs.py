@@ -66,7 +66,8 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
             neg = negatives[i % len(negatives)] if negatives else None
             rows.append((query, text[pid], text[neg] if neg else "", neg is not None))
     pairs = pd.DataFrame(rows, columns=["query", "positive", "negative", "has_negative"])
-    return pairs.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
+    pairs = pairs.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
+    return pairs.head(cfg.max_pairs) if cfg.max_pairs else pairs
 
 
 class Tokenize:
