@@ -102,8 +102,9 @@ class TrainConfig:
         if Path(self.model).expanduser().exists() is False and path == self.model and "/" not in self.model:
             raise ConfigError("model", f"{self.model!r} is neither a folder nor a hub name (owner/name)",
                               "pass an existing model folder or a hub name")
-        if self.resume_from and not Path(self.resume_from).is_dir():
-            raise ConfigError("resume_from", f"{self.resume_from} does not exist", "pass a checkpoint folder")
+        if self.resume_from and not (Path(self.resume_from) / "trainer_state.json").exists():
+            raise ConfigError("resume_from", f"{self.resume_from} is not a FirstLight training checkpoint "
+                              "(no trainer_state.json)", "pass a checkpoint_* folder from a training run")
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir) if self.output_dir else Path(self.prepared_dir).parent / "train"

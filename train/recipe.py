@@ -68,7 +68,6 @@ def fit(cfg: TrainConfig):
              len(pairs), int(pairs["has_negative"].sum()), cfg.num_workers, cfg.batch_size, cfg.grad_accum,
              total_steps)
     out = cfg.resolved_output_dir()
-    resume = ray.train.Checkpoint.from_directory(cfg.resume_from) if cfg.resume_from else None
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": asdict(cfg), "model_path": model_path, "total_steps": max(total_steps, 1),
@@ -82,7 +81,6 @@ def fit(cfg: TrainConfig):
                                                checkpoint_score_attribute="val_ndcg@10" if cfg.val_queries else "step",
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=cfg.max_failures)),
-        resume_from_checkpoint=resume,
     )
     return trainer.fit()
 
@@ -209,7 +207,10 @@ def train_loop(config: dict) -> None:
     validator = Validator(cfg, tokenizer) if cfg.val_queries else None
 
     state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best": None}
+    # After a worker failure Ray hands back this run's latest checkpoint; otherwise --resume-from.
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and cfg.resume_from:
+        checkpoint = ray.train.Checkpoint.from_directory(cfg.resume_from)
     if checkpoint:
         with checkpoint.as_directory() as folder:
             engine.load(Path(folder))
@@ -261,10 +262,7 @@ def train_loop(config: dict) -> None:
             else:
                 ray.train.report(metrics)
             if writer is not None:
-                for name in ("loss", "lr", "negatives_per_query", "pairs_per_s", "val_ndcg@10"):
-                    if name in metrics:
-                        writer.add_scalar(f"train/{name}", metrics[name], state["step"])
-                writer.flush()
+                _log_step(writer, Path(cfg.output_dir), metrics)
             if state["step"] >= total or _patience_spent(cfg, state):
                 break
         else:
@@ -278,6 +276,16 @@ def train_loop(config: dict) -> None:
         break
     if state.get("saved_step") != state["step"]:  # the data ran out before the planned last step
         _checkpoint(engine, validator, state, {"step": state["step"], "epoch": state["epoch"]}, cfg, tokenizer, rank)
+
+
+def _log_step(writer, folder: Path, metrics: dict) -> None:
+    """Every step's metrics to TensorBoard and to metrics.jsonl (Ray keeps only checkpointed ones)."""
+    for name in ("loss", "lr", "negatives_per_query", "pairs_per_s", "val_ndcg@10"):
+        if name in metrics:
+            writer.add_scalar(f"train/{name}", metrics[name], metrics["step"])
+    writer.flush()
+    with open(folder / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(metrics) + "\n")
 
 
 def _patience_spent(cfg: TrainConfig, state: dict) -> bool:
@@ -370,19 +378,31 @@ def run_train(cfg: TrainConfig) -> Path:
     out = cfg.resolved_output_dir() / "model"
     with best.as_directory() as folder:
         export_checkpoint(Path(folder), out)
-    write_curves(result.metrics_dataframe, cfg.resolved_output_dir())
+    write_curves(cfg.resolved_output_dir())
     log.info("[train] exported %s -> %s (metrics %s)", best.path, out, result.metrics)
     return out
 
 
-def write_curves(history, folder: Path) -> None:
+def read_history(folder: Path):
+    """The run's per-step metrics (the last record of each step, should a resumed run repeat one)."""
+    import pandas as pd
+
+    path = Path(folder) / "metrics.jsonl"
+    if not path.exists():
+        return pd.DataFrame()
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return pd.DataFrame(rows).drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+
+
+def write_curves(folder: Path) -> None:
     """Save the run's metrics as CSV and a PNG of loss, learning rate and validation nDCG@10."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if history is None or history.empty:
+    history = read_history(folder)
+    if history.empty:
         return
     history.to_csv(folder / "metrics.csv", index=False)
     panels = [c for c in ("loss", "lr", "val_ndcg@10") if c in history]
