@@ -7,6 +7,7 @@ These checks run once in the driver over only the columns that matter and raise
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,6 @@ def _header(tf: TableFile) -> list[str]:
     if not first.strip():
         raise DataError(tf.path, "the first line is blank, expected a header of column names",
                         "put the column names on the first line", where="line 1")
-    import csv
     return next(csv.reader([first], delimiter=tf.delimiter))
 
 

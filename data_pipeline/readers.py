@@ -187,7 +187,7 @@ def judgment_rows(table: pa.Table, spec: JudgmentSpec, known_ids: frozenset, que
 # ---------------------------------------------------------------------------------------------
 # Driver-side checks
 # ---------------------------------------------------------------------------------------------
-def check_catalogue(spec: CatalogueSpec, duplicates: str = "error") -> tuple[frozenset, LoadReport]:
+def check_catalogue(spec: CatalogueSpec) -> tuple[frozenset, LoadReport]:
     """Check a catalogue file; return the ids that will be kept and a report. Raises DataError."""
     tf = spec.file
     table = read_columns(tf, [spec.id_column, spec.title_column], "catalogue")
@@ -205,12 +205,10 @@ def check_catalogue(spec: CatalogueSpec, duplicates: str = "error") -> tuple[fro
     if dup_ids:
         first = dup_ids[0]
         rows = [tf.row_label(i) for i, p in enumerate(ids) if p == first][:3]
-        if duplicates == "error":
-            raise DataError(
-                tf.path, f"{len(dup_ids)} product id(s) appear more than once in column '{spec.id_column}', "
-                         f"e.g. '{first}' at {' and '.join(rows)}",
-                "make product ids unique (merge or drop the duplicate rows)", where=f"column '{spec.id_column}'")
-        raise ValueError(f"unknown duplicates policy {duplicates!r}")
+        raise DataError(
+            tf.path, f"{len(dup_ids)} product id(s) appear more than once in column '{spec.id_column}', "
+                     f"e.g. '{first}' at {' and '.join(rows)}",
+            "make product ids unique (merge or drop the duplicate rows)", where=f"column '{spec.id_column}'")
     if not kept_ids:
         raise DataError(tf.path, "no product has both an id and a title",
                         f"fill the '{spec.id_column}' and '{spec.title_column}' columns")
@@ -279,9 +277,9 @@ def check_judgments(spec: JudgmentSpec, known_ids: frozenset, query_text: dict |
 # ---------------------------------------------------------------------------------------------
 # Readers
 # ---------------------------------------------------------------------------------------------
-def read_catalogue(spec: CatalogueSpec, duplicates: str = "error"):
+def read_catalogue(spec: CatalogueSpec):
     """Check, then read a catalogue as a Ray Dataset. Returns (dataset, kept ids, report)."""
-    known_ids, report = check_catalogue(spec, duplicates)
+    known_ids, report = check_catalogue(spec)
     ds = ray_read(spec.file, spec.columns).map_batches(
         catalogue_rows, fn_kwargs={"spec": spec}, batch_format="pyarrow")
     return ds, known_ids, report
