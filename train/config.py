@@ -52,6 +52,8 @@ class TrainConfig:
     cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs each worker reserves (0.5 fits 2 on 2 cores)"})
     # checkpoints and validation
     checkpoint_every: int = field(default=0, metadata={"help": "optimizer steps between checkpoints (0 = each epoch)"})
+    report_every: int = field(default=50, metadata={
+        "help": "optimizer steps between metric reports to Ray (every step still goes to TensorBoard)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept (best by validation nDCG@10)"})
     max_failures: int = field(default=0, metadata={"help": "worker failures to recover from automatically"})
     resume_from: str | None = field(default=None, metadata={"help": "checkpoint folder to resume from"})
@@ -84,7 +86,7 @@ class TrainConfig:
                                   "or pass --mine-index-dir")
             check_range("mine_skip", self.mine_skip, 0, self.mine_depth - 1)
         for name in ("epochs", "batch_size", "num_workers", "query_max_length", "product_max_length",
-                     "keep_checkpoints"):
+                     "keep_checkpoints", "report_every"):
             check_range(name, getattr(self, name), 1)
         check_range("lr", self.lr, 0.0, low_inclusive=False)
         check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)

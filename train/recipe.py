@@ -236,13 +236,17 @@ def train_loop(config: dict) -> None:
             if skip:
                 skip -= 1
                 continue
+            if pairs_seen == 0:
+                started = time.perf_counter()  # throughput counts from the first batch, not data start-up
             q = engine.embed(batch["query_ids"], batch["query_mask"])
-            docs = engine.embed(torch.cat([batch["positive_ids"], batch["negative_ids"]]),
-                                torch.cat([batch["positive_mask"], batch["negative_mask"]]))
-            positives, negatives = docs[: len(q)], docs[len(q):]
-            has_negative = batch["has_negative"].to(engine.device)
-            loss, negatives_seen = info_nce(q, positives, negatives if cfg.hard_negatives != "none" else None,
-                                            has_negative, scale=cfg.scale)
+            if cfg.hard_negatives == "none":  # no negative texts to encode: half the product-side work
+                positives, negatives = engine.embed(batch["positive_ids"], batch["positive_mask"]), None
+            else:
+                docs = engine.embed(torch.cat([batch["positive_ids"], batch["negative_ids"]]),
+                                    torch.cat([batch["positive_mask"], batch["negative_mask"]]))
+                positives, negatives = docs[: len(q)], docs[len(q):]
+            loss, negatives_seen = info_nce(q, positives, negatives, batch["has_negative"].to(engine.device),
+                                            scale=cfg.scale)
             stepped = engine.backward_step(loss)
             state["micro_in_epoch"] += 1
             pairs_seen += len(q) * world_size
@@ -259,8 +263,8 @@ def train_loop(config: dict) -> None:
             due = cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0
             if due or state["step"] >= total:
                 _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank)
-            else:
-                ray.train.report(metrics)
+            elif state["step"] % cfg.report_every == 0:
+                ray.train.report(metrics)  # a report synchronises all workers (~1 s on CPU): not every step
             if writer is not None:
                 _log_step(writer, Path(cfg.output_dir), metrics)
             if state["step"] >= total or _patience_spent(cfg, state):
