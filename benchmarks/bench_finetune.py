@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--label", default="fine-tuned all-MiniLM-L6-v2")
     parser.add_argument("--train-command", default="")
     parser.add_argument("--workdir", default=str(default_workdir() / "homedepot"))
+    parser.add_argument("--section", default="finetune", help="RESULTS.md section to (re)write")
     args = parser.parse_args()
 
     from data_pipeline.embed import EmbedConfig, run_embed
@@ -85,7 +86,7 @@ baseline for each metric:
 |---|---|---|---|---|
 {chr(10).join(lines)}
 """
-    update_section("finetune", "Fine-tuned encoder vs baselines on unseen queries",
+    update_section(args.section, f"Fine-tuned encoder vs baselines on unseen queries: {args.label}",
                    f"python benchmarks/bench_finetune.py --model {args.model}", body, raw)
 
 
