@@ -45,7 +45,7 @@ def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Te
     in the global batch is a negative for it. ``scale`` is the inverse temperature (20 = 1/0.05, as
     sentence-transformers' MultipleNegativesRankingLoss).
     """
-    rank, size = world()
+    _, size = world()
     all_q = gather_with_grad(queries)
     candidates = [gather_with_grad(positives)]
     valid = [torch.ones(candidates[0].shape[0], dtype=torch.bool, device=queries.device)]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -42,7 +41,6 @@ STATE_TAG = "state"
 # ---------------------------------------------------------------------------------------------
 def fit(cfg: TrainConfig):
     """Train; return the Ray Train ``Result`` (best checkpoint, metrics, path)."""
-    import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -76,7 +74,7 @@ def fit(cfg: TrainConfig):
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),
         datasets={"train": tokenized_dataset(pairs, model_path, cfg)},
         run_config=RunConfig(
-            name="run", storage_path=str(out.resolve()),
+            name="run", storage_path=str(out),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
                                                checkpoint_score_attribute="val_ndcg@10" if cfg.val_queries else "step",
                                                checkpoint_score_order="max"),
