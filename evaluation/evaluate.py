@@ -3,7 +3,9 @@
 Systems:
 - ``bm25``: the lexical baseline (bm25s);
 - ``dense``: the encoder + FAISS index (zero-shot, or fine-tuned once ``--model`` points at one);
-- ``fusion``: reciprocal-rank fusion of the two (ranx, k=60).
+- ``fusion``: the two fused by ranx: reciprocal-rank fusion (k=60) by default, or a weighted sum of
+  min-max normalised scores; ``tune_fusion_on`` picks k or the weights on another split (val) first,
+  so the reported split never sees its own tuning.
 
 Metrics (see :mod:`evaluation.metrics`): nDCG@10, Recall@100, MRR@10 over the full catalogue, and
 nDCG@10 over each query's judged candidates only. Results go to a JSON file (means and per-query
@@ -20,7 +22,8 @@ from pathlib import Path
 from data_pipeline.embed import load_embeddings
 from data_pipeline.manifest import write_json
 from data_pipeline.prepare import load_catalogue, load_split, prepared_manifest
-from evaluation.metrics import METRICS, evaluate_candidates, evaluate_run, fuse_rrf, judged_from_frame
+from evaluation.metrics import (FUSION_METHODS, METRICS, evaluate_candidates, evaluate_run, fuse,
+                                judged_from_frame, tune_fusion)
 from firstlight.config import check_choice, check_range
 from firstlight.errors import ConfigError, FirstLightError
 
@@ -39,7 +42,11 @@ class EvalConfig:
     model: str | None = field(default=None, metadata={"help": "query encoder; default: the index's model"})
     max_length: int = field(default=64, metadata={"help": "tokens kept per query"})
     depth: int = field(default=100, metadata={"help": "products retrieved per query and system"})
+    fusion: str = field(default="rrf", metadata={"help": "rrf (reciprocal ranks) or wsum (weighted normalised scores)"})
     rrf_k: int = field(default=60, metadata={"help": "reciprocal-rank fusion constant"})
+    dense_weight: float = field(default=0.5, metadata={"help": "wsum: the dense run's weight (BM25 gets 1 - it)"})
+    tune_fusion_on: str | None = field(default=None, metadata={
+        "help": "tune rrf_k or dense_weight for nDCG@10 on this split (val) before evaluating"})
     output: str | None = field(default=None, metadata={"help": "results JSON; default PREPARED/../eval/SPLIT.json"})
 
     def validate(self) -> None:
@@ -48,6 +55,15 @@ class EvalConfig:
             check_choice("systems", s, SYSTEMS)
         check_range("depth", self.depth, 100)
         check_range("rrf_k", self.rrf_k, 1)
+        check_choice("fusion", self.fusion, FUSION_METHODS)
+        check_range("dense_weight", self.dense_weight, 0.0, 1.0)
+        if self.tune_fusion_on is not None:
+            check_choice("tune_fusion_on", self.tune_fusion_on, ("train", "val", "test"))
+            if self.tune_fusion_on == self.split:
+                raise ConfigError("tune_fusion_on", f"tuning on the {self.split} split that is being reported "
+                                  "overstates the result", "tune on another split, e.g. --tune-fusion-on val")
+            if "fusion" not in self.systems:
+                raise ConfigError("tune_fusion_on", "only applies to the fusion system", "add fusion to --systems")
         if not self.prepared_dir:
             raise ConfigError("prepared_dir", "is not set", "pass --prepared-dir (the output of prepare)")
         if set(self.systems) & {"dense", "fusion"} and not self.index_dir:
@@ -83,33 +99,58 @@ def _dense(cfg: EvalConfig, queries: list[str], judged) -> tuple[dict, dict, str
     return run, candidate_scores, model
 
 
+def _judged(prepared: Path, split: str):
+    judged = judged_from_frame(load_split(prepared, split))
+    if not judged.queries:
+        raise FirstLightError(f"the {split} split has no query with a relevant product (relevance >= 2.5); "
+                              f"Fix: use a larger {split} fraction or check the judgments")
+    return judged
+
+
+def _fusion_params(cfg: EvalConfig) -> dict:
+    return {"k": cfg.rrf_k} if cfg.fusion == "rrf" else {"weights": [1.0 - cfg.dense_weight, cfg.dense_weight]}
+
+
+def _base_runs(cfg: EvalConfig, judged, bm25) -> tuple[dict, dict, dict]:
+    """BM25 and dense runs (full catalogue and judged candidates) for the judged queries."""
+    queries = judged.queries
+    runs, candidate_runs, info = {}, {}, {}
+    if bm25 is not None:
+        start = time.perf_counter()
+        runs["bm25"] = dict(zip(queries, bm25.search(queries, cfg.depth)))
+        candidate_runs["bm25"] = {q: bm25.score(q, judged.candidates[q]) for q in queries}
+        log.info("[evaluate] bm25: ranked %d queries in %.1fs", len(queries), time.perf_counter() - start)
+    if set(cfg.systems) & {"dense", "fusion"}:
+        runs["dense"], candidate_runs["dense"], info["model"] = _dense(cfg, queries, judged)
+    return runs, candidate_runs, info
+
+
 def run_evaluate(cfg: EvalConfig) -> dict:
     """Evaluate the configured systems; write and return the results."""
     cfg.validate()
     prepared = Path(cfg.prepared_dir)
     manifest = prepared_manifest(prepared)
-    judged = judged_from_frame(load_split(prepared, cfg.split))
+    judged = _judged(prepared, cfg.split)
     queries = judged.queries
-    if not queries:
-        raise FirstLightError(f"the {cfg.split} split has no query with a relevant product (relevance >= 2.5); "
-                              f"Fix: use a larger test fraction or check the judgments")
     log.info("[evaluate] %d %s queries with a relevant product", len(queries), cfg.split)
-    runs, candidate_runs, info = {}, {}, {}
+    bm25 = None
     if set(cfg.systems) & {"bm25", "fusion"}:
         from evaluation.bm25 import BM25Retriever
 
-        start = time.perf_counter()
         catalogue = load_catalogue(prepared)
         bm25 = BM25Retriever(catalogue["product_id"].tolist(), catalogue["text"].tolist())
-        runs["bm25"] = dict(zip(queries, bm25.search(queries, cfg.depth)))
-        candidate_runs["bm25"] = {q: bm25.score(q, judged.candidates[q]) for q in queries}
-        log.info("[evaluate] bm25: indexed %d products and ranked in %.1fs", len(catalogue),
-                 time.perf_counter() - start)
-    if set(cfg.systems) & {"dense", "fusion"}:
-        runs["dense"], candidate_runs["dense"], info["model"] = _dense(cfg, queries, judged)
+    params = _fusion_params(cfg)
+    if cfg.tune_fusion_on:
+        tuning = _judged(prepared, cfg.tune_fusion_on)
+        tune_runs, _, _ = _base_runs(cfg, tuning, bm25)
+        params = tune_fusion([tune_runs["bm25"], tune_runs["dense"]], tuning, cfg.fusion)
+        log.info("[evaluate] fusion %s tuned on %d %s queries: %s", cfg.fusion, len(tuning.queries),
+                 cfg.tune_fusion_on, params)
+    runs, candidate_runs, info = _base_runs(cfg, judged, bm25)
     if "fusion" in cfg.systems:
-        runs["fusion"] = fuse_rrf([runs["bm25"], runs["dense"]], k=cfg.rrf_k)
-        candidate_runs["fusion"] = fuse_rrf([candidate_runs["bm25"], candidate_runs["dense"]], k=cfg.rrf_k)
+        runs["fusion"] = fuse([runs["bm25"], runs["dense"]], cfg.fusion, params)
+        candidate_runs["fusion"] = fuse([candidate_runs["bm25"], candidate_runs["dense"]], cfg.fusion, params)
+        info["fusion"] = {"method": cfg.fusion, "params": params, "tuned_on": cfg.tune_fusion_on}
 
     results = {"split": cfg.split, "queries": len(queries), "dataset": manifest.get("dataset"),
                "products": manifest["counts"]["products"], "config": asdict(cfg), **info, "systems": {}}

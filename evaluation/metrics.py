@@ -97,12 +97,35 @@ def evaluate_candidates(run: dict, judged: Judged) -> float:
 
 def fuse_rrf(runs: list[dict], k: int = 60) -> dict:
     """Reciprocal-rank fusion of runs ({query: {product: score}}), by ranx."""
-    from ranx import fuse
+    return fuse(runs, "rrf", {"k": k})
+
+
+FUSION_METHODS = ("rrf", "wsum")
+
+
+def fuse(runs: list[dict], method: str, params: dict) -> dict:
+    """Fuse runs ({query: {product: score}}) by ranx: ``rrf`` (params k) or ``wsum`` (params weights,
+    a weighted sum of min-max normalised scores)."""
+    from ranx import fuse as ranx_fuse
 
     common = set.intersection(*(set(q for q, docs in r.items() if docs) for r in runs))
-    fused = fuse([_run({q: r[q] for q in common}) for r in runs], method="rrf", params={"k": k}).to_dict()
+    fused = ranx_fuse([_run({q: r[q] for q in common}) for r in runs], method=method, params=params,
+                      norm="min-max" if method == "wsum" else None).to_dict()
     for r in runs:  # a query that only some runs answered keeps the first answer it got
         for q, docs in r.items():
             if docs and q not in fused:
                 fused[q] = dict(docs)
     return fused
+
+
+def tune_fusion(runs: list[dict], judged: Judged, method: str) -> dict:
+    """The fusion parameters that maximise nDCG@10 of ``runs`` on ``judged`` (ranx's grid search):
+    rrf's k, or wsum's weights in steps of 0.1. Tune on a split other than the one reported."""
+    from ranx import optimize_fusion
+
+    queries = [q for q in judged.queries if all(r.get(q) for r in runs)]
+    if not queries:
+        raise ValueError("no query is answered by every run: nothing to tune the fusion on")
+    params = optimize_fusion(_qrels({q: judged.graded[q] for q in queries}), [_run({q: r[q] for q in queries}) for r in runs],
+                             norm="min-max" if method == "wsum" else None, method=method, metric="ndcg@10")
+    return {k: (list(map(float, v)) if isinstance(v, (list, tuple)) else v) for k, v in params.items()}

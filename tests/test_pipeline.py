@@ -39,6 +39,18 @@ def test_demo_end_to_end_then_reuses_finished_stages(small_homedepot, tiny_model
     assert embeddings.stat().st_mtime_ns == stamp
     assert again["systems"]["bm25"]["mean"] == pytest.approx(bm25)
 
+    # Fusion weights tuned on val, then applied to test; tuning on the reported split is refused.
+    work = tmp_path / "homedepot"
+    flags = ["evaluate", "--prepared-dir", str(work / "data"), "--index-dir", str(work / "index"),
+             "--max-length", "32", "--fusion", "wsum", "--output", str(tmp_path / "tuned.json")]
+    assert main([*flags, "--tune-fusion-on", "val"]) == 0
+    tuned = json.loads((tmp_path / "tuned.json").read_text())
+    weights = tuned["fusion"]["params"]["weights"]
+    assert tuned["fusion"]["tuned_on"] == "val" and sum(weights) == pytest.approx(1.0) and len(weights) == 2
+    assert tuned["systems"]["bm25"]["mean"] == pytest.approx(bm25)
+    assert main([*flags, "--tune-fusion-on", "test"]) == 2
+    assert "tune_fusion_on" in capsys.readouterr().err
+
 
 def test_evaluate_cli_runs_bm25_alone(small_homedepot, tmp_path, ray_session, capsys):
     code = main(["prepare", "--dataset", "homedepot", "--data-dir", str(small_homedepot),

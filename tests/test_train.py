@@ -168,3 +168,40 @@ def test_resume_from_a_given_checkpoint_continues_its_steps(prepared, tiny_model
     assert (tmp_path / "b" / "resumed_from.txt").read_text().strip() == "2"
     assert read_history(tmp_path / "b")["step"].tolist() == [3, 4]
     assert json.loads((Path(resumed.checkpoint.path) / "trainer_state.json").read_text())["step"] == 4
+
+
+def test_lora_trains_adapters_only_and_exports_a_merged_plain_model(prepared, tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+    from sentence_transformers import SentenceTransformer
+
+    from train.encoder import TextEncoder
+    from train.recipe import export_checkpoint, fit, read_history
+
+    cfg = tiny_config(prepared, tiny_model_dir, tmp_path / "run", num_workers=1, cpus_per_worker=1, grad_accum=1,
+                      max_steps=8, checkpoint_every=8, val_queries=0, lora_rank=8, lora_alpha=16, lr=2e-2)
+    result = fit(cfg)
+    loss = read_history(tmp_path / "run")["loss"]
+    assert loss.iloc[-3:].mean() < loss.iloc[:3].mean()
+    folder = export_checkpoint(Path(result.checkpoint.path), tmp_path / "model")
+    exported = load_file(folder / "model.safetensors")
+    assert not any("lora" in name for name in exported)  # merged: a plain encoder, no peft needed to serve it
+    original = load_file(Path(tiny_model_dir) / "model.safetensors")
+    changed = [n for n, w in exported.items() if n in original and not np.allclose(w.numpy(), original[n].numpy())]
+    # adapters sit on the linear layers only: their weights moved, embeddings and LayerNorms did not
+    assert changed and all(n.endswith("dense.weight") or n.endswith(("query.weight", "key.weight", "value.weight"))
+                           for n in changed)
+    texts = ["cordless drill", "white 30 in. vanity"]
+    np.testing.assert_allclose(TextEncoder.load(str(folder)).encode(texts),
+                               SentenceTransformer(str(folder), device="cpu").encode(texts), atol=1e-5)
+
+
+def test_lora_with_unknown_layer_names_is_a_config_error(prepared, tiny_model_dir, tmp_path):
+    import torch
+    from transformers import AutoModel
+
+    from firstlight.errors import ConfigError
+    from train.lora import add_adapters
+
+    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, lora_rank=4, lora_targets="q_proj,v_proj")
+    with pytest.raises(ConfigError, match="lora_targets"):
+        add_adapters(AutoModel.from_pretrained(tiny_model_dir, dtype=torch.float32), cfg)

@@ -43,6 +43,12 @@ class TrainConfig:
     mine_depth: int = field(default=30, metadata={"help": "mined negatives come from the top this many"})
     mine_skip: int = field(default=3, metadata={"help": "top results never used as mined negatives"})
     negative_at: float = field(default=1.67, metadata={"help": "relevance up to which a judged product is a hard negative"})
+    # parameter-efficient fine-tuning
+    lora_rank: int = field(default=0, metadata={"help": "LoRA adapter rank (0 = train every weight)"})
+    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA scaling numerator (update scale alpha/rank)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA adapter input"})
+    lora_targets: str = field(default="query,key,value,dense", metadata={
+        "help": "comma-separated names of the linear layers that get adapters"})
     # distribution
     strategy: str = field(default="deepspeed", metadata={"help": "deepspeed or ddp"})
     zero_stage: int = field(default=2, metadata={"help": "DeepSpeed ZeRO stage 0-3"})
@@ -89,6 +95,17 @@ class TrainConfig:
                      "keep_checkpoints", "report_every"):
             check_range(name, getattr(self, name), 1)
         check_range("lr", self.lr, 0.0, low_inclusive=False)
+        check_range("lora_rank", self.lora_rank, 0)
+        if self.lora_rank:
+            check_range("lora_alpha", self.lora_alpha, 0.0, low_inclusive=False)
+            check_range("lora_dropout", self.lora_dropout, 0.0, 1.0)
+            if not self.lora_targets.strip(","):
+                raise ConfigError("lora_targets", "is empty", "name the linear layers, e.g. query,key,value,dense")
+            try:
+                import peft  # noqa: F401
+            except ImportError:
+                raise ConfigError("lora_rank", "LoRA needs the peft package",
+                                  "pip install peft (it is in FirstLight's dependencies), or use --lora-rank 0") from None
         check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         check_range("cpus_per_worker", self.cpus_per_worker, 0.0, low_inclusive=False)
         if self.strategy == "ddp" and self.precision == "bf16" and not self.use_gpu:

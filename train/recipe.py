@@ -11,6 +11,7 @@ Features and limits:
 - ZeRO 0-3, fp32/bf16 on CPU (gloo) and GPU, fp16 on GPU; gradient accumulation; clipping; AdamW
   with warmup and linear or cosine decay.
 - In-batch negatives from all workers (see :mod:`train.loss`); accumulation does not add negatives.
+- LoRA adapters (``lora_rank > 0``, see :mod:`train.lora`), merged into the weights at export.
 - Resume: automatic after a worker failure (``max_failures``), or from ``resume_from``. A resumed
   epoch skips the micro-batches already done; Ray Data's order within an epoch is not guaranteed
   to repeat exactly, so a few pairs may be seen twice or not at all in that epoch.
@@ -115,9 +116,10 @@ class _Engine:
     def __init__(self, cfg: TrainConfig, model, total_steps: int, world_size: int):
         self.cfg = cfg
         no_decay = ("bias", "LayerNorm.weight")
-        groups = [{"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-                   "weight_decay": cfg.weight_decay},
-                  {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0}]
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # LoRA freezes the rest
+        groups = [{"params": [p for n, p in trainable if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
+                  {"params": [p for n, p in trainable if n.endswith(no_decay)], "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
         scheduler = _scheduler(optimizer, cfg, total_steps)
         if cfg.strategy == "deepspeed":
@@ -201,6 +203,10 @@ def train_loop(config: dict) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     model = AutoModel.from_pretrained(config["model_path"])
+    if cfg.lora_rank:
+        from train.lora import add_adapters
+
+        model = add_adapters(model, cfg)
     engine = _Engine(cfg, model, config["total_steps"], world_size)
     validator = Validator(cfg, tokenizer) if cfg.val_queries else None
 
@@ -333,7 +339,9 @@ def _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank) -> None
             (folder / "trainer_state.json").write_text(json.dumps(state))
             (folder / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
             tokenizer.save_pretrained(folder / "tokenizer")
-            engine.module.config.save_pretrained(folder / "model_config")
+            from train.lora import base_model
+
+            base_model(engine.module).config.save_pretrained(folder / "model_config")
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -358,8 +366,14 @@ def export_checkpoint(checkpoint_dir: Path, out: Path) -> Path:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         weights = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=STATE_TAG)
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
+    weights = {k: v.float() for k, v in weights.items()}
+    if cfg.lora_rank:
+        from train.lora import merged
+
+        model, missing, unexpected = merged(model, weights, cfg), [], []
+    else:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise RuntimeError(f"checkpoint {folder} does not match its model: missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]}")
