@@ -5,6 +5,7 @@
     firstlight embed --prepared-dir artifacts/homedepot/data
     firstlight index --embeddings-dir artifacts/homedepot/embeddings --kind ivf
     firstlight evaluate --prepared-dir ... --index-dir ...
+    firstlight serve --index-dir artifacts/homedepot/index     # HTTP endpoint (Ray Serve)
 
 The same commands run under `ray job submit -- firstlight ...`, joining that cluster.
 """
@@ -22,6 +23,8 @@ from firstlight.config import add_config_args, config_from_args
 from firstlight.errors import FirstLightError
 from firstlight.pipeline import DemoConfig, run_demo
 from firstlight.runtime import ensure_ray, setup_logging
+from serve.app import run_serve
+from serve.config import ServeConfig
 from serve.index import IndexConfig, run_index
 from train.config import TrainConfig
 from train.recipe import run_train
@@ -34,6 +37,7 @@ STAGES = {
     "train": (TrainConfig, run_train, True, "fine-tune the encoder with Ray Train + DeepSpeed"),
     "index": (IndexConfig, run_index, False, "build the FAISS product index"),
     "evaluate": (EvalConfig, run_evaluate, False, "score BM25, the encoder and their fusion"),
+    "serve": (ServeConfig, run_serve, True, "serve recommendations over HTTP (Ray Serve + FAISS)"),
 }
 
 

@@ -1,0 +1,64 @@
+"""The FirstLight Ray Serve application: Gateway (HTTP) -> Encoder (autoscaled) + Retriever (FAISS).
+
+Start it with one command:
+
+    firstlight serve --index-dir artifacts/homedepot/index            # or, with Ray's own CLI:
+    serve run serve/config.yaml                                        # serve deploy serve/config.yaml
+
+``build_app`` is a Serve application builder: `serve run serve.app:build_app index_dir=...` and the
+``args`` of a config YAML reach it as a dict, checked by :class:`~serve.config.ServeConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+from serve.config import ServeConfig
+
+log = logging.getLogger(__name__)
+
+
+def build_app(args: dict | ServeConfig):
+    from serve.deployments import Encoder, Retriever
+    from serve.gateway import Gateway
+
+    cfg = args if isinstance(args, ServeConfig) else ServeConfig.from_args(dict(args))
+    cfg.validate()
+    cfg = cfg.absolute()
+    cfg.resolved_model()  # an index without a recorded model is refused here, not in a replica
+    config = asdict(cfg)
+    encoder = Encoder.options(
+        autoscaling_config={"min_replicas": cfg.encoder_min_replicas, "max_replicas": cfg.encoder_max_replicas,
+                            "target_ongoing_requests": cfg.encoder_target_ongoing_requests,
+                            "upscale_delay_s": cfg.upscale_delay_s, "downscale_delay_s": cfg.downscale_delay_s,
+                            "metrics_interval_s": 1.0, "look_back_period_s": 5.0},
+        # a replica must accept a full batch's worth of requests for dynamic batching to fill it
+        max_ongoing_requests=max(2 * cfg.batch_max_size, int(2 * cfg.encoder_target_ongoing_requests)),
+        ray_actor_options={"num_cpus": cfg.encoder_num_cpus, "num_gpus": cfg.encoder_num_gpus},
+    ).bind(config)
+    retriever = Retriever.options(
+        num_replicas=1, max_ongoing_requests=256,
+        ray_actor_options={"num_cpus": cfg.retriever_num_cpus, "num_gpus": cfg.retriever_num_gpus},
+    ).bind(config)
+    return Gateway.options(num_replicas=cfg.gateway_replicas, max_ongoing_requests=512,
+                           ray_actor_options={"num_cpus": cfg.gateway_num_cpus}).bind(config, encoder, retriever)
+
+
+def run_serve(cfg: ServeConfig, blocking: bool = True) -> str:
+    """Deploy the application on the current Ray (local or cluster); return its base URL."""
+    import time
+
+    from ray import serve
+
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.run(build_app(cfg), name="firstlight", route_prefix="/")
+    url = f"http://{cfg.host}:{cfg.port}"
+    log.info("[serve] FirstLight answers at %s (API docs at %s/docs); Ctrl-C stops it", url, url)
+    if blocking:
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            serve.shutdown()
+    return url

@@ -1,0 +1,128 @@
+"""The serving config: one typed object for `firstlight serve`, `serve run`/`serve deploy` and tests.
+
+Paths default to the layout the other stages write (INDEX/../data for titles, INDEX/../serve_state
+for the live state), so pointing at an index is enough. Limits are part of the API contract: every
+rejection names the field and the limit it broke.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from firstlight.config import check_choice, check_range
+from firstlight.errors import ConfigError
+
+
+@dataclass
+class ServeConfig:
+    index_dir: str | None = field(default=None, metadata={"help": "FAISS index folder (the output of `index`)"})
+    model: str | None = field(default=None, metadata={"help": "query encoder; default: the index's model"})
+    prepared_dir: str | None = field(default=None, metadata={"help": "catalogue titles; default INDEX/../data"})
+    state_dir: str | None = field(default=None, metadata={
+        "help": "live state: active version and item changes, shared by all replicas; default INDEX/../serve_state"})
+    max_length: int = field(default=64, metadata={"help": "tokens the encoder keeps per text"})
+    use_gpu: str = field(default="auto", metadata={"help": "FAISS and encoder on GPU: auto, yes or no"})
+    # request limits
+    max_text_chars: int = field(default=1000, metadata={"help": "characters allowed per text"})
+    max_text_tokens: int = field(default=128, metadata={"help": "tokens allowed per text (longer is an error)"})
+    max_k: int = field(default=100, metadata={"help": "largest k a caller may ask for"})
+    max_batch_texts: int = field(default=32, metadata={"help": "texts allowed in one /v1/recommend/batch call"})
+    max_exclude: int = field(default=1000, metadata={"help": "product ids allowed in exclude"})
+    max_body_bytes: int = field(default=65536, metadata={"help": "request body size cap"})
+    admin_token_env: str = field(default="FIRSTLIGHT_ADMIN_TOKEN", metadata={
+        "help": "environment variable holding the admin bearer token (admin API off when neither is set)"})
+    admin_token_file: str | None = field(default=None, metadata={
+        "help": "or a file holding it (a mounted secret); the file wins over the variable"})
+    # replicas, batching, autoscaling
+    encoder_min_replicas: int = field(default=1, metadata={"help": "Encoder replicas kept when idle"})
+    encoder_max_replicas: int = field(default=4, metadata={"help": "Encoder replicas at most"})
+    encoder_target_ongoing_requests: float = field(default=8.0, metadata={
+        "help": "requests per Encoder replica the autoscaler aims at"})
+    encoder_num_cpus: float = field(default=1.0, metadata={"help": "CPUs per Encoder replica (fractions allowed)"})
+    encoder_num_gpus: float = field(default=0.0, metadata={"help": "GPUs per Encoder replica"})
+    upscale_delay_s: float = field(default=5.0, metadata={"help": "sustained load before adding replicas"})
+    downscale_delay_s: float = field(default=60.0, metadata={"help": "sustained idleness before removing replicas"})
+    batch_max_size: int = field(default=32, metadata={"help": "texts encoded together at most (dynamic batching)"})
+    batch_wait_s: float = field(default=0.005, metadata={"help": "longest wait to fill a batch"})
+    retriever_num_cpus: float = field(default=0.5, metadata={"help": "CPUs for the Retriever replica"})
+    retriever_num_gpus: float = field(default=0.0, metadata={"help": "GPUs for the Retriever replica"})
+    gateway_replicas: int = field(default=1, metadata={"help": "HTTP gateway replicas"})
+    gateway_num_cpus: float = field(default=0.25, metadata={"help": "CPUs per gateway replica"})
+    host: str = field(default="127.0.0.1", metadata={"help": "HTTP host (0.0.0.0 to listen on all interfaces)"})
+    port: int = field(default=8000, metadata={"help": "HTTP port"})
+
+    def validate(self) -> None:
+        if not self.index_dir:
+            raise ConfigError("index_dir", "is not set", "pass --index-dir (the output of `firstlight index`)")
+        if not (Path(self.index_dir) / "index.faiss").exists():
+            raise ConfigError("index_dir", f"{self.index_dir} holds no FAISS index (index.faiss)",
+                              "run `firstlight index` and pass its output folder")
+        if not (Path(self.resolved_prepared_dir()) / "catalogue").exists():
+            raise ConfigError("prepared_dir", f"{self.resolved_prepared_dir()} holds no prepared catalogue",
+                              "pass --prepared-dir (the output of `firstlight prepare`)")
+        check_choice("use_gpu", self.use_gpu, ("auto", "yes", "no"))
+        for name in ("max_length", "max_text_chars", "max_text_tokens", "max_k", "max_batch_texts",
+                     "max_body_bytes", "encoder_min_replicas", "batch_max_size", "gateway_replicas"):
+            check_range(name, getattr(self, name), 1)
+        check_range("max_exclude", self.max_exclude, 0)
+        check_range("encoder_max_replicas", self.encoder_max_replicas, self.encoder_min_replicas)
+        check_range("encoder_target_ongoing_requests", self.encoder_target_ongoing_requests, 0.0, low_inclusive=False)
+        for name in ("encoder_num_cpus", "retriever_num_cpus", "gateway_num_cpus"):
+            check_range(name, getattr(self, name), 0.0, low_inclusive=False)
+        for name in ("encoder_num_gpus", "retriever_num_gpus", "batch_wait_s", "upscale_delay_s", "downscale_delay_s"):
+            check_range(name, getattr(self, name), 0.0)
+        check_range("port", self.port, 1, 65535)
+        if self.admin_token_file and not Path(self.admin_token_file).is_file():
+            raise ConfigError("admin_token_file", f"{self.admin_token_file} does not exist",
+                              "point it at a file holding the admin token, or leave it unset")
+
+    def admin_token(self) -> str | None:
+        import os
+
+        if self.admin_token_file:
+            token = Path(self.admin_token_file).read_text().strip()
+            return token or None
+        return os.environ.get(self.admin_token_env) or None
+
+    def resolved_prepared_dir(self) -> str:
+        return str(Path(self.prepared_dir) if self.prepared_dir else Path(self.index_dir).parent / "data")
+
+    def resolved_state_dir(self) -> str:
+        return str(Path(self.state_dir) if self.state_dir else Path(self.index_dir).parent / "serve_state")
+
+    def resolved_model(self) -> str:
+        if self.model:
+            return self.model
+        manifest = json.loads((Path(self.index_dir) / "manifest.json").read_text())
+        if not manifest.get("model"):
+            raise ConfigError("model", f"the index in {self.index_dir} does not record its model", "pass --model")
+        return manifest["model"]
+
+    def absolute(self) -> "ServeConfig":
+        """The same config with absolute paths: replicas may run in another working directory."""
+        return ServeConfig(**{**asdict(self), "index_dir": str(Path(self.index_dir).resolve()),
+                              "prepared_dir": str(Path(self.resolved_prepared_dir()).resolve()),
+                              "state_dir": str(Path(self.resolved_state_dir()).resolve()),
+                              "admin_token_file": str(Path(self.admin_token_file).resolve())
+                              if self.admin_token_file else None})
+
+    @classmethod
+    def from_args(cls, args: dict) -> "ServeConfig":
+        """From a Serve application's ``args`` (YAML or `serve run ... key=value`): values may be strings."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(args) - set(known))
+        if unknown:
+            raise ConfigError(unknown[0], "is not a serving option", f"use one of {', '.join(known)}")
+        converted = {}
+        for name, value in args.items():
+            default = known[name].default
+            if isinstance(value, str) and isinstance(default, (bool, int, float)) and not isinstance(default, str):
+                try:
+                    value = type(default)(value) if not isinstance(default, bool) else value.lower() in ("1", "true", "yes")
+                except ValueError:
+                    raise ConfigError(name, f"{value!r} is not a {type(default).__name__}",
+                                      f"give a {type(default).__name__}") from None
+            converted[name] = value
+        return cls(**converted)

@@ -1,0 +1,134 @@
+"""The two model-holding Ray Serve deployments: ``Encoder`` (autoscaled, dynamic batching) and
+``Retriever`` (the FAISS index plus live product changes).
+
+Both keep the versions they were asked for in a small cache (the active one and the one before),
+so a reload never interrupts requests that started on the previous version. Models and indexes are
+loaded from their folders inside the replica, never shipped through Ray's object store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from ray import serve
+from ray.serve.metrics import Gauge, Histogram
+
+from serve.config import ServeConfig
+
+log = logging.getLogger("ray.serve")
+KEEP_VERSIONS = 2
+
+
+class _Cache(OrderedDict):
+    """Least-recently-used cache of loaded versions."""
+
+    def get_or_load(self, key, load):
+        if key not in self:
+            self[key] = load()
+            while len(self) > KEEP_VERSIONS:
+                self.popitem(last=False)
+        self.move_to_end(key)
+        return self[key]
+
+
+@serve.deployment
+class Encoder:
+    """Texts -> unit vectors. Requests arriving together are encoded as one batch (``@serve.batch``)."""
+
+    def __init__(self, config: dict):
+        self.cfg = ServeConfig(**config)
+        self.models = _Cache()
+        self.encode_one.set_max_batch_size(self.cfg.batch_max_size)
+        self.encode_one.set_batch_wait_timeout_s(self.cfg.batch_wait_s)
+        self.batch_sizes = Histogram("firstlight_encode_batch_size", description="texts per encoder batch",
+                                     boundaries=[1, 2, 4, 8, 16, 32, 64, 128])
+        self.encode_ms = Histogram("firstlight_encode_ms", description="encoder batch latency (ms)",
+                                   boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000])
+        self.model(self.cfg.resolved_model())  # load the default model before taking traffic
+
+    def model(self, name: str):
+        from train.encoder import TextEncoder
+
+        device = "cpu" if self.cfg.use_gpu == "no" else "auto"
+        return self.models.get_or_load(name, lambda: TextEncoder.load(name, max_length=self.cfg.max_length,
+                                                                      device=device))
+
+    def count_tokens(self, model: str, texts: list[str]) -> list[int]:
+        tokenizer = self.model(model).tokenizer
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def encode_one(self, requests: list[tuple[str, str]]) -> list[np.ndarray]:
+        """Each request is (model, text); one batch may mix models right after a reload."""
+        start = time.perf_counter()
+        out: list[np.ndarray | None] = [None] * len(requests)
+        for name in dict.fromkeys(m for m, _ in requests):
+            rows = [i for i, (m, _) in enumerate(requests) if m == name]
+            vectors = self.model(name).encode([requests[i][1] for i in rows], batch_size=len(rows))
+            for i, v in zip(rows, vectors):
+                out[i] = v
+        self.batch_sizes.observe(len(requests))
+        self.encode_ms.observe(1000 * (time.perf_counter() - start))
+        return out
+
+    async def encode(self, model: str, texts: list[str]) -> np.ndarray:
+        import asyncio
+
+        return np.stack(await asyncio.gather(*(self.encode_one((model, t)) for t in texts)))
+
+    def dim(self, model: str) -> int:
+        return self.model(model).dim
+
+
+@serve.deployment
+class Retriever:
+    """Top-k products for query vectors, from the saved FAISS index plus live product changes."""
+
+    def __init__(self, config: dict):
+        from serve.versions import Version
+
+        self.cfg = ServeConfig(**config)
+        self.indexes = _Cache()
+        self.search_ms = Histogram("firstlight_retrieval_ms", description="FAISS search latency (ms)",
+                                   boundaries=[0.1, 0.5, 1, 2, 5, 10, 20, 50, 100])
+        self.items = Gauge("firstlight_index_items", description="products searchable in the active index")
+        self.get(Version(self.cfg.resolved_model(), self.cfg.index_dir).describe())
+
+    def get(self, version: dict):
+        from serve.live_index import LiveIndex
+
+        change_log = Path(self.cfg.resolved_state_dir()) / "changes" / f"{version['id']}.jsonl"
+        return self.indexes.get_or_load(version["id"], lambda: LiveIndex(
+            version["index"], self.cfg.resolved_prepared_dir(), change_log, use_gpu=self.cfg.use_gpu))
+
+    def search(self, version: dict, vectors: np.ndarray, k: int, exclude: list[list[str]]) -> list[list[tuple]]:
+        start = time.perf_counter()
+        index = self.get(version)
+        hits = index.search(vectors, k, [set(e) for e in exclude])
+        self.search_ms.observe(1000 * (time.perf_counter() - start))
+        self.items.set(len(index))
+        return hits
+
+    def upsert(self, version: dict, items: list[dict]) -> int:
+        index = self.get(version)
+        index.upsert(items)
+        self.items.set(len(index))
+        return len(index)
+
+    def delete(self, version: dict, product_id: str) -> bool:
+        return self.get(version).delete(product_id)
+
+    def info(self, version: dict) -> dict:
+        index = self.get(version)
+        return {"items": len(index), "dim": index.dim, "kind": index.base.manifest.get("kind"),
+                "on_gpu": index.base.on_gpu, "added": len(index.overlay), "deleted": len(index.deleted_ids())}
+
+    def added_items(self, version: dict) -> list[dict]:
+        return self.get(version).added_items()
+
+    def deleted_ids(self, version: dict) -> list[str]:
+        return self.get(version).deleted_ids()

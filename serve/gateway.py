@@ -1,0 +1,227 @@
+"""The HTTP ingress: FastAPI routes on a Ray Serve deployment, calling the Encoder and the Retriever.
+
+    POST   /v1/recommend          {text, k, exclude}   -> ranked products + the version that answered
+    POST   /v1/recommend/batch    {texts, k, exclude}  -> one ranking per text
+    POST   /v1/items              {items: [{id, title, description}]}   (admin) add or change products
+    DELETE /v1/items/{id}                                                (admin) remove a product
+    POST   /v1/admin/reload       {index_dir, model}                    (admin) switch model + index
+    GET    /v1/stats, /healthz, /readyz, /docs, /openapi.json
+
+Admin routes need ``Authorization: Bearer <token>``, the token being the content of
+``admin_token_file`` or the value of the environment variable named by ``admin_token_env`` in the
+gateway's process; with neither they answer 503.
+"""
+
+import asyncio
+import hmac
+import logging
+import time
+from collections import Counter as Tally
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.metrics import Counter
+from starlette.exceptions import HTTPException
+
+from serve.api import (ApiError, BatchRequest, BatchResponse, ItemsRequest, RecommendRequest, RecommendResponse,
+                       ReloadRequest, check_count, check_k, check_text, openapi_body, parse_body)
+from serve.config import ServeConfig
+from serve.versions import ActiveVersion, Version
+
+log = logging.getLogger("ray.serve")
+app = FastAPI(title="FirstLight", version="1",
+              description="Cold-start product recommendations from what a new visitor types.")
+
+
+@app.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException):
+    # Unknown routes and wrong methods answer in the same JSON error shape as everything else.
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(ApiError(exc.status_code, code, "path", f"{request.method} {request.url.path}: "
+                                 f"{exc.detail}").body(), status_code=exc.status_code)
+
+
+@serve.deployment
+@serve.ingress(app)
+class Gateway:
+    def __init__(self, config: dict, encoder, retriever):
+        self.cfg = ServeConfig(**config)
+        self.encoder, self.retriever = encoder, retriever
+        self.active = ActiveVersion(self.cfg.resolved_state_dir(), Version(self.cfg.resolved_model(), self.cfg.index_dir))
+        self.tokenizers = {}
+        self.rejected = Counter("firstlight_rejected_requests", description="requests answered with a 4xx",
+                                tag_keys=("reason",))
+        self.tally = Tally()
+        self.reload_lock = asyncio.Lock()
+
+    # -- plumbing ----------------------------------------------------------------------------
+    async def _handle(self, request: Request, body_model, work, admin: bool = False):
+        try:
+            if admin:  # before the body is read: an unauthorised caller learns nothing about it
+                self._admin(request)
+            raw = await request.body()
+            body = parse_body(raw, request.headers.get("content-type"), body_model, self.cfg.max_body_bytes) \
+                if body_model else None
+            return JSONResponse(await work(body))
+        except ApiError as err:
+            self.rejected.inc(tags={"reason": err.code})
+            self.tally[err.code] += 1
+            return JSONResponse(err.body(), status_code=err.status)
+        except Exception:  # noqa: BLE001 - a bug or a dead replica: a JSON 500, details in the log
+            log.exception("firstlight: %s %s failed", request.method, request.url.path)
+            return JSONResponse(ApiError(500, "internal", "", "internal error; see the server log").body(),
+                                status_code=500)
+
+    def _admin(self, request: Request) -> None:
+        token = self.cfg.admin_token()
+        if not token:
+            raise ApiError(503, "admin_disabled", "Authorization",
+                           f"the admin API is off: set {self.cfg.admin_token_env} for the serving processes "
+                           "or admin_token_file in the serving config")
+        given = request.headers.get("authorization", "")
+        if not given.lower().startswith("bearer "):
+            raise ApiError(401, "unauthorized", "Authorization", "send Authorization: Bearer <admin token>")
+        if not hmac.compare_digest(given[7:].strip().encode(), token.encode()):
+            raise ApiError(401, "unauthorized", "Authorization", "the admin token is wrong")
+
+    def _check_tokens(self, model: str, texts: list[str], field: str) -> None:
+        if model not in self.tokenizers:
+            from transformers import AutoTokenizer
+
+            from train.encoder import resolve_model_path
+
+            self.tokenizers[model] = AutoTokenizer.from_pretrained(resolve_model_path(model))
+        for i, ids in enumerate(self.tokenizers[model](texts)["input_ids"]):
+            if len(ids) > self.cfg.max_text_tokens:
+                name = f"{field}.{i}" if len(texts) > 1 or field == "texts" else field
+                raise ApiError(422, "too_many_tokens", name, f"'{name}' has {len(ids)} tokens; at most "
+                               f"{self.cfg.max_text_tokens} are accepted", self.cfg.max_text_tokens)
+
+    async def _rank(self, texts: list[str], k: int, exclude: list[str], field: str):
+        check_k(k, self.cfg.max_k)
+        check_count(exclude, "exclude", 0, self.cfg.max_exclude)
+        clean = [check_text(t, f"{field}.{i}" if field == "texts" else field, self.cfg.max_text_chars)
+                 for i, t in enumerate(texts)]
+        version = self.active.get()  # read once: the whole request runs on this version
+        self._check_tokens(version.model, clean, field)
+        start = time.perf_counter()
+        vectors = await self.encoder.encode.remote(version.model, clean)
+        encoded = time.perf_counter()
+        hits = await self.retriever.search.remote(version.describe(), vectors, k, [exclude] * len(clean))
+        done = time.perf_counter()
+        timing = {"encode": 1000 * (encoded - start), "retrieve": 1000 * (done - encoded)}
+        results = [[{"id": pid, "title": title, "score": score} for pid, title, score in row] for row in hits]
+        return results, version.describe(), timing
+
+    # -- routes --------------------------------------------------------------------------------
+    @app.post("/v1/recommend", response_model=RecommendResponse, openapi_extra=openapi_body(RecommendRequest))
+    async def recommend(self, request: Request):
+        async def work(body: RecommendRequest):
+            start = time.perf_counter()
+            results, version, timing = await self._rank([body.text], body.k, body.exclude, "text")
+            timing["total"] = 1000 * (time.perf_counter() - start)
+            return {"items": results[0], "version": version, "timing_ms": timing}
+        return await self._handle(request, RecommendRequest, work)
+
+    @app.post("/v1/recommend/batch", response_model=BatchResponse, openapi_extra=openapi_body(BatchRequest))
+    async def recommend_batch(self, request: Request):
+        async def work(body: BatchRequest):
+            start = time.perf_counter()
+            check_count(body.texts, "texts", 1, self.cfg.max_batch_texts)
+            results, version, timing = await self._rank(body.texts, body.k, body.exclude, "texts")
+            timing["total"] = 1000 * (time.perf_counter() - start)
+            return {"results": results, "version": version, "timing_ms": timing}
+        return await self._handle(request, BatchRequest, work)
+
+    @app.post("/v1/items", openapi_extra=openapi_body(ItemsRequest))
+    async def upsert_items(self, request: Request):
+        async def work(body: ItemsRequest):
+            from data_pipeline.text import product_text
+
+            check_count(body.items, "items", 1, self.cfg.max_batch_texts)
+            texts = []
+            for i, item in enumerate(body.items):
+                if not item.id.strip() or len(item.id) > 200:
+                    raise ApiError(422, "invalid_id", f"items.{i}.id", "ids are 1 to 200 characters", 200)
+                check_text(item.title, f"items.{i}.title", self.cfg.max_text_chars)
+                if item.description is not None:
+                    check_text(item.description, f"items.{i}.description", 10 * self.cfg.max_text_chars)
+                texts.append(product_text(item.title, item.description))
+            version = self.active.get()
+            vectors = await self.encoder.encode.remote(version.model, texts)
+            records = [{"id": item.id.strip(), "title": item.title, "text": text, "vector": vector.tolist()}
+                       for item, text, vector in zip(body.items, texts, vectors)]
+            total = await self.retriever.upsert.remote(version.describe(), records)
+            return {"upserted": [r["id"] for r in records], "items_in_index": total, "version": version.describe()}
+        return await self._handle(request, ItemsRequest, work, admin=True)
+
+    @app.delete("/v1/items/{product_id}")
+    async def delete_item(self, product_id: str, request: Request):
+        async def work(_):
+            version = self.active.get()
+            if not await self.retriever.delete.remote(version.describe(), product_id):
+                raise ApiError(404, "not_found", "id", f"no product {product_id!r} in the index")
+            return {"deleted": product_id, "version": version.describe()}
+        return await self._handle(request, None, work, admin=True)
+
+    @app.post("/v1/admin/reload", openapi_extra=openapi_body(ReloadRequest))
+    async def reload(self, request: Request):
+        async def work(body: ReloadRequest):
+            async with self.reload_lock:
+                return await self._switch(body)
+        return await self._handle(request, ReloadRequest, work, admin=True)
+
+    async def _switch(self, body: ReloadRequest) -> dict:
+        """Load the new version on both deployments, carry over the API's item changes, then switch."""
+        import json
+
+        index_dir = str(Path(body.index_dir).expanduser().resolve())
+        if not (Path(index_dir) / "index.faiss").exists():
+            raise ApiError(422, "not_found", "index_dir", f"{body.index_dir} holds no FAISS index (index.faiss)")
+        model = body.model or json.loads((Path(index_dir) / "manifest.json").read_text()).get("model")
+        if not model:
+            raise ApiError(422, "missing_field", "model", "the index does not record its model: pass 'model'")
+        old, new = self.active.get(), Version(model, index_dir)
+        try:
+            dim = await self.encoder.dim.remote(model)
+        except Exception as err:  # noqa: BLE001 - whatever loading raised, the caller gets the reason
+            raise ApiError(422, "unloadable", "model", f"could not load model {model!r}: {str(err).splitlines()[-1]}") \
+                from None
+        info = await self.retriever.info.remote(new.describe())
+        if info["dim"] != dim:
+            raise ApiError(422, "dimension_mismatch", "model", f"the model makes {dim}-dim vectors, the index holds "
+                           f"{info['dim']}-dim ones: pass the model the index was built with")
+        if new.id != old.id:
+            added = await self.retriever.added_items.remote(old.describe())
+            if added:  # products added through the API are re-embedded by the new model
+                vectors = await self.encoder.encode.remote(model, [a["text"] for a in added])
+                await self.retriever.upsert.remote(new.describe(), [{**a, "vector": v.tolist()}
+                                                                     for a, v in zip(added, vectors)])
+            for pid in await self.retriever.deleted_ids.remote(old.describe()):
+                await self.retriever.delete.remote(new.describe(), pid)
+        self.active.set(new)
+        log.info("firstlight: switched %s -> %s", old.describe(), new.describe())
+        return {"previous": old.describe(), "active": new.describe(),
+                "items_in_index": (await self.retriever.info.remote(new.describe()))["items"]}
+
+    @app.get("/v1/stats")
+    async def stats(self):
+        version = self.active.get()
+        info = await self.retriever.info.remote(version.describe())
+        return {"version": version.describe(), "index": info, "rejected": dict(self.tally)}
+
+    @app.get("/healthz")
+    async def healthz(self):
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(self):
+        try:
+            version = self.active.get()
+            await asyncio.wait_for(self.retriever.info.remote(version.describe()), timeout=10)
+            await asyncio.wait_for(self.encoder.dim.remote(version.model), timeout=10)
+        except Exception as err:  # noqa: BLE001 - not ready, whatever the reason
+            return JSONResponse({"status": "not ready", "reason": str(err).splitlines()[0]}, status_code=503)
+        return {"status": "ready", "version": version.describe()}

@@ -1,0 +1,129 @@
+"""A product index that takes new, changed and deleted products while it serves.
+
+The saved FAISS index stays as built; changes live beside it:
+- an *overlay* of added or changed products (id, title, text, vector), searched exactly;
+- a *mask* of saved rows that were deleted or replaced by a newer version.
+
+Every change is first appended (and fsync'ed) to a change log, ``STATE/changes/<version>.jsonl``;
+the in-memory state is only ever built by replaying that log. So a change that was acknowledged
+survives a restart, and every Retriever replica that reads the same log (shared storage) converges
+on the same catalogue: before each search a replica replays whatever was appended since its last look.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from data_pipeline.prepare import load_catalogue
+from serve.index import ProductIndex
+
+
+class LiveIndex:
+    def __init__(self, index_dir: str, prepared_dir: str, change_log: Path, use_gpu: str = "auto"):
+        self.base = ProductIndex.load(Path(index_dir), use_gpu=use_gpu)
+        catalogue = load_catalogue(prepared_dir)
+        self.titles = dict(zip(catalogue["product_id"], catalogue["title"]))
+        self.base_rows = {pid: i for i, pid in enumerate(self.base.ids)}
+        self.masked: set[str] = set()  # saved products deleted or replaced
+        self.overlay: dict[str, tuple[str, str, np.ndarray]] = {}  # id -> (title, text, vector)
+        self.change_log = Path(change_log)
+        self.change_log.parent.mkdir(parents=True, exist_ok=True)
+        self._offset = 0
+        self._lock = threading.Lock()
+        self.refresh()
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
+    def __len__(self) -> int:
+        return len(self.base) - len(self.masked) + len(self.overlay)
+
+    # -- changes ---------------------------------------------------------------------------
+    def upsert(self, items: list[dict]) -> None:
+        """items: {id, title, text, vector}; a known id is replaced."""
+        for item in items:
+            if len(item["vector"]) != self.dim:
+                raise ValueError(f"vector of {len(item['vector'])} dims for an index of {self.dim}")
+        self._append([{"op": "upsert", **item, "vector": [float(x) for x in item["vector"]]} for item in items])
+
+    def delete(self, product_id: str) -> bool:
+        """Delete a product; False when it is not in the index."""
+        self.refresh()
+        if not self.contains(product_id):
+            return False
+        self._append([{"op": "delete", "id": product_id}])
+        return True
+
+    def contains(self, product_id: str) -> bool:
+        return product_id in self.overlay or (product_id in self.base_rows and product_id not in self.masked)
+
+    def _append(self, records: list[dict]) -> None:
+        with self._lock, open(self.change_log, "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Apply whatever the change log gained since the last look (other replicas write it too)."""
+        with self._lock:
+            if not self.change_log.exists() or self.change_log.stat().st_size == self._offset:
+                return
+            with open(self.change_log, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+            end = data.rfind(b"\n") + 1  # a line still being written by another replica waits
+            for line in data[:end].splitlines():
+                if line.strip():
+                    self._apply(json.loads(line))
+            self._offset += end
+
+    def _apply(self, record: dict) -> None:
+        pid = record["id"]
+        if pid in self.base_rows:
+            self.masked.add(pid)
+        if record["op"] == "upsert":
+            vector = np.asarray(record["vector"], dtype=np.float32)
+            self.overlay[pid] = (record.get("title", ""), record.get("text", ""), vector)
+        else:
+            self.overlay.pop(pid, None)
+
+    def added_items(self) -> list[dict]:
+        """Products added or changed through the API (to carry over when the model changes)."""
+        self.refresh()
+        return [{"id": pid, "title": title, "text": text} for pid, (title, text, _) in self.overlay.items()]
+
+    def deleted_ids(self) -> list[str]:
+        self.refresh()
+        return sorted(p for p in self.masked if p not in self.overlay)
+
+    # -- search ----------------------------------------------------------------------------
+    def search(self, vectors: np.ndarray, k: int, exclude: list[set] | None = None) -> list[list[tuple]]:
+        """Per query row, the top-k (id, title, score) over the saved and the live products."""
+        self.refresh()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        exclude = exclude or [set() for _ in range(len(vectors))]
+        extra = len(self.masked) + max((len(e) for e in exclude), default=0)
+        scores, ids = self.base.search(vectors, min(k + extra, len(self.base)))
+        overlay_ids = list(self.overlay)
+        overlay_scores = (vectors @ np.stack([self.overlay[p][2] for p in overlay_ids]).T) if overlay_ids else None
+        results = []
+        for row in range(len(vectors)):
+            hits = [(pid, float(s)) for pid, s in zip(ids[row], scores[row])
+                    if pid is not None and pid not in self.masked and pid not in exclude[row]]
+            if overlay_scores is not None:
+                hits += [(pid, float(s)) for pid, s in zip(overlay_ids, overlay_scores[row]) if pid not in exclude[row]]
+            hits.sort(key=lambda h: -h[1])
+            results.append([(pid, self.title(pid), score) for pid, score in hits[:k]])
+        return results
+
+    def title(self, product_id: str) -> str:
+        if product_id in self.overlay:
+            return self.overlay[product_id][0]
+        return self.titles.get(product_id, "")

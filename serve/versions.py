@@ -1,0 +1,54 @@
+"""Which model + index pair answers: the *active version*, kept in STATE/active.json.
+
+A version is a (model, index) pair; its id is a short hash of the two, so vectors from one model are
+never searched in another model's index. Every request reads the active version once, at its start,
+and carries it to the Encoder and the Retriever: a reload that lands mid-request does not mix models,
+and requests in flight finish on the version they started with. The file is replaced atomically
+(write + rename), and every gateway replica sees a reload at its next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Version:
+    model: str
+    index_dir: str
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(f"{self.model}\n{self.index_dir}".encode()).hexdigest()[:12]
+
+    def describe(self) -> dict:
+        return {"id": self.id, "model": self.model, "index": self.index_dir}
+
+
+class ActiveVersion:
+    def __init__(self, state_dir: str, default: Version):
+        self.path = Path(state_dir) / "active.json"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            self.set(default)
+        self._seen: tuple[tuple, Version] | None = None
+
+    def get(self) -> Version:
+        st = self.path.stat()
+        stamp = (st.st_mtime_ns, st.st_ino)  # a replace gives a new inode even within one clock tick
+        if self._seen is None or self._seen[0] != stamp:
+            self._seen = (stamp, Version(**json.loads(self.path.read_text())))
+        return self._seen[1]
+
+    def set(self, version: Version) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".active-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(asdict(version), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)

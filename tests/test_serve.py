@@ -1,0 +1,228 @@
+"""The Ray Serve application over real HTTP: a real MiniLM and FAISS index over a real catalogue slice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from data_pipeline.prepare import PrepareConfig, load_catalogue, run_prepare
+from serve.config import ServeConfig
+from serve.index import ProductIndex
+
+TOKEN = "s3cret-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def artifacts(small_homedepot, tmp_path_factory, ray_session):
+    """prepare -> embed (MiniLM) -> two saved indexes (two versions to switch between)."""
+    from train.encoder import DEFAULT_MODEL, TextEncoder
+
+    root = tmp_path_factory.mktemp("serve")
+    prepared = run_prepare(PrepareConfig(dataset="homedepot", data_dir=str(small_homedepot),
+                                         output_dir=str(root / "data")))
+    catalogue = load_catalogue(prepared)
+    vectors = TextEncoder.load(DEFAULT_MODEL).encode(catalogue["text"].tolist(), batch_size=128)
+    index = ProductIndex.build(catalogue["product_id"].tolist(), vectors, model=DEFAULT_MODEL)
+    index.save(root / "index")
+    shutil.copytree(root / "index", root / "index_v2")
+    (root / "token").write_text(TOKEN + "\n")
+    return root, catalogue
+
+
+@pytest.fixture(scope="module")
+def service(artifacts):
+    from ray import serve
+
+    from serve.app import build_app
+
+    root, _ = artifacts
+    port = free_port()
+    cfg = ServeConfig(index_dir=str(root / "index"), admin_token_file=str(root / "token"), encoder_num_cpus=0.25,
+                      retriever_num_cpus=0.25, gateway_num_cpus=0.1, encoder_max_replicas=2, max_text_chars=500,
+                      max_batch_texts=8, max_body_bytes=20000, port=port)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(cfg), name="firstlight", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    yield url
+    serve.shutdown()
+
+
+def post(url, path, body=None, token=None, **kwargs):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.post(url + path, json=body, headers=headers, timeout=60, **kwargs)
+
+
+def test_known_query_returns_its_product_with_version_and_timing(service, artifacts):
+    _, catalogue = artifacts
+    title = catalogue["title"].iloc[5]
+    reply = post(service, "/v1/recommend", {"text": title, "k": 5})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["items"][0]["title"] == title and body["items"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert len(body["items"]) == 5 and body["version"]["model"] == "all-MiniLM-L6-v2"
+    assert {"encode", "retrieve", "total"} <= set(body["timing_ms"])
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_exclude_batch_and_unicode(service, artifacts):
+    _, catalogue = artifacts
+    first = post(service, "/v1/recommend", {"text": "cordless drill", "k": 3}).json()["items"]
+    again = post(service, "/v1/recommend", {"text": "cordless drill", "k": 3, "exclude": [first[0]["id"]]}).json()
+    assert first[0]["id"] not in [i["id"] for i in again["items"]] and again["items"][0]["id"] == first[1]["id"]
+    batch = post(service, "/v1/recommend/batch", {"texts": ["cordless drill", "我需要一个灯 💡", "white vanity"], "k": 4})
+    assert batch.status_code == 200, batch.text
+    results = batch.json()["results"]
+    assert [len(r) for r in results] == [4, 4, 4]
+    # batched with other texts (padding differs) the ranking is the same, scores equal to float precision
+    assert [i["id"] for i in results[0][:3]] == [i["id"] for i in first]
+    assert [i["score"] for i in results[0][:3]] == pytest.approx([i["score"] for i in first], abs=1e-5)
+
+
+def test_openapi_schema_documents_the_api(service):
+    schema = requests.get(service + "/openapi.json", timeout=30).json()
+    assert {"/v1/recommend", "/v1/recommend/batch", "/v1/items", "/v1/items/{product_id}", "/v1/admin/reload",
+            "/healthz", "/readyz"} <= set(schema["paths"])
+    body = schema["paths"]["/v1/recommend"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]) == {"text", "k", "exclude"} and body["required"] == ["text"]
+    assert requests.get(service + "/healthz", timeout=30).json() == {"status": "ok"}
+    assert requests.get(service + "/readyz", timeout=30).json()["status"] == "ready"
+
+
+def test_added_item_is_found_at_once_and_a_deleted_one_is_not(service):
+    new = {"id": "fl-new-1", "title": "Solar powered garden gnome with motion sensor light"}
+    assert post(service, "/v1/items", {"items": [new]}, token=TOKEN).status_code == 200
+    hits = post(service, "/v1/recommend", {"text": "solar garden gnome", "k": 3}).json()["items"]
+    assert hits[0]["id"] == "fl-new-1" and hits[0]["title"] == new["title"]
+    changed = {"id": "fl-new-1", "title": "Inflatable pool flamingo float"}
+    assert post(service, "/v1/items", {"items": [changed]}, token=TOKEN).status_code == 200
+    hits = post(service, "/v1/recommend", {"text": "pool flamingo", "k": 3}).json()["items"]
+    assert hits[0]["id"] == "fl-new-1" and hits[0]["title"] == changed["title"]
+    reply = requests.delete(service + "/v1/items/fl-new-1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    assert reply.status_code == 200
+    hits = post(service, "/v1/recommend", {"text": "pool flamingo", "k": 10}).json()["items"]
+    assert "fl-new-1" not in [h["id"] for h in hits]
+    again = requests.delete(service + "/v1/items/fl-new-1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    assert again.status_code == 404 and again.json()["error"]["field"] == "id"
+
+
+LONG = "drill " * 20000
+BAD_INPUTS = [
+    # (name, body or raw bytes, headers, status, field, code)
+    ("empty text", {"text": ""}, None, 422, "text", "empty"),
+    ("whitespace only", {"text": "  \t\n "}, None, 422, "text", "empty"),
+    ("100,000 characters", {"text": LONG[:100000]}, None, 413, "body", "body_too_large"),
+    ("over the character cap", {"text": "x" * 600}, None, 422, "text", "too_long"),
+    ("over the token cap", {"text": "a " * 200}, None, 422, "text", "too_many_tokens"),
+    ("k = 0", {"text": "drill", "k": 0}, None, 422, "k", "out_of_range"),
+    ("k = 10**6", {"text": "drill", "k": 10 ** 6}, None, 422, "k", "out_of_range"),
+    ("k as a string", {"text": "drill", "k": "5"}, None, 422, "k", "wrong_type"),
+    ("k as a float", {"text": "drill", "k": 5.5}, None, 422, "k", "wrong_type"),
+    ("text as a number", {"text": 42}, None, 422, "text", "wrong_type"),
+    ("text as a list", {"text": ["drill"]}, None, 422, "text", "wrong_type"),
+    ("missing text", {"k": 3}, None, 422, "text", "missing_field"),
+    ("unknown field", {"text": "drill", "user": "x"}, None, 422, "user", "unknown_field"),
+    ("body is a list", [{"text": "drill"}], None, 422, "body", "wrong_type"),
+    ("invalid JSON", b'{"text": "drill",', {"Content-Type": "application/json"}, 400, "body", "invalid_json"),
+    ("wrong content type", b"text=drill", {"Content-Type": "application/x-www-form-urlencoded"}, 415,
+     "Content-Type", "unsupported_media_type"),
+    ("non-UTF-8 body", '{"text": "caf\u00e9"}'.encode("latin-1"), {"Content-Type": "application/json"}, 400, "body",
+     "invalid_encoding"),
+    ("NUL bytes", {"text": "drill\u0000bits"}, None, 422, "text", "invalid_characters"),
+    ("exclude not a list of strings", {"text": "drill", "exclude": [1, 2]}, None, 422, "exclude.0", "wrong_type"),
+]
+
+
+@pytest.mark.parametrize("name,body,headers,status,field,code", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_recommend_input_gets_its_documented_4xx(service, name, body, headers, status, field, code):
+    if isinstance(body, bytes):
+        reply = requests.post(service + "/v1/recommend", data=body, headers=headers, timeout=30)
+    else:
+        reply = requests.post(service + "/v1/recommend", data=json.dumps(body), timeout=30,
+                              headers={"Content-Type": "application/json"})
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert (error["field"], error["code"], error["status"]) == (field, code, status)
+    assert error["message"]
+
+
+ADMIN_BAD = [
+    ("no token", "/v1/items", {"items": [{"id": "a", "title": "b"}]}, None, 401, "Authorization"),
+    ("wrong token", "/v1/items", {"items": [{"id": "a", "title": "b"}]}, "nope", 401, "Authorization"),
+    ("reload without token", "/v1/admin/reload", {"index_dir": "/tmp"}, None, 401, "Authorization"),
+    ("too many items", "/v1/items", {"items": [{"id": str(i), "title": "t"} for i in range(9)]}, TOKEN, 422, "items"),
+    ("item without title", "/v1/items", {"items": [{"id": "a"}]}, TOKEN, 422, "items.0.title"),
+    ("reload to a missing index", "/v1/admin/reload", {"index_dir": "/no/such/index"}, TOKEN, 422, "index_dir"),
+]
+
+
+@pytest.mark.parametrize("name,path,body,token,status,field", ADMIN_BAD, ids=[b[0] for b in ADMIN_BAD])
+def test_bad_admin_calls_are_refused(service, name, path, body, token, status, field):
+    reply = post(service, path, body, token=token)
+    assert reply.status_code == status, reply.text
+    assert reply.json()["error"]["field"] == field
+
+
+def test_oversized_batch_and_unknown_route(service):
+    reply = post(service, "/v1/recommend/batch", {"texts": ["drill"] * 9})
+    assert reply.status_code == 422 and reply.json()["error"] == {
+        "status": 422, "code": "out_of_range", "field": "texts", "limit": 8,
+        "message": "'texts' has 9 entries; send 1 to 8"}
+    reply = post(service, "/v1/recommend/batch", {"texts": ["drill", " "]})
+    assert reply.status_code == 422 and reply.json()["error"]["field"] == "texts.1"
+    assert requests.get(service + "/v2/nothing", timeout=30).json()["error"]["code"] == "not_found"
+
+
+def test_service_still_answers_after_bad_input_and_counts_rejections(service, artifacts):
+    _, catalogue = artifacts
+    title = catalogue["title"].iloc[7]
+    assert post(service, "/v1/recommend", {"text": title, "k": 1}).json()["items"][0]["title"] == title
+    rejected = requests.get(service + "/v1/stats", timeout=30).json()["rejected"]
+    assert rejected.get("empty", 0) >= 2 and rejected.get("unauthorized", 0) >= 2
+
+
+def test_reload_swaps_versions_while_traffic_flows_and_no_request_fails(service, artifacts):
+    root, catalogue = artifacts
+    title = catalogue["title"].iloc[3]
+    # an item added through the API before the switch must survive it
+    assert post(service, "/v1/items", {"items": [{"id": "fl-keep", "title": "Bamboo hammock stand"}]},
+                token=TOKEN).status_code == 200
+    before = post(service, "/v1/recommend", {"text": title, "k": 1}).json()["version"]
+    statuses, versions, stop = [], set(), threading.Event()
+
+    def client():
+        while not stop.is_set():
+            reply = post(service, "/v1/recommend", {"text": title, "k": 3})
+            statuses.append(reply.status_code)
+            if reply.ok:
+                versions.add(reply.json()["version"]["id"])
+                assert reply.json()["items"][0]["title"] == title
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    reply = post(service, "/v1/admin/reload", {"index_dir": str(root / "index_v2")}, token=TOKEN)
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert reply.status_code == 200, reply.text
+    after = reply.json()["active"]
+    assert after["id"] != before["id"] and after["index"].endswith("index_v2")
+    assert len(statuses) > 10 and set(statuses) == {200}
+    assert versions == {before["id"], after["id"]}  # requests were answered by both, none failed
+    hits = post(service, "/v1/recommend", {"text": "bamboo hammock stand", "k": 1}).json()
+    assert hits["version"]["id"] == after["id"] and hits["items"][0]["id"] == "fl-keep"
