@@ -56,6 +56,12 @@ def run_serve(cfg: ServeConfig, blocking: bool = True) -> str:
     url = f"http://{cfg.host}:{cfg.port}"
     log.info("[serve] FirstLight answers at %s (API docs at %s/docs); Ctrl-C stops it", url, url)
     if blocking:
+        import signal
+
+        def stop(*_):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)  # `kill` and container stops shut down as cleanly as Ctrl-C
         try:
             while True:
                 time.sleep(3600)

@@ -55,6 +55,16 @@ class Gateway:
                                 tag_keys=("reason",))
         self.tally = Tally()
         self.reload_lock = asyncio.Lock()
+        self._tokenizer(self.active.get().model)  # loaded now, not on the first visitor's request
+
+    def _tokenizer(self, model: str):
+        if model not in self.tokenizers:
+            from transformers import AutoTokenizer
+
+            from train.encoder import resolve_model_path
+
+            self.tokenizers[model] = AutoTokenizer.from_pretrained(resolve_model_path(model))
+        return self.tokenizers[model]
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _handle(self, request: Request, body_model, work, admin: bool = False):
@@ -87,13 +97,7 @@ class Gateway:
             raise ApiError(401, "unauthorized", "Authorization", "the admin token is wrong")
 
     def _check_tokens(self, model: str, texts: list[str], field: str) -> None:
-        if model not in self.tokenizers:
-            from transformers import AutoTokenizer
-
-            from train.encoder import resolve_model_path
-
-            self.tokenizers[model] = AutoTokenizer.from_pretrained(resolve_model_path(model))
-        for i, ids in enumerate(self.tokenizers[model](texts)["input_ids"]):
+        for i, ids in enumerate(self._tokenizer(model)(texts)["input_ids"]):
             if len(ids) > self.cfg.max_text_tokens:
                 name = f"{field}.{i}" if len(texts) > 1 or field == "texts" else field
                 raise ApiError(422, "too_many_tokens", name, f"'{name}' has {len(ids)} tokens; at most "

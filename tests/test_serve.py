@@ -51,6 +51,7 @@ def service(artifacts):
     port = free_port()
     cfg = ServeConfig(index_dir=str(root / "index"), admin_token_file=str(root / "token"), encoder_num_cpus=0.25,
                       retriever_num_cpus=0.25, gateway_num_cpus=0.1, encoder_max_replicas=2, max_text_chars=500,
+                      encoder_target_ongoing_requests=2, upscale_delay_s=1, downscale_delay_s=4,
                       max_batch_texts=8, max_body_bytes=20000, port=port)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(cfg), name="firstlight", route_prefix="/")
@@ -226,3 +227,45 @@ def test_reload_swaps_versions_while_traffic_flows_and_no_request_fails(service,
     assert versions == {before["id"], after["id"]}  # requests were answered by both, none failed
     hits = post(service, "/v1/recommend", {"text": "bamboo hammock stand", "k": 1}).json()
     assert hits["version"]["id"] == after["id"] and hits["items"][0]["id"] == "fl-keep"
+
+
+def encoder_replicas() -> int:
+    from ray import serve
+
+    states = serve.status().applications["firstlight"].deployments["Encoder"].replica_states
+    return int(states.get("RUNNING", 0))
+
+
+def wait_for(predicate, timeout_s: float) -> float | None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.5)
+    return None
+
+
+def test_encoder_scales_from_min_to_max_under_load_and_back(service):
+    assert wait_for(lambda: encoder_replicas() == 1, 60) is not None
+    stop = threading.Event()
+    failures = []
+
+    def client():
+        while not stop.is_set():
+            reply = post(service, "/v1/recommend", {"text": "cordless drill with two batteries", "k": 10})
+            if not reply.ok:
+                failures.append(reply.status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(12)]
+    for t in threads:
+        t.start()
+    try:
+        up = wait_for(lambda: encoder_replicas() == 2, 90)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert up is not None, "the Encoder did not scale up under 12 concurrent clients"
+    down = wait_for(lambda: encoder_replicas() == 1, 90)
+    assert down is not None, "the Encoder did not scale back down once idle"
+    assert not failures
