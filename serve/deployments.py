@@ -100,7 +100,7 @@ class Retriever:
         self.search_ms = Histogram("firstlight_retrieval_ms", description="FAISS search latency (ms)",
                                    boundaries=[0.1, 0.5, 1, 2, 5, 10, 20, 50, 100])
         self.items = Gauge("firstlight_index_items", description="products searchable in the active index")
-        self.get(Version(self.cfg.resolved_model(), self.cfg.index_dir).describe())
+        self.items.set(len(self.get(Version(self.cfg.resolved_model(), self.cfg.index_dir).describe())))
 
     def get(self, version: dict):
         from serve.live_index import LiveIndex

@@ -229,6 +229,25 @@ def test_reload_swaps_versions_while_traffic_flows_and_no_request_fails(service,
     assert hits["version"]["id"] == after["id"] and hits["items"][0]["id"] == "fl-keep"
 
 
+def test_prometheus_metrics_include_firstlights_own(service):
+    import ray
+
+    post(service, "/v1/recommend", {"text": "", "k": 1})  # one rejection, at least
+    assert post(service, "/v1/recommend", {"text": "drill", "k": 1}).ok
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    wanted = ("firstlight_encode_batch_size", "firstlight_retrieval_ms", "firstlight_index_items",
+              "firstlight_rejected_requests", "ray_serve_num_http_requests")
+    text = ""
+
+    def exported():
+        nonlocal text
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        return all(name in text for name in wanted)
+
+    assert wait_for(exported, 60) is not None, [n for n in wanted if n not in text]
+    assert 'reason="empty"' in text
+
+
 def encoder_replicas() -> int:
     from ray import serve
 
