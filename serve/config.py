@@ -122,7 +122,7 @@ class ServeConfig:
                 try:
                     value = type(default)(value) if not isinstance(default, bool) else value.lower() in ("1", "true", "yes")
                 except ValueError:
-                    raise ConfigError(name, f"{value!r} is not a {type(default).__name__}",
-                                      f"give a {type(default).__name__}") from None
+                    kind = "a whole number" if isinstance(default, int) else "a number"
+                    raise ConfigError(name, f"{value!r} is not {kind}", f"give {kind}") from None
             converted[name] = value
         return cls(**converted)

@@ -288,3 +288,30 @@ def test_encoder_scales_from_min_to_max_under_load_and_back(service):
     down = wait_for(lambda: encoder_replicas() == 1, 90)
     assert down is not None, "the Encoder did not scale back down once idle"
     assert not failures
+
+
+def test_config_yaml_is_a_valid_serve_config_with_valid_args():
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    data = yaml.safe_load((Path(__file__).parent.parent / "serve" / "config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(data)
+    app = schema.applications[0]
+    assert app.import_path == "serve.app:build_app"
+    cfg = ServeConfig.from_args(app.args)
+    assert cfg.index_dir == "artifacts/homedepot/index" and cfg.encoder_max_replicas >= cfg.encoder_min_replicas
+
+
+def test_serving_options_from_yaml_strings_and_their_errors(tmp_path):
+    from firstlight.errors import ConfigError
+
+    cfg = ServeConfig.from_args({"index_dir": str(tmp_path), "max_k": "50", "batch_wait_s": "0.01"})
+    assert cfg.max_k == 50 and cfg.batch_wait_s == 0.01
+    with pytest.raises(ConfigError, match="max_kk"):
+        ServeConfig.from_args({"max_kk": 5})
+    with pytest.raises(ConfigError, match="'max_k'.*not a whole number"):
+        ServeConfig.from_args({"max_k": "many"})
+    with pytest.raises(ConfigError, match="index_dir.*index.faiss"):
+        ServeConfig(index_dir=str(tmp_path)).validate()
