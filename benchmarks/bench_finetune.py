@@ -51,10 +51,16 @@ def main() -> None:
     tuned = run_evaluate(EvalConfig(prepared_dir=str(root / "data"), index_dir=str(idx), embeddings_dir=str(emb),
                                     output=str(ft_root / "test.json")))
     assert tuned["query_order"] == baseline["query_order"]
+    # the fusion's weights tuned on the val split (never on test), then applied to test
+    wsum = run_evaluate(EvalConfig(prepared_dir=str(root / "data"), index_dir=str(idx), embeddings_dir=str(emb),
+                                   systems=("bm25", "dense", "fusion"), fusion="wsum", tune_fusion_on="val",
+                                   output=str(ft_root / "test_wsum.json")))
+    weights = wsum["fusion"]["params"]["weights"]
 
     systems = {"BM25": (baseline, "bm25"), "zero-shot all-MiniLM-L6-v2": (baseline, "dense"),
                "zero-shot + BM25 (RRF)": (baseline, "fusion"),
-               args.label: (tuned, "dense"), f"{args.label} + BM25 (RRF)": (tuned, "fusion")}
+               args.label: (tuned, "dense"), f"{args.label} + BM25 (RRF)": (tuned, "fusion"),
+               f"{args.label} + BM25 (weighted sum, dense weight {weights[1]:.1f} tuned on val)": (wsum, "fusion")}
     metrics = ("ndcg@10", "recall@100", "mrr@10", "ndcg@10_judged")
     rows = [f"| {name} | " + " | ".join(f"{res['systems'][s]['mean'][m]:.3f}" for m in metrics) + " |"
             for name, (res, s) in systems.items()]
