@@ -56,6 +56,8 @@ class TrainConfig:
     num_workers: int = field(default=1, metadata={"help": "Ray Train workers"})
     use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker"})
     cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs each worker reserves (0.5 fits 2 on 2 cores)"})
+    placement_strategy: str = field(default="PACK", metadata={
+        "help": "how workers spread over nodes: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD (one per node)"})
     # checkpoints and validation
     checkpoint_every: int = field(default=0, metadata={"help": "optimizer steps between checkpoints (0 = each epoch)"})
     report_every: int = field(default=50, metadata={
@@ -82,6 +84,7 @@ class TrainConfig:
             raise ConfigError("grad_accum", f"{self.grad_accum} micro-batches per step",
                               "use 1 or more (1 = no accumulation)")
         check_choice("schedule", self.schedule, ("linear", "cosine"))
+        check_choice("placement_strategy", self.placement_strategy, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         check_choice("hard_negatives", self.hard_negatives, ("none", "judged", "mined", "both"))
         if self.hard_negatives in ("mined", "both") and self.prepared_dir:
             if not self.mine_index_dir:

@@ -72,7 +72,8 @@ def fit(cfg: TrainConfig):
         train_loop_config={"cfg": asdict(cfg), "model_path": model_path, "total_steps": max(total_steps, 1),
                            "fail_marker": str(out / ".failed_once")},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker},
+                                     placement_strategy=cfg.placement_strategy),
         datasets={"train": tokenized_dataset(pairs, model_path, cfg)},
         run_config=RunConfig(
             name="run", storage_path=str(out),
@@ -201,6 +202,7 @@ def train_loop(config: dict) -> None:
     if not cfg.use_gpu:
         # The node's cores shared by the workers on it (Ray Data's short tasks interleave).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
+    _record_nodes(rank, world_size, Path(cfg.output_dir))
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     model = AutoModel.from_pretrained(config["model_path"])
     if cfg.lora_rank:
@@ -284,6 +286,21 @@ def train_loop(config: dict) -> None:
         break
     if state.get("saved_step") != state["step"]:  # the data ran out before the planned last step
         _checkpoint(engine, validator, state, {"step": state["step"], "epoch": state["epoch"]}, cfg, tokenizer, rank)
+
+
+def _record_nodes(rank: int, world_size: int, folder: Path) -> None:
+    """OUTPUT/worker_nodes.json: the Ray node of each rank, to check where a run really ran."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    nodes = [node]
+    if world_size > 1:
+        nodes = [None] * world_size
+        dist.all_gather_object(nodes, node)
+    if rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "worker_nodes.json").write_text(json.dumps(nodes))
+        log.info("[train] %d worker(s) on %d node(s)", world_size, len(set(nodes)))
 
 
 def _log_step(writer, folder: Path, metrics: dict) -> None:
