@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -70,3 +71,50 @@ def test_two_workers_match_one_process_on_the_global_batch():
         assert abs(w_loss / 2 - loss) < 1e-5, rank
         # averaged over workers, the gradient equals the single-process gradient of the global loss
         torch.testing.assert_close(w_grad, grad, atol=1e-6, rtol=1e-5)
+
+
+def test_cached_gradient_step_equals_the_full_batch_gradient(tiny_model_dir):
+    """GradCache in chunks of 4 gives the full batch's loss and weight gradients, dropout included."""
+    import torch
+    from transformers import AutoModel
+
+    from train.config import TrainConfig
+    from train.encoder import TextEncoder
+    from train.loss import info_nce
+    from train.recipe import _cached_step
+
+    torch.manual_seed(0)
+    model = AutoModel.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.1).train()
+
+    class Engine:  # the two calls _cached_step makes, on a plain model in this process
+        device = torch.device("cpu")
+
+        def embed(self, ids, mask):
+            return TextEncoder.pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
+
+        def backward_step(self, loss, whole=False):
+            loss.backward()
+            return True
+
+    g = torch.Generator().manual_seed(1)
+    batch = {f"{k}_ids": torch.randint(1000, 5000, (12, 10), generator=g) for k in ("query", "positive", "negative")}
+    batch.update({f"{k}_mask": torch.ones(12, 10, dtype=torch.int64) for k in ("query", "positive", "negative")})
+    batch["has_negative"] = torch.tensor([True] * 10 + [False] * 2)
+    cfg = TrainConfig(batch_size=12, grad_cache_chunk=4, hard_negatives="judged")
+
+    torch.manual_seed(5)  # same dropout draws in both: the cached step replays each chunk's randomness
+    loss, seen, stepped = _cached_step(Engine(), batch, cfg)
+    cached = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    torch.manual_seed(5)
+    engine = Engine()
+    parts = {k: torch.cat([engine.embed(batch[f"{k}_ids"][s:s + 4], batch[f"{k}_mask"][s:s + 4])
+                           for s in range(0, 12, 4)]) for k in ("query", "positive", "negative")}
+    full, full_seen = info_nce(parts["query"], parts["positive"], parts["negative"], batch["has_negative"])
+    full.backward()
+    assert stepped and seen == full_seen == 12 + 10 - 1
+    assert float(loss) == pytest.approx(float(full), rel=1e-5)
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(cached[name], p.grad, rtol=1e-4, atol=1e-6)

@@ -91,6 +91,10 @@ def test_worker_failure_is_recovered_from_the_last_checkpoint(prepared, tiny_mod
     (["--precision", "fp16"], "precision", "bf16 or fp32 on CPU"),
     (["--grad-accum", "0"], "grad_accum", "use 1 or more"),
     (["--model", "./no/such/model"], "model", "does not exist"),
+    (["--batch-size", "64", "--grad-cache-chunk", "24"], "grad_cache_chunk", "divides --batch-size"),
+    (["--grad-cache-chunk", "16", "--grad-accum", "2"], "grad_cache_chunk", "--grad-accum 1"),
+    (["--lora-rank", "-1"], "lora_rank", ">= 0"),
+    (["--placement-strategy", "EVERYWHERE"], "placement_strategy", "STRICT_SPREAD"),
 ])
 def test_bad_training_config_fails_before_any_worker(prepared, flags, field, hint, capsys):
     code = main(["train", "--prepared-dir", str(prepared), *flags])
@@ -205,3 +209,16 @@ def test_lora_with_unknown_layer_names_is_a_config_error(prepared, tiny_model_di
     cfg = tiny_config(prepared, tiny_model_dir, tmp_path, lora_rank=4, lora_targets="q_proj,v_proj")
     with pytest.raises(ConfigError, match="lora_targets"):
         add_adapters(AutoModel.from_pretrained(tiny_model_dir, dtype=torch.float32), cfg)
+
+
+def test_cached_gradient_mode_runs_under_deepspeed_and_sees_the_whole_batch(prepared, tiny_model_dir, tmp_path):
+    from train.recipe import fit, read_history
+
+    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, grad_accum=1, batch_size=16, grad_cache_chunk=4,
+                      max_steps=3, checkpoint_every=3, val_queries=0)
+    result = fit(cfg)
+    history = read_history(tmp_path)
+    assert history["step"].tolist() == [1, 2, 3]
+    # 2 workers x 16 positives (+ hard negatives) although the model never sees more than 4 texts at once
+    assert (history["negatives_per_query"] >= 2 * 16 - 1).all()
+    assert json.loads((Path(result.checkpoint.path) / "trainer_state.json").read_text())["step"] == 3

@@ -25,6 +25,9 @@ class TrainConfig:
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0 = all epochs)"})
     batch_size: int = field(default=64, metadata={"help": "pairs per worker per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    grad_cache_chunk: int = field(default=0, metadata={
+        "help": "cached-gradient (GradCache) mode: texts per forward pass, while every query still sees the "
+                "negatives of the whole --batch-size of every worker (0 = off)"})
     lr: float = field(default=3e-5, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps spent warming up"})
@@ -84,6 +87,13 @@ class TrainConfig:
             raise ConfigError("grad_accum", f"{self.grad_accum} micro-batches per step",
                               "use 1 or more (1 = no accumulation)")
         check_choice("schedule", self.schedule, ("linear", "cosine"))
+        if self.grad_cache_chunk:
+            if self.grad_accum != 1:
+                raise ConfigError("grad_cache_chunk", "cached gradients replace accumulation",
+                                  "use --grad-accum 1 and a larger --batch-size (that is the point of the mode)")
+            if self.grad_cache_chunk < 0 or self.batch_size % self.grad_cache_chunk:
+                raise ConfigError("grad_cache_chunk", f"{self.grad_cache_chunk} does not divide the batch size "
+                                  f"{self.batch_size}", "pick a chunk that divides --batch-size, e.g. 32 for 256")
         check_choice("placement_strategy", self.placement_strategy, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         check_choice("hard_negatives", self.hard_negatives, ("none", "judged", "mined", "both"))
         if self.hard_negatives in ("mined", "both") and self.prepared_dir:

@@ -10,7 +10,8 @@ sentence-transformers folder.
 Features and limits:
 - ZeRO 0-3, fp32/bf16 on CPU (gloo) and GPU, fp16 on GPU; gradient accumulation; clipping; AdamW
   with warmup and linear or cosine decay.
-- In-batch negatives from all workers (see :mod:`train.loss`); accumulation does not add negatives.
+- In-batch negatives from all workers (see :mod:`train.loss`); accumulation does not add negatives,
+  cached gradients (``grad_cache_chunk``, GradCache) do: a batch far larger than memory allows.
 - LoRA adapters (``lora_rank > 0``, see :mod:`train.lora`), merged into the weights at export.
 - Resume: automatic after a worker failure (``max_failures``), or from ``resume_from``. A resumed
   epoch skips the micro-batches already done; Ray Data's order within an epoch is not guaranteed
@@ -19,6 +20,7 @@ Features and limits:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -88,11 +90,19 @@ def fit(cfg: TrainConfig):
 # ---------------------------------------------------------------------------------------------
 # Worker side
 # ---------------------------------------------------------------------------------------------
+def _micro_steps(cfg: TrainConfig) -> tuple[int, int]:
+    """(texts per backward pass, backward passes per optimizer step) as DeepSpeed sees them."""
+    if cfg.grad_cache_chunk:  # each chunk's re-forward + backward is one DeepSpeed micro-step
+        return cfg.grad_cache_chunk, cfg.batch_size // cfg.grad_cache_chunk
+    return cfg.batch_size, cfg.grad_accum
+
+
 def _deepspeed_config(cfg: TrainConfig, world_size: int) -> dict:
+    micro, steps = _micro_steps(cfg)
     return {
-        "train_micro_batch_size_per_gpu": cfg.batch_size,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "train_batch_size": cfg.batch_size * cfg.grad_accum * world_size,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": steps,
+        "train_batch_size": micro * steps * world_size,
         "gradient_clipping": cfg.max_grad_norm,
         "zero_optimization": {"stage": cfg.zero_stage},
         "bf16": {"enabled": cfg.precision == "bf16"},
@@ -150,16 +160,23 @@ class _Engine:
         out = self.engine(input_ids=ids, attention_mask=mask)
         return TextEncoder.pool(out.last_hidden_state, mask)
 
-    def backward_step(self, loss: torch.Tensor) -> bool:
-        """Backward and (on an accumulation boundary) step; True when the optimizer stepped."""
+    def backward_step(self, loss: torch.Tensor, whole: bool = False) -> bool:
+        """Backward and (on an accumulation boundary) step; True when the optimizer stepped.
+
+        ``whole``: ``loss`` already carries its full weight (a cached-gradient chunk), so it is not
+        divided by the number of micro-steps."""
+        _, steps = _micro_steps(self.cfg)
         if self.cfg.strategy == "deepspeed":
             boundary = self.engine.is_gradient_accumulation_boundary()
-            self.engine.backward(loss)
+            self.engine.backward(loss, scale_wrt_gas=not whole)
             self.engine.step()
             return boundary
-        (loss / self.cfg.grad_accum).backward()
         self.micro += 1
-        if self.micro % self.cfg.grad_accum:
+        last = self.micro % steps == 0
+        sync = self.engine.no_sync() if hasattr(self.engine, "no_sync") and not last else contextlib.nullcontext()
+        with sync:  # DDP all-reduces gradients once, on the step's last micro-step
+            (loss if whole else loss / steps).backward()
+        if not last:
             return False
         if self.cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.engine.parameters(), self.cfg.max_grad_norm)
@@ -186,6 +203,57 @@ class _Engine:
             self.module.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+
+
+def _cached_step(engine, batch: dict, cfg: TrainConfig):
+    """One optimizer step over a large batch in chunks, with the exact gradient of the full batch.
+
+    GradCache (Gao et al., 2021): (1) embed every text chunk by chunk without a graph; (2) InfoNCE
+    over the whole batch (all workers') on those embeddings, backward to the embeddings only; (3)
+    re-embed each chunk with a graph, under the same dropout randomness, and back-propagate the cached
+    embedding gradients into the model. Memory is one chunk's activations; negatives are the batch's.
+    """
+    from train.loss import info_nce
+
+    chunk, n = cfg.grad_cache_chunk, len(batch["query_ids"])
+    texts = {"query": ("query_ids", "query_mask"), "positive": ("positive_ids", "positive_mask")}
+    if cfg.hard_negatives != "none":
+        texts["negative"] = ("negative_ids", "negative_mask")
+    starts = range(0, n, chunk)
+    rng, reps = {}, {}
+    with torch.no_grad():
+        for name, (ids, mask) in texts.items():
+            parts = []
+            for s in starts:
+                rng[name, s] = _rng_state()
+                parts.append(engine.embed(batch[ids][s:s + chunk], batch[mask][s:s + chunk]))
+            reps[name] = torch.cat(parts).requires_grad_()
+    negatives = reps.get("negative")
+    loss, seen = info_nce(reps["query"], reps["positive"], negatives, batch["has_negative"].to(engine.device),
+                          scale=cfg.scale)
+    loss.backward()
+    after = _rng_state()
+    stepped = False
+    for s in starts:
+        surrogate = 0.0
+        for name, (ids, mask) in texts.items():
+            _set_rng_state(rng[name, s])
+            emb = engine.embed(batch[ids][s:s + chunk], batch[mask][s:s + chunk])
+            surrogate = surrogate + (emb * reps[name].grad[s:s + chunk]).sum()
+        stepped = engine.backward_step(surrogate, whole=True)
+    _set_rng_state(after)
+    return loss.detach(), seen, stepped
+
+
+def _rng_state():
+    """Dropout's randomness (CPU and, where used, the current GPU), to replay a forward pass exactly."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+
+
+def _set_rng_state(state) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1])
 
 
 def train_loop(config: dict) -> None:
@@ -244,18 +312,21 @@ def train_loop(config: dict) -> None:
                 continue
             if pairs_seen == 0:
                 started = time.perf_counter()  # throughput counts from the first batch, not data start-up
-            q = engine.embed(batch["query_ids"], batch["query_mask"])
-            if cfg.hard_negatives == "none":  # no negative texts to encode: half the product-side work
-                positives, negatives = engine.embed(batch["positive_ids"], batch["positive_mask"]), None
+            if cfg.grad_cache_chunk:
+                loss, negatives_seen, stepped = _cached_step(engine, batch, cfg)
             else:
-                docs = engine.embed(torch.cat([batch["positive_ids"], batch["negative_ids"]]),
-                                    torch.cat([batch["positive_mask"], batch["negative_mask"]]))
-                positives, negatives = docs[: len(q)], docs[len(q):]
-            loss, negatives_seen = info_nce(q, positives, negatives, batch["has_negative"].to(engine.device),
-                                            scale=cfg.scale)
-            stepped = engine.backward_step(loss)
+                q = engine.embed(batch["query_ids"], batch["query_mask"])
+                if cfg.hard_negatives == "none":  # no negative texts to encode: half the product-side work
+                    positives, negatives = engine.embed(batch["positive_ids"], batch["positive_mask"]), None
+                else:
+                    docs = engine.embed(torch.cat([batch["positive_ids"], batch["negative_ids"]]),
+                                        torch.cat([batch["positive_mask"], batch["negative_mask"]]))
+                    positives, negatives = docs[: len(q)], docs[len(q):]
+                loss, negatives_seen = info_nce(q, positives, negatives, batch["has_negative"].to(engine.device),
+                                                scale=cfg.scale)
+                stepped = engine.backward_step(loss)
             state["micro_in_epoch"] += 1
-            pairs_seen += len(q) * world_size
+            pairs_seen += len(batch["query_ids"]) * world_size
             if not stepped:
                 continue
             state["step"] += 1
