@@ -31,10 +31,14 @@ class Version:
 
 
 class ActiveVersion:
+    """The active version survives restarts (a reload is not undone by a replica restarting), until
+    the configured model or index changes: then the configuration wins."""
+
     def __init__(self, state_dir: str, default: Version):
         self.path = Path(state_dir) / "active.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
+        self.configured = asdict(default)
+        if not self.path.exists() or json.loads(self.path.read_text()).get("configured") != self.configured:
             self.set(default)
         self._seen: tuple[tuple, Version] | None = None
 
@@ -42,13 +46,14 @@ class ActiveVersion:
         st = self.path.stat()
         stamp = (st.st_mtime_ns, st.st_ino)  # a replace gives a new inode even within one clock tick
         if self._seen is None or self._seen[0] != stamp:
-            self._seen = (stamp, Version(**json.loads(self.path.read_text())))
+            data = json.loads(self.path.read_text())
+            self._seen = (stamp, Version(data["model"], data["index_dir"]))
         return self._seen[1]
 
     def set(self, version: Version) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".active-")
         with os.fdopen(fd, "w") as fh:
-            json.dump(asdict(version), fh)
+            json.dump({**asdict(version), "configured": self.configured}, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)

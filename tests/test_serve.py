@@ -315,3 +315,13 @@ def test_serving_options_from_yaml_strings_and_their_errors(tmp_path):
         ServeConfig.from_args({"max_k": "many"})
     with pytest.raises(ConfigError, match="index_dir.*index.faiss"):
         ServeConfig(index_dir=str(tmp_path)).validate()
+
+
+def test_active_version_survives_restarts_until_the_configuration_changes(tmp_path):
+    from serve.versions import ActiveVersion, Version
+
+    a, b, c = Version("m", "/index/a"), Version("m", "/index/b"), Version("m", "/index/c")
+    first = ActiveVersion(str(tmp_path), default=a)
+    first.set(b)  # a reload
+    assert ActiveVersion(str(tmp_path), default=a).get() == b  # a restarted replica keeps the reload
+    assert ActiveVersion(str(tmp_path), default=c).get() == c  # a new configuration wins
