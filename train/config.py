@@ -36,6 +36,9 @@ class TrainConfig:
     scale: float = field(default=20.0, metadata={"help": "InfoNCE inverse temperature"})
     seed: int = field(default=2026, metadata={"help": "shuffling and initialisation seed"})
     max_pairs: int = field(default=0, metadata={"help": "train on the first N shuffled pairs only (0 = all)"})
+    pretokenize: bool = field(default=True, metadata={
+        "help": "tokenise all pairs before training starts, so training has every core (false: Ray Data "
+                "tokenises beside training, for pair sets larger than the object store)"})
     # pairs
     positive_at: float = field(default=2.5, metadata={"help": "relevance from which a judged product is a positive"})
     hard_negatives: str = field(default="judged", metadata={

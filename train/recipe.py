@@ -69,6 +69,9 @@ def fit(cfg: TrainConfig):
              len(pairs), int(pairs["has_negative"].sum()), cfg.num_workers, cfg.batch_size, cfg.grad_accum,
              total_steps)
     out = cfg.resolved_output_dir()
+    tokens = tokenized_dataset(pairs, model_path, cfg)
+    if cfg.pretokenize:  # on few cores a tokeniser running beside the training loop slows every step
+        tokens = tokens.materialize()
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": asdict(cfg), "model_path": model_path, "total_steps": max(total_steps, 1),
@@ -76,7 +79,7 @@ def fit(cfg: TrainConfig):
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker},
                                      placement_strategy=cfg.placement_strategy),
-        datasets={"train": tokenized_dataset(pairs, model_path, cfg)},
+        datasets={"train": tokens},
         run_config=RunConfig(
             name="run", storage_path=str(out),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
