@@ -222,3 +222,12 @@ def test_cached_gradient_mode_runs_under_deepspeed_and_sees_the_whole_batch(prep
     # 2 workers x 16 positives (+ hard negatives) although the model never sees more than 4 texts at once
     assert (history["negatives_per_query"] >= 2 * 16 - 1).all()
     assert json.loads((Path(result.checkpoint.path) / "trainer_state.json").read_text())["step"] == 3
+
+
+def test_rerun_into_a_folder_holding_a_run_with_other_settings_is_refused(prepared, zero2_run, tiny_model_dir):
+    from firstlight.errors import ConfigError
+    from train.recipe import fit
+
+    _, out = zero2_run  # 2 workers there
+    with pytest.raises(ConfigError, match=r"num_workers=2 there, 1 now.*new --output-dir"):
+        fit(tiny_config(prepared, tiny_model_dir, out, num_workers=1, cpus_per_worker=1))

@@ -54,6 +54,7 @@ def fit(cfg: TrainConfig):
     # Workers run in their own working directories: hand them absolute paths.
     cfg = replace(cfg, prepared_dir=str(Path(cfg.prepared_dir).resolve()),
                   output_dir=str(cfg.resolved_output_dir().resolve()))
+    _check_earlier_run(cfg)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "firstlight" / "torch_extensions"))
     model_path = resolve_model_path(cfg.model)
     pairs = build_pairs(cfg.prepared_dir, cfg)
@@ -88,6 +89,29 @@ def fit(cfg: TrainConfig):
             failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )
     return trainer.fit()
+
+
+# Settings a resumed run must share with the run it resumes (DeepSpeed shards are laid out by them).
+_RESUME_KEYS = ("model", "strategy", "zero_stage", "num_workers", "batch_size", "grad_accum", "grad_cache_chunk",
+                "lora_rank", "precision")
+
+
+def _check_earlier_run(cfg: TrainConfig) -> None:
+    """Ray Train resumes a run it finds in OUTPUT/run (what makes a crashed job's rerun lose nothing);
+    a run with other settings cannot be resumed, so say so instead of failing inside DeepSpeed."""
+    from firstlight.errors import ConfigError
+
+    saved = sorted((Path(cfg.output_dir) / "run").glob("checkpoint_*/train_config.json"))
+    if not saved:
+        return
+    before = json.loads(saved[-1].read_text())
+    changed = [k for k in _RESUME_KEYS if before.get(k) != getattr(cfg, k)]
+    if changed:
+        raise ConfigError("output_dir", f"{cfg.output_dir} holds an earlier training run with other settings "
+                          f"({', '.join(f'{k}={before.get(k)!r} there, {getattr(cfg, k)!r} now' for k in changed)}), "
+                          "which Ray Train would try to resume", "pass a new --output-dir, or that run's settings "
+                          "to resume it")
+    log.info("[train] resuming the earlier run in %s (same settings)", Path(cfg.output_dir) / "run")
 
 
 # ---------------------------------------------------------------------------------------------
