@@ -23,6 +23,14 @@ log = logging.getLogger("ray.serve")
 KEEP_VERSIONS = 2
 
 
+def _rows_by(keys) -> dict:
+    """Row indices of a batch grouped by key (model or version), in first-seen order."""
+    groups: dict = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
 class _Cache(OrderedDict):
     """Least-recently-used cache of loaded versions."""
 
@@ -61,17 +69,12 @@ class Encoder:
         return self.models.get_or_load(name, lambda: TextEncoder.load(name, max_length=self.cfg.max_length,
                                                                       device=device))
 
-    def count_tokens(self, model: str, texts: list[str]) -> list[int]:
-        tokenizer = self.model(model).tokenizer
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
-
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def encode_one(self, requests: list[tuple[str, str]]) -> list[np.ndarray]:
         """Each request is (model, text); one batch may mix models right after a reload."""
         start = time.perf_counter()
         out: list[np.ndarray | None] = [None] * len(requests)
-        for name in dict.fromkeys(m for m, _ in requests):
-            rows = [i for i, (m, _) in enumerate(requests) if m == name]
+        for name, rows in _rows_by(m for m, _ in requests).items():
             vectors = self.model(name).encode([requests[i][1] for i in rows], batch_size=len(rows))
             for i, v in zip(rows, vectors):
                 out[i] = v
@@ -120,8 +123,7 @@ class Retriever:
         """Requests arriving together are searched as one FAISS batch (far cheaper per query)."""
         start = time.perf_counter()
         out: list = [None] * len(requests)
-        for vid in dict.fromkeys(r[0]["id"] for r in requests):
-            rows = [i for i, r in enumerate(requests) if r[0]["id"] == vid]
+        for rows in _rows_by(r[0]["id"] for r in requests).values():
             index = self.get(requests[rows[0]][0])
             k = max(requests[i][2] for i in rows)
             hits = index.search(np.stack([requests[i][1] for i in rows]), k, [set(requests[i][3]) for i in rows])

@@ -96,20 +96,19 @@ class Gateway:
         if not hmac.compare_digest(given[7:].strip().encode(), token.encode()):
             raise ApiError(401, "unauthorized", "Authorization", "the admin token is wrong")
 
-    def _check_tokens(self, model: str, texts: list[str], field: str) -> None:
-        for i, ids in enumerate(self._tokenizer(model)(texts)["input_ids"]):
+    def _check_tokens(self, model: str, texts: list[str], names: list[str]) -> None:
+        for name, ids in zip(names, self._tokenizer(model)(texts)["input_ids"]):
             if len(ids) > self.cfg.max_text_tokens:
-                name = f"{field}.{i}" if len(texts) > 1 or field == "texts" else field
                 raise ApiError(422, "too_many_tokens", name, f"'{name}' has {len(ids)} tokens; at most "
                                f"{self.cfg.max_text_tokens} are accepted", self.cfg.max_text_tokens)
 
     async def _rank(self, texts: list[str], k: int, exclude: list[str], field: str):
         check_k(k, self.cfg.max_k)
         check_count(exclude, "exclude", 0, self.cfg.max_exclude)
-        clean = [check_text(t, f"{field}.{i}" if field == "texts" else field, self.cfg.max_text_chars)
-                 for i, t in enumerate(texts)]
+        names = [f"{field}.{i}" if field == "texts" else field for i in range(len(texts))]
+        clean = [check_text(t, name, self.cfg.max_text_chars) for t, name in zip(texts, names)]
         version = self.active.get()  # read once: the whole request runs on this version
-        self._check_tokens(version.model, clean, field)
+        self._check_tokens(version.model, clean, names)
         start = time.perf_counter()
         vectors = await self.encoder.encode.remote(version.model, clean)
         encoded = time.perf_counter()
