@@ -21,7 +21,8 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        # The dashboard serves the State API, which Ray Train polls to watch its controller.
+        ray.init(num_cpus=num_cpus, log_to_driver=True)
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = True
