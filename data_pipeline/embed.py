@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_pipeline.manifest import atomic_folder, read_manifest, up_to_date, write_json
+from firstlight import storage
 from firstlight.config import check_range
 from firstlight.errors import ConfigError, FirstLightError
 from train.encoder import DEFAULT_MODEL
@@ -134,6 +135,8 @@ def run_embed(cfg: EmbedConfig) -> Path:
     """Embed the prepared catalogue; return the embeddings folder."""
     import ray.data
 
+    if storage.uses_uri(cfg, ("prepared_dir", "output_dir")):
+        return storage.run_on_mirrors(run_embed, cfg, inputs=("prepared_dir",), outputs=("output_dir",))
     cfg.validate()
     if not cfg.prepared_dir:
         raise FirstLightError("embed needs the prepared data. Fix: pass --prepared-dir (the output of prepare)")
@@ -153,9 +156,10 @@ def run_embed(cfg: EmbedConfig) -> Path:
     start = time.perf_counter()
     with atomic_folder(out) as tmp:
         # Blocks of a few batches: the progress bar moves as they finish and every actor gets work.
-        catalogue = ray.data.read_parquet(str(prepared / "catalogue"), columns=["product_id", "text"]) \
+        catalogue = ray.data.read_parquet(storage.data_path(prepared / "catalogue"),
+                                          columns=["product_id", "text"]) \
             .repartition(target_num_rows_per_block=cfg.batch_size * 2)
-        embed_dataset(catalogue, cfg).write_parquet(str(tmp / "vectors"))
+        storage.write_parquet(embed_dataset(catalogue, cfg), tmp / "vectors")
         seconds = time.perf_counter() - start
         ids, vectors = load_embeddings(tmp / "vectors")
         if len(ids) != n:

@@ -23,6 +23,7 @@ from data_pipeline.download import download_wands, wands_present
 from data_pipeline.manifest import atomic_folder, describe_inputs, read_manifest, up_to_date, write_json
 from data_pipeline.readers import JUDGMENT_SCHEMA, CatalogueSpec, JudgmentSpec, homedepot_specs, read_dataset, wands_specs
 from data_pipeline.split import SPLITS, assign_splits, only_split, query_set_sha256
+from firstlight import storage
 from firstlight.config import check_choice, check_range
 from firstlight.errors import ConfigError, FirstLightError
 from firstlight.paths import HOMEDEPOT_ENV, default_homedepot_dir, default_workdir
@@ -91,6 +92,8 @@ class PrepareConfig:
 
 def run_prepare(cfg: PrepareConfig) -> Path:
     """Run the prepare stage; return the output folder (reused when already up to date)."""
+    if storage.uses_uri(cfg, ("output_dir",)):
+        return storage.run_on_mirrors(run_prepare, cfg, outputs=("output_dir",))
     cfg.validate()
     out = cfg.resolved_output_dir()
     catalogue_spec, judgment_spec = cfg.specs()
@@ -109,7 +112,7 @@ def run_prepare(cfg: PrepareConfig) -> Path:
     data = read_dataset(cfg.dataset, catalogue_spec, judgment_spec, cfg.max_unknown_fraction)
     with atomic_folder(out) as tmp:
         log.info("[prepare] writing the catalogue (%d products)", data.catalogue_report.kept)
-        data.catalogue.write_parquet(str(tmp / "catalogue"))
+        storage.write_parquet(data.catalogue, tmp / "catalogue")
         judged = data.judgments.map_batches(
             assign_splits, fn_kwargs={"seed": cfg.seed, "val_fraction": cfg.val_fraction,
                                       "test_fraction": cfg.test_fraction},
@@ -117,8 +120,8 @@ def run_prepare(cfg: PrepareConfig) -> Path:
         for split in SPLITS:
             log.info("[prepare] writing the %s split", split)
             folder = tmp / "judgments" / split
-            judged.map_batches(only_split, fn_kwargs={"split": split}, batch_format="pyarrow") \
-                .write_parquet(str(folder))
+            storage.write_parquet(judged.map_batches(only_split, fn_kwargs={"split": split},
+                                                     batch_format="pyarrow"), folder)
             if not folder.exists():  # Ray writes no file for an empty split; readers still need one
                 folder.mkdir(parents=True)
                 pq.write_table(JUDGMENT_SCHEMA.empty_table(), folder / "empty.parquet")

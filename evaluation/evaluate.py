@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from data_pipeline.embed import load_embeddings
@@ -24,6 +24,7 @@ from data_pipeline.manifest import write_json
 from data_pipeline.prepare import load_catalogue, load_split, prepared_manifest
 from evaluation.metrics import (FUSION_METHODS, METRICS, evaluate_candidates, evaluate_run, fuse,
                                 judged_from_frame, tune_fusion)
+from firstlight import storage
 from firstlight.config import check_choice, check_range
 from firstlight.errors import ConfigError, FirstLightError
 
@@ -127,6 +128,11 @@ def _base_runs(cfg: EvalConfig, judged, bm25) -> tuple[dict, dict, dict]:
 
 def run_evaluate(cfg: EvalConfig) -> dict:
     """Evaluate the configured systems; write and return the results."""
+    if storage.uses_uri(cfg, ("prepared_dir", "index_dir", "embeddings_dir", "output")):
+        if storage.is_uri(cfg.index_dir or "") and not cfg.embeddings_dir:  # its default: INDEX/../embeddings
+            cfg = replace(cfg, embeddings_dir=storage.join(cfg.index_dir.rstrip("/").rsplit("/", 1)[0], "embeddings"))
+        return storage.run_on_mirrors(run_evaluate, cfg, inputs=("prepared_dir", "index_dir", "embeddings_dir"),
+                                      output_files=("output",))
     cfg.validate()
     prepared = Path(cfg.prepared_dir)
     manifest = prepared_manifest(prepared)

@@ -22,4 +22,9 @@ def default_homedepot_dir() -> Path:
 def default_workdir() -> Path:
     """The artifacts root: $FIRSTLIGHT_WORKDIR, else ./artifacts in the repo."""
     env = os.environ.get(WORKDIR_ENV)
+    if env and "://" in env:
+        from firstlight.errors import ConfigError
+
+        raise ConfigError(WORKDIR_ENV, f"{env} is a URI; this variable names a local folder",
+                          f"pass --workdir {env} to the job instead (cloud storage roots are given per run)")
     return Path(env).expanduser() if env else REPO_ROOT / "artifacts"

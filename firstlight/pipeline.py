@@ -19,6 +19,7 @@ from pathlib import Path
 from data_pipeline.embed import EmbedConfig, run_embed
 from data_pipeline.prepare import PrepareConfig, run_prepare
 from evaluation.evaluate import EvalConfig, run_evaluate
+from firstlight import storage
 from firstlight.config import check_choice, check_range
 from firstlight.paths import HOMEDEPOT_ENV, default_homedepot_dir, default_workdir
 from serve.index import IndexConfig, run_index
@@ -86,55 +87,57 @@ def run_demo(cfg: DemoConfig) -> dict:
     cfg.validate()
     start = time.perf_counter()
     dataset = cfg.resolved_dataset()
-    root = (Path(cfg.workdir) if cfg.workdir else default_workdir()) / dataset
+    root = storage.join(cfg.workdir or str(default_workdir()), dataset)  # a folder or a cloud URI
     data_dir = cfg.data_dir if (cfg.dataset != "auto" or dataset == "homedepot") else None
     timings = {}
 
     t = time.perf_counter()
-    prepared = run_prepare(PrepareConfig(dataset=dataset, data_dir=data_dir, output_dir=str(root / "data"),
+    prepared = run_prepare(PrepareConfig(dataset=dataset, data_dir=data_dir, output_dir=storage.join(root, "data"),
                                          seed=cfg.seed))
     timings["prepare"] = time.perf_counter() - t
     t = time.perf_counter()
-    embeddings = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(root / "embeddings"),
+    embeddings = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=storage.join(root, "embeddings"),
                                        model=cfg.model, max_length=cfg.max_length, actors=cfg.actors,
                                        cpus_per_actor=cfg.cpus_per_actor, gpus_per_actor=cfg.gpus_per_actor))
     timings["embed"] = time.perf_counter() - t
     t = time.perf_counter()
-    index = run_index(IndexConfig(embeddings_dir=str(embeddings), output_dir=str(root / "index"),
+    index = run_index(IndexConfig(embeddings_dir=str(embeddings), output_dir=storage.join(root, "index"),
                                   kind=cfg.index_kind))
     timings["index"] = time.perf_counter() - t
     t = time.perf_counter()
     results = run_evaluate(EvalConfig(prepared_dir=str(prepared), index_dir=str(index),
                                       embeddings_dir=str(embeddings), max_length=cfg.max_length,
-                                      output=str(root / "eval" / "test.json")))
+                                      output=storage.join(root, "eval", "test.json")))
     timings["evaluate"] = time.perf_counter() - t
     if cfg.finetune:
-        results = _finetune(cfg, root, Path(prepared), timings)
+        results = _finetune(cfg, root, str(prepared), timings)
     log.info("[demo] finished in %.0fs (%s); artifacts in %s", time.perf_counter() - start,
              ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()), root)
     return results
 
 
-def _finetune(cfg: DemoConfig, root: Path, prepared: Path, timings: dict) -> dict:
+def _finetune(cfg: DemoConfig, root: str, prepared: str, timings: dict) -> dict:
     """Fine-tune, then embed + index + evaluate with the fine-tuned encoder."""
     from train.recipe import run_train
 
     t = time.perf_counter()
-    model = root / "train" / "model"
-    if (model / "firstlight.json").exists():
+    model = storage.join(root, "train", "model")
+    done = storage.file_exists if storage.is_uri(model) else (lambda p: Path(p).exists())
+    if done(storage.join(model, "config.json")) and done(storage.join(model, "firstlight.json")):
         log.info("[demo] reusing the fine-tuned model in %s", model)
     else:
-        model = run_train(cfg.train_config(str(prepared), str(root / "train")))
+        model = run_train(cfg.train_config(prepared, storage.join(root, "train")))
     timings["train"] = time.perf_counter() - t
     t = time.perf_counter()
-    embeddings = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(root / "finetuned" / "embeddings"),
+    embeddings = run_embed(EmbedConfig(prepared_dir=prepared, output_dir=storage.join(root, "finetuned", "embeddings"),
                                        model=str(model), max_length=cfg.max_length, actors=cfg.actors,
                                        cpus_per_actor=cfg.cpus_per_actor, gpus_per_actor=cfg.gpus_per_actor))
-    index = run_index(IndexConfig(embeddings_dir=str(embeddings), output_dir=str(root / "finetuned" / "index"),
+    index = run_index(IndexConfig(embeddings_dir=str(embeddings), output_dir=storage.join(root, "finetuned", "index"),
                                   kind=cfg.index_kind))
     timings["embed + index (fine-tuned)"] = time.perf_counter() - t
     t = time.perf_counter()
-    results = run_evaluate(EvalConfig(prepared_dir=str(prepared), index_dir=str(index), embeddings_dir=str(embeddings),
-                                      max_length=cfg.max_length, output=str(root / "eval" / "test_finetuned.json")))
+    results = run_evaluate(EvalConfig(prepared_dir=prepared, index_dir=str(index), embeddings_dir=str(embeddings),
+                                      max_length=cfg.max_length,
+                                      output=storage.join(root, "eval", "test_finetuned.json")))
     timings["evaluate (fine-tuned)"] = time.perf_counter() - t
     return results

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from firstlight.config import check_choice, check_range
 from firstlight.errors import ConfigError
+from firstlight.storage import is_uri, join
 
 
 @dataclass
@@ -56,10 +57,14 @@ class ServeConfig:
     def validate(self) -> None:
         if not self.index_dir:
             raise ConfigError("index_dir", "is not set", "pass --index-dir (the output of `firstlight index`)")
-        if not (Path(self.index_dir) / "index.faiss").exists():
+        if is_uri(self.index_dir) and not self.state_dir:
+            raise ConfigError("state_dir", "the change log of items added through the API is appended to and "
+                              "fsync'ed, which object storage cannot do",
+                              "pass --state-dir on a file system every Retriever replica shares")
+        if not path_exists(join(self.index_dir, "index.faiss")):
             raise ConfigError("index_dir", f"{self.index_dir} holds no FAISS index (index.faiss)",
                               "run `firstlight index` and pass its output folder")
-        if not (Path(self.resolved_prepared_dir()) / "catalogue").exists():
+        if not path_exists(join(self.resolved_prepared_dir(), "catalogue")):
             raise ConfigError("prepared_dir", f"{self.resolved_prepared_dir()} holds no prepared catalogue",
                               "pass --prepared-dir (the output of `firstlight prepare`)")
         check_choice("use_gpu", self.use_gpu, ("auto", "yes", "no"))
@@ -87,7 +92,7 @@ class ServeConfig:
         return os.environ.get(self.admin_token_env) or None
 
     def resolved_prepared_dir(self) -> str:
-        return str(Path(self.prepared_dir) if self.prepared_dir else Path(self.index_dir).parent / "data")
+        return self.prepared_dir or join(_parent(self.index_dir), "data")
 
     def resolved_state_dir(self) -> str:
         return str(Path(self.state_dir) if self.state_dir else Path(self.index_dir).parent / "serve_state")
@@ -95,15 +100,15 @@ class ServeConfig:
     def resolved_model(self) -> str:
         if self.model:
             return self.model
-        manifest = json.loads((Path(self.index_dir) / "manifest.json").read_text())
+        manifest = json.loads(read_text(join(self.index_dir, "manifest.json")))
         if not manifest.get("model"):
             raise ConfigError("model", f"the index in {self.index_dir} does not record its model", "pass --model")
         return manifest["model"]
 
     def absolute(self) -> "ServeConfig":
         """The same config with absolute paths: replicas may run in another working directory."""
-        return ServeConfig(**{**asdict(self), "index_dir": str(Path(self.index_dir).resolve()),
-                              "prepared_dir": str(Path(self.resolved_prepared_dir()).resolve()),
+        return ServeConfig(**{**asdict(self), "index_dir": _absolute(self.index_dir),
+                              "prepared_dir": _absolute(self.resolved_prepared_dir()),
                               "state_dir": str(Path(self.resolved_state_dir()).resolve()),
                               "admin_token_file": str(Path(self.admin_token_file).resolve())
                               if self.admin_token_file else None})
@@ -126,3 +131,33 @@ class ServeConfig:
                     raise ConfigError(name, f"{value!r} is not {kind}", f"give {kind}") from None
             converted[name] = value
         return cls(**converted)
+
+
+# Index and catalogue folders may be cloud URIs (replicas fetch them, see firstlight.storage).
+def path_exists(path: str) -> bool:
+    if is_uri(path):
+        from firstlight.storage import file_exists, filesystem
+
+        if file_exists(path):
+            return True
+        import pyarrow.fs as pafs
+
+        fs, inner = filesystem(path)
+        return fs.get_file_info(inner).type == pafs.FileType.Directory
+    return Path(path).exists()
+
+
+def _parent(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[0] if is_uri(path) else str(Path(path).parent)
+
+
+def _absolute(path: str) -> str:
+    return path if is_uri(path) else str(Path(path).resolve())
+
+
+def read_text(path: str) -> str:
+    if is_uri(path):
+        from firstlight.storage import read_text as read_remote
+
+        return read_remote(path)
+    return Path(path).read_text()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.manifest import atomic_folder, read_manifest, write_json
+from firstlight import storage
 from firstlight.config import check_choice, check_range
 from firstlight.errors import ConfigError, FirstLightError
 
@@ -169,6 +170,8 @@ def run_index(cfg: IndexConfig) -> Path:
     """Build the index from an embeddings folder and save it; return the index folder."""
     from data_pipeline.embed import load_embeddings
 
+    if storage.uses_uri(cfg, ("embeddings_dir", "output_dir")):
+        return storage.run_on_mirrors(run_index, cfg, inputs=("embeddings_dir",), outputs=("output_dir",))
     cfg.validate()
     if not cfg.embeddings_dir:
         raise FirstLightError("index needs embeddings. Fix: pass --embeddings-dir (the output of embed)")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from firstlight.config import check_choice, check_range
 from firstlight.errors import ConfigError
+from firstlight.storage import is_uri
 from train.encoder import DEFAULT_MODEL, resolve_model_path
 
 
@@ -99,10 +100,11 @@ class TrainConfig:
                                   f"{self.batch_size}", "pick a chunk that divides --batch-size, e.g. 32 for 256")
         check_choice("placement_strategy", self.placement_strategy, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         check_choice("hard_negatives", self.hard_negatives, ("none", "judged", "mined", "both"))
-        if self.hard_negatives in ("mined", "both") and self.prepared_dir:
+        # cloud URIs are checked where training fetches them (train.recipe._on_local_paths)
+        if self.hard_negatives in ("mined", "both") and self.prepared_dir and not is_uri(self.prepared_dir):
             if not self.mine_index_dir:
                 self.mine_index_dir = str(Path(self.prepared_dir).parent / "index")
-            if not (Path(self.mine_index_dir) / "index.faiss").exists():
+            if not is_uri(self.mine_index_dir) and not (Path(self.mine_index_dir) / "index.faiss").exists():
                 raise ConfigError("mine_index_dir", f"no zero-shot index in {self.mine_index_dir} to mine negatives from",
                                   "run `firstlight embed` and `firstlight index` first (or `firstlight demo`), "
                                   "or pass --mine-index-dir")
@@ -130,14 +132,15 @@ class TrainConfig:
         if not self.prepared_dir:
             raise ConfigError("prepared_dir", "is not set", "pass --prepared-dir (the output of prepare)")
         for split in ("train", "val"):
-            if not (Path(self.prepared_dir) / "judgments" / split).is_dir():
+            if not is_uri(self.prepared_dir) and not (Path(self.prepared_dir) / "judgments" / split).is_dir():
                 raise ConfigError("prepared_dir", f"{self.prepared_dir} has no {split} split",
                                   "run `firstlight prepare` and pass its output folder")
         path = resolve_model_path(self.model)
         if Path(self.model).expanduser().exists() is False and path == self.model and "/" not in self.model:
             raise ConfigError("model", f"{self.model!r} is neither a folder nor a hub name (owner/name)",
                               "pass an existing model folder or a hub name")
-        if self.resume_from and not (Path(self.resume_from) / "trainer_state.json").exists():
+        if self.resume_from and not is_uri(self.resume_from) and not (Path(self.resume_from) /
+                                                                      "trainer_state.json").exists():
             raise ConfigError("resume_from", f"{self.resume_from} is not a FirstLight training checkpoint "
                               "(no trainer_state.json)", "pass a checkpoint_* folder from a training run")
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from data_pipeline.text import normalize_text
 from firstlight.errors import ConfigError
+from firstlight.storage import is_uri, pull
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ _PACKAGED_NAMES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "def
 
 def resolve_model_path(model: str) -> str:
     """A local folder stays as it is; the default name maps to its PyPI-packaged folder; anything
-    else is treated as a hub name."""
+    else is treated as a hub name. A cloud URI (s3://...) is fetched to a local mirror first."""
+    if is_uri(model):
+        return str(pull(model, marker="config.json"))
     if Path(model).expanduser().is_dir():
         return str(Path(model).expanduser().resolve())
     if model in _PACKAGED_NAMES:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from firstlight import storage
 from train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,13 @@ def fit(cfg: TrainConfig):
     from train.encoder import resolve_model_path
     from train.pairs import build_pairs, tokenized_dataset
 
+    prepared_uri = cfg.prepared_dir if storage.is_uri(cfg.prepared_dir or "") else None
+    cfg, output_uri = _on_local_paths(cfg)
     cfg.validate()
     # Workers run in their own working directories: hand them absolute paths.
     cfg = replace(cfg, prepared_dir=str(Path(cfg.prepared_dir).resolve()),
                   output_dir=str(cfg.resolved_output_dir().resolve()))
-    _check_earlier_run(cfg)
+    _check_earlier_run(cfg, output_uri)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "firstlight" / "torch_extensions"))
     model_path = resolve_model_path(cfg.model)
     pairs = build_pairs(cfg.prepared_dir, cfg)
@@ -75,14 +78,16 @@ def fit(cfg: TrainConfig):
         tokens = tokens.materialize()
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": asdict(cfg), "model_path": model_path, "total_steps": max(total_steps, 1),
-                           "fail_marker": str(out / ".failed_once")},
+        # a worker on another node fetches its own copy of cloud inputs (validation reads the val split)
+        train_loop_config={"cfg": asdict(replace(cfg, prepared_dir=prepared_uri or cfg.prepared_dir)),
+                           "model_path": model_path, "total_steps": max(total_steps, 1),
+                           "fail_marker": str(out / ".failed_once"), "output_uri": output_uri},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker},
                                      placement_strategy=cfg.placement_strategy),
         datasets={"train": tokens},
         run_config=RunConfig(
-            name="run", storage_path=str(out),
+            name="run", storage_path=output_uri or str(out),  # a URI: every rank uploads its own shards
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
                                                checkpoint_score_attribute="val_ndcg@10" if cfg.val_queries else "step",
                                                checkpoint_score_order="max"),
@@ -96,15 +101,46 @@ _RESUME_KEYS = ("model", "strategy", "zero_stage", "num_workers", "batch_size", 
                 "lora_rank", "precision")
 
 
-def _check_earlier_run(cfg: TrainConfig) -> None:
+def _on_local_paths(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """Training with cloud URIs: inputs fetched to local mirrors; an output URI becomes its mirror (for
+    the files rank 0 writes, uploaded at each checkpoint) and is returned, for Ray Train's checkpoints
+    to go straight there."""
+    from firstlight.errors import ConfigError
+
+    changes, output_uri = {}, None
+    if storage.is_uri(cfg.prepared_dir or ""):
+        if not cfg.output_dir:
+            raise ConfigError("output_dir", "with cloud storage the output location is not derived from the inputs",
+                              "pass --output-dir (a URI under the same storage root)")
+        if cfg.hard_negatives in ("mined", "both") and not cfg.mine_index_dir:
+            cfg = replace(cfg, mine_index_dir=storage.join(cfg.prepared_dir.rstrip("/").rsplit("/", 1)[0], "index"))
+        changes["prepared_dir"] = str(storage.pull(cfg.prepared_dir))
+    if storage.is_uri(cfg.mine_index_dir or "") and cfg.hard_negatives in ("mined", "both"):
+        changes["mine_index_dir"] = str(storage.pull(cfg.mine_index_dir))
+    if storage.is_uri(cfg.output_dir or ""):
+        output_uri = cfg.output_dir.rstrip("/")
+        changes["output_dir"] = str(storage.mirror_of(output_uri))
+    if storage.is_uri(cfg.resume_from or "") and not storage.file_exists(storage.join(cfg.resume_from,
+                                                                                        "trainer_state.json")):
+        raise ConfigError("resume_from", f"{cfg.resume_from} is not a FirstLight training checkpoint "
+                          "(no trainer_state.json)", "pass a checkpoint_* folder from a training run")
+    return replace(cfg, **changes), output_uri
+
+
+def _check_earlier_run(cfg: TrainConfig, output_uri: str | None = None) -> None:
     """Ray Train resumes a run it finds in OUTPUT/run (what makes a crashed job's rerun lose nothing);
     a run with other settings cannot be resumed, so say so instead of failing inside DeepSpeed."""
     from firstlight.errors import ConfigError
 
-    saved = sorted((Path(cfg.output_dir) / "run").glob("checkpoint_*/train_config.json"))
+    if output_uri:
+        configs = [storage.join(c, "train_config.json")
+                   for c in storage.list_dir(storage.join(output_uri, "run"), "checkpoint_")]
+        saved = [storage.read_text(c) for c in configs if storage.file_exists(c)]
+    else:
+        saved = [p.read_text() for p in sorted((Path(cfg.output_dir) / "run").glob("checkpoint_*/train_config.json"))]
     if not saved:
         return
-    before = json.loads(saved[-1].read_text())
+    before = json.loads(saved[-1])
     changed = [k for k in _RESUME_KEYS if before.get(k) != getattr(cfg, k)]
     if changed:
         raise ConfigError("output_dir", f"{cfg.output_dir} holds an earlier training run with other settings "
@@ -295,6 +331,13 @@ def train_loop(config: dict) -> None:
     from train.validation import Validator
 
     cfg = TrainConfig(**config["cfg"])
+    if storage.is_uri(cfg.prepared_dir):  # this node's mirror (fetched once per node)
+        cfg = replace(cfg, prepared_dir=str(storage.pull(cfg.prepared_dir)))
+    if storage.is_uri(cfg.model):
+        from train.encoder import resolve_model_path
+
+        config["model_path"] = resolve_model_path(cfg.model)
+    output_uri = config.get("output_uri")
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed)
@@ -315,7 +358,8 @@ def train_loop(config: dict) -> None:
     # After a worker failure Ray hands back this run's latest checkpoint; otherwise --resume-from.
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and cfg.resume_from:
-        checkpoint = ray.train.Checkpoint.from_directory(cfg.resume_from)
+        checkpoint = ray.train.Checkpoint(cfg.resume_from) if storage.is_uri(cfg.resume_from) \
+            else ray.train.Checkpoint.from_directory(cfg.resume_from)
     if checkpoint:
         with checkpoint.as_directory() as folder:
             engine.load(Path(folder))
@@ -370,7 +414,7 @@ def train_loop(config: dict) -> None:
                        "pairs_per_s": pairs_seen / (time.perf_counter() - started)}
             due = cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0
             if due or state["step"] >= total:
-                _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank)
+                _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank, output_uri)
             elif state["step"] % cfg.report_every == 0:
                 ray.train.report(metrics)  # a report synchronises all workers (~1 s on CPU): not every step
             if writer is not None:
@@ -382,12 +426,13 @@ def train_loop(config: dict) -> None:
             state["micro_in_epoch"] = 0
             if not cfg.checkpoint_every and state["epoch"] < cfg.epochs:
                 _checkpoint(engine, validator, state, {"step": state["step"], "epoch": state["epoch"]},
-                            cfg, tokenizer, rank)
+                            cfg, tokenizer, rank, output_uri)
             if not _patience_spent(cfg, state):
                 continue
         break
     if state.get("saved_step") != state["step"]:  # the data ran out before the planned last step
-        _checkpoint(engine, validator, state, {"step": state["step"], "epoch": state["epoch"]}, cfg, tokenizer, rank)
+        _checkpoint(engine, validator, state, {"step": state["step"], "epoch": state["epoch"]}, cfg, tokenizer, rank,
+                    output_uri)
 
 
 def _record_nodes(rank: int, world_size: int, folder: Path) -> None:
@@ -440,7 +485,7 @@ def _all_have(have: bool) -> bool:
     return bool(flag.item())
 
 
-def _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank) -> None:
+def _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank, output_uri=None) -> None:
     import ray.train
 
     if validator is not None:
@@ -462,6 +507,18 @@ def _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank) -> None
 
             base_model(engine.module).config.save_pretrained(folder / "model_config")
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    if rank == 0 and output_uri:
+        _upload_run_files(Path(cfg.output_dir), output_uri)
+
+
+def _upload_run_files(folder: Path, uri: str) -> None:
+    """Rank 0's own files (per-step metrics, TensorBoard, where ranks ran) to the output URI: its
+    node's disk may not outlive the run."""
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and (rel.split("/")[0] == "tensorboard" or rel in (
+                "metrics.jsonl", "worker_nodes.json", "resumed_from.txt")):
+            storage.push_file(path, storage.join(uri, rel))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,17 +560,26 @@ def export_checkpoint(checkpoint_dir: Path, out: Path) -> Path:
                                               "val_ndcg@10": state.get("best")})
 
 
-def run_train(cfg: TrainConfig) -> Path:
-    """Train, then export the best checkpoint to OUTPUT/model; return that folder."""
+def run_train(cfg: TrainConfig) -> Path | str:
+    """Train, then export the best checkpoint to OUTPUT/model; return that folder (or its URI)."""
     result = fit(cfg)
-    cfg = replace(cfg, output_dir=str(cfg.resolved_output_dir().resolve()))
+    output_uri = cfg.output_dir.rstrip("/") if storage.is_uri(cfg.output_dir or "") else None
+    folder_out = storage.mirror_of(output_uri) if output_uri else cfg.resolved_output_dir().resolve()
     best = result.checkpoint
     if cfg.val_queries and result.best_checkpoints:
         best = max(result.best_checkpoints, key=lambda c: c[1].get("val_ndcg@10", -1))[0]
-    out = cfg.resolved_output_dir() / "model"
-    with best.as_directory() as folder:
+    out = folder_out / "model"
+    with best.as_directory() as folder:  # a checkpoint in the cloud is fetched here
         export_checkpoint(Path(folder), out)
-    write_curves(cfg.resolved_output_dir())
+    if output_uri:  # rank 0 may have run on another node: its metrics come from the bucket
+        storage.pull_file(storage.join(output_uri, "metrics.jsonl"))
+    write_curves(folder_out)
+    if output_uri:
+        storage.push(out, storage.join(output_uri, "model"), marker="config.json")
+        for name in ("curves.png", "metrics.csv"):
+            if (folder_out / name).exists():
+                storage.push_file(folder_out / name, storage.join(output_uri, name))
+        out = storage.join(output_uri, "model")
     log.info("[train] exported %s -> %s (metrics %s)", best.path, out, result.metrics)
     return out
 

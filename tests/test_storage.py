@@ -1,0 +1,208 @@
+"""A cloud storage root: every stage reads and writes s3:// URIs (a local S3 server, moto, stands in
+for the cloud; the code path is pyarrow's S3 filesystem, as in production)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from firstlight import storage
+
+BUCKET = "firstlight-test"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A local S3 endpoint with one bucket; the environment points pyarrow and boto3 at it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           storage.MIRROR_ENV: str(tmp_path_factory.mktemp("mirror"))}
+    patch = pytest.MonkeyPatch()
+    for key, value in env.items():
+        patch.setenv(key, value)
+    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+    client.create_bucket(Bucket=BUCKET)
+    # Ray Data reads the bucket from worker processes: like every node of a cluster, they need the
+    # credentials in their environment, which a Ray started before this fixture lacks.
+    import ray
+
+    from firstlight.runtime import ensure_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ensure_ray(num_cpus=2)
+    yield client
+    patch.undo()
+    server.stop()
+
+
+def _keys(client, prefix: str) -> list[str]:
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    # pyarrow marks directories with empty "folder/" objects: not files
+    return sorted(o["Key"][len(prefix):] for o in listed.get("Contents", []) if not o["Key"].endswith("/"))
+
+
+def test_uri_detection_and_join():
+    assert storage.is_uri("s3://bucket/x") and storage.is_uri("gs://bucket/x")
+    assert not storage.is_uri("/tmp/x") and not storage.is_uri("file:///tmp/x") and not storage.is_uri("local:///x")
+    assert not storage.is_uri("C:/data")  # a Windows drive letter is not a scheme
+    assert storage.join("s3://b/root/", "data", "x") == "s3://b/root/data/x"
+    assert storage.join("/tmp/root", "data") == "/tmp/root/data"
+
+
+def test_push_uploads_the_manifest_last_and_pull_skips_a_current_mirror(s3, tmp_path):
+    folder = tmp_path / "artifact"
+    (folder / "part").mkdir(parents=True)
+    (folder / "part" / "a.bin").write_bytes(b"x" * 10)
+    (folder / "manifest.json").write_text(json.dumps({"stage": "test", "n": 1}))
+    uri = f"s3://{BUCKET}/root/artifact"
+    storage.push(folder, uri)
+    assert _keys(s3, "root/artifact/") == ["manifest.json", "part/a.bin"]
+
+    local = storage.pull(uri)
+    assert (local / "part" / "a.bin").read_bytes() == b"x" * 10
+    (local / "part" / "a.bin").write_bytes(b"changed locally")  # a current mirror is not fetched again
+    assert storage.pull(uri) == local and (local / "part" / "a.bin").read_bytes() == b"changed locally"
+
+    (folder / "manifest.json").write_text(json.dumps({"stage": "test", "n": 2}))  # a new version is
+    storage.push(folder, uri)
+    assert json.loads((storage.pull(uri) / "manifest.json").read_text())["n"] == 2
+    assert (storage.pull(uri) / "part" / "a.bin").read_bytes() == b"x" * 10
+
+
+def test_a_folder_without_its_manifest_counts_as_missing(s3):
+    # what a crash during an upload leaves: files, but not the manifest written last
+    s3.put_object(Bucket=BUCKET, Key="root/half/part/a.bin", Body=b"x")
+    from firstlight.errors import FirstLightError
+
+    with pytest.raises(FirstLightError, match="no complete folder"):
+        storage.pull(f"s3://{BUCKET}/root/half")
+    assert not storage.pull(f"s3://{BUCKET}/root/half", required=False).exists()
+
+
+def test_an_unreachable_storage_root_is_a_clear_error():
+    from firstlight.errors import FirstLightError
+
+    with pytest.raises(FirstLightError, match="cannot open storage nosuch://"):
+        storage.filesystem("nosuch://bucket/x")
+
+
+def test_every_stage_reads_and_writes_an_s3_storage_root(s3, small_homedepot, tiny_model_dir,
+                                                          tmp_path):
+    from data_pipeline.embed import EmbedConfig, run_embed
+    from data_pipeline.prepare import PrepareConfig, run_prepare
+    from evaluation.evaluate import EvalConfig, run_evaluate
+    from serve.index import IndexConfig, ProductIndex, run_index
+    from train.encoder import resolve_model_path
+
+    root = f"s3://{BUCKET}/shop"
+    prepared = run_prepare(PrepareConfig(dataset="homedepot", data_dir=str(small_homedepot),
+                                         output_dir=f"{root}/data"))
+    assert prepared == f"{root}/data"
+    data_keys = _keys(s3, "shop/data/")
+    assert "manifest.json" in data_keys
+    assert any(k.startswith("catalogue/") for k in data_keys) and any(k.startswith("judgments/test/")
+                                                                      for k in data_keys)
+
+    # a model folder in the bucket, as a cluster whose nodes share no disk would keep it
+    import shutil
+
+    model_uri = f"{root}/models/tiny"
+    shutil.copytree(tiny_model_dir, tmp_path / "tiny")
+    storage.push(tmp_path / "tiny", model_uri, marker="config.json")
+    assert resolve_model_path(model_uri) == str(storage.mirror_of(model_uri))
+    assert (storage.mirror_of(model_uri) / "config.json").exists()
+
+    embeddings = run_embed(EmbedConfig(prepared_dir=prepared, output_dir=f"{root}/embeddings",
+                                       model=str(tiny_model_dir)))
+    index = run_index(IndexConfig(embeddings_dir=embeddings, output_dir=f"{root}/index"))
+    results = run_evaluate(EvalConfig(prepared_dir=prepared, index_dir=index, embeddings_dir=embeddings,
+                                      output=f"{root}/eval/test.json"))
+    assert "manifest.json" in _keys(s3, "shop/embeddings/") and "index.faiss" in _keys(s3, "shop/index/")
+    saved = json.loads(s3.get_object(Bucket=BUCKET, Key="shop/eval/test.json")["Body"].read())
+    bm25 = saved["systems"]["bm25"]["mean"]["ndcg@10"]
+    assert bm25 == pytest.approx(results["systems"]["bm25"]["mean"]["ndcg@10"])
+    assert 0 < bm25 <= 1
+    loaded = ProductIndex.load(storage.pull(index), use_gpu="no")
+    assert loaded.manifest["count"] == json.loads(s3.get_object(
+        Bucket=BUCKET, Key="shop/data/manifest.json")["Body"].read())["counts"]["products"]
+
+    # a second run finds every stage's output current in the bucket: nothing is rebuilt or uploaded
+    before = {o["Key"]: o["LastModified"]
+              for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="shop/embeddings/")["Contents"]}
+    assert run_embed(EmbedConfig(prepared_dir=prepared, output_dir=f"{root}/embeddings",
+                                 model=str(tiny_model_dir))) == embeddings
+    after = {o["Key"]: o["LastModified"]
+             for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="shop/embeddings/")["Contents"]}
+    assert before == after
+
+
+def test_a_cloud_input_needs_a_named_output(s3):
+    from data_pipeline.embed import EmbedConfig, run_embed
+    from firstlight.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="output_dir"):
+        run_embed(EmbedConfig(prepared_dir=f"s3://{BUCKET}/shop/data"))
+
+
+@pytest.fixture(scope="module")
+def s3_pipeline(s3, small_homedepot, tiny_model_dir) -> dict:
+    """`firstlight demo --finetune true --workdir s3://...`: every stage, training included."""
+    from firstlight.pipeline import DemoConfig, run_demo
+
+    cfg = DemoConfig(dataset="homedepot", data_dir=str(small_homedepot), workdir=f"s3://{BUCKET}/pipeline",
+                     model=str(tiny_model_dir), max_length=32, finetune=True, train_max_steps=2,
+                     train_batch_size=8, train_cpus_per_worker=0.5, train_hard_negatives="judged")
+    return run_demo(cfg)
+
+
+def test_the_whole_pipeline_with_fine_tuning_on_an_s3_storage_root(s3, s3_pipeline):
+    results = s3_pipeline
+    keys = _keys(s3, "pipeline/homedepot/")
+    for folder in ("data", "embeddings", "index", "finetuned/embeddings", "finetuned/index"):
+        assert f"{folder}/manifest.json" in keys, folder
+    assert {"eval/test.json", "eval/test_finetuned.json", "train/model/config.json",
+            "train/model/firstlight.json", "train/metrics.jsonl", "train/curves.png"} <= set(keys)
+    # Ray Train wrote the checkpoint (DeepSpeed shards, trainer state, config) straight to the bucket
+    checkpoint = sorted({k.split("/")[2] for k in keys if k.startswith("train/run/checkpoint_") and k.count("/") > 2})[-1]
+    assert {f"train/run/{checkpoint}/trainer_state.json", f"train/run/{checkpoint}/train_config.json"} <= set(keys)
+    assert any(k.startswith(f"train/run/{checkpoint}/state/") for k in keys)
+    saved = json.loads(s3.get_object(Bucket=BUCKET, Key="pipeline/homedepot/eval/test_finetuned.json")["Body"].read())
+    assert saved["model"] == f"s3://{BUCKET}/pipeline/homedepot/train/model"
+    assert saved["systems"]["dense"]["mean"] == pytest.approx(results["systems"]["dense"]["mean"])
+
+
+def test_serving_reads_its_index_and_catalogue_from_the_bucket(s3, s3_pipeline, tmp_path):
+    """The Retriever's LiveIndex and the service config over the pipeline's s3:// artifacts."""
+    import numpy as np
+
+    from firstlight.errors import ConfigError
+    from serve.config import ServeConfig
+    from serve.index import ProductIndex
+    from serve.live_index import LiveIndex
+
+    index_uri = f"s3://{BUCKET}/pipeline/homedepot/index"
+    with pytest.raises(ConfigError, match="state_dir"):  # an append-only change log needs a file system
+        ServeConfig(index_dir=index_uri).validate()
+    cfg = ServeConfig(index_dir=index_uri, state_dir=str(tmp_path / "state"))
+    cfg.validate()
+    assert cfg.resolved_prepared_dir() == f"s3://{BUCKET}/pipeline/homedepot/data"
+    assert cfg.absolute().index_dir == index_uri
+    assert cfg.resolved_model() == ProductIndex.load(storage.pull(index_uri), use_gpu="no").manifest["model"]
+
+    live = LiveIndex(index_uri, cfg.resolved_prepared_dir(), tmp_path / "state" / "changes.jsonl", use_gpu="no")
+    local = ProductIndex.load(storage.mirror_of(index_uri), use_gpu="no")
+    query = np.random.default_rng(0).standard_normal((1, live.dim)).astype("float32")
+    query /= np.linalg.norm(query)
+    _, ids = local.search(query, 5)
+    assert [hit[0] for hit in live.search(query, 5)[0]] == list(ids[0])
