@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 CLUSTER = Path(__file__).parent.parent / "cluster"
-LAUNCHER = sorted(CLUSTER.glob("*.yaml"))
+LAUNCHER = sorted(p for p in CLUSTER.glob("*.yaml") if p.name != "runtime_env.yaml")
 KUBERAY = sorted((CLUSTER / "kuberay").glob("*.yaml"))
 
 
@@ -93,3 +93,17 @@ def test_rayservice_serve_config_is_valid_and_fits_its_workers():
     workers = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     gpus = workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
     assert cfg.encoder_max_replicas * cfg.encoder_num_gpus <= workers["maxReplicas"] * gpus
+
+
+def test_job_runtime_env_pins_what_pyproject_pins_and_ray_accepts_it():
+    import tomllib
+
+    from ray.runtime_env import RuntimeEnv
+
+    env = yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text())
+    deps = tomllib.loads((CLUSTER.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert env["pip"]["packages"] == deps and all("==" in d for d in deps)  # pinned, and the same pins
+    assert env["working_dir"] == "."  # the repository ships with the job
+    parsed = RuntimeEnv(**env)  # Ray's own checks of the fields
+    assert parsed.pip_config()["packages"] == deps
+
