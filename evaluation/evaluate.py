@@ -130,7 +130,7 @@ def run_evaluate(cfg: EvalConfig) -> dict:
     """Evaluate the configured systems; write and return the results."""
     if storage.uses_uri(cfg, ("prepared_dir", "index_dir", "embeddings_dir", "output")):
         if storage.is_uri(cfg.index_dir or "") and not cfg.embeddings_dir:  # its default: INDEX/../embeddings
-            cfg = replace(cfg, embeddings_dir=storage.join(cfg.index_dir.rstrip("/").rsplit("/", 1)[0], "embeddings"))
+            cfg = replace(cfg, embeddings_dir=storage.join(storage.parent(cfg.index_dir), "embeddings"))
         return storage.run_on_mirrors(run_evaluate, cfg, inputs=("prepared_dir", "index_dir", "embeddings_dir"),
                                       output_files=("output",))
     cfg.validate()

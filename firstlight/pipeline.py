@@ -122,8 +122,7 @@ def _finetune(cfg: DemoConfig, root: str, prepared: str, timings: dict) -> dict:
 
     t = time.perf_counter()
     model = storage.join(root, "train", "model")
-    done = storage.file_exists if storage.is_uri(model) else (lambda p: Path(p).exists())
-    if done(storage.join(model, "config.json")) and done(storage.join(model, "firstlight.json")):
+    if storage.exists(storage.join(model, "config.json")) and storage.exists(storage.join(model, "firstlight.json")):
         log.info("[demo] reusing the fine-tuned model in %s", model)
     else:
         model = run_train(cfg.train_config(prepared, storage.join(root, "train")))

@@ -43,6 +43,19 @@ def join(root: str, *parts: str) -> str:
     return "/".join([str(root).rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+def parent(path: str) -> str:
+    """The folder holding ``path``, for a URI or a local path."""
+    return path.rstrip("/").rsplit("/", 1)[0] if is_uri(path) else str(Path(path).parent)
+
+
+def output_not_derived(name: str):
+    """The error for a cloud input whose output folder was left to be derived."""
+    from firstlight.errors import ConfigError
+
+    return ConfigError(name, "with cloud storage the output location is not derived from the inputs",
+                       f"pass --{name.replace('_', '-')} (a URI under the same storage root)")
+
+
 def filesystem(uri: str):
     """(pyarrow filesystem, path inside it) for a URI."""
     import pyarrow.fs as pafs
@@ -116,7 +129,8 @@ def _signature(fs, path: str, marker: str | None) -> dict | None:
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         return None
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    files = sorted((i.path[len(path) + 1:], i.size) for i in infos if i.type == pafs.FileType.File)
+    # lists, not tuples: the record saved as JSON beside a mirror must compare equal
+    files = sorted([i.path[len(path) + 1:], i.size] for i in infos if i.type == pafs.FileType.File)
     digest = ""
     if marker:
         with fs.open_input_stream(f"{path}/{marker}") as fh:
@@ -125,6 +139,12 @@ def _signature(fs, path: str, marker: str | None) -> dict | None:
 
 
 PULLED = ".firstlight-source.json"
+
+
+def _is_current(folder: Path, signature: dict | None) -> bool:
+    """True when ``folder`` is a mirror of the remote contents ``signature`` describes."""
+    record = folder / PULLED
+    return signature is not None and record.exists() and json.loads(record.read_text()) == signature
 
 
 def pull(uri: str, marker: str | None = MANIFEST, required: bool = True) -> Path:
@@ -146,8 +166,7 @@ def pull(uri: str, marker: str | None = MANIFEST, required: bool = True) -> Path
                                   "writes it first, or check the URI")
         shutil.rmtree(local, ignore_errors=True)
         return local
-    remote = json.loads(json.dumps(remote))  # tuples as lists, as the saved copy has them
-    if (local / PULLED).exists() and json.loads((local / PULLED).read_text()) == remote:
+    if _is_current(local, remote):
         return local
     scratch = local.with_name(f".{local.name}.pull{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
@@ -161,7 +180,7 @@ def pull(uri: str, marker: str | None = MANIFEST, required: bool = True) -> Path
         os.replace(scratch, local)
     except OSError:  # another process on this node (a second replica) fetched it at the same time
         shutil.rmtree(scratch, ignore_errors=True)
-        if not ((local / PULLED).exists() and json.loads((local / PULLED).read_text()) == remote):
+        if not _is_current(local, remote):
             raise
     return local
 
@@ -210,16 +229,22 @@ def push_file(local: Path, uri: str) -> None:
     pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
 
 
-def file_exists(uri: str) -> bool:
+def exists(path: str) -> bool:
+    """A file or folder, local or in a bucket (a bucket's folder exists when objects are under it)."""
+    if not is_uri(path):
+        return Path(path).exists()
     import pyarrow.fs as pafs
 
-    fs, path = filesystem(uri)
-    return fs.get_file_info(path).type == pafs.FileType.File
+    fs, inner = filesystem(path)
+    return fs.get_file_info(inner).type in (pafs.FileType.File, pafs.FileType.Directory)
 
 
-def read_text(uri: str) -> str:
-    fs, path = filesystem(uri)
-    with fs.open_input_stream(path) as fh:
+def read_text(path: str) -> str:
+    """A text file's contents, local or in a bucket."""
+    if not is_uri(path):
+        return Path(path).read_text()
+    fs, inner = filesystem(path)
+    with fs.open_input_stream(inner) as fh:
         return fh.read().decode()
 
 
@@ -242,14 +267,11 @@ def run_on_mirrors(run, cfg, inputs: tuple[str, ...] = (), outputs: tuple[str, .
     writes. Returns what ``run`` returns, with a mirror path turned back into its URI."""
     from dataclasses import replace
 
-    from firstlight.errors import ConfigError
-
     values = {name: getattr(cfg, name) for name in (*inputs, *outputs, *output_files)}
     uris = {name: v for name, v in values.items() if v and is_uri(v)}
     for name in (*outputs, *output_files):
         if uris and not values[name]:
-            raise ConfigError(name, "with cloud storage the output location is not derived from the inputs",
-                              f"pass --{name.replace('_', '-')} (a URI under the same storage root)")
+            raise output_not_derived(name)
     local = {}
     for name in inputs:
         if name in uris:
@@ -263,12 +285,9 @@ def run_on_mirrors(run, cfg, inputs: tuple[str, ...] = (), outputs: tuple[str, .
     result = run(replace(cfg, **local))
     for name in outputs:  # a stage that rebuilt its folder replaced the mirror, and the record with it
         folder = Path(local.get(name, ""))
-        if name in uris and (folder / MANIFEST).exists():
-            fs, path = filesystem(uris[name])
-            saved = folder / PULLED
-            if not saved.exists() or json.loads(saved.read_text()) != json.loads(json.dumps(
-                    _signature(fs, path, MANIFEST))):
-                push(folder, uris[name])
+        if name in uris and (folder / MANIFEST).exists() and not _is_current(folder, _signature(
+                *filesystem(uris[name]), MANIFEST)):
+            push(folder, uris[name])
     for name in output_files:
         if name in uris and Path(local[name]).exists():
             push_file(Path(local[name]), uris[name])

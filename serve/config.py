@@ -13,7 +13,7 @@ from pathlib import Path
 
 from firstlight.config import check_choice, check_range
 from firstlight.errors import ConfigError
-from firstlight.storage import is_uri, join
+from firstlight.storage import exists, is_uri, join, parent, read_text
 
 
 @dataclass
@@ -61,10 +61,10 @@ class ServeConfig:
             raise ConfigError("state_dir", "the change log of items added through the API is appended to and "
                               "fsync'ed, which object storage cannot do",
                               "pass --state-dir on a file system every Retriever replica shares")
-        if not path_exists(join(self.index_dir, "index.faiss")):
+        if not exists(join(self.index_dir, "index.faiss")):
             raise ConfigError("index_dir", f"{self.index_dir} holds no FAISS index (index.faiss)",
                               "run `firstlight index` and pass its output folder")
-        if not path_exists(join(self.resolved_prepared_dir(), "catalogue")):
+        if not exists(join(self.resolved_prepared_dir(), "catalogue")):
             raise ConfigError("prepared_dir", f"{self.resolved_prepared_dir()} holds no prepared catalogue",
                               "pass --prepared-dir (the output of `firstlight prepare`)")
         check_choice("use_gpu", self.use_gpu, ("auto", "yes", "no"))
@@ -92,7 +92,7 @@ class ServeConfig:
         return os.environ.get(self.admin_token_env) or None
 
     def resolved_prepared_dir(self) -> str:
-        return self.prepared_dir or join(_parent(self.index_dir), "data")
+        return self.prepared_dir or join(parent(self.index_dir), "data")
 
     def resolved_state_dir(self) -> str:
         return str(Path(self.state_dir) if self.state_dir else Path(self.index_dir).parent / "serve_state")
@@ -134,30 +134,5 @@ class ServeConfig:
 
 
 # Index and catalogue folders may be cloud URIs (replicas fetch them, see firstlight.storage).
-def path_exists(path: str) -> bool:
-    if is_uri(path):
-        from firstlight.storage import file_exists, filesystem
-
-        if file_exists(path):
-            return True
-        import pyarrow.fs as pafs
-
-        fs, inner = filesystem(path)
-        return fs.get_file_info(inner).type == pafs.FileType.Directory
-    return Path(path).exists()
-
-
-def _parent(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[0] if is_uri(path) else str(Path(path).parent)
-
-
 def _absolute(path: str) -> str:
     return path if is_uri(path) else str(Path(path).resolve())
-
-
-def read_text(path: str) -> str:
-    if is_uri(path):
-        from firstlight.storage import read_text as read_remote
-
-        return read_remote(path)
-    return Path(path).read_text()

@@ -180,11 +180,10 @@ class Gateway:
         """Load the new version on both deployments, carry over the API's item changes, then switch."""
         import json
 
-        from firstlight.storage import is_uri, join
-        from serve.config import path_exists, read_text
+        from firstlight.storage import exists, is_uri, join, read_text
 
         index_dir = body.index_dir if is_uri(body.index_dir) else str(Path(body.index_dir).expanduser().resolve())
-        if not path_exists(join(index_dir, "index.faiss")):
+        if not exists(join(index_dir, "index.faiss")):
             raise ApiError(422, "not_found", "index_dir", f"{body.index_dir} holds no FAISS index (index.faiss)")
         model = body.model or json.loads(read_text(join(index_dir, "manifest.json"))).get("model")
         if not model:

@@ -110,18 +110,17 @@ def _on_local_paths(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
     changes, output_uri = {}, None
     if storage.is_uri(cfg.prepared_dir or ""):
         if not cfg.output_dir:
-            raise ConfigError("output_dir", "with cloud storage the output location is not derived from the inputs",
-                              "pass --output-dir (a URI under the same storage root)")
+            raise storage.output_not_derived("output_dir")
         if cfg.hard_negatives in ("mined", "both") and not cfg.mine_index_dir:
-            cfg = replace(cfg, mine_index_dir=storage.join(cfg.prepared_dir.rstrip("/").rsplit("/", 1)[0], "index"))
+            cfg = replace(cfg, mine_index_dir=storage.join(storage.parent(cfg.prepared_dir), "index"))
         changes["prepared_dir"] = str(storage.pull(cfg.prepared_dir))
     if storage.is_uri(cfg.mine_index_dir or "") and cfg.hard_negatives in ("mined", "both"):
         changes["mine_index_dir"] = str(storage.pull(cfg.mine_index_dir))
     if storage.is_uri(cfg.output_dir or ""):
         output_uri = cfg.output_dir.rstrip("/")
         changes["output_dir"] = str(storage.mirror_of(output_uri))
-    if storage.is_uri(cfg.resume_from or "") and not storage.file_exists(storage.join(cfg.resume_from,
-                                                                                        "trainer_state.json")):
+    if storage.is_uri(cfg.resume_from or "") and not storage.exists(storage.join(cfg.resume_from,
+                                                                                   "trainer_state.json")):
         raise ConfigError("resume_from", f"{cfg.resume_from} is not a FirstLight training checkpoint "
                           "(no trainer_state.json)", "pass a checkpoint_* folder from a training run")
     return replace(cfg, **changes), output_uri
@@ -135,7 +134,7 @@ def _check_earlier_run(cfg: TrainConfig, output_uri: str | None = None) -> None:
     if output_uri:
         configs = [storage.join(c, "train_config.json")
                    for c in storage.list_dir(storage.join(output_uri, "run"), "checkpoint_")]
-        saved = [storage.read_text(c) for c in configs if storage.file_exists(c)]
+        saved = [storage.read_text(c) for c in configs if storage.exists(c)]
     else:
         saved = [p.read_text() for p in sorted((Path(cfg.output_dir) / "run").glob("checkpoint_*/train_config.json"))]
     if not saved:
