@@ -72,6 +72,25 @@ def test_exported_model_loads_in_sentence_transformers_and_firstlight_alike(zero
     assert json.loads((folder / "firstlight.json").read_text())["step"] == 6
 
 
+def test_bf16_on_cpu_learns_and_exports_the_fp32_master_weights(prepared, tiny_model_dir, tmp_path):
+    """bf16 is where CPUs with bf16 instructions train fastest; the export must not be bf16-rounded."""
+    import torch
+    from safetensors.torch import load_file
+
+    from train.recipe import read_history, run_train
+
+    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, precision="bf16", zero_stage=1, num_workers=1,
+                      cpus_per_worker=1, grad_accum=1, batch_size=16, max_steps=10, checkpoint_every=10,
+                      val_queries=0)
+    folder = Path(run_train(cfg))
+    loss = read_history(tmp_path)["loss"]
+    assert loss.iloc[-3:].mean() < loss.iloc[:3].mean()  # a batch's loss is noisy; three are not
+    weights = load_file(str(folder / "model.safetensors"))
+    query = weights["encoder.layer.0.attention.self.query.weight"]
+    assert query.dtype == torch.float32
+    assert (query != query.bfloat16().float()).any()  # fp32 master weights, not the bf16 copy
+
+
 def test_worker_failure_is_recovered_from_the_last_checkpoint(prepared, tiny_model_dir, tmp_path):
     from train.recipe import fit
 
@@ -90,11 +109,14 @@ def test_worker_failure_is_recovered_from_the_last_checkpoint(prepared, tiny_mod
     (["--zero-stage", "4"], "zero_stage", "use 0, 1, 2 or 3"),
     (["--precision", "fp16"], "precision", "bf16 or fp32 on CPU"),
     (["--grad-accum", "0"], "grad_accum", "use 1 or more"),
+    (["--precision", "bf16", "--zero-stage", "0"], "zero_stage", "--zero-stage 1 or 2"),
     (["--model", "./no/such/model"], "model", "does not exist"),
     (["--batch-size", "64", "--grad-cache-chunk", "24"], "grad_cache_chunk", "divides --batch-size"),
     (["--grad-cache-chunk", "16", "--grad-accum", "2"], "grad_cache_chunk", "--grad-accum 1"),
     (["--lora-rank", "-1"], "lora_rank", ">= 0"),
     (["--placement-strategy", "EVERYWHERE"], "placement_strategy", "STRICT_SPREAD"),
+    (["--train-splits", "train,test"], "train_splits", "use train or train,val"),
+    (["--train-splits", "train,val"], "train_splits", "--val-queries 0"),
 ])
 def test_bad_training_config_fails_before_any_worker(prepared, flags, field, hint, capsys):
     code = main(["train", "--prepared-dir", str(prepared), *flags])
@@ -132,7 +154,7 @@ def test_mined_negatives_are_near_misses_and_never_known_positives(prepared, tin
     from data_pipeline.embed import EmbedConfig, run_embed
     from data_pipeline.prepare import load_catalogue, load_split
     from serve.index import IndexConfig, run_index
-    from train.pairs import build_pairs
+    from train.pairs import build_pairs, text_key
 
     emb = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(tmp_path / "emb"),
                                 model=str(tiny_model_dir)))
@@ -150,6 +172,45 @@ def test_mined_negatives_are_near_misses_and_never_known_positives(prepared, tin
     not_negative = set(zip(relevant["query"], text[relevant["product_id"]].to_numpy()))
     negatives = both[both["has_negative"]]
     assert not any((q, n) in not_negative for q, n in zip(negatives["query"], negatives["negative"]))
+    # the loss tells false negatives by these keys: equal texts, equal keys
+    for column in ("query", "positive", "negative"):
+        assert (both[f"{column}_key"] == both[column].map(text_key)).all(), column
+    assert both.groupby("query")["query_key"].nunique().max() == 1
+    assert both["query_key"].nunique() == both["query"].nunique()
+
+
+def test_final_model_can_train_on_train_and_val(prepared, tiny_model_dir, tmp_path):
+    from data_pipeline.prepare import load_split
+    from train.pairs import build_pairs
+
+    train_only = build_pairs(prepared, tiny_config(prepared, tiny_model_dir, tmp_path))
+    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, train_splits="train,val", val_queries=0)
+    cfg.validate()
+    both = build_pairs(prepared, cfg)
+    val_queries = set(load_split(prepared, "val")["query"])
+    assert not val_queries & set(train_only["query"])
+    assert set(both["query"]) - set(train_only["query"]) <= val_queries
+    assert len(set(both["query"]) & val_queries) > 0 and len(both) > len(train_only)
+    assert not set(load_split(prepared, "test")["query"]) & set(both["query"])  # test stays unseen
+
+
+def test_catalogue_pseudo_queries_are_words_of_their_own_title():
+    import pandas as pd
+
+    from train.pairs import title_pseudo_queries
+
+    titles = pd.Series(["DEWALT 7/16 in. Titanium Pilot Point Drill Bit", "Maglite 2AA Gray LED Pro Mini Flashlight",
+                        "Hampton Bay 36x12x12 in. Hampton Wall Cabinet in Medium Oak", "Short Title",
+                        "Husky 3/8 in. Drive 7/16 in. Knurl Grip Universal Socket"])
+    rows = title_pseudo_queries(titles, 10, seed=3)
+    assert rows == title_pseudo_queries(titles, 10, seed=3)  # reproducible from the run's seed
+    assert len(rows) == 4  # one per title long enough to leave words out; "Short Title" has 2
+    for query, title, negative, has_negative in rows:
+        words = query.split()
+        assert 2 <= len(words) <= 5 and not has_negative and negative == ""
+        assert "in." not in words and "in" not in words
+        remaining = iter(title.split())
+        assert all(w in remaining for w in words)  # the title's words, in the title's order
 
 
 def test_mining_without_an_index_is_a_config_error(prepared, tmp_path, capsys):

@@ -35,12 +35,21 @@ class TrainConfig:
     schedule: str = field(default="linear", metadata={"help": "linear or cosine decay after warmup"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
     scale: float = field(default=20.0, metadata={"help": "InfoNCE inverse temperature"})
+    symmetric_loss: bool = field(default=False, metadata={
+        "help": "also let each positive product pick its query among the batch's queries (loss averaged)"})
+    mask_duplicates: bool = field(default=True, metadata={
+        "help": "never use another positive of the same query, or a copy of the query's product, as its negative"})
     seed: int = field(default=2026, metadata={"help": "shuffling and initialisation seed"})
     max_pairs: int = field(default=0, metadata={"help": "train on the first N shuffled pairs only (0 = all)"})
     pretokenize: bool = field(default=True, metadata={
         "help": "tokenise all pairs before training starts, so training has every core (false: Ray Data "
                 "tokenises beside training, for pair sets larger than the object store)"})
     # pairs
+    train_splits: str = field(default="train", metadata={
+        "help": "prepared splits to train on: train, or train,val for a final model once settings are "
+                "chosen on val (validation must then be off: --val-queries 0)"})
+    catalogue_pairs: int = field(default=0, metadata={
+        "help": "add this many pseudo-queries made of a few words of a catalogue title, paired with it (0 = off)"})
     positive_at: float = field(default=2.5, metadata={"help": "relevance from which a judged product is a positive"})
     hard_negatives: str = field(default="judged", metadata={
         "help": "none; judged (judged <= negative_at); mined (near-misses from the zero-shot index); "
@@ -87,6 +96,12 @@ class TrainConfig:
         if self.precision == "fp16" and not self.use_gpu:
             raise ConfigError("precision", "fp16 needs a GPU (CPU kernels and DeepSpeed's loss scaling are GPU-only)",
                               "use --precision bf16 or fp32 on CPU, or --use-gpu true")
+        if self.strategy == "deepspeed" and self.precision != "fp32" and self.zero_stage == 0:
+            # ZeRO-0 keeps the fp32 master weights inside DeepSpeed's optimizer wrapper only; the
+            # checkpoint's model weights are rounded to 16 bits, and the export would ship those.
+            raise ConfigError("zero_stage", f"{self.precision} with ZeRO stage 0 checkpoints 16-bit weights only",
+                              f"use --zero-stage 1 or 2 with --precision {self.precision}: the export then "
+                              "reads the fp32 master weights from the shards")
         if self.grad_accum < 1:
             raise ConfigError("grad_accum", f"{self.grad_accum} micro-batches per step",
                               "use 1 or more (1 = no accumulation)")
@@ -113,6 +128,7 @@ class TrainConfig:
                      "keep_checkpoints", "report_every"):
             check_range(name, getattr(self, name), 1)
         check_range("lr", self.lr, 0.0, low_inclusive=False)
+        check_range("catalogue_pairs", self.catalogue_pairs, 0)
         check_range("lora_rank", self.lora_rank, 0)
         if self.lora_rank:
             check_range("lora_alpha", self.lora_alpha, 0.0, low_inclusive=False)
@@ -131,6 +147,12 @@ class TrainConfig:
                               "use --strategy deepspeed for bf16 on CPU, or fp32")
         if not self.prepared_dir:
             raise ConfigError("prepared_dir", "is not set", "pass --prepared-dir (the output of prepare)")
+        splits = [x for x in self.train_splits.split(",") if x]
+        if not splits or set(splits) - {"train", "val"} or "train" not in splits:
+            raise ConfigError("train_splits", f"{self.train_splits!r} is not a choice", "use train or train,val")
+        if "val" in splits and self.val_queries:
+            raise ConfigError("train_splits", "training on val while validating on it would pick checkpoints "
+                              "by queries the model was trained on", "add --val-queries 0 (the last step is kept)")
         for split in ("train", "val"):
             if not is_uri(self.prepared_dir) and not (Path(self.prepared_dir) / "judgments" / split).is_dir():
                 raise ConfigError("prepared_dir", f"{self.prepared_dir} has no {split} split",

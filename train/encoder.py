@@ -110,11 +110,15 @@ class TextEncoder:
 
     @staticmethod
     def pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Mean over real tokens, then L2 normalisation (differentiable: training uses it too)."""
+        """Mean over real tokens, then L2 normalisation (differentiable: training uses it too).
+
+        In fp32 whatever the model's precision: a bf16 sum over a title's tokens would cost the
+        similarities their third digit."""
+        token_states = token_states.float()
         mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
         summed = (token_states * mask).sum(dim=1)
         mean = summed / mask.sum(dim=1).clamp(min=1e-9)
-        return F.normalize(mean.float(), p=2, dim=-1)
+        return F.normalize(mean, p=2, dim=-1)
 
     def forward(self, batch: dict) -> torch.Tensor:
         batch = {k: v.to(self.device) for k, v in batch.items()}

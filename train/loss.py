@@ -38,26 +38,46 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None,
-             negative_mask: torch.Tensor | None = None, scale: float = 20.0) -> tuple[torch.Tensor, int]:
-    """InfoNCE of unit-norm embeddings; returns (loss, negatives each query saw).
+             negative_mask: torch.Tensor | None = None, scale: float = 20.0,
+             keys: dict[str, torch.Tensor] | None = None, symmetric: bool = False) -> tuple[torch.Tensor, float]:
+    """InfoNCE of unit-norm embeddings; returns (loss, negatives each query saw, on average).
 
     ``queries[i]`` matches ``positives[i]``; every other positive and every (unmasked) hard negative
     in the global batch is a negative for it. ``scale`` is the inverse temperature (20 = 1/0.05, as
     sentence-transformers' MultipleNegativesRankingLoss).
+
+    ``keys`` (int64 ids of the ``query``, ``positive`` and ``negative`` texts) removes false
+    negatives: another positive of the same query, and any candidate whose text is the query's own
+    positive (catalogues list one title under several ids). Without it a query that occurs twice in
+    a batch is pushed away from its own relevant product; the bigger the global batch, the more often.
+
+    ``symmetric`` adds the other direction (each positive product picks its query among the batch's
+    queries, as sentence-transformers' MultipleNegativesSymmetricRankingLoss) and averages the two.
     """
     _, size = world()
     all_q = gather_with_grad(queries)
     candidates = [gather_with_grad(positives)]
-    valid = [torch.ones(candidates[0].shape[0], dtype=torch.bool, device=queries.device)]
+    n = all_q.shape[0]
+    valid = [torch.ones(n, n, dtype=torch.bool, device=queries.device)]
+    if keys is not None:
+        qk, pk = gather_with_grad(keys["query"]), gather_with_grad(keys["positive"])
+        same = (qk.unsqueeze(1) == qk.unsqueeze(0)) | (pk.unsqueeze(1) == pk.unsqueeze(0))
+        valid[0] = ~same | torch.eye(n, dtype=torch.bool, device=queries.device)
     if negatives is not None:
         candidates.append(gather_with_grad(negatives))
         mask = negative_mask if negative_mask is not None else torch.ones(
             negatives.shape[0], dtype=torch.bool, device=queries.device)
-        valid.append(gather_with_grad(mask.to(torch.bool)))
+        neg_valid = gather_with_grad(mask.to(torch.bool)).unsqueeze(0).expand(n, -1)
+        if keys is not None:
+            neg_valid = neg_valid & (gather_with_grad(keys["negative"]).unsqueeze(0) != pk.unsqueeze(1))
+        valid.append(neg_valid)
     candidates = torch.cat(candidates, dim=0)
-    valid = torch.cat(valid, dim=0)
+    valid = torch.cat(valid, dim=1)
     logits = scale * all_q @ candidates.T
-    logits = logits.masked_fill(~valid.unsqueeze(0), float("-inf"))
-    labels = torch.arange(all_q.shape[0], device=queries.device)
-    loss = F.cross_entropy(logits.float(), labels) * size
-    return loss, int(valid.sum().item()) - 1
+    logits = logits.masked_fill(~valid, float("-inf"))
+    labels = torch.arange(n, device=queries.device)
+    loss = F.cross_entropy(logits.float(), labels)
+    if symmetric:  # the positives block transposed: masked the same way, since `same` is symmetric
+        loss = (loss + F.cross_entropy(logits[:, :n].T.float(), labels)) / 2
+    loss = loss * size
+    return loss, float(valid.sum().item()) / n - 1

@@ -10,12 +10,20 @@ most one hard negative, chosen by ``hard_negatives``:
   ranked that high are often relevant);
 - ``both``: the judged negative where the query has one, else a mined one.
 
+``catalogue_pairs`` adds pseudo-queries made from the catalogue itself: a few words of a product's
+title, in order, paired with that title (no hard negative). Judged queries cover a small part of a
+catalogue; these pairs show the model the words (brands, sizes, model numbers) of every product,
+including those no labelled query ever reached. They use titles only, never a judgment.
+
 Negatives are cycled deterministically over a query's positives. Rows without a hard negative keep
-a masked, empty one, so every batch has one shape.
+a masked, empty one, so every batch has one shape. Each text also gets an int64 key (a hash), which
+the loss uses to tell a real negative from another positive of the same query or a copy of the
+query's own product.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -41,8 +49,14 @@ def mine_near_misses(queries: list[str], index_dir: Path, known: dict, depth: in
             for q, row in zip(queries, ids)}
 
 
+def text_key(text: str) -> int:
+    """A stable int64 id of a text (equal texts, equal keys; a collision is a 2^-64 event)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
+
+
 def build_pairs(prepared, cfg) -> pd.DataFrame:
-    judgments = load_split(prepared, "train")
+    judgments = pd.concat([load_split(prepared, split) for split in cfg.train_splits.split(",") if split],
+                          ignore_index=True)
     text = load_catalogue(prepared).set_index("product_id")["text"]
     judgments = judgments.groupby(["query", "product_id"], as_index=False)["relevance"].mean()
     groups = list(judgments.groupby("query", sort=True))
@@ -65,9 +79,33 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
         for i, pid in enumerate(positives):
             neg = negatives[i % len(negatives)] if negatives else None
             rows.append((query, text[pid], text[neg] if neg else "", neg is not None))
+    if cfg.catalogue_pairs:
+        rows += title_pseudo_queries(text, cfg.catalogue_pairs, cfg.seed)
     pairs = pd.DataFrame(rows, columns=["query", "positive", "negative", "has_negative"])
+    for column in ("query", "positive", "negative"):
+        pairs[f"{column}_key"] = pairs[column].map(text_key).astype(np.int64)
     pairs = pairs.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
     return pairs.head(cfg.max_pairs) if cfg.max_pairs else pairs
+
+
+# words that say nothing alone; a query made only of them would teach noise
+_FILLER = {"in.", "in", "x", "and", "with", "for", "the", "of", "a", "to", "ft.", "per", "or", "on", "by"}
+
+
+def title_pseudo_queries(text: pd.Series, n: int, seed: int) -> list[tuple]:
+    """``n`` (query, title, "", False) rows: 2-5 words of a sampled title, kept in title order."""
+    rng = np.random.default_rng(seed)
+    titles = text.drop_duplicates().to_numpy()
+    rows = []
+    for title in rng.choice(titles, size=min(n, len(titles)), replace=False):
+        words = [w.strip("(),") for w in str(title).split()[:20]]
+        words = [w for w in words if any(c.isalnum() for c in w) and w.lower() not in _FILLER]
+        if len(words) < 3:
+            continue
+        k = int(rng.integers(2, min(5, len(words) - 1) + 1))
+        picked = np.sort(rng.choice(len(words), size=k, replace=False))
+        rows.append((" ".join(words[i] for i in picked), title, "", False))
+    return rows
 
 
 class Tokenize:
@@ -84,6 +122,8 @@ class Tokenize:
 
     def __call__(self, batch: pa.Table) -> dict:
         out = {"has_negative": np.asarray(batch["has_negative"].to_numpy(zero_copy_only=False), dtype=bool)}
+        for column in ("query_key", "positive_key", "negative_key"):
+            out[column] = np.asarray(batch[column].to_numpy(zero_copy_only=False), dtype=np.int64)
         for column, length in self.lengths.items():
             enc = self.tokenizer([self.normalize(t) for t in batch[column].to_pylist()], padding="max_length",
                                  truncation=True, max_length=length, return_tensors="np")

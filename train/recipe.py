@@ -296,7 +296,8 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
             reps[name] = torch.cat(parts).requires_grad_()
     negatives = reps.get("negative")
     loss, seen = info_nce(reps["query"], reps["positive"], negatives, batch["has_negative"].to(engine.device),
-                          scale=cfg.scale)
+                          scale=cfg.scale, keys=_keys(batch, cfg, engine.device),
+                          symmetric=cfg.symmetric_loss)
     loss.backward()
     after = _rng_state()
     stepped = False
@@ -309,6 +310,13 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
         stepped = engine.backward_step(surrogate, whole=True)
     _set_rng_state(after)
     return loss.detach(), seen, stepped
+
+
+def _keys(batch: dict, cfg: TrainConfig, device) -> dict | None:
+    """The texts' keys, for the loss to mask false negatives (None when the config turns that off)."""
+    if not cfg.mask_duplicates:
+        return None
+    return {k: batch[f"{k}_key"].to(device) for k in ("query", "positive", "negative")}
 
 
 def _rng_state():
@@ -397,7 +405,8 @@ def train_loop(config: dict) -> None:
                                         torch.cat([batch["positive_mask"], batch["negative_mask"]]))
                     positives, negatives = docs[: len(q)], docs[len(q):]
                 loss, negatives_seen = info_nce(q, positives, negatives, batch["has_negative"].to(engine.device),
-                                                scale=cfg.scale)
+                                                scale=cfg.scale, keys=_keys(batch, cfg, engine.device),
+                                                symmetric=cfg.symmetric_loss)
                 stepped = engine.backward_step(loss)
             state["micro_in_epoch"] += 1
             pairs_seen += len(batch["query_ids"]) * world_size
