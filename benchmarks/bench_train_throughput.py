@@ -1,7 +1,9 @@
 """Training throughput: FirstLight's recipe vs sentence-transformers' trainer (MultipleNegativesRankingLoss).
 
 Same model (all-MiniLM-L6-v2), same pairs (the first N positives of the Home Depot train split), same
-batch size and sequence length, in-batch negatives only, fp32, one CPU worker. Both rates are
+batch size, sequence length and precision (fp32; or bf16: the trainer's `bf16=True`, autocast over fp32
+weights, and FirstLight's `--precision bf16`, DeepSpeed's 16-bit weights with fp32 master copies, which
+needs ZeRO stage 1), in-batch negatives only, one CPU worker. Both rates are
 steady-state training-loop rates, measured the same way: pairs per second between the end of
 optimizer step ``--warmup-steps`` and the end of the last step (the first steps pay one-off costs:
 allocator growth, oneDNN kernel selection). The two trainers run alternately ``--rounds`` times, and
@@ -9,6 +11,7 @@ the ratio of the medians is reported, because on a 2-core machine one run moves 
 Needs the `bench` extra (datasets) and `firstlight prepare` output. Usage:
 
     python benchmarks/bench_train_throughput.py [--pairs 3200] [--batch-size 32] [--max-length 64] [--rounds 2]
+        [--precision fp32|bf16]
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def sentence_transformers_rate(pairs, args, steps: int, out: Path) -> tuple[floa
         args=SentenceTransformerTrainingArguments(
             output_dir=str(out), per_device_train_batch_size=args.batch_size, max_steps=steps,
             learning_rate=3e-5, warmup_ratio=0.1, save_strategy="no", report_to="none", logging_steps=10 ** 6,
-            dataloader_drop_last=True, use_cpu=True, seed=2026))
+            dataloader_drop_last=True, use_cpu=True, seed=2026, bf16=args.precision == "bf16"))
     start = time.perf_counter()
     trainer.train()
     return steady_rate(clock.ends, args.batch_size, args.warmup_steps), time.perf_counter() - start
@@ -88,6 +91,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16 pays on CPUs with bf16 instructions (AVX512-BF16, AMX)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -106,12 +111,13 @@ def main() -> None:
         cfg = TrainConfig(prepared_dir=args.prepared_dir, output_dir=tmp, hard_negatives="none", max_pairs=args.pairs,
                           batch_size=args.batch_size, query_max_length=args.max_length,
                           product_max_length=args.max_length, max_steps=steps, val_queries=0, num_workers=1,
-                          cpus_per_worker=1, zero_stage=0, lr=3e-5)
+                          cpus_per_worker=1, zero_stage=0 if args.precision == "fp32" else 1, lr=3e-5,
+                          precision=args.precision)
         pairs = build_pairs(args.prepared_dir, cfg)
         for r in range(args.rounds):
             # 1. sentence-transformers' trainer, in this process with every core (before Ray starts in round 1).
             st, st_wall = sentence_transformers_rate(pairs, args, steps, Path(tmp) / f"st{r}")
-            # 2. FirstLight: Ray Train + DeepSpeed (ZeRO 0, fp32), one worker.
+            # 2. FirstLight: Ray Train + DeepSpeed (ZeRO 0 in fp32; ZeRO 1 in bf16, for the fp32 master weights).
             ensure_ray()
             fl, fl_wall = firstlight_rate(replace(cfg, output_dir=str(Path(tmp) / f"fl{r}")), args)
             st_rates.append(st)
@@ -120,10 +126,10 @@ def main() -> None:
     st_med, fl_med = statistics.median(st_rates), statistics.median(fl_rates)
     body = f"""
 {steps} steps x batch {args.batch_size} = {steps * args.batch_size:,} Home Depot (query, product) pairs per run,
-all-MiniLM-L6-v2, max length {args.max_length} for queries and products, in-batch negatives only, fp32,
+all-MiniLM-L6-v2, max length {args.max_length} for queries and products, in-batch negatives only, {args.precision},
 AdamW lr 3e-5, {os.cpu_count()} CPU threads. Pairs/s: steady state, after step {args.warmup_steps}, the same
 way for both. sentence-transformers: `SentenceTransformerTrainer` + MultipleNegativesRankingLoss in
-one process; FirstLight: the recipe (Ray Train, DeepSpeed ZeRO-0, 1 worker; tokens materialised by
+one process; FirstLight: the recipe (Ray Train, DeepSpeed ZeRO-{cfg.zero_stage}, 1 worker; tokens materialised by
 Ray Data before training). Wall time includes each trainer's start-up (Ray's, on the first round).
 
 | round | sentence-transformers pairs/s | wall s | FirstLight pairs/s | wall s | ratio |
@@ -131,8 +137,10 @@ Ray Data before training). Wall time includes each trainer's start-up (Ray's, on
 {chr(10).join(rows)}
 | **median** | **{st_med:.1f}** | | **{fl_med:.1f}** | | **{fl_med / st_med:.2f}** |
 """
-    update_section("train_throughput", "Training throughput vs sentence-transformers",
-                   "python benchmarks/bench_train_throughput.py", body,
+    bf16 = args.precision == "bf16"
+    update_section("train_throughput" + ("_bf16" if bf16 else ""),
+                   "Training throughput vs sentence-transformers" + (" (bf16)" if bf16 else ""),
+                   "python benchmarks/bench_train_throughput.py" + (" --precision bf16" if bf16 else ""), body,
                    raw={"sentence_transformers": st_rates, "firstlight": fl_rates, "steps": steps,
                         "batch_size": args.batch_size, "warmup_steps": args.warmup_steps})
 

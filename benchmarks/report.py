@@ -16,7 +16,11 @@ HEADER = "# FirstLight benchmark results\n\nEach section is written by the scrip
 def machine() -> str:
     import os
 
-    return (f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}, "
+    # bf16 speed on CPU depends on these instructions (without them bf16 is emulated and slower)
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    bf16 = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16")) if flag in flags]
+    return (f"{os.cpu_count()} CPU cores, {platform.machine()}{' with ' + ' and '.join(bf16) if bf16 else ''}, "
+            f"Python {platform.python_version()}, "
             f"torch {torch.__version__} ({'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'})")
 
 
