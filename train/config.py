@@ -87,6 +87,11 @@ class TrainConfig:
         "help": "stop after this many checkpoints without a better validation nDCG@10 (0 = never)"})
     fail_at_step: int = field(default=0, metadata={"cli": False, "help": "tests only: raise once at this step"})
 
+    @property
+    def splits(self) -> list[str]:
+        """The prepared splits whose judgments become training pairs (from --train-splits)."""
+        return [x for x in self.train_splits.split(",") if x]
+
     def validate(self) -> None:
         check_choice("strategy", self.strategy, ("deepspeed", "ddp"))
         if self.zero_stage not in (0, 1, 2, 3):
@@ -147,7 +152,7 @@ class TrainConfig:
                               "use --strategy deepspeed for bf16 on CPU, or fp32")
         if not self.prepared_dir:
             raise ConfigError("prepared_dir", "is not set", "pass --prepared-dir (the output of prepare)")
-        splits = [x for x in self.train_splits.split(",") if x]
+        splits = self.splits
         if not splits or set(splits) - {"train", "val"} or "train" not in splits:
             raise ConfigError("train_splits", f"{self.train_splits!r} is not a choice", "use train or train,val")
         if "val" in splits and self.val_queries:

@@ -55,7 +55,7 @@ def text_key(text: str) -> int:
 
 
 def build_pairs(prepared, cfg) -> pd.DataFrame:
-    judgments = pd.concat([load_split(prepared, split) for split in cfg.train_splits.split(",") if split],
+    judgments = pd.concat([load_split(prepared, split) for split in cfg.splits],
                           ignore_index=True)
     text = load_catalogue(prepared).set_index("product_id")["text"]
     judgments = judgments.groupby(["query", "product_id"], as_index=False)["relevance"].mean()

@@ -279,8 +279,6 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
     re-embed each chunk with a graph, under the same dropout randomness, and back-propagate the cached
     embedding gradients into the model. Memory is one chunk's activations; negatives are the batch's.
     """
-    from train.loss import info_nce
-
     chunk, n = cfg.grad_cache_chunk, len(batch["query_ids"])
     texts = {"query": ("query_ids", "query_mask"), "positive": ("positive_ids", "positive_mask")}
     if cfg.hard_negatives != "none":
@@ -295,9 +293,7 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
                 parts.append(engine.embed(batch[ids][s:s + chunk], batch[mask][s:s + chunk]))
             reps[name] = torch.cat(parts).requires_grad_()
     negatives = reps.get("negative")
-    loss, seen = info_nce(reps["query"], reps["positive"], negatives, batch["has_negative"].to(engine.device),
-                          scale=cfg.scale, keys=_keys(batch, cfg, engine.device),
-                          symmetric=cfg.symmetric_loss)
+    loss, seen = _loss(cfg, engine, batch, reps["query"], reps["positive"], negatives)
     loss.backward()
     after = _rng_state()
     stepped = False
@@ -312,11 +308,15 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
     return loss.detach(), seen, stepped
 
 
-def _keys(batch: dict, cfg: TrainConfig, device) -> dict | None:
-    """The texts' keys, for the loss to mask false negatives (None when the config turns that off)."""
-    if not cfg.mask_duplicates:
-        return None
-    return {k: batch[f"{k}_key"].to(device) for k in ("query", "positive", "negative")}
+def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives):
+    """InfoNCE as the config sets it; the one call site of both step kinds, so they cannot drift apart."""
+    from train.loss import info_nce
+
+    keys = None  # None: the config turns false-negative masking off
+    if cfg.mask_duplicates:
+        keys = {k: batch[f"{k}_key"].to(engine.device) for k in ("query", "positive", "negative")}
+    return info_nce(queries, positives, negatives, batch["has_negative"].to(engine.device),
+                    scale=cfg.scale, keys=keys, symmetric=cfg.symmetric_loss)
 
 
 def _rng_state():
@@ -334,7 +334,6 @@ def train_loop(config: dict) -> None:
     import ray.train
     from transformers import AutoModel, AutoTokenizer
 
-    from train.loss import info_nce
     from train.validation import Validator
 
     cfg = TrainConfig(**config["cfg"])
@@ -404,9 +403,7 @@ def train_loop(config: dict) -> None:
                     docs = engine.embed(torch.cat([batch["positive_ids"], batch["negative_ids"]]),
                                         torch.cat([batch["positive_mask"], batch["negative_mask"]]))
                     positives, negatives = docs[: len(q)], docs[len(q):]
-                loss, negatives_seen = info_nce(q, positives, negatives, batch["has_negative"].to(engine.device),
-                                                scale=cfg.scale, keys=_keys(batch, cfg, engine.device),
-                                                symmetric=cfg.symmetric_loss)
+                loss, negatives_seen = _loss(cfg, engine, batch, q, positives, negatives)
                 stepped = engine.backward_step(loss)
             state["micro_in_epoch"] += 1
             pairs_seen += len(batch["query_ids"]) * world_size
