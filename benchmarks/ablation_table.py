@@ -35,6 +35,8 @@ def settings(cfg: dict) -> str:
     parts.append(cfg.get("precision", "fp32"))
     # runs from before duplicate masking existed have no such key: they trained without it
     parts.append("duplicates masked" if cfg.get("mask_duplicates", False) else "duplicates not masked")
+    if cfg.get("scale", 20.0) != 20.0:
+        parts.append(f"scale {cfg['scale']:g}")
     if cfg.get("symmetric_loss"):
         parts.append("symmetric loss")
     if cfg.get("catalogue_pairs"):

@@ -137,10 +137,15 @@ Ray Data before training). Wall time includes each trainer's start-up (Ray's, on
 {chr(10).join(rows)}
 | **median** | **{st_med:.1f}** | | **{fl_med:.1f}** | | **{fl_med / st_med:.2f}** |
 """
-    bf16 = args.precision == "bf16"
-    update_section("train_throughput" + ("_bf16" if bf16 else ""),
-                   "Training throughput vs sentence-transformers" + (" (bf16)" if bf16 else ""),
-                   "python benchmarks/bench_train_throughput.py" + (" --precision bf16" if bf16 else ""), body,
+    # one RESULTS.md section per precision and batch size, so measuring one does not erase another
+    options = (["--precision bf16"] if args.precision == "bf16" else []) + \
+        ([f"--batch-size {args.batch_size} --pairs {args.pairs}"] if args.batch_size != 32 else [])
+    section = "train_throughput" + ("_bf16" if args.precision == "bf16" else "") + \
+        (f"_b{args.batch_size}" if args.batch_size != 32 else "")
+    title = ", ".join(([args.precision] if args.precision != "fp32" else []) +
+                      ([f"batch {args.batch_size}"] if args.batch_size != 32 else []))
+    update_section(section, "Training throughput vs sentence-transformers" + (f" ({title})" if title else ""),
+                   " ".join(["python benchmarks/bench_train_throughput.py"] + options), body,
                    raw={"sentence_transformers": st_rates, "firstlight": fl_rates, "steps": steps,
                         "batch_size": args.batch_size, "warmup_steps": args.warmup_steps})
 
