@@ -7,6 +7,9 @@ Systems:
   min-max normalised scores; ``tune_fusion_on`` picks k or the weights on another split (val) first,
   so the reported split never sees its own tuning.
 
+``spell_correct`` corrects each query's misspelt words against the catalogue's vocabulary
+(:mod:`firstlight.spelling`) before every system ranks, baselines included.
+
 Metrics (see :mod:`evaluation.metrics`): nDCG@10, Recall@100, MRR@10 over the full catalogue, and
 nDCG@10 over each query's judged candidates only. Results go to a JSON file (means and per-query
 values for paired comparisons) and a printed table.
@@ -48,6 +51,8 @@ class EvalConfig:
     dense_weight: float = field(default=0.5, metadata={"help": "wsum: the dense run's weight (BM25 gets 1 - it)"})
     tune_fusion_on: str | None = field(default=None, metadata={
         "help": "tune rrf_k or dense_weight for nDCG@10 on this split (val) before evaluating"})
+    spell_correct: bool = field(default=False, metadata={
+        "help": "correct query words unknown to the catalogue and to English before every system ranks"})
     output: str | None = field(default=None, metadata={"help": "results JSON; default PREPARED/../eval/SPLIT.json"})
 
     def validate(self) -> None:
@@ -74,8 +79,10 @@ class EvalConfig:
         return Path(self.output) if self.output else Path(self.prepared_dir).parent / "eval" / f"{self.split}.json"
 
 
-def _dense(cfg: EvalConfig, queries: list[str], judged) -> tuple[dict, dict, str]:
-    """Dense run over the index, and dense scores for each query's judged candidates."""
+def _dense(cfg: EvalConfig, queries: list[str], texts: list[str], judged) -> tuple[dict, dict, str]:
+    """Dense run over the index, and dense scores for each query's judged candidates.
+
+    ``texts`` are what is encoded (the queries, or their spelling corrections); runs stay keyed by query."""
     from serve.index import ProductIndex
     from train.encoder import TextEncoder
 
@@ -85,7 +92,7 @@ def _dense(cfg: EvalConfig, queries: list[str], judged) -> tuple[dict, dict, str
         raise ConfigError("model", "the index does not record its model", "pass --model")
     encoder = TextEncoder.load(model, max_length=cfg.max_length)
     start = time.perf_counter()
-    q_vectors = encoder.encode(queries, batch_size=128)
+    q_vectors = encoder.encode(texts, batch_size=128)
     scores, ids = index.search(q_vectors, cfg.depth)
     log.info("[evaluate] dense: %d queries encoded and searched in %.1fs", len(queries), time.perf_counter() - start)
     run = {q: {p: float(s) for p, s in zip(row_ids, row_scores) if p is not None}
@@ -112,17 +119,23 @@ def _fusion_params(cfg: EvalConfig) -> dict:
     return {"k": cfg.rrf_k} if cfg.fusion == "rrf" else {"weights": [1.0 - cfg.dense_weight, cfg.dense_weight]}
 
 
-def _base_runs(cfg: EvalConfig, judged, bm25) -> tuple[dict, dict, dict]:
+def _base_runs(cfg: EvalConfig, judged, bm25, speller=None) -> tuple[dict, dict, dict]:
     """BM25 and dense runs (full catalogue and judged candidates) for the judged queries."""
     queries = judged.queries
+    texts = [speller.correct(q) for q in queries] if speller else queries
     runs, candidate_runs, info = {}, {}, {}
+    if speller:
+        info["spell_correct"] = {"queries_changed": sum(t != q for q, t in zip(queries, texts)),
+                                 "queries": len(queries)}
+        log.info("[evaluate] spelling: %d of %d queries corrected", info["spell_correct"]["queries_changed"],
+                 len(queries))
     if bm25 is not None:
         start = time.perf_counter()
-        runs["bm25"] = dict(zip(queries, bm25.search(queries, cfg.depth)))
-        candidate_runs["bm25"] = {q: bm25.score(q, judged.candidates[q]) for q in queries}
+        runs["bm25"] = dict(zip(queries, bm25.search(texts, cfg.depth)))
+        candidate_runs["bm25"] = {q: bm25.score(t, judged.candidates[q]) for q, t in zip(queries, texts)}
         log.info("[evaluate] bm25: ranked %d queries in %.1fs", len(queries), time.perf_counter() - start)
     if set(cfg.systems) & {"dense", "fusion"}:
-        runs["dense"], candidate_runs["dense"], info["model"] = _dense(cfg, queries, judged)
+        runs["dense"], candidate_runs["dense"], info["model"] = _dense(cfg, queries, texts, judged)
     return runs, candidate_runs, info
 
 
@@ -139,20 +152,25 @@ def run_evaluate(cfg: EvalConfig) -> dict:
     judged = _judged(prepared, cfg.split)
     queries = judged.queries
     log.info("[evaluate] %d %s queries with a relevant product", len(queries), cfg.split)
-    bm25 = None
+    bm25 = speller = None
+    if set(cfg.systems) & {"bm25", "fusion"} or cfg.spell_correct:
+        catalogue = load_catalogue(prepared)
     if set(cfg.systems) & {"bm25", "fusion"}:
         from evaluation.bm25 import BM25Retriever
 
-        catalogue = load_catalogue(prepared)
         bm25 = BM25Retriever(catalogue["product_id"].tolist(), catalogue["text"].tolist())
+    if cfg.spell_correct:
+        from firstlight.spelling import QuerySpeller
+
+        speller = QuerySpeller(catalogue["text"])
     params = _fusion_params(cfg)
     if cfg.tune_fusion_on:
         tuning = _judged(prepared, cfg.tune_fusion_on)
-        tune_runs, _, _ = _base_runs(cfg, tuning, bm25)
+        tune_runs, _, _ = _base_runs(cfg, tuning, bm25, speller)
         params = tune_fusion([tune_runs["bm25"], tune_runs["dense"]], tuning, cfg.fusion)
         log.info("[evaluate] fusion %s tuned on %d %s queries: %s", cfg.fusion, len(tuning.queries),
                  cfg.tune_fusion_on, params)
-    runs, candidate_runs, info = _base_runs(cfg, judged, bm25)
+    runs, candidate_runs, info = _base_runs(cfg, judged, bm25, speller)
     if "fusion" in cfg.systems:
         runs["fusion"] = fuse([runs["bm25"], runs["dense"]], cfg.fusion, params)
         candidate_runs["fusion"] = fuse([candidate_runs["bm25"], candidate_runs["dense"]], cfg.fusion, params)

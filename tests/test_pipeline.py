@@ -59,7 +59,17 @@ def test_evaluate_cli_runs_bm25_alone(small_homedepot, tmp_path, ray_session, ca
     code = main(["evaluate", "--prepared-dir", str(tmp_path / "data"), "--systems", "bm25", "--split", "val"])
     out = capsys.readouterr().out
     assert code == 0 and "| bm25 |" in out and "| dense |" not in out
-    assert json.loads((tmp_path / "eval" / "val.json").read_text())["split"] == "val"
+    plain = json.loads((tmp_path / "eval" / "val.json").read_text())
+    assert plain["split"] == "val" and "spell_correct" not in plain
+
+    # with spelling correction: real misspelt queries are corrected, results stay keyed by what was typed
+    code = main(["evaluate", "--prepared-dir", str(tmp_path / "data"), "--systems", "bm25", "--split", "val",
+                 "--spell-correct", "true", "--output", str(tmp_path / "spelled.json")])
+    assert code == 0
+    spelled = json.loads((tmp_path / "spelled.json").read_text())
+    assert spelled["query_order"] == plain["query_order"]
+    assert 0 < spelled["spell_correct"]["queries_changed"] < spelled["queries"] == plain["queries"]
+    assert spelled["systems"]["bm25"]["mean"] != plain["systems"]["bm25"]["mean"]
 
 
 def test_demo_without_data_or_network_says_where_to_put_data(tmp_path, monkeypatch, capsys):
