@@ -59,12 +59,14 @@ class RecommendResponse(BaseModel):
     items: list[Product]
     version: dict
     timing_ms: dict
+    query: str | None = None  # the text as ranked, when spelling correction is on
 
 
 class BatchResponse(BaseModel):
     results: list[list[Product]]
     version: dict
     timing_ms: dict
+    queries: list[str] | None = None  # the texts as ranked, when spelling correction is on
 
 
 class ApiError(Exception):

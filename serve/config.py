@@ -25,6 +25,8 @@ class ServeConfig:
         "help": "live state: active version and item changes, shared by all replicas; default INDEX/../serve_state"})
     max_length: int = field(default=64, metadata={"help": "tokens the encoder keeps per text"})
     use_gpu: str = field(default="auto", metadata={"help": "FAISS and encoder on GPU: auto, yes or no"})
+    spell_correct: bool = field(default=True, metadata={
+        "help": "correct query words unknown to the catalogue (and to English) before encoding"})
     # request limits
     max_text_chars: int = field(default=1000, metadata={"help": "characters allowed per text"})
     max_text_tokens: int = field(default=128, metadata={"help": "tokens allowed per text (longer is an error)"})

@@ -110,7 +110,8 @@ class Retriever:
 
         change_log = Path(self.cfg.resolved_state_dir()) / "changes" / f"{version['id']}.jsonl"
         return self.indexes.get_or_load(version["id"], lambda: LiveIndex(
-            version["index"], self.cfg.resolved_prepared_dir(), change_log, use_gpu=self.cfg.use_gpu))
+            version["index"], self.cfg.resolved_prepared_dir(), change_log, use_gpu=self.cfg.use_gpu,
+            spell_correct=self.cfg.spell_correct))
 
     async def search(self, version: dict, vectors: np.ndarray, k: int, exclude: list[list[str]]) -> list[list[tuple]]:
         import asyncio
@@ -132,6 +133,10 @@ class Retriever:
             self.items.set(len(index))
         self.search_ms.observe(1000 * (time.perf_counter() - start))
         return out
+
+    def correct(self, version: dict, texts: list[str]) -> list[str]:
+        """Spelling-corrected queries (here because this replica knows every product's words)."""
+        return self.get(version).correct(texts)
 
     def upsert(self, version: dict, items: list[dict]) -> int:
         index = self.get(version)

@@ -110,22 +110,24 @@ class Gateway:
         version = self.active.get()  # read once: the whole request runs on this version
         self._check_tokens(version.model, clean, names)
         start = time.perf_counter()
-        vectors = await self.encoder.encode.remote(version.model, clean)
+        queries = await self.retriever.correct.remote(version.describe(), clean) if self.cfg.spell_correct else clean
+        vectors = await self.encoder.encode.remote(version.model, queries)
         encoded = time.perf_counter()
         hits = await self.retriever.search.remote(version.describe(), vectors, k, [exclude] * len(clean))
         done = time.perf_counter()
         timing = {"encode": 1000 * (encoded - start), "retrieve": 1000 * (done - encoded)}
         results = [[{"id": pid, "title": title, "score": score} for pid, title, score in row] for row in hits]
-        return results, version.describe(), timing
+        return results, version.describe(), timing, (queries if self.cfg.spell_correct else None)
 
     # -- routes --------------------------------------------------------------------------------
     @app.post("/v1/recommend", response_model=RecommendResponse, openapi_extra=openapi_body(RecommendRequest))
     async def recommend(self, request: Request):
         async def work(body: RecommendRequest):
             start = time.perf_counter()
-            results, version, timing = await self._rank([body.text], body.k, body.exclude, "text")
+            results, version, timing, queries = await self._rank([body.text], body.k, body.exclude, "text")
             timing["total"] = 1000 * (time.perf_counter() - start)
-            return {"items": results[0], "version": version, "timing_ms": timing}
+            return {"items": results[0], "version": version, "timing_ms": timing,
+                    "query": queries[0] if queries else None}
         return await self._handle(request, RecommendRequest, work)
 
     @app.post("/v1/recommend/batch", response_model=BatchResponse, openapi_extra=openapi_body(BatchRequest))
@@ -133,9 +135,9 @@ class Gateway:
         async def work(body: BatchRequest):
             start = time.perf_counter()
             check_count(body.texts, "texts", 1, self.cfg.max_batch_texts)
-            results, version, timing = await self._rank(body.texts, body.k, body.exclude, "texts")
+            results, version, timing, queries = await self._rank(body.texts, body.k, body.exclude, "texts")
             timing["total"] = 1000 * (time.perf_counter() - start)
-            return {"results": results, "version": version, "timing_ms": timing}
+            return {"results": results, "version": version, "timing_ms": timing, "queries": queries}
         return await self._handle(request, BatchRequest, work)
 
     @app.post("/v1/items", openapi_extra=openapi_body(ItemsRequest))

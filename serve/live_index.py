@@ -25,11 +25,17 @@ from serve.index import ProductIndex
 
 
 class LiveIndex:
-    def __init__(self, index_dir: str, prepared_dir: str, change_log: Path, use_gpu: str = "auto"):
+    def __init__(self, index_dir: str, prepared_dir: str, change_log: Path, use_gpu: str = "auto",
+                 spell_correct: bool = False):
         # cloud folders are fetched to this node's mirror first (see firstlight.storage)
         self.base = ProductIndex.load(pull(index_dir) if is_uri(index_dir) else Path(index_dir), use_gpu=use_gpu)
         catalogue = load_catalogue(pull(prepared_dir) if is_uri(prepared_dir) else prepared_dir)
         self.titles = dict(zip(catalogue["product_id"], catalogue["title"]))
+        self.speller = None  # words of the catalogue and of every product added since (see correct)
+        if spell_correct:
+            from firstlight.spelling import QuerySpeller
+
+            self.speller = QuerySpeller(catalogue["text"])
         self.base_rows = {pid: i for i, pid in enumerate(self.base.ids)}
         self.masked: set[str] = set()  # saved products deleted or replaced
         self.overlay: dict[str, tuple[str, str, np.ndarray]] = {}  # id -> (title, text, vector)
@@ -93,8 +99,17 @@ class LiveIndex:
         if record["op"] == "upsert":
             vector = np.asarray(record["vector"], dtype=np.float32)
             self.overlay[pid] = (record.get("title", ""), record.get("text", ""), vector)
+            if self.speller is not None:
+                self.speller.add_texts([record.get("title", ""), record.get("text", "")])
         else:
             self.overlay.pop(pid, None)
+
+    def correct(self, texts: list[str]) -> list[str]:
+        """Queries with their misspelt words corrected, knowing every product added so far."""
+        if self.speller is None:
+            return texts
+        self.refresh()
+        return [self.speller.correct(t) for t in texts]
 
     def added_items(self) -> list[dict]:
         """Products added or changed through the API (to carry over when the model changes)."""

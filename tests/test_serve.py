@@ -52,7 +52,7 @@ def service(artifacts):
     cfg = ServeConfig(index_dir=str(root / "index"), admin_token_file=str(root / "token"), encoder_num_cpus=0.25,
                       retriever_num_cpus=0.25, gateway_num_cpus=0.1, encoder_max_replicas=2, max_text_chars=500,
                       encoder_target_ongoing_requests=2, upscale_delay_s=1, downscale_delay_s=4,
-                      max_batch_texts=8, max_body_bytes=20000, port=port)
+                      max_batch_texts=8, max_body_bytes=20000, spell_correct=True, port=port)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(cfg), name="firstlight", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
@@ -117,6 +117,41 @@ def test_added_item_is_found_at_once_and_a_deleted_one_is_not(service):
     assert "fl-new-1" not in [h["id"] for h in hits]
     again = requests.delete(service + "/v1/items/fl-new-1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
     assert again.status_code == 404 and again.json()["error"]["field"] == "id"
+
+
+def _misspelling(speller, titles):
+    """A title, its word of 8+ letters, that word with two letters swapped and with its last letter
+    changed (a would-be brand name), both of which the speller puts back to the word."""
+    for title in titles:
+        for word in title.split():
+            w = word.lower()
+            if len(w) >= 8 and w.isalpha() and w[3] != w[4]:
+                typo = w[:3] + w[4] + w[3] + w[5:]
+                brand = w[:-1] + ("z" if w[-1] != "z" else "q")
+                if all(not speller.known(x) and speller.correct_word(x) == w for x in (typo, brand)):
+                    return title, word, typo, brand
+    raise AssertionError("no correctable word in the catalogue slice")
+
+
+def test_misspelt_query_is_corrected_and_a_new_products_words_are_kept(service, artifacts):
+    from firstlight.spelling import QuerySpeller
+
+    _, catalogue = artifacts
+    speller = QuerySpeller(catalogue["text"])  # what the service builds from the same catalogue
+    title, word, typo, brand = _misspelling(speller, catalogue["title"])
+    body = post(service, "/v1/recommend", {"text": title.replace(word, typo), "k": 3}).json()
+    assert body["query"] == title.replace(word, word.lower())
+    assert body["items"][0]["title"] == title  # ranked as if typed right
+    batch = post(service, "/v1/recommend/batch", {"texts": [title.replace(word, typo), "garden hose"]}).json()
+    assert batch["queries"] == [title.replace(word, word.lower()), "garden hose"]
+
+    # a new product's own word, one letter from a catalogue word, is not "corrected" once the product exists
+    assert speller.correct_word(brand) == word.lower()  # before the product exists it would be
+    new = {"id": "fl-brand-1", "title": f"{brand.capitalize()} cordless leaf blower"}
+    assert post(service, "/v1/items", {"items": [new]}, token=TOKEN).status_code == 200
+    body = post(service, "/v1/recommend", {"text": f"{brand} leaf blower", "k": 3}).json()
+    assert body["query"] == f"{brand} leaf blower" and body["items"][0]["id"] == "fl-brand-1"
+    requests.delete(service + "/v1/items/fl-brand-1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
 
 
 LONG = "drill " * 20000
