@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 from ray import serve
@@ -31,7 +30,7 @@ def _rows_by(keys) -> dict:
     return groups
 
 
-class _Cache(OrderedDict):
+class VersionCache(OrderedDict):
     """Least-recently-used cache of loaded versions."""
 
     def get_or_load(self, key, load):
@@ -53,7 +52,7 @@ class Encoder:
         self.cfg = ServeConfig(**config)
         # One torch thread per whole CPU reserved: replicas sharing a node must not oversubscribe it.
         torch.set_num_threads(max(1, int(self.cfg.encoder_num_cpus)))
-        self.models = _Cache()
+        self.models = VersionCache()
         self.encode_one.set_max_batch_size(self.cfg.batch_max_size)
         self.encode_one.set_batch_wait_timeout_s(self.cfg.batch_wait_s)
         self.batch_sizes = Histogram("firstlight_encode_batch_size", description="texts per encoder batch",
@@ -99,19 +98,18 @@ class Retriever:
         from serve.versions import Version
 
         self.cfg = ServeConfig(**config)
-        self.indexes = _Cache()
+        self.indexes = VersionCache()
         self.search_ms = Histogram("firstlight_retrieval_ms", description="FAISS search latency (ms)",
                                    boundaries=[0.1, 0.5, 1, 2, 5, 10, 20, 50, 100])
         self.items = Gauge("firstlight_index_items", description="products searchable in the active index")
         self.items.set(len(self.get(Version(self.cfg.resolved_model(), self.cfg.index_dir).describe())))
 
     def get(self, version: dict):
-        from serve.live_index import LiveIndex
+        from serve.live_index import LiveIndex, change_log_path
 
-        change_log = Path(self.cfg.resolved_state_dir()) / "changes" / f"{version['id']}.jsonl"
+        change_log = change_log_path(self.cfg.resolved_state_dir(), version["id"])
         return self.indexes.get_or_load(version["id"], lambda: LiveIndex(
-            version["index"], self.cfg.resolved_prepared_dir(), change_log, use_gpu=self.cfg.use_gpu,
-            spell_correct=self.cfg.spell_correct))
+            version["index"], self.cfg.resolved_prepared_dir(), change_log, use_gpu=self.cfg.use_gpu))
 
     async def search(self, version: dict, vectors: np.ndarray, k: int, exclude: list[list[str]]) -> list[list[tuple]]:
         import asyncio
@@ -133,10 +131,6 @@ class Retriever:
             self.items.set(len(index))
         self.search_ms.observe(1000 * (time.perf_counter() - start))
         return out
-
-    def correct(self, version: dict, texts: list[str]) -> list[str]:
-        """Spelling-corrected queries (here because this replica knows every product's words)."""
-        return self.get(version).correct(texts)
 
     def upsert(self, version: dict, items: list[dict]) -> int:
         index = self.get(version)

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 from serve.api import (ApiError, BatchRequest, BatchResponse, ItemsRequest, RecommendRequest, RecommendResponse,
                        ReloadRequest, check_count, check_k, check_text, openapi_body, parse_body)
 from serve.config import ServeConfig
+from serve.deployments import VersionCache
 from serve.versions import ActiveVersion, Version
 
 log = logging.getLogger("ray.serve")
@@ -51,11 +52,20 @@ class Gateway:
         self.encoder, self.retriever = encoder, retriever
         self.active = ActiveVersion(self.cfg.resolved_state_dir(), Version(self.cfg.resolved_model(), self.cfg.index_dir))
         self.tokenizers = {}
+        self.spellers = VersionCache()  # per version: its change log holds the words of products added to it
         self.rejected = Counter("firstlight_rejected_requests", description="requests answered with a 4xx",
                                 tag_keys=("reason",))
         self.tally = Tally()
         self.reload_lock = asyncio.Lock()
         self._tokenizer(self.active.get().model)  # loaded now, not on the first visitor's request
+        if self.cfg.spell_correct:
+            self._speller(self.active.get().describe())
+
+    def _speller(self, version: dict):
+        from serve.live_index import LiveSpeller, change_log_path
+
+        return self.spellers.get_or_load(version["id"], lambda: LiveSpeller(
+            self.cfg.resolved_prepared_dir(), change_log_path(self.cfg.resolved_state_dir(), version["id"])))
 
     def _tokenizer(self, model: str):
         if model not in self.tokenizers:
@@ -110,7 +120,8 @@ class Gateway:
         version = self.active.get()  # read once: the whole request runs on this version
         self._check_tokens(version.model, clean, names)
         start = time.perf_counter()
-        queries = await self.retriever.correct.remote(version.describe(), clean) if self.cfg.spell_correct else clean
+        # corrected here, not in another replica: no extra hop on every request
+        queries = self._speller(version.describe()).correct(clean) if self.cfg.spell_correct else clean
         vectors = await self.encoder.encode.remote(version.model, queries)
         encoded = time.perf_counter()
         hits = await self.retriever.search.remote(version.describe(), vectors, k, [exclude] * len(clean))
@@ -208,6 +219,8 @@ class Gateway:
                                                                      for a, v in zip(added, vectors)])
             for pid in await self.retriever.deleted_ids.remote(old.describe()):
                 await self.retriever.delete.remote(new.describe(), pid)
+        if self.cfg.spell_correct:  # built off the event loop (about a second), before requests need it
+            await asyncio.to_thread(self._speller, new.describe())
         self.active.set(new)
         log.info("firstlight: switched %s -> %s", old.describe(), new.describe())
         return {"previous": old.describe(), "active": new.describe(),

@@ -25,23 +25,17 @@ from serve.index import ProductIndex
 
 
 class LiveIndex:
-    def __init__(self, index_dir: str, prepared_dir: str, change_log: Path, use_gpu: str = "auto",
-                 spell_correct: bool = False):
+    def __init__(self, index_dir: str, prepared_dir: str, change_log: Path, use_gpu: str = "auto"):
         # cloud folders are fetched to this node's mirror first (see firstlight.storage)
         self.base = ProductIndex.load(pull(index_dir) if is_uri(index_dir) else Path(index_dir), use_gpu=use_gpu)
         catalogue = load_catalogue(pull(prepared_dir) if is_uri(prepared_dir) else prepared_dir)
         self.titles = dict(zip(catalogue["product_id"], catalogue["title"]))
-        self.speller = None  # words of the catalogue and of every product added since (see correct)
-        if spell_correct:
-            from firstlight.spelling import QuerySpeller
-
-            self.speller = QuerySpeller(catalogue["text"])
         self.base_rows = {pid: i for i, pid in enumerate(self.base.ids)}
         self.masked: set[str] = set()  # saved products deleted or replaced
         self.overlay: dict[str, tuple[str, str, np.ndarray]] = {}  # id -> (title, text, vector)
         self.change_log = Path(change_log)
         self.change_log.parent.mkdir(parents=True, exist_ok=True)
-        self._offset = 0
+        self._tail = ChangeLogTail(self.change_log)
         self._lock = threading.Lock()
         self.refresh()
 
@@ -81,16 +75,8 @@ class LiveIndex:
     def refresh(self) -> None:
         """Apply whatever the change log gained since the last look (other replicas write it too)."""
         with self._lock:
-            if not self.change_log.exists() or self.change_log.stat().st_size == self._offset:
-                return
-            with open(self.change_log, "rb") as fh:
-                fh.seek(self._offset)
-                data = fh.read()
-            end = data.rfind(b"\n") + 1  # a line still being written by another replica waits
-            for line in data[:end].splitlines():
-                if line.strip():
-                    self._apply(json.loads(line))
-            self._offset += end
+            for record in self._tail.read():
+                self._apply(record)
 
     def _apply(self, record: dict) -> None:
         pid = record["id"]
@@ -99,17 +85,8 @@ class LiveIndex:
         if record["op"] == "upsert":
             vector = np.asarray(record["vector"], dtype=np.float32)
             self.overlay[pid] = (record.get("title", ""), record.get("text", ""), vector)
-            if self.speller is not None:
-                self.speller.add_texts([record.get("title", ""), record.get("text", "")])
         else:
             self.overlay.pop(pid, None)
-
-    def correct(self, texts: list[str]) -> list[str]:
-        """Queries with their misspelt words corrected, knowing every product added so far."""
-        if self.speller is None:
-            return texts
-        self.refresh()
-        return [self.speller.correct(t) for t in texts]
 
     def added_items(self) -> list[dict]:
         """Products added or changed through the API (to carry over when the model changes)."""
@@ -144,3 +121,46 @@ class LiveIndex:
         if product_id in self.overlay:
             return self.overlay[product_id][0]
         return self.titles.get(product_id, "")
+
+
+class ChangeLogTail:
+    """The complete records appended to a change log since the last read (other replicas append too)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._offset = 0
+
+    def read(self) -> list[dict]:
+        if not self.path.exists() or self.path.stat().st_size == self._offset:
+            return []
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
+        self._offset += end
+        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+
+
+class LiveSpeller:
+    """Query spelling correction that knows the catalogue's words and those of every product added
+    through the API since (read from the same change log as the index), so a new product's brand is
+    never "corrected" into an older word."""
+
+    def __init__(self, prepared_dir: str, change_log: Path):
+        from firstlight.spelling import QuerySpeller
+
+        catalogue = load_catalogue(pull(prepared_dir) if is_uri(prepared_dir) else prepared_dir)
+        self.speller = QuerySpeller(catalogue["text"])
+        self._tail = ChangeLogTail(change_log)
+        self._lock = threading.Lock()
+
+    def correct(self, texts: list[str]) -> list[str]:
+        with self._lock:
+            for record in self._tail.read():
+                if record["op"] == "upsert":
+                    self.speller.add_texts([record.get("title", ""), record.get("text", "")])
+        return [self.speller.correct(t) for t in texts]
+
+
+def change_log_path(state_dir: str, version_id: str) -> Path:
+    return Path(state_dir) / "changes" / f"{version_id}.jsonl"
