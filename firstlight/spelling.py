@@ -5,8 +5,8 @@ product title never does. A word of the query that is neither in the catalogue n
 replaced by the catalogue word one edit away (the most frequent in the catalogue), else split into
 catalogue words ("wiremesh" -> "wire mesh"), else by a catalogue word two edits away (long words
 only). Everything else (numbers, sizes like "2x4", punctuation, words the catalogue or English
-knows) is kept as typed, case included; a corrected word is lower case. Edit-distance lookup is SymSpell (symspellpy), whose bundled
-English frequency list is the "English word" test.
+knows) is kept as typed, case included; a corrected word is lower case. Edit-distance lookup is
+SymSpell (symspellpy), whose bundled English frequency list is the "English word" test.
 """
 
 from __future__ import annotations
