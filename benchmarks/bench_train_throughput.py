@@ -1,9 +1,9 @@
 """Training throughput: FirstLight's recipe vs sentence-transformers' trainer (MultipleNegativesRankingLoss).
 
 Same model (all-MiniLM-L6-v2), same pairs (the first N positives of the Home Depot train split), same
-batch size, sequence length and precision (fp32; or bf16: the trainer's `bf16=True`, autocast over fp32
-weights, and FirstLight's `--precision bf16`, DeepSpeed's 16-bit weights with fp32 master copies, which
-needs ZeRO stage 1), in-batch negatives only, one CPU worker. Both rates are
+batch size, sequence length and precision (fp32; or bf16: the trainer's `bf16=True` and FirstLight's
+`--precision bf16`, both autocast over fp32 weights on CPU), in-batch negatives only, one CPU worker
+(DeepSpeed ZeRO-0: one worker has nothing to shard). Both rates are
 steady-state training-loop rates, measured the same way: pairs per second between the end of
 optimizer step ``--warmup-steps`` and the end of the last step (the first steps pay one-off costs:
 allocator growth, oneDNN kernel selection). The two trainers run alternately ``--rounds`` times, and
@@ -111,13 +111,13 @@ def main() -> None:
         cfg = TrainConfig(prepared_dir=args.prepared_dir, output_dir=tmp, hard_negatives="none", max_pairs=args.pairs,
                           batch_size=args.batch_size, query_max_length=args.max_length,
                           product_max_length=args.max_length, max_steps=steps, val_queries=0, num_workers=1,
-                          cpus_per_worker=1, zero_stage=0 if args.precision == "fp32" else 1, lr=3e-5,
+                          cpus_per_worker=1, zero_stage=0, lr=3e-5,
                           precision=args.precision)
         pairs = build_pairs(args.prepared_dir, cfg)
         for r in range(args.rounds):
             # 1. sentence-transformers' trainer, in this process with every core (before Ray starts in round 1).
             st, st_wall = sentence_transformers_rate(pairs, args, steps, Path(tmp) / f"st{r}")
-            # 2. FirstLight: Ray Train + DeepSpeed (ZeRO 0 in fp32; ZeRO 1 in bf16, for the fp32 master weights).
+            # 2. FirstLight: Ray Train + DeepSpeed ZeRO-0 (bf16: DeepSpeed's torch_autocast over fp32 weights).
             ensure_ray()
             fl, fl_wall = firstlight_rate(replace(cfg, output_dir=str(Path(tmp) / f"fl{r}")), args)
             st_rates.append(st)
@@ -129,7 +129,7 @@ def main() -> None:
 all-MiniLM-L6-v2, max length {args.max_length} for queries and products, in-batch negatives only, {args.precision},
 AdamW lr 3e-5, {os.cpu_count()} CPU threads. Pairs/s: steady state, after step {args.warmup_steps}, the same
 way for both. sentence-transformers: `SentenceTransformerTrainer` + MultipleNegativesRankingLoss in
-one process; FirstLight: the recipe (Ray Train, DeepSpeed ZeRO-{cfg.zero_stage}, 1 worker; tokens materialised by
+one process; FirstLight: the recipe (Ray Train, DeepSpeed ZeRO-{cfg.zero_stage_in_use}{", torch_autocast" if cfg.autocast else ""}, 1 worker; tokens materialised by
 Ray Data before training). Wall time includes each trainer's start-up (Ray's, on the first round).
 
 | round | sentence-transformers pairs/s | wall s | FirstLight pairs/s | wall s | ratio |

@@ -72,8 +72,10 @@ def test_exported_model_loads_in_sentence_transformers_and_firstlight_alike(zero
     assert json.loads((folder / "firstlight.json").read_text())["step"] == 6
 
 
-def test_bf16_on_cpu_learns_and_exports_the_fp32_master_weights(prepared, tiny_model_dir, tmp_path):
-    """bf16 is where CPUs with bf16 instructions train fastest; the export must not be bf16-rounded."""
+@pytest.mark.parametrize("mixed_precision", ["auto", "weights"])
+def test_bf16_on_cpu_learns_and_exports_the_fp32_master_weights(prepared, tiny_model_dir, tmp_path, mixed_precision):
+    """bf16 is where CPUs with bf16 instructions train fastest; the export must not be bf16-rounded,
+    whether bf16 ran as autocast over fp32 weights (CPU default) or as 16-bit weights + fp32 masters."""
     import torch
     from safetensors.torch import load_file
 
@@ -81,7 +83,7 @@ def test_bf16_on_cpu_learns_and_exports_the_fp32_master_weights(prepared, tiny_m
 
     cfg = tiny_config(prepared, tiny_model_dir, tmp_path, precision="bf16", zero_stage=1, num_workers=1,
                       cpus_per_worker=1, grad_accum=1, batch_size=16, max_steps=10, checkpoint_every=10,
-                      val_queries=0)
+                      val_queries=0, mixed_precision=mixed_precision)
     folder = Path(run_train(cfg))
     loss = read_history(tmp_path)["loss"]
     assert loss.iloc[-3:].mean() < loss.iloc[:3].mean()  # a batch's loss is noisy; three are not
@@ -89,6 +91,24 @@ def test_bf16_on_cpu_learns_and_exports_the_fp32_master_weights(prepared, tiny_m
     query = weights["encoder.layer.0.attention.self.query.weight"]
     assert query.dtype == torch.float32
     assert (query != query.bfloat16().float()).any()  # fp32 master weights, not the bf16 copy
+
+
+def test_deepspeed_config_follows_precision_and_workers(prepared, tiny_model_dir, tmp_path):
+    """One worker runs ZeRO-0 unless it holds 16-bit weights; bf16 on CPU is DeepSpeed's autocast."""
+    from train.recipe import _deepspeed_config
+
+    def ds(**kw):
+        cfg = tiny_config(prepared, tiny_model_dir, tmp_path, **kw)
+        cfg.validate()
+        conf = _deepspeed_config(cfg, cfg.num_workers)
+        return conf["zero_optimization"]["stage"], conf["torch_autocast"]["enabled"], conf["bf16"]["enabled"]
+
+    assert ds(num_workers=1, zero_stage=2) == (0, False, False)
+    assert ds(num_workers=2, zero_stage=2) == (2, False, False)
+    assert ds(num_workers=1, zero_stage=2, precision="bf16") == (0, True, False)
+    assert ds(num_workers=2, zero_stage=2, precision="bf16") == (2, True, False)
+    assert ds(num_workers=1, zero_stage=2, precision="bf16", mixed_precision="weights") == (2, False, True)
+    assert ds(num_workers=2, zero_stage=2, precision="bf16", use_gpu=True) == (2, False, True)
 
 
 def test_worker_failure_is_recovered_from_the_last_checkpoint(prepared, tiny_model_dir, tmp_path):
@@ -109,7 +129,9 @@ def test_worker_failure_is_recovered_from_the_last_checkpoint(prepared, tiny_mod
     (["--zero-stage", "4"], "zero_stage", "use 0, 1, 2 or 3"),
     (["--precision", "fp16"], "precision", "bf16 or fp32 on CPU"),
     (["--grad-accum", "0"], "grad_accum", "use 1 or more"),
-    (["--precision", "bf16", "--zero-stage", "0"], "zero_stage", "--zero-stage 1 or 2"),
+    (["--precision", "bf16", "--mixed-precision", "weights", "--zero-stage", "0"], "zero_stage", "--zero-stage 1 or 2"),
+    (["--precision", "bf16", "--num-workers", "2", "--zero-stage", "1"], "zero_stage", "--zero-stage 2 (or 0)"),
+    (["--mixed-precision", "fp8"], "mixed_precision", "autocast"),
     (["--model", "./no/such/model"], "model", "does not exist"),
     (["--batch-size", "64", "--grad-cache-chunk", "24"], "grad_cache_chunk", "divides --batch-size"),
     (["--grad-cache-chunk", "16", "--grad-accum", "2"], "grad_cache_chunk", "--grad-accum 1"),

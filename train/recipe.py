@@ -72,6 +72,10 @@ def fit(cfg: TrainConfig):
     log.info("[train] %d pairs (%d with a hard negative); %d worker(s) x batch %d x accumulation %d; %d steps",
              len(pairs), int(pairs["has_negative"].sum()), cfg.num_workers, cfg.batch_size, cfg.grad_accum,
              total_steps)
+    if cfg.strategy == "deepspeed":
+        log.info("[train] DeepSpeed ZeRO-%d%s, %s%s", cfg.zero_stage_in_use,
+                 f" (asked {cfg.zero_stage}: one worker has nothing to shard)" if cfg.zero_stage_in_use != cfg.zero_stage
+                 else "", cfg.precision, " by autocast over fp32 weights" if cfg.autocast else "")
     out = cfg.resolved_output_dir()
     tokens = tokenized_dataset(pairs, model_path, cfg)
     if cfg.pretokenize:  # on few cores a tokeniser running beside the training loop slows every step
@@ -98,7 +102,7 @@ def fit(cfg: TrainConfig):
 
 # Settings a resumed run must share with the run it resumes (DeepSpeed shards are laid out by them).
 _RESUME_KEYS = ("model", "strategy", "zero_stage", "num_workers", "batch_size", "grad_accum", "grad_cache_chunk",
-                "lora_rank", "precision")
+                "lora_rank", "precision", "mixed_precision")
 
 
 def _on_local_paths(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
@@ -166,8 +170,10 @@ def _deepspeed_config(cfg: TrainConfig, world_size: int) -> dict:
         "gradient_accumulation_steps": steps,
         "train_batch_size": micro * steps * world_size,
         "gradient_clipping": cfg.max_grad_norm,
-        "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": cfg.precision == "bf16"},
+        "zero_optimization": {"stage": cfg.zero_stage_in_use},
+        # autocast: fp32 weights and optimizer, bf16 matrix products; else 16-bit weights + fp32 masters
+        "torch_autocast": {"enabled": cfg.autocast, "dtype": "bfloat16"},
+        "bf16": {"enabled": cfg.precision == "bf16" and not cfg.autocast},
         "fp16": {"enabled": cfg.precision == "fp16"},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
@@ -202,7 +208,7 @@ class _Engine:
             self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
                 model=model, optimizer=optimizer, lr_scheduler=scheduler,
                 config=_deepspeed_config(cfg, world_size), dist_init_required=False)
-            if world_size == 1 and cfg.zero_stage == 0:
+            if world_size == 1 and cfg.zero_stage_in_use == 0:
                 # ZeRO-0 all-reduces every gradient after backward; with one worker that is a pure copy.
                 self.engine.enable_backward_allreduce = False
             self.device = self.engine.device
@@ -350,6 +356,9 @@ def train_loop(config: dict) -> None:
     if not cfg.use_gpu:
         # The node's cores shared by the workers on it (Ray Data's short tasks interleave).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
+        # Denormal floats (|x| < 1e-38) take x86 cores a slow path: in a probe of this loop one seed
+        # ran bf16 at 42 pairs/s, 82 with them flushed to zero (as another seed ran unflushed).
+        torch.set_flush_denormal(True)
     _record_nodes(rank, world_size, Path(cfg.output_dir))
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     model = AutoModel.from_pretrained(config["model_path"])
@@ -376,11 +385,7 @@ def train_loop(config: dict) -> None:
             out.mkdir(parents=True, exist_ok=True)
             (out / "resumed_from.txt").write_text(f"{state['step']}\n")
 
-    writer = None
-    if rank == 0:  # TensorBoard: tensorboard --logdir OUTPUT/tensorboard
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(Path(cfg.output_dir) / "tensorboard"), purge_step=state["step"] + 1)
+    metrics_log = _MetricsLog(Path(cfg.output_dir), state["step"], cfg.report_every) if rank == 0 else None
     shard = ray.train.get_dataset_shard("train")
     started, pairs_seen = time.perf_counter(), 0
     total = config["total_steps"]
@@ -422,8 +427,8 @@ def train_loop(config: dict) -> None:
                 _checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank, output_uri)
             elif state["step"] % cfg.report_every == 0:
                 ray.train.report(metrics)  # a report synchronises all workers (~1 s on CPU): not every step
-            if writer is not None:
-                _log_step(writer, Path(cfg.output_dir), metrics)
+            if metrics_log is not None:
+                metrics_log.add(metrics)
             if state["step"] >= total or _patience_spent(cfg, state):
                 break
         else:
@@ -438,6 +443,8 @@ def train_loop(config: dict) -> None:
     if state.get("saved_step") != state["step"]:  # the data ran out before the planned last step
         _checkpoint(engine, validator, state, {"step": state["step"], "epoch": state["epoch"]}, cfg, tokenizer, rank,
                     output_uri)
+    if metrics_log is not None:
+        metrics_log.close()
 
 
 def _record_nodes(rank: int, world_size: int, folder: Path) -> None:
@@ -455,14 +462,46 @@ def _record_nodes(rank: int, world_size: int, folder: Path) -> None:
         log.info("[train] %d worker(s) on %d node(s)", world_size, len(set(nodes)))
 
 
-def _log_step(writer, folder: Path, metrics: dict) -> None:
-    """Every step's metrics to TensorBoard and to metrics.jsonl (Ray keeps only checkpointed ones)."""
-    for name in ("loss", "lr", "negatives_per_query", "pairs_per_s", "val_ndcg@10"):
-        if name in metrics:
-            writer.add_scalar(f"train/{name}", metrics[name], metrics["step"])
-    writer.flush()
-    with open(folder / "metrics.jsonl", "a") as fh:
-        fh.write(json.dumps(metrics) + "\n")
+class _MetricsLog:
+    """Every step's metrics to OUTPUT/metrics.jsonl at once (Ray keeps only reported ones) and to
+    TensorBoard (tensorboard --logdir OUTPUT/tensorboard) in batches.
+
+    Batches, because TensorBoard's writer slowed every training step while it was fed each step
+    (a bf16 CPU run fell from 81 to 30-46 pairs/s; 70 with the writer idle, 81 without one). Steps
+    are handed over every ``every`` steps and at each validation; a crash can only lose TensorBoard's
+    copy of the last few, never metrics.jsonl's."""
+
+    NAMES = ("loss", "lr", "negatives_per_query", "pairs_per_s", "val_ndcg@10")
+
+    def __init__(self, folder: Path, first_step: int, every: int):
+        self.folder, self.first_step, self.every, self.pending, self.writer = folder, first_step, every, [], None
+
+    def add(self, metrics: dict) -> None:
+        with open(self.folder / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        self.pending.append(metrics)
+        if len(self.pending) >= self.every or "val_ndcg@10" in metrics:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events after a resumed checkpoint, so a resumed run's curves do not fork
+            self.writer = SummaryWriter(str(self.folder / "tensorboard"), purge_step=self.first_step + 1)
+        for metrics in self.pending:
+            for name in self.NAMES:
+                if name in metrics:
+                    self.writer.add_scalar(f"train/{name}", metrics[name], metrics["step"])
+        self.writer.flush()
+        self.pending = []
+
+    def close(self) -> None:
+        self.flush()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _patience_spent(cfg: TrainConfig, state: dict) -> bool:
@@ -540,7 +579,7 @@ def export_checkpoint(checkpoint_dir: Path, out: Path) -> Path:
     model = AutoModel.from_config(AutoConfig.from_pretrained(folder / "model_config"))
     if cfg.strategy == "ddp":
         weights = torch.load(folder / "ddp_state.pt", map_location="cpu", weights_only=False)["model"]
-    elif cfg.zero_stage == 0:
+    elif not any((folder / STATE_TAG).glob("*zero_pp_rank_*_optim_states.pt")):  # ran as ZeRO-0, fp32 weights
         weights = torch.load(folder / STATE_TAG / "mp_rank_00_model_states.pt", map_location="cpu",
                              weights_only=False)["module"]
     else:
