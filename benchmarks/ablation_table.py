@@ -32,7 +32,12 @@ def settings(cfg: dict) -> str:
         parts.append(f"{cfg['epochs']} epochs")
     if cfg.get("lora_rank"):
         parts.append(f"LoRA r{cfg['lora_rank']}")
-    parts.append(cfg.get("precision", "fp32"))
+    precision = cfg.get("precision", "fp32")
+    if precision == "bf16":  # runs from before --mixed-precision existed held 16-bit weights
+        mode = cfg.get("mixed_precision", "weights")
+        precision += " autocast" if mode == "autocast" or (mode == "auto" and not cfg.get("use_gpu")) else \
+            " (16-bit weights)"
+    parts.append(precision)
     # runs from before duplicate masking existed have no such key: they trained without it
     parts.append("duplicates masked" if cfg.get("mask_duplicates", False) else "duplicates not masked")
     if cfg.get("scale", 20.0) != 20.0:
@@ -61,7 +66,10 @@ def collect(root: Path) -> list[dict]:
         systems = json.loads(test.read_text())["systems"]
         wsum_path = test.parent / "test_wsum.json"
         wsum = json.loads(wsum_path.read_text())["systems"]["fusion"]["mean"] if wsum_path.exists() else None
-        runs.append({"run": run.name, "settings": settings(cfg), "steps": int(last["step"]),
+        described = settings(cfg)
+        if Path(cfg["prepared_dir"]).resolve() != (root / "data").resolve():
+            described += f", pairs from {cfg['prepared_dir']}"
+        runs.append({"run": run.name, "settings": described, "steps": int(last["step"]),
                      "pairs_per_s": float(last["pairs_per_s"]), "val": model.get("val_ndcg@10"),
                      "alone": systems["dense"]["mean"], "rrf": systems["fusion"]["mean"], "wsum": wsum})
     return runs
