@@ -11,7 +11,7 @@ the ratio of the medians is reported, because on a 2-core machine one run moves 
 Needs the `bench` extra (datasets) and `firstlight prepare` output. Usage:
 
     python benchmarks/bench_train_throughput.py [--pairs 3200] [--batch-size 32] [--max-length 64] [--rounds 2]
-        [--precision fp32|bf16]
+        [--precision fp32|bf16] [--mixed-precision auto|weights]
 """
 
 from __future__ import annotations
@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="bf16 pays on CPUs with bf16 instructions (AVX512-BF16, AMX)")
+    parser.add_argument("--mixed-precision", choices=("auto", "weights"), default="auto",
+                        help="FirstLight's bf16 mode: auto (autocast on CPU) or weights (DeepSpeed's 16-bit "
+                             "weights with fp32 master copies, ZeRO-1)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -111,8 +114,9 @@ def main() -> None:
         cfg = TrainConfig(prepared_dir=args.prepared_dir, output_dir=tmp, hard_negatives="none", max_pairs=args.pairs,
                           batch_size=args.batch_size, query_max_length=args.max_length,
                           product_max_length=args.max_length, max_steps=steps, val_queries=0, num_workers=1,
-                          cpus_per_worker=1, zero_stage=0, lr=3e-5,
-                          precision=args.precision)
+                          cpus_per_worker=1, lr=3e-5, precision=args.precision, mixed_precision=args.mixed_precision,
+                          # 16-bit weights need ZeRO-1 for their fp32 master copies; else one worker runs ZeRO-0
+                          zero_stage=1 if args.precision == "bf16" and args.mixed_precision == "weights" else 0)
         pairs = build_pairs(args.prepared_dir, cfg)
         for r in range(args.rounds):
             # 1. sentence-transformers' trainer, in this process with every core (before Ray starts in round 1).
@@ -129,7 +133,7 @@ def main() -> None:
 all-MiniLM-L6-v2, max length {args.max_length} for queries and products, in-batch negatives only, {args.precision},
 AdamW lr 3e-5, {os.cpu_count()} CPU threads. Pairs/s: steady state, after step {args.warmup_steps}, the same
 way for both. sentence-transformers: `SentenceTransformerTrainer` + MultipleNegativesRankingLoss in
-one process; FirstLight: the recipe (Ray Train, DeepSpeed ZeRO-{cfg.zero_stage_in_use}{", torch_autocast" if cfg.autocast else ""}, 1 worker; tokens materialised by
+one process; FirstLight: the recipe (Ray Train, DeepSpeed ZeRO-{cfg.zero_stage_in_use}{", torch_autocast" if cfg.autocast else ""}{", 16-bit weights" if cfg.precision == "bf16" and not cfg.autocast else ""}, 1 worker; tokens materialised by
 Ray Data before training). Wall time includes each trainer's start-up (Ray's, on the first round).
 
 | round | sentence-transformers pairs/s | wall s | FirstLight pairs/s | wall s | ratio |
@@ -137,15 +141,17 @@ Ray Data before training). Wall time includes each trainer's start-up (Ray's, on
 {chr(10).join(rows)}
 | **median** | **{st_med:.1f}** | | **{fl_med:.1f}** | | **{fl_med / st_med:.2f}** |
 """
-    # one RESULTS.md section per precision and batch size, so measuring one does not erase another
-    options = (["--precision bf16"] if args.precision == "bf16" else []) + \
-        ([f"--batch-size {args.batch_size} --pairs {args.pairs}"] if args.batch_size != 32 else [])
-    section = "train_throughput" + ("_bf16" if args.precision == "bf16" else "") + \
-        (f"_b{args.batch_size}" if args.batch_size != 32 else "")
-    title = ", ".join(([args.precision] if args.precision != "fp32" else []) +
-                      ([f"batch {args.batch_size}"] if args.batch_size != 32 else []))
-    update_section(section, "Training throughput vs sentence-transformers" + (f" ({title})" if title else ""),
-                   " ".join(["python benchmarks/bench_train_throughput.py"] + options), body,
+    # One RESULTS.md section per non-default setting set, so measuring one does not erase another:
+    # (is it set, its command-line option, its section-name suffix, its words in the title).
+    settings = [(args.precision == "bf16", "--precision bf16", "_bf16", "bf16"),
+                (args.mixed_precision == "weights", "--mixed-precision weights", "_weights", "16-bit weights"),
+                (args.batch_size != 32, f"--batch-size {args.batch_size} --pairs {args.pairs}",
+                 f"_b{args.batch_size}", f"batch {args.batch_size}")]
+    chosen = [s for s in settings if s[0]]
+    title = ", ".join(s[3] for s in chosen)
+    update_section("train_throughput" + "".join(s[2] for s in chosen),
+                   "Training throughput vs sentence-transformers" + (f" ({title})" if title else ""),
+                   " ".join(["python benchmarks/bench_train_throughput.py"] + [s[1] for s in chosen]), body,
                    raw={"sentence_transformers": st_rates, "firstlight": fl_rates, "steps": steps,
                         "batch_size": args.batch_size, "warmup_steps": args.warmup_steps})
 
