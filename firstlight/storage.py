@@ -185,6 +185,11 @@ def pull(uri: str, marker: str | None = MANIFEST, required: bool = True) -> Path
     return local
 
 
+def local_folder(path: str) -> Path:
+    """A local folder as it is; a cloud folder's local mirror, fetched first (see :func:`pull`)."""
+    return pull(path) if is_uri(path) else Path(path)
+
+
 def push(folder: Path, uri: str, marker: str = MANIFEST) -> None:
     """Upload a finished local folder to ``uri``: the old copy removed first, ``marker`` uploaded last."""
     import pyarrow.fs as pafs

@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.prepare import load_catalogue
-from firstlight.storage import is_uri, pull
+from firstlight.storage import local_folder
 from serve.index import ProductIndex
 
 
 class LiveIndex:
     def __init__(self, index_dir: str, prepared_dir: str, change_log: Path, use_gpu: str = "auto"):
         # cloud folders are fetched to this node's mirror first (see firstlight.storage)
-        self.base = ProductIndex.load(pull(index_dir) if is_uri(index_dir) else Path(index_dir), use_gpu=use_gpu)
-        catalogue = load_catalogue(pull(prepared_dir) if is_uri(prepared_dir) else prepared_dir)
+        self.base = ProductIndex.load(local_folder(index_dir), use_gpu=use_gpu)
+        catalogue = load_catalogue(local_folder(prepared_dir))
         self.titles = dict(zip(catalogue["product_id"], catalogue["title"]))
         self.base_rows = {pid: i for i, pid in enumerate(self.base.ids)}
         self.masked: set[str] = set()  # saved products deleted or replaced
@@ -149,7 +149,7 @@ class LiveSpeller:
     def __init__(self, prepared_dir: str, change_log: Path):
         from firstlight.spelling import QuerySpeller
 
-        catalogue = load_catalogue(pull(prepared_dir) if is_uri(prepared_dir) else prepared_dir)
+        catalogue = load_catalogue(local_folder(prepared_dir))
         self.speller = QuerySpeller(catalogue["text"])
         self._tail = ChangeLogTail(change_log)
         self._lock = threading.Lock()
