@@ -40,6 +40,9 @@ def settings(cfg: dict) -> str:
     parts.append(precision)
     # runs from before duplicate masking existed have no such key: they trained without it
     parts.append("duplicates masked" if cfg.get("mask_duplicates", False) else "duplicates not masked")
+    # runs from before --dropout existed have no such key: the model stayed in eval mode, dropout off
+    if not cfg.get("dropout", False):
+        parts.append("no dropout")
     if cfg.get("scale", 20.0) != 20.0:
         parts.append(f"scale {cfg['scale']:g}")
     if cfg.get("symmetric_loss"):

@@ -2,7 +2,8 @@
 
 Same model (all-MiniLM-L6-v2), same pairs (the first N positives of the Home Depot train split), same
 batch size, sequence length and precision (fp32; or bf16: the trainer's `bf16=True` and FirstLight's
-`--precision bf16`, both autocast over fp32 weights on CPU), in-batch negatives only, one CPU worker
+`--precision bf16`, both autocast over fp32 weights on CPU), in-batch negatives only, the model's
+dropout on in both (sentence-transformers' trainer always trains with it), one CPU worker
 (DeepSpeed ZeRO-0: one worker has nothing to shard). Both rates are
 steady-state training-loop rates, measured the same way: pairs per second between the end of
 optimizer step ``--warmup-steps`` and the end of the last step (the first steps pay one-off costs:
@@ -131,7 +132,7 @@ def main() -> None:
     body = f"""
 {steps} steps x batch {args.batch_size} = {steps * args.batch_size:,} Home Depot (query, product) pairs per run,
 all-MiniLM-L6-v2, max length {args.max_length} for queries and products, in-batch negatives only, {args.precision},
-AdamW lr 3e-5, {os.cpu_count()} CPU threads. Pairs/s: steady state, after step {args.warmup_steps}, the same
+AdamW lr 3e-5, dropout on (the model's 0.1) in both, {os.cpu_count()} CPU threads. Pairs/s: steady state, after step {args.warmup_steps}, the same
 way for both. sentence-transformers: `SentenceTransformerTrainer` + MultipleNegativesRankingLoss in
 one process; FirstLight: the recipe (Ray Train, DeepSpeed ZeRO-{cfg.zero_stage_in_use}{", torch_autocast" if cfg.autocast else ""}{", 16-bit weights" if cfg.precision == "bf16" and not cfg.autocast else ""}, 1 worker; tokens materialised by
 Ray Data before training). Wall time includes each trainer's start-up (Ray's, on the first round).

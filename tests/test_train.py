@@ -111,6 +111,21 @@ def test_deepspeed_config_follows_precision_and_workers(prepared, tiny_model_dir
     assert ds(num_workers=2, zero_stage=2, precision="bf16", use_gpu=True) == (2, False, True)
 
 
+def test_the_encoder_trains_with_dropout_unless_turned_off(tiny_model_dir):
+    """As sentence-transformers trains: dropout on (two passes over one batch differ); --dropout false: equal."""
+    import torch
+
+    from train.recipe import load_trainable
+
+    ids = torch.randint(1000, 2000, (4, 12), generator=torch.Generator().manual_seed(0))
+    for dropout in (True, False):
+        model = load_trainable(TrainConfig(model=str(tiny_model_dir), dropout=dropout), str(tiny_model_dir))
+        assert model.training is dropout and all(m.training is dropout for m in model.modules())
+        assert model.config._attn_implementation == "eager"  # CPU: the fused attention backward is slow in bf16
+        first, second = (model(input_ids=ids).last_hidden_state for _ in range(2))
+        assert torch.equal(first, second) is not dropout
+
+
 def test_worker_failure_is_recovered_from_the_last_checkpoint(prepared, tiny_model_dir, tmp_path):
     from train.recipe import fit
 
@@ -265,7 +280,8 @@ def test_lora_trains_adapters_only_and_exports_a_merged_plain_model(prepared, ti
     from train.recipe import export_checkpoint, fit, read_history
 
     cfg = tiny_config(prepared, tiny_model_dir, tmp_path / "run", num_workers=1, cpus_per_worker=1, grad_accum=1,
-                      max_steps=8, checkpoint_every=8, val_queries=0, lora_rank=8, lora_alpha=16, lr=2e-2)
+                      max_steps=8, checkpoint_every=8, val_queries=0, lora_rank=8, lora_alpha=16, lr=2e-2,
+                      dropout=False)  # 8 steps at batch 8: dropout's noise would hide the loss's fall
     result = fit(cfg)
     loss = read_history(tmp_path / "run")["loss"]
     assert loss.iloc[-3:].mean() < loss.iloc[:3].mean()

@@ -39,6 +39,8 @@ class TrainConfig:
         "help": "also let each positive product pick its query among the batch's queries (loss averaged)"})
     mask_duplicates: bool = field(default=True, metadata={
         "help": "never use another positive of the same query, or a copy of the query's product, as its negative"})
+    dropout: bool = field(default=True, metadata={
+        "help": "train with the pretrained model's dropout, as sentence-transformers does (false: dropout off)"})
     seed: int = field(default=2026, metadata={"help": "shuffling and initialisation seed"})
     max_pairs: int = field(default=0, metadata={"help": "train on the first N shuffled pairs only (0 = all)"})
     pretokenize: bool = field(default=True, metadata={
