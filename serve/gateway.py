@@ -118,17 +118,18 @@ class Gateway:
         names = [f"{field}.{i}" if field == "texts" else field for i in range(len(texts))]
         clean = [check_text(t, name, self.cfg.max_text_chars) for t, name in zip(texts, names)]
         version = self.active.get()  # read once: the whole request runs on this version
+        described = version.describe()
         self._check_tokens(version.model, clean, names)
         start = time.perf_counter()
         # corrected here, not in another replica: no extra hop on every request
-        queries = self._speller(version.describe()).correct(clean) if self.cfg.spell_correct else clean
+        queries = self._speller(described).correct(clean) if self.cfg.spell_correct else clean
         vectors = await self.encoder.encode.remote(version.model, queries)
         encoded = time.perf_counter()
-        hits = await self.retriever.search.remote(version.describe(), vectors, k, [exclude] * len(clean))
+        hits = await self.retriever.search.remote(described, vectors, k, [exclude] * len(clean))
         done = time.perf_counter()
         timing = {"encode": 1000 * (encoded - start), "retrieve": 1000 * (done - encoded)}
         results = [[{"id": pid, "title": title, "score": score} for pid, title, score in row] for row in hits]
-        return results, version.describe(), timing, (queries if self.cfg.spell_correct else None)
+        return results, described, timing, (queries if self.cfg.spell_correct else None)
 
     # -- routes --------------------------------------------------------------------------------
     @app.post("/v1/recommend", response_model=RecommendResponse, openapi_extra=openapi_body(RecommendRequest))
