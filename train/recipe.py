@@ -340,10 +340,11 @@ def load_trainable(cfg: TrainConfig, model_path: str):
     """The encoder to train: in training mode (dropout as --dropout says), with LoRA adapters if asked."""
     from transformers import AutoModel
 
-    # On CPU, PyTorch's fused (flash) attention backward is slow in bf16: MiniLM's backward took 238-268 ms
+    # On CPU, PyTorch's fused (flash) attention backward is slow in bf16: MiniLM's backward took 238-276 ms
     # a step with it against 131-148 in the plain matrix-product form. (With dropout on, the fused kernel
-    # falls back to that form anyway.) GPUs keep the fused kernel.
-    model = AutoModel.from_pretrained(model_path, attn_implementation="sdpa" if cfg.use_gpu else "eager")
+    # falls back to that form anyway.) GPUs keep transformers' own choice (the fused kernel where the
+    # model has one).
+    model = AutoModel.from_pretrained(model_path, attn_implementation=None if cfg.use_gpu else "eager")
     if cfg.lora_rank:
         from train.lora import add_adapters
 
