@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import update_section  # noqa: E402
 from firstlight.paths import default_workdir  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
 
 
 def settings(cfg: dict) -> str:
@@ -34,9 +35,8 @@ def settings(cfg: dict) -> str:
         parts.append(f"LoRA r{cfg['lora_rank']}")
     precision = cfg.get("precision", "fp32")
     if precision == "bf16":  # runs from before --mixed-precision existed held 16-bit weights
-        mode = cfg.get("mixed_precision", "weights")
-        precision += " autocast" if mode == "autocast" or (mode == "auto" and not cfg.get("use_gpu")) else \
-            " (16-bit weights)"
+        saved = TrainConfig(**{**cfg, "mixed_precision": cfg.get("mixed_precision", "weights")})
+        precision += " autocast" if saved.autocast else " (16-bit weights)"
     parts.append(precision)
     # runs from before duplicate masking existed have no such key: they trained without it
     parts.append("duplicates masked" if cfg.get("mask_duplicates", False) else "duplicates not masked")
