@@ -47,6 +47,8 @@ def settings(cfg: dict) -> str:
         parts.append(f"scale {cfg['scale']:g}")
     if cfg.get("symmetric_loss"):
         parts.append("symmetric loss")
+    if cfg.get("query_typos"):
+        parts.append(f"typos in {cfg['query_typos']:.0%} of queries")
     if cfg.get("catalogue_pairs"):
         parts.append(f"+{cfg['catalogue_pairs']:,} title pseudo-queries")
     if cfg.get("train_splits", "train") != "train":

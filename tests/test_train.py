@@ -231,6 +231,42 @@ def test_final_model_can_train_on_train_and_val(prepared, tiny_model_dir, tmp_pa
     assert not set(load_split(prepared, "test")["query"]) & set(both["query"])  # test stays unseen
 
 
+def test_typos_are_one_human_slip_in_a_long_word():
+    from editdistpy import damerau_osa
+
+    from train.typos import NEIGHBOURS, add_typo, misspell
+
+    rng = np.random.default_rng(0)
+    assert set(NEIGHBOURS["g"]) == set("tyfhvb") and set(NEIGHBOURS["q"]) == set("wa")
+    for word in ("ceiling", "faucet", "Moen", "mesh"):
+        for _ in range(200):
+            slipped = misspell(word, rng)
+            assert slipped != word and slipped[0] == word[0], (word, slipped)
+            assert damerau_osa.distance(word, slipped, 2) == 1, (word, slipped)
+    # only words of 4+ letters slip: sizes, numbers and abbreviations stay as typed
+    assert add_typo("2x4 12 ft. pvc", rng) == "2x4 12 ft. pvc"
+    changed = add_typo("1/2 in. copper elbow", rng)
+    assert changed.startswith("1/2 in. ") and changed != "1/2 in. copper elbow"
+
+
+def test_typo_queries_keep_the_key_of_their_clean_query(prepared, tiny_model_dir, tmp_path):
+    from firstlight.errors import ConfigError
+    from train.pairs import build_pairs, text_key
+
+    clean = build_pairs(prepared, tiny_config(prepared, tiny_model_dir, tmp_path))
+    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, query_typos=0.5)
+    cfg.validate()
+    typo = build_pairs(prepared, cfg)
+    assert len(typo) == len(clean) and (typo["positive"] == clean["positive"]).all()
+    changed = typo["query"] != clean["query"]
+    assert 0.3 < changed.mean() < 0.7
+    # a misspelt query stays the same query for the loss: its other positives are not its negatives
+    assert (typo["query_key"] == clean["query"].map(text_key)).all()
+    assert build_pairs(prepared, cfg)["query"].equals(typo["query"])  # same seed, same typos
+    with pytest.raises(ConfigError, match="query_typos"):
+        tiny_config(prepared, tiny_model_dir, tmp_path, query_typos=1.5).validate()
+
+
 def test_catalogue_pseudo_queries_are_words_of_their_own_title():
     import pandas as pd
 

@@ -52,6 +52,9 @@ class TrainConfig:
                 "chosen on val (validation must then be off: --val-queries 0)"})
     catalogue_pairs: int = field(default=0, metadata={
         "help": "add this many pseudo-queries made of a few words of a catalogue title, paired with it (0 = off)"})
+    query_typos: float = field(default=0.0, metadata={
+        "help": "share of training queries given one typo (a letter dropped, doubled, swapped or hit next to), "
+                "so misspelt queries land near their products (0 = off)"})
     positive_at: float = field(default=2.5, metadata={"help": "relevance from which a judged product is a positive"})
     hard_negatives: str = field(default="judged", metadata={
         "help": "none; judged (judged <= negative_at); mined (near-misses from the zero-shot index); "
@@ -164,6 +167,7 @@ class TrainConfig:
             check_range(name, getattr(self, name), 1)
         check_range("lr", self.lr, 0.0, low_inclusive=False)
         check_range("catalogue_pairs", self.catalogue_pairs, 0)
+        check_range("query_typos", self.query_typos, 0.0, 1.0)
         check_range("lora_rank", self.lora_rank, 0)
         if self.lora_rank:
             check_range("lora_alpha", self.lora_alpha, 0.0, low_inclusive=False)

@@ -10,6 +10,9 @@ most one hard negative, chosen by ``hard_negatives``:
   ranked that high are often relevant);
 - ``both``: the judged negative where the query has one, else a mined one.
 
+``query_typos`` gives that share of the rows' queries one typo (train.typos), keeping the clean
+query's key.
+
 ``catalogue_pairs`` adds pseudo-queries made from the catalogue itself: a few words of a product's
 title, in order, paired with that title (no hard negative). Judged queries cover a small part of a
 catalogue; these pairs show the model the words (brands, sizes, model numbers) of every product,
@@ -84,8 +87,24 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
     pairs = pd.DataFrame(rows, columns=["query", "positive", "negative", "has_negative"])
     for column in ("query", "positive", "negative"):
         pairs[f"{column}_key"] = pairs[column].map(text_key).astype(np.int64)
+    if cfg.query_typos:
+        # after the keys: a misspelt query keeps its clean query's key, so the loss still knows the
+        # query's other positives are not its negatives
+        pairs["query"] = with_typos(pairs["query"], cfg.query_typos, cfg.seed)
     pairs = pairs.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
     return pairs.head(cfg.max_pairs) if cfg.max_pairs else pairs
+
+
+def with_typos(queries: pd.Series, share: float, seed: int) -> pd.Series:
+    """``queries`` with one typo in a ``share`` of them (chosen by ``seed``; see train.typos)."""
+    from train.typos import add_typo
+
+    rng = np.random.default_rng([seed, 1])
+    hit = rng.random(len(queries)) < share
+    out = queries.copy()
+    out[hit] = [add_typo(q, rng) for q in queries[hit]]
+    log.info("[train] %d of %d training queries get a typo", int((out != queries).sum()), len(queries))
+    return out
 
 
 # words that say nothing alone; a query made only of them would teach noise
