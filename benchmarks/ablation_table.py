@@ -51,6 +51,8 @@ def settings(cfg: dict) -> str:
         parts.append(f"typos in {cfg['query_typos']:.0%} of queries")
     if cfg.get("catalogue_pairs"):
         parts.append(f"+{cfg['catalogue_pairs']:,} title pseudo-queries")
+    if cfg.get("seed", 2026) != 2026:
+        parts.append(f"seed {cfg['seed']}")
     if cfg.get("train_splits", "train") != "train":
         parts.append(f"trained on {cfg['train_splits']}")
     return ", ".join(parts)
