@@ -167,20 +167,21 @@ class Gateway:
                     check_text(item.description, f"items.{i}.description", 10 * self.cfg.max_text_chars)
                 texts.append(product_text(item.title, item.description))
             version = self.active.get()
+            described = version.describe()
             vectors = await self.encoder.encode.remote(version.model, texts)
             records = [{"id": item.id.strip(), "title": item.title, "text": text, "vector": vector.tolist()}
                        for item, text, vector in zip(body.items, texts, vectors)]
-            total = await self.retriever.upsert.remote(version.describe(), records)
-            return {"upserted": [r["id"] for r in records], "items_in_index": total, "version": version.describe()}
+            total = await self.retriever.upsert.remote(described, records)
+            return {"upserted": [r["id"] for r in records], "items_in_index": total, "version": described}
         return await self._handle(request, ItemsRequest, work, admin=True)
 
     @app.delete("/v1/items/{product_id}")
     async def delete_item(self, product_id: str, request: Request):
         async def work(_):
-            version = self.active.get()
-            if not await self.retriever.delete.remote(version.describe(), product_id):
+            described = self.active.get().describe()
+            if not await self.retriever.delete.remote(described, product_id):
                 raise ApiError(404, "not_found", "id", f"no product {product_id!r} in the index")
-            return {"deleted": product_id, "version": version.describe()}
+            return {"deleted": product_id, "version": described}
         return await self._handle(request, None, work, admin=True)
 
     @app.post("/v1/admin/reload", openapi_extra=openapi_body(ReloadRequest))
