@@ -57,7 +57,9 @@ def _worker(rank: int, port: int, out, variant: str):
     loss.backward()
     dist.all_reduce(w.grad)
     w.grad /= 2  # what data-parallel training does
-    out.put((rank, loss.item(), w.grad.clone(), seen))
+    # a numpy copy travels by value: a torch tensor would travel as a shared-memory handle that the
+    # parent can only open while this process lives, a race with its exit
+    out.put((rank, loss.item(), w.grad.numpy().copy(), seen))
     dist.destroy_process_group()
 
 
@@ -83,7 +85,7 @@ def test_two_workers_match_one_process_on_the_global_batch(variant):
         # each worker's loss is the global loss x world size (undone by gradient averaging)
         assert abs(w_loss / 2 - loss) < 1e-5, rank
         # averaged over workers, the gradient equals the single-process gradient of the global loss
-        torch.testing.assert_close(w_grad, grad, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(torch.from_numpy(w_grad), grad, atol=1e-6, rtol=1e-5)
 
 
 def test_masked_duplicates_are_not_negatives():
