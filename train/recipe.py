@@ -535,8 +535,10 @@ def _in_step(batches):
 
 
 def _all_have(have: bool) -> bool:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return have  # a lone worker has no one to wait for: no collective per batch
+    from train.loss import world
+
+    if world()[1] == 1:
+        return have  # a lone worker (or no process group) has no one to wait for: no collective per batch
     flag = torch.tensor([1 if have else 0], dtype=torch.int64)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())

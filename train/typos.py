@@ -17,6 +17,8 @@ import re
 
 import numpy as np
 
+from firstlight.spelling import MIN_LENGTH  # the speller leaves shorter words ("ft", "gal", "pvc") alone too
+
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 _POSITION = {c: (r, i) for r, row in enumerate(_ROWS) for i, c in enumerate(row)}
 # keys that touch each letter on a QWERTY keyboard. Rows are staggered: the row above meets a key at
@@ -27,7 +29,6 @@ NEIGHBOURS = {
                if 0 <= r + dr < 3 and 0 <= i + di < len(_ROWS[r + dr]))
     for c, (r, i) in _POSITION.items()
 }
-MIN_LENGTH = 4  # shorter words are sizes and abbreviations ("ft", "gal", "pvc"): a slip there is a new word
 _WORD = re.compile(r"[A-Za-z]{%d,}" % MIN_LENGTH)
 SLIPS = ("drop", "double", "swap", "neighbour")
 
