@@ -78,8 +78,34 @@ def collect(root: Path) -> list[dict]:
             described += f", pairs from {cfg['prepared_dir']}"
         runs.append({"run": run.name, "settings": described, "steps": int(last["step"]),
                      "pairs_per_s": float(last["pairs_per_s"]), "val": model.get("val_ndcg@10"),
-                     "alone": systems["dense"]["mean"], "rrf": systems["fusion"]["mean"], "wsum": wsum})
-    return runs
+                     "alone": systems["dense"]["mean"], "spelled": _spelled(test),
+                     "rrf": systems["fusion"]["mean"], "wsum": wsum})
+    return runs + collect_soups(root)
+
+
+def collect_soups(root: Path) -> list[dict]:
+    """`firstlight soup` outputs (soup-*/model) evaluated like a run; they have no training of their own."""
+    soups = []
+    for soup in sorted(root.glob("soup-*"), key=lambda p: p.stat().st_mtime):
+        test = root / f"finetuned-{soup.name}" / "test.json"
+        info_path = soup / "model" / "firstlight.json"
+        if not test.exists() or not info_path.exists():
+            continue
+        parts = json.loads(info_path.read_text()).get("soup_of", [])
+        systems = json.loads(test.read_text())["systems"]
+        wsum_path = test.parent / "test_wsum.json"
+        soups.append({"run": soup.name, "steps": None, "pairs_per_s": None, "val": None,
+                      "settings": f"mean of the weights of {len(parts)} runs: "
+                                  + ", ".join(Path(m).parent.name for m in parts),
+                      "alone": systems["dense"]["mean"], "spelled": _spelled(test), "rrf": systems["fusion"]["mean"],
+                      "wsum": json.loads(wsum_path.read_text())["systems"]["fusion"]["mean"]
+                      if wsum_path.exists() else None})
+    return soups
+
+
+def _spelled(test: Path) -> dict | None:
+    path = test.parent / "test_spelled.json"
+    return json.loads(path.read_text())["systems"]["dense"]["mean"] if path.exists() else None
 
 
 def main() -> None:
@@ -93,8 +119,12 @@ def main() -> None:
     def fmt(x, digits=3):
         return "-" if x is None else f"{x:.{digits}f}"
 
-    rows = [f"| {r['run']} | {r['settings']} | {r['steps']} | {r['pairs_per_s']:.1f} | {fmt(r['val'])} | "
+    def spelled(r):
+        return "-" if r["spelled"] is None else f"{r['spelled']['ndcg@10']:.3f} / {r['spelled']['recall@100']:.4f}"
+
+    rows = [f"| {r['run']} | {r['settings']} | {r['steps'] or '-'} | {fmt(r['pairs_per_s'], 1)} | {fmt(r['val'])} | "
             f"{fmt(r['alone']['ndcg@10'])} | {fmt(r['alone']['recall@100'])} | {fmt(r['alone']['mrr@10'])} | "
+            f"{spelled(r)} | "
             f"{fmt(r['rrf']['ndcg@10'])} | {fmt(r['rrf']['recall@100'])} | "
             f"{fmt(r['wsum'] and r['wsum']['ndcg@10'])} | {fmt(r['wsum'] and r['wsum']['recall@100'])} |"
             for r in runs]
@@ -102,11 +132,14 @@ def main() -> None:
 Every fine-tuning run of all-MiniLM-L6-v2 evaluated on the test split (835 unseen queries, all 54,667
 products), oldest first. Validation nDCG@10 is the exported checkpoint's, on 200 val queries and a
 5,000-product sample; pairs/s is the training rate on these 2 cores (other work sometimes shared
-them). Fusions are with BM25: reciprocal rank (RRF, k 60) and a weighted sum tuned on val (wsum).
+them). "Corrected" is the encoder alone on spelling-corrected queries (`--spell-correct`; nDCG@10 /
+Recall@100). Fusions are with BM25, on the queries as typed: reciprocal rank (RRF, k 60) and a
+weighted sum tuned on val (wsum). Soups (`firstlight soup`) come last: one encoder whose weights are
+the mean of the runs named; they have no training steps of their own.
 Targets: alone nDCG@10 >= 0.40 and Recall@100 >= 0.83; fused >= 0.42 / 0.85.
 
-| run | settings | steps | pairs/s | val nDCG@10 | nDCG@10 | Recall@100 | MRR@10 | RRF nDCG@10 | RRF Recall@100 | wsum nDCG@10 | wsum Recall@100 |
-|---|---|---|---|---|---|---|---|---|---|---|---|
+| run | settings | steps | pairs/s | val nDCG@10 | nDCG@10 | Recall@100 | MRR@10 | corrected | RRF nDCG@10 | RRF Recall@100 | wsum nDCG@10 | wsum Recall@100 |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 """
     update_section("finetune_ablations", "Fine-tuning ablations", "python benchmarks/ablation_table.py", body,

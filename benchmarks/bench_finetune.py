@@ -84,9 +84,14 @@ def main() -> None:
             lines.append(f"| {name} | {metric} | {best} | {cmp['mean_diff']:+.3f} | "
                          f"[{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}] |")
     info = json.loads((Path(args.model) / "firstlight.json").read_text())
+    if info.get("soup_of"):
+        runs = ", ".join(Path(m).parent.name for m in info["soup_of"])
+        made = f"the mean of the weights of {len(info['soup_of'])} fine-tuned encoders ({runs})"
+    else:
+        made = (f"best checkpoint: step {info.get('step')}, validation nDCG@10 "
+                f"{info.get('val_ndcg@10') or float('nan'):.3f} on the sampled validation catalogue")
     body = f"""
-Training: `{args.train_command}` (best checkpoint: step {info.get('step')}, validation nDCG@10
-{info.get('val_ndcg@10') or float('nan'):.3f} on the sampled validation catalogue). Test: {tuned['queries']:,} unseen
+Training: `{args.train_command}` ({made}). Test: {tuned['queries']:,} unseen
 queries ranked over all {tuned['products']:,} products; evaluation command as in the quality section.
 
 | system | nDCG@10 | Recall@100 | MRR@10 | nDCG@10 (judged only) |

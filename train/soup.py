@@ -1,0 +1,129 @@
+"""Model soup: one encoder whose weights are the mean of several fine-tuned encoders' weights.
+
+Fine-tuning runs that start from the same pretrained encoder and differ only in seed (or in a mild
+setting) end in one basin of the loss, so the average of their weights is itself a good encoder,
+usually a better one than any of them (Wortsman et al., "Model soups", 2022): the seed noise of each
+run averages out. On Home Depot a soup of 11 runs of the symmetric recipe ranked better than every
+one of its ingredients (benchmarks/RESULTS.md). The soup serves at the cost of one encoder: same
+size, same speed; its price is paid once, in training runs (on a GPU cluster, side by side).
+
+    firstlight soup --models run-a/model,run-b/model,run-c/model --output-dir soup/model
+
+Every ingredient must be an exported encoder of the same architecture and tokenizer (a
+``firstlight train`` export, a sentence-transformers folder or a Hugging Face folder). The output is
+a sentence-transformers folder like ``firstlight train``'s export, so embed, index, evaluate and
+serve take it as their ``--model``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from firstlight.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SoupConfig:
+    models: tuple[str, ...] = field(default=(), metadata={
+        "help": "exported encoder folders to average, comma-separated (two or more)"})
+    output_dir: str = field(default="", metadata={"help": "where the averaged encoder is written"})
+
+    def validate(self) -> None:
+        if len(self.models) < 2:
+            raise ConfigError("models", f"{len(self.models)} model folder(s) given; a soup averages two or more",
+                              "pass --models RUN_A/model,RUN_B/model[,...]")
+        seen = set()
+        for model in self.models:
+            folder = Path(model).expanduser()
+            if not (folder / "config.json").is_file():
+                raise ConfigError("models", f"{model} is not an encoder folder (no config.json)",
+                                  "pass the model/ folders that `firstlight train` exported")
+            if folder.resolve() in seen:
+                raise ConfigError("models", f"{model} is listed twice, which would weigh it double",
+                                  "list each model folder once")
+            seen.add(folder.resolve())
+        if not self.output_dir:
+            raise ConfigError("output_dir", "no output folder given", "pass --output-dir FOLDER")
+        if Path(self.output_dir).expanduser().resolve() in seen:
+            raise ConfigError("output_dir", f"{self.output_dir} is one of the models",
+                              "write the soup to a new folder")
+        first = _shape_of(Path(self.models[0]))
+        for model in self.models[1:]:
+            other = _shape_of(Path(model))
+            if other != first:
+                diff = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
+                raise ConfigError("models", f"{model} is not the architecture of {self.models[0]} "
+                                  f"(they differ in {', '.join(diff)})",
+                                  "average only fine-tunes of one pretrained encoder")
+
+
+def _shape_of(folder: Path) -> dict:
+    """What must match for weights to be averaged: the architecture's sizes and the vocabulary."""
+    with open(folder / "config.json") as fh:
+        config = json.load(fh)
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+            "vocab_size", "max_position_embeddings")
+    return {k: config.get(k) for k in keys}
+
+
+def _max_length(folder: Path) -> int:
+    for name, key in (("firstlight.json", "max_length"), ("sentence_bert_config.json", "max_seq_length")):
+        if (folder / name).is_file():
+            with open(folder / name) as fh:
+                value = json.load(fh).get(key)
+            if value:
+                return int(value)
+    return 64
+
+
+def _base_model(folder: Path) -> dict:
+    if (folder / "firstlight.json").is_file():
+        with open(folder / "firstlight.json") as fh:
+            base = json.load(fh).get("base_model")
+        if base:
+            return {"base_model": base}
+    return {}
+
+
+def run_soup(cfg: SoupConfig) -> Path:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from train.export import export_sentence_transformer
+
+    cfg.validate()
+    folders = [Path(m).expanduser().resolve() for m in cfg.models]
+    # A running sum in float64 holds one model's worth of memory however many ingredients there are.
+    total, base = None, None
+    for i, folder in enumerate(folders, 1):
+        log.info("[soup] %d/%d: %s", i, len(folders), folder)
+        net = AutoModel.from_pretrained(folder, dtype=torch.float32)
+        state = net.state_dict()
+        if total is None:
+            base = net
+            total = {k: v.detach().double().clone() for k, v in state.items() if v.is_floating_point()}
+            continue
+        weights = {k for k, v in state.items() if v.is_floating_point()}
+        if weights != total.keys():
+            missing = sorted(total.keys() ^ weights)[:3]
+            raise ConfigError("models", f"{folder} has other weights than {folders[0]} (e.g. {missing})",
+                              "average only fine-tunes of one pretrained encoder")
+        for k in weights:
+            total[k] += state[k].double()
+        del net
+    # Integer buffers (position ids) are the same in every ingredient and stay as they are.
+    base.load_state_dict({k: (v / len(folders)).to(torch.float32) for k, v in total.items()}, strict=False)
+    lengths = {_max_length(f) for f in folders}
+    if len(lengths) > 1:
+        log.warning("[soup] the models were exported with max lengths %s; the soup keeps %d",
+                    sorted(lengths), max(lengths))
+    out = export_sentence_transformer(base, AutoTokenizer.from_pretrained(folders[0]), Path(cfg.output_dir),
+                                      max(lengths), extra={**_base_model(folders[0]),
+                                                           "soup_of": [str(f) for f in folders]})
+    log.info("[soup] the mean of %d encoders is in %s", len(folders), out)
+    return out
