@@ -98,7 +98,7 @@ def run_soup(cfg: SoupConfig) -> Path:
 
     cfg.validate()
     folders = [Path(m).expanduser().resolve() for m in cfg.models]
-    # A running sum in float64 holds one model's worth of memory however many ingredients there are.
+    # A running float64 sum: memory stays at about three models' worth however many ingredients there are.
     total, base = None, None
     for i, folder in enumerate(folders, 1):
         log.info("[soup] %d/%d: %s", i, len(folders), folder)
