@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firstlight.errors import ConfigError
+from firstlight.storage import is_uri
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,11 @@ class SoupConfig:
             raise ConfigError("models", f"{len(self.models)} model folder(s) given; a soup averages two or more",
                               "pass --models RUN_A/model,RUN_B/model[,...]")
         seen = set()
+        for model in self.models + (self.output_dir,):
+            if is_uri(model):
+                raise ConfigError("models" if model in self.models else "output_dir",
+                                  f"{model} is a bucket URI; the soup reads and writes local or shared folders",
+                                  "copy the model folders to a shared filesystem (or pull them) first")
         for model in self.models:
             folder = Path(model).expanduser()
             if not (folder / "config.json").is_file():
