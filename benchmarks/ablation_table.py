@@ -70,16 +70,11 @@ def collect(root: Path) -> list[dict]:
         cfg = json.loads(configs[-1].read_text())
         model = json.loads((run / "model" / "firstlight.json").read_text())
         last = pd.read_csv(run / "metrics.csv").iloc[-1]
-        systems = json.loads(test.read_text())["systems"]
-        wsum_path = test.parent / "test_wsum.json"
-        wsum = json.loads(wsum_path.read_text())["systems"]["fusion"]["mean"] if wsum_path.exists() else None
         described = settings(cfg)
         if Path(cfg["prepared_dir"]).resolve() != (root / "data").resolve():
             described += f", pairs from {cfg['prepared_dir']}"
         runs.append({"run": run.name, "settings": described, "steps": int(last["step"]),
-                     "pairs_per_s": float(last["pairs_per_s"]), "val": model.get("val_ndcg@10"),
-                     "alone": systems["dense"]["mean"], "spelled": _spelled(test),
-                     "rrf": systems["fusion"]["mean"], "wsum": wsum})
+                     "pairs_per_s": float(last["pairs_per_s"]), "val": model.get("val_ndcg@10"), **_figures(test)})
     return runs + collect_soups(root)
 
 
@@ -92,20 +87,20 @@ def collect_soups(root: Path) -> list[dict]:
         if not test.exists() or not info_path.exists():
             continue
         parts = json.loads(info_path.read_text()).get("soup_of", [])
-        systems = json.loads(test.read_text())["systems"]
-        wsum_path = test.parent / "test_wsum.json"
         soups.append({"run": soup.name, "steps": None, "pairs_per_s": None, "val": None,
                       "settings": f"mean of the weights of {len(parts)} runs: "
-                                  + ", ".join(Path(m).parent.name for m in parts),
-                      "alone": systems["dense"]["mean"], "spelled": _spelled(test), "rrf": systems["fusion"]["mean"],
-                      "wsum": json.loads(wsum_path.read_text())["systems"]["fusion"]["mean"]
-                      if wsum_path.exists() else None})
+                                  + ", ".join(Path(m).parent.name for m in parts), **_figures(test)})
     return soups
 
 
-def _spelled(test: Path) -> dict | None:
-    path = test.parent / "test_spelled.json"
-    return json.loads(path.read_text())["systems"]["dense"]["mean"] if path.exists() else None
+def _figures(test: Path) -> dict:
+    """A model's test figures: alone (as typed and spelling-corrected), RRF, and the tuned wsum if run."""
+    def mean(name: str, system: str) -> dict | None:
+        path = test.parent / name
+        return json.loads(path.read_text())["systems"][system]["mean"] if path.exists() else None
+
+    return {"alone": mean("test.json", "dense"), "spelled": mean("test_spelled.json", "dense"),
+            "rrf": mean("test.json", "fusion"), "wsum": mean("test_wsum.json", "fusion")}
 
 
 def main() -> None:

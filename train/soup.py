@@ -70,30 +70,28 @@ class SoupConfig:
 
 def _shape_of(folder: Path) -> dict:
     """What must match for weights to be averaged: the architecture's sizes and the vocabulary."""
-    with open(folder / "config.json") as fh:
-        config = json.load(fh)
+    config = _read_json(folder, "config.json")
     keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
             "vocab_size", "max_position_embeddings")
     return {k: config.get(k) for k in keys}
 
 
+def _read_json(folder: Path, name: str) -> dict:
+    """A model folder's JSON file, or {} where the folder has none (a plain Hugging Face folder)."""
+    if not (folder / name).is_file():
+        return {}
+    with open(folder / name) as fh:
+        return json.load(fh)
+
+
 def _max_length(folder: Path) -> int:
-    for name, key in (("firstlight.json", "max_length"), ("sentence_bert_config.json", "max_seq_length")):
-        if (folder / name).is_file():
-            with open(folder / name) as fh:
-                value = json.load(fh).get(key)
-            if value:
-                return int(value)
-    return 64
+    return int(_read_json(folder, "firstlight.json").get("max_length")
+               or _read_json(folder, "sentence_bert_config.json").get("max_seq_length") or 64)
 
 
 def _base_model(folder: Path) -> dict:
-    if (folder / "firstlight.json").is_file():
-        with open(folder / "firstlight.json") as fh:
-            base = json.load(fh).get("base_model")
-        if base:
-            return {"base_model": base}
-    return {}
+    base = _read_json(folder, "firstlight.json").get("base_model")
+    return {"base_model": base} if base else {}
 
 
 def run_soup(cfg: SoupConfig) -> Path:
