@@ -1,11 +1,12 @@
 """Model soup: one encoder whose weights are the mean of several fine-tuned encoders' weights.
 
-Fine-tuning runs that start from the same pretrained encoder and differ only in seed (or in a mild
-setting) end in one basin of the loss, so the average of their weights is itself a good encoder,
-usually a better one than any of them (Wortsman et al., "Model soups", 2022): the seed noise of each
-run averages out. On Home Depot a soup of 11 runs of the symmetric recipe ranked better than every
-one of its ingredients (benchmarks/RESULTS.md). The soup serves at the cost of one encoder: same
-size, same speed; its price is paid once, in training runs (on a GPU cluster, side by side).
+Fine-tuning runs that start from the same pretrained encoder end in one basin of the loss, so the
+average of their weights is itself a good encoder (Wortsman et al., "Model soups", 2022). On Home
+Depot (benchmarks/RESULTS.md) the mean of 13 symmetric-loss runs that differ in their settings
+ranked 0.394 / 0.823 nDCG@10 / Recall@100 against 0.387 / 0.816 for a single run on average, while
+four seeds of one setting averaged to no gain: the diversity of the runs is what helps. The soup
+serves at the cost of one encoder: same size, same speed; its price is paid once, in training runs
+(on a GPU cluster, side by side).
 
     firstlight soup --models run-a/model,run-b/model,run-c/model --output-dir soup/model
 
