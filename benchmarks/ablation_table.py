@@ -3,7 +3,8 @@
 Reads, under the work folder, each ``train-*`` run (its config from a checkpoint, its exported
 model's validation nDCG@10, its training rate) and the test results that
 ``benchmarks/bench_finetune.py`` (or `firstlight embed/index/evaluate` into ``finetuned-<run>/``)
-wrote for it, and writes the section "Fine-tuning ablations" of RESULTS.md. Usage:
+wrote for it, and writes the section "Fine-tuning ablations" of RESULTS.md. Runs already in the
+table whose folders are not on this machine keep their recorded rows. Usage:
 
     python benchmarks/ablation_table.py [--workdir artifacts/homedepot]
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import update_section  # noqa: E402
+from benchmarks.report import RESULTS, update_section  # noqa: E402
 from firstlight.paths import default_workdir  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 
@@ -28,6 +29,8 @@ def settings(cfg: dict) -> str:
     if cfg.get("grad_cache_chunk"):
         parts[-1] += " (cached gradients)"
     parts.append(f"{cfg['hard_negatives']} negatives")
+    if cfg.get("mine_margin") and cfg["hard_negatives"] in ("mined", "both"):
+        parts[-1] += f" (mined from the top {cfg['mine_depth']} below {cfg['mine_margin']:g} x the best positive)"
     parts.append(f"lr {cfg['lr']:g}")
     if cfg.get("epochs", 1) != 1:
         parts.append(f"{cfg['epochs']} epochs")
@@ -103,13 +106,27 @@ def _figures(test: Path) -> dict:
             "rrf": mean("test.json", "fusion"), "wsum": mean("test_wsum.json", "fusion")}
 
 
+def merge(recorded: list[dict], found: list[dict]) -> list[dict]:
+    """The table's rows: every recorded run, its row refreshed where its artifacts are here, then the
+    runs found here for the first time; soups after runs.
+
+    Artifacts live on whichever machine trained them and are often gone (a fresh checkout, a cleaned
+    disk): a run that is not here keeps its recorded row instead of vanishing from the table.
+    """
+    fresh = {r["run"]: r for r in found}
+    rows = [fresh.pop(r["run"], r) for r in recorded] + list(fresh.values())
+    return sorted(rows, key=lambda r: r["run"].startswith("soup-"))  # a stable sort: order kept otherwise
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", default=str(default_workdir() / "homedepot"))
     args = parser.parse_args()
-    runs = collect(Path(args.workdir))
-    if not runs:
+    found = collect(Path(args.workdir))
+    if not found:
         sys.exit(f"no evaluated training runs under {args.workdir}")
+    raw = RESULTS.parent / "results" / "finetune_ablations.json"  # what update_section last wrote
+    runs = merge(json.loads(raw.read_text())["runs"] if raw.exists() else [], found)
 
     def fmt(x, digits=3):
         return "-" if x is None else f"{x:.{digits}f}"

@@ -187,15 +187,19 @@ def test_early_stopping_export_and_curves_from_one_worker_ddp(prepared, tiny_mod
     assert (model / "modules.json").exists() and (model / "model.safetensors").exists()
 
 
-def test_mined_negatives_are_near_misses_and_never_known_positives(prepared, tiny_model_dir, tmp_path):
+def _zero_shot_index(prepared, model_dir, tmp_path):
     from data_pipeline.embed import EmbedConfig, run_embed
-    from data_pipeline.prepare import load_catalogue, load_split
     from serve.index import IndexConfig, run_index
+
+    emb = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(tmp_path / "emb"), model=str(model_dir)))
+    return run_index(IndexConfig(embeddings_dir=str(emb), output_dir=str(tmp_path / "index")))
+
+
+def test_mined_negatives_are_near_misses_and_never_known_positives(prepared, tiny_model_dir, tmp_path):
+    from data_pipeline.prepare import load_catalogue, load_split
     from train.pairs import build_pairs, text_key
 
-    emb = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(tmp_path / "emb"),
-                                model=str(tiny_model_dir)))
-    index = run_index(IndexConfig(embeddings_dir=str(emb), output_dir=str(tmp_path / "index")))
+    index = _zero_shot_index(prepared, tiny_model_dir, tmp_path)
     judged_only = build_pairs(prepared, tiny_config(prepared, tiny_model_dir, tmp_path))
     cfg = tiny_config(prepared, tiny_model_dir, tmp_path, hard_negatives="both", mine_index_dir=str(index))
     cfg.validate()
@@ -214,6 +218,38 @@ def test_mined_negatives_are_near_misses_and_never_known_positives(prepared, tin
         assert (both[f"{column}_key"] == both[column].map(text_key)).all(), column
     assert both.groupby("query")["query_key"].nunique().max() == 1
     assert both["query_key"].nunique() == both["query"].nunique()
+
+
+def test_mine_margin_drops_near_misses_scored_like_a_known_positive(prepared, tmp_path):
+    from data_pipeline.prepare import load_catalogue, load_split
+    from train.encoder import TextEncoder, resolve_model_path
+    from train.pairs import mine_near_misses
+
+    model = resolve_model_path("all-MiniLM-L6-v2")  # the real zero-shot model: its near-misses mean something
+    index = _zero_shot_index(prepared, model, tmp_path)
+    train = load_split(prepared, "train")
+    positives = {q: list(g[g["relevance"] >= 2.33]["product_id"]) for q, g in train.groupby("query")}
+    queries = [q for q, p in positives.items() if p]
+    plain = mine_near_misses(queries, index, {}, depth=30, skip=0)
+    margin = mine_near_misses(queries, index, {}, depth=30, skip=0, positives=positives, margin=0.95)
+    assert all(set(margin[q]) <= set(plain[q]) for q in queries)
+    kept, before = sum(map(len, margin.values())), sum(map(len, plain.values()))
+    assert 0 < kept < before
+    # every kept near-miss scores below 0.95 x the query's most similar positive, by the zero-shot model
+    encoder = TextEncoder.load(model)
+    text = load_catalogue(prepared).set_index("product_id")["text"]
+    for q in queries[:20]:
+        vectors = encoder.encode([q] + list(text[positives[q]]) + list(text[margin[q]]))
+        scores = vectors[1:] @ vectors[0]
+        ceiling = 0.95 * scores[:len(positives[q])].max()
+        assert (scores[len(positives[q]):] < ceiling + 1e-4).all(), q
+
+
+def test_mine_margin_outside_zero_to_one_is_a_config_error(prepared, tiny_model_dir, tmp_path):
+    from firstlight.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mine_margin"):
+        tiny_config(prepared, tiny_model_dir, tmp_path, mine_margin=1.5).validate()
 
 
 def test_final_model_can_train_on_train_and_val(prepared, tiny_model_dir, tmp_path):

@@ -63,6 +63,9 @@ class TrainConfig:
         "help": "zero-shot index to mine near-misses from (the output of `index`); default PREPARED/../index"})
     mine_depth: int = field(default=30, metadata={"help": "mined negatives come from the top this many"})
     mine_skip: int = field(default=3, metadata={"help": "top results never used as mined negatives"})
+    mine_margin: float = field(default=0.0, metadata={
+        "help": "keep a mined near-miss only if its zero-shot score is below this share of the query's most "
+                "similar positive's, so likely unjudged positives are not used as negatives (e.g. 0.95; 0 = off)"})
     negative_at: float = field(default=1.67, metadata={"help": "relevance up to which a judged product is a hard negative"})
     # parameter-efficient fine-tuning
     lora_rank: int = field(default=0, metadata={"help": "LoRA adapter rank (0 = train every weight)"})
@@ -168,6 +171,7 @@ class TrainConfig:
         check_range("lr", self.lr, 0.0, low_inclusive=False)
         check_range("catalogue_pairs", self.catalogue_pairs, 0)
         check_range("query_typos", self.query_typos, 0.0, 1.0)
+        check_range("mine_margin", self.mine_margin, 0.0, 1.0)
         check_range("lora_rank", self.lora_rank, 0)
         if self.lora_rank:
             check_range("lora_alpha", self.lora_alpha, 0.0, low_inclusive=False)

@@ -7,7 +7,8 @@ most one hard negative, chosen by ``hard_negatives``:
 - ``mined``: a near-miss from the zero-shot index: a product ranked between ``mine_skip`` and
   ``mine_depth`` for the query that is not judged above negative_at (known positives and partial
   matches are never used as negatives; the top ``mine_skip`` are skipped because unjudged products
-  ranked that high are often relevant);
+  ranked that high are often relevant; ``mine_margin`` also drops any scored nearly as high as the
+  query's best known positive);
 - ``both``: the judged negative where the query has one, else a mined one.
 
 ``query_typos`` gives that share of the rows' queries one typo (train.typos), keeping the clean
@@ -39,17 +40,49 @@ from data_pipeline.prepare import load_catalogue, load_split
 log = logging.getLogger(__name__)
 
 
-def mine_near_misses(queries: list[str], index_dir: Path, known: dict, depth: int, skip: int) -> dict:
-    """Per query, products the zero-shot index ranks in [skip, depth) that are not judged relevant."""
+def mine_near_misses(queries: list[str], index_dir: Path, known: dict, depth: int, skip: int,
+                     positives: dict | None = None, margin: float = 0.0) -> dict:
+    """Per query, products the zero-shot index ranks in [skip, depth) that are not judged relevant.
+
+    With ``margin`` > 0 a near-miss is kept only if its zero-shot score is below ``margin`` times the
+    score of the query's most similar known positive: a product the model finds as close to the
+    query as the best product judged relevant is more likely an unjudged relevant one than a negative.
+    """
     from serve.index import ProductIndex
     from train.encoder import TextEncoder
 
     index = ProductIndex.load(Path(index_dir), use_gpu="no")
     encoder = TextEncoder.load(index.manifest["model"])
     log.info("[train] mining near-miss negatives for %d queries from %s", len(queries), index_dir)
-    _, ids = index.search(encoder.encode(queries, batch_size=256), depth)
-    return {q: [p for p in row[skip:] if p is not None and p not in known.get(q, ())]
-            for q, row in zip(queries, ids)}
+    vectors = encoder.encode(queries, batch_size=256)
+    scores, ids = index.search(vectors, depth)
+    ceilings = positive_ceilings(index, queries, vectors, positives or {}, margin)
+    mined, dropped = {}, 0
+    for q, row, row_scores, ceiling in zip(queries, ids, scores, ceilings):
+        unjudged = [(p, s) for p, s in zip(row[skip:], row_scores[skip:])
+                    if p is not None and p not in known.get(q, ())]
+        mined[q] = [p for p, s in unjudged if s < ceiling]
+        dropped += len(unjudged) - len(mined[q])
+    if margin:
+        log.info("[train] mine_margin %.2f dropped %d near-misses scored as close as a known positive",
+                 margin, dropped)
+    return mined
+
+
+def positive_ceilings(index, queries: list[str], vectors: np.ndarray, positives: dict,
+                      margin: float) -> np.ndarray:
+    """Per query, ``margin`` x the zero-shot score of its most similar known positive (inf where
+    the margin is off or the query has no positive in the index)."""
+    ceilings = np.full(len(queries), np.inf, dtype=np.float32)
+    if not margin:
+        return ceilings
+    row_of = {pid: i for i, pid in enumerate(index.ids)}
+    for i, q in enumerate(queries):
+        rows = [row_of[p] for p in positives.get(q, ()) if p in row_of]
+        if rows:
+            known = np.stack([index.index.reconstruct(r) for r in rows])
+            ceilings[i] = margin * float((known @ vectors[i]).max())
+    return ceilings
 
 
 def text_key(text: str) -> int:
@@ -66,8 +99,9 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
     mined = {}
     if cfg.hard_negatives in ("mined", "both"):
         not_negative = {q: set(g[g["relevance"] > cfg.negative_at]["product_id"]) for q, g in groups}
+        positive_ids = {q: list(g[g["relevance"] >= cfg.positive_at]["product_id"]) for q, g in groups}
         mined = mine_near_misses([q for q, _ in groups], Path(cfg.mine_index_dir), not_negative,
-                                 cfg.mine_depth, cfg.mine_skip)
+                                 cfg.mine_depth, cfg.mine_skip, positive_ids, cfg.mine_margin)
     rows = []
     for query, group in groups:
         positives = group[group["relevance"] >= cfg.positive_at]["product_id"].tolist()

@@ -1,0 +1,22 @@
+"""The ablation table keeps every recorded run, refreshing only those whose artifacts are here."""
+
+from __future__ import annotations
+
+from benchmarks.ablation_table import merge
+
+
+def row(name: str, ndcg: float, steps: int | None = 268) -> dict:
+    return {"run": name, "steps": steps, "alone": {"ndcg@10": ndcg}}
+
+
+def test_runs_not_on_this_machine_keep_their_recorded_rows():
+    recorded = [row("train-a", 0.380), row("train-b", 0.385), row("soup-ab", 0.390, steps=None)]
+    found = [row("train-b", 0.386), row("train-c", 0.391)]  # train-a's folders are gone; train-c is new
+    merged = merge(recorded, found)
+    assert [r["run"] for r in merged] == ["train-a", "train-b", "train-c", "soup-ab"]
+    assert merged[0]["alone"]["ndcg@10"] == 0.380  # the recorded figure, not dropped
+    assert merged[1]["alone"]["ndcg@10"] == 0.386  # refreshed from this machine's artifacts
+
+
+def test_a_first_table_is_the_runs_found():
+    assert [r["run"] for r in merge([], [row("soup-x", 0.4, None), row("train-a", 0.38)])] == ["train-a", "soup-x"]
