@@ -402,3 +402,25 @@ def test_rerun_into_a_folder_holding_a_run_with_other_settings_is_refused(prepar
     _, out = zero2_run  # 2 workers there
     with pytest.raises(ConfigError, match=r"num_workers=2 there, 1 now.*new --output-dir"):
         fit(tiny_config(prepared, tiny_model_dir, out, num_workers=1, cpus_per_worker=1))
+
+
+def test_gpu_benchmark_script_runs_its_whole_path_on_cpu(prepared, tiny_model_dir, tmp_path):
+    """The GPU benchmark's training, rate and MFU arithmetic, checked where there is no GPU."""
+    from benchmarks import gpu_train
+    from benchmarks.report import RESULTS
+
+    before = RESULTS.read_text()
+    got = gpu_train.main(["--prepared-dir", str(prepared), "--model", str(tiny_model_dir), "--random-init",
+                          "--device", "cpu", "--steps", "6", "--warmup-steps", "2", "--batch-size", "8",
+                          "--output-dir", str(tmp_path / "run")])
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(tiny_model_dir)
+    assert got["params"] == sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+    assert got["pairs_per_s"] > 0 and got["tokens_per_pair"] > 6  # query + positive + negative: 2+ tokens each
+    assert got["mfu"] == pytest.approx(got["pairs_per_s"] * 6 * got["params"] * got["tokens_per_pair"] / 989e12)
+    assert f"| {got['pairs_per_s']:,.0f} | {got['tokens_per_pair']:.1f} | {got['params'] / 1e6:.2f} M |" in got["table"]
+    assert "random weights" in got["table"] and "ZeRO-0" in got["table"]  # one CPU worker: nothing to shard
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 6
+    assert RESULTS.read_text() == before  # a CPU check never writes a GPU figure
