@@ -245,6 +245,20 @@ def test_mine_margin_drops_near_misses_scored_like_a_known_positive(prepared, tm
         assert (scores[len(positives[q]):] < ceiling + 1e-4).all(), q
 
 
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_mine_margin_ceiling_is_the_best_positive_score_on_every_index_kind(kind):
+    from serve.index import IndexConfig, ProductIndex
+    from train.pairs import positive_ceilings
+
+    vectors = np.random.default_rng(0).normal(size=(500, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = ProductIndex.build([str(i) for i in range(500)], vectors, IndexConfig(kind=kind, nlist=4, use_gpu="no"))
+    ceilings = positive_ceilings(index, ["q", "no positive"], vectors[:2], {"q": ["3", "7"]}, 0.9)
+    assert ceilings[0] == pytest.approx(0.9 * max(vectors[3] @ vectors[0], vectors[7] @ vectors[0]), abs=1e-6)
+    assert ceilings[1] == np.inf
+    assert np.isinf(positive_ceilings(index, ["q"], vectors[:1], {"q": ["3"]}, 0.0)).all()  # margin off
+
+
 def test_mine_margin_outside_zero_to_one_is_a_config_error(prepared, tiny_model_dir, tmp_path):
     from firstlight.errors import ConfigError
 

@@ -77,6 +77,8 @@ def positive_ceilings(index, queries: list[str], vectors: np.ndarray, positives:
     if not margin:
         return ceilings
     row_of = {pid: i for i, pid in enumerate(index.ids)}
+    if hasattr(index.index, "make_direct_map"):  # an IVF index finds a stored vector by row only with it
+        index.index.make_direct_map()
     for i, q in enumerate(queries):
         rows = [row_of[p] for p in positives.get(q, ()) if p in row_of]
         if rows:
