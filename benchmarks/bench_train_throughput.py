@@ -38,6 +38,14 @@ def steady_rate(step_ends: dict[int, float], batch: int, warmup: int) -> float:
     return (last - warmup) * batch / (step_ends[last] - step_ends[warmup])
 
 
+def loop_rate(output_dir: Path, global_batch: int, warmup: int) -> float:
+    """The recipe's steady-state pairs/s, from its metrics.jsonl: every step's cumulative rate since
+    the first batch gives that step's end time."""
+    rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    ends = {r["step"]: r["step"] * global_batch / r["pairs_per_s"] for r in rows}
+    return steady_rate(ends, global_batch, warmup)
+
+
 def sentence_transformers_rate(pairs, args, steps: int, out: Path) -> tuple[float, float]:
     import torch
     from datasets import Dataset
@@ -78,10 +86,7 @@ def firstlight_rate(cfg, args) -> tuple[float, float]:
     start = time.perf_counter()
     fit(cfg)
     wall = time.perf_counter() - start
-    # metrics.jsonl: every step's cumulative rate since the first batch -> each step's end time
-    rows = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
-    ends = {r["step"]: r["step"] * args.batch_size / r["pairs_per_s"] for r in rows}
-    return steady_rate(ends, args.batch_size, args.warmup_steps), wall
+    return loop_rate(Path(cfg.output_dir), args.batch_size, args.warmup_steps), wall
 
 
 def main() -> None:

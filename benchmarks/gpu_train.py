@@ -19,7 +19,6 @@ any model); it prints its table and writes nothing to RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_train_throughput import steady_rate  # noqa: E402
+from benchmarks.bench_train_throughput import loop_rate  # noqa: E402
 from benchmarks.report import update_section  # noqa: E402
 
 
@@ -40,13 +39,6 @@ def random_init_copy(model_path: str, out: Path) -> str:
     AutoModel.from_config(AutoConfig.from_pretrained(model_path)).save_pretrained(out)
     AutoTokenizer.from_pretrained(model_path).save_pretrained(out)
     return str(out)
-
-
-def loop_rate(output_dir: Path, global_batch: int, warmup: int) -> float:
-    """Steady-state pairs/s from the run's per-step metrics (cumulative rate -> each step's end time)."""
-    rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
-    ends = {r["step"]: r["step"] * global_batch / r["pairs_per_s"] for r in rows}
-    return steady_rate(ends, global_batch, warmup)
 
 
 def tokens_per_pair(cfg, model_path: str, sample: int = 2000) -> float:

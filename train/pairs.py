@@ -98,24 +98,23 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
     text = load_catalogue(prepared).set_index("product_id")["text"]
     judgments = judgments.groupby(["query", "product_id"], as_index=False)["relevance"].mean()
     groups = list(judgments.groupby("query", sort=True))
+    positive_ids = {q: g[g["relevance"] >= cfg.positive_at]["product_id"].tolist() for q, g in groups}
+    not_negative = {q: set(g[g["relevance"] > cfg.negative_at]["product_id"]) for q, g in groups}
     mined = {}
     if cfg.hard_negatives in ("mined", "both"):
-        not_negative = {q: set(g[g["relevance"] > cfg.negative_at]["product_id"]) for q, g in groups}
-        positive_ids = {q: list(g[g["relevance"] >= cfg.positive_at]["product_id"]) for q, g in groups}
         mined = mine_near_misses([q for q, _ in groups], Path(cfg.mine_index_dir), not_negative,
                                  cfg.mine_depth, cfg.mine_skip, positive_ids, cfg.mine_margin)
     rows = []
     for query, group in groups:
-        positives = group[group["relevance"] >= cfg.positive_at]["product_id"].tolist()
         negatives = group[group["relevance"] <= cfg.negative_at]["product_id"].tolist() \
             if cfg.hard_negatives in ("judged", "both") else []
         if not negatives:
             negatives = mined.get(query, [])
         # A catalogue may list one title under several ids: a "negative" whose text equals a
         # relevant product's text would teach the model a contradiction.
-        keep_out = {text[p] for p in group[group["relevance"] > cfg.negative_at]["product_id"]}
+        keep_out = {text[p] for p in not_negative[query]}
         negatives = [n for n in negatives if text[n] not in keep_out]
-        for i, pid in enumerate(positives):
+        for i, pid in enumerate(positive_ids[query]):
             neg = negatives[i % len(negatives)] if negatives else None
             rows.append((query, text[pid], text[neg] if neg else "", neg is not None))
     if cfg.catalogue_pairs:
