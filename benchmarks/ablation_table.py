@@ -29,6 +29,8 @@ def settings(cfg: dict) -> str:
     if cfg.get("grad_cache_chunk"):
         parts[-1] += " (cached gradients)"
     parts.append(f"{cfg['hard_negatives']} negatives")
+    if cfg.get("mine_from") == "bm25" and cfg["hard_negatives"] in ("mined", "both"):
+        parts[-1] += " (mined by BM25)"
     if cfg.get("mine_margin") and cfg["hard_negatives"] in ("mined", "both"):
         parts[-1] += f" (mined from the top {cfg['mine_depth']} below {cfg['mine_margin']:g} x the best positive)"
     parts.append(f"lr {cfg['lr']:g}")

@@ -266,6 +266,43 @@ def test_mine_margin_outside_zero_to_one_is_a_config_error(prepared, tiny_model_
         tiny_config(prepared, tiny_model_dir, tmp_path, mine_margin=1.5).validate()
 
 
+def test_bm25_mined_negatives_share_the_query_words_and_skip_the_top(prepared, tiny_model_dir, tmp_path):
+    from data_pipeline.prepare import load_catalogue, load_split
+    from evaluation.bm25 import BM25Retriever
+    from train.pairs import build_pairs, mine_lexical_near_misses
+
+    catalogue = load_catalogue(prepared)
+    train = load_split(prepared, "train")
+    known = {q: set(g[g["relevance"] > 1.67]["product_id"]) for q, g in train.groupby("query")}
+    queries = sorted(known)[:40]
+    mined = mine_lexical_near_misses(queries, catalogue, known, depth=30, skip=3)
+    bm25 = BM25Retriever(catalogue["product_id"].tolist(), catalogue["text"].tolist())
+    assert sum(map(len, mined.values())) > 0
+    for q, hits in zip(queries, bm25.search(queries, 30)):
+        ranked = sorted(hits, key=hits.get, reverse=True)
+        assert mined[q] == [p for p in ranked[3:] if p not in known[q]]  # ranks 4-30, known ones left out
+        assert all(hits[p] > 0 for p in mined[q])  # a BM25 score above 0: shares a word with the query
+    # through the config, with no zero-shot index anywhere: BM25 mining does not need one
+    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, hard_negatives="mined", mine_from="bm25",
+                      mine_index_dir=str(tmp_path / "no-index"))
+    cfg.validate()
+    pairs = build_pairs(prepared, cfg)
+    text = catalogue.set_index("product_id")["text"]
+    not_negative = {(q, text[p]) for q, ps in known.items() for p in ps}
+    negatives = pairs[pairs["has_negative"]]
+    assert len(negatives) > 0.5 * len(pairs)
+    assert not any((q, n) in not_negative for q, n in zip(negatives["query"], negatives["negative"]))
+
+
+@pytest.mark.parametrize("overrides, field", [(dict(mine_from="bm26"), "mine_from"),
+                                              (dict(mine_from="bm25", mine_margin=0.9), "mine_margin")])
+def test_bad_mining_source_is_a_config_error(prepared, tiny_model_dir, tmp_path, overrides, field):
+    from firstlight.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        tiny_config(prepared, tiny_model_dir, tmp_path, hard_negatives="both", **overrides).validate()
+
+
 def test_final_model_can_train_on_train_and_val(prepared, tiny_model_dir, tmp_path):
     from data_pipeline.prepare import load_split
     from train.pairs import build_pairs

@@ -59,6 +59,9 @@ class TrainConfig:
     hard_negatives: str = field(default="judged", metadata={
         "help": "none; judged (judged <= negative_at); mined (near-misses from the zero-shot index); "
                 "both (judged where there is one, else mined)"})
+    mine_from: str = field(default="index", metadata={
+        "help": "what ranks the catalogue for mined near-misses: index (the zero-shot encoder's FAISS index) "
+                "or bm25 (lexical near-misses: same words, judged or likely irrelevant)"})
     mine_index_dir: str | None = field(default=None, metadata={
         "help": "zero-shot index to mine near-misses from (the output of `index`); default PREPARED/../index"})
     mine_depth: int = field(default=30, metadata={"help": "mined negatives come from the top this many"})
@@ -103,6 +106,11 @@ class TrainConfig:
     def splits(self) -> list[str]:
         """The prepared splits whose judgments become training pairs (from --train-splits)."""
         return [x for x in self.train_splits.split(",") if x]
+
+    @property
+    def mines_index(self) -> bool:
+        """Mined negatives come from the zero-shot FAISS index (not BM25), which must then exist."""
+        return self.hard_negatives in ("mined", "both") and self.mine_from == "index"
 
     @property
     def autocast(self) -> bool:
@@ -157,7 +165,13 @@ class TrainConfig:
         check_choice("placement_strategy", self.placement_strategy, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         check_choice("hard_negatives", self.hard_negatives, ("none", "judged", "mined", "both"))
         # cloud URIs are checked where training fetches them (train.recipe._on_local_paths)
-        if self.hard_negatives in ("mined", "both") and self.prepared_dir and not is_uri(self.prepared_dir):
+        check_choice("mine_from", self.mine_from, ("index", "bm25"))
+        if self.mine_from == "bm25" and self.mine_margin:
+            raise ConfigError("mine_margin", "compares zero-shot encoder scores, which BM25 mining does not have",
+                              "use --mine-margin 0 with --mine-from bm25, or mine from the index")
+        if self.hard_negatives in ("mined", "both") and self.mine_from == "bm25":
+            check_range("mine_skip", self.mine_skip, 0, self.mine_depth - 1)
+        elif self.mines_index and self.prepared_dir and not is_uri(self.prepared_dir):
             if not self.mine_index_dir:
                 self.mine_index_dir = str(Path(self.prepared_dir).parent / "index")
             if not is_uri(self.mine_index_dir) and not (Path(self.mine_index_dir) / "index.faiss").exists():

@@ -4,11 +4,13 @@ Each row is one judged positive (relevance >= positive_at) with the query, the p
 most one hard negative, chosen by ``hard_negatives``:
 
 - ``judged``: a product judged irrelevant for the same query (relevance <= negative_at);
-- ``mined``: a near-miss from the zero-shot index: a product ranked between ``mine_skip`` and
-  ``mine_depth`` for the query that is not judged above negative_at (known positives and partial
-  matches are never used as negatives; the top ``mine_skip`` are skipped because unjudged products
-  ranked that high are often relevant; ``mine_margin`` also drops any scored nearly as high as the
-  query's best known positive);
+- ``mined``: a near-miss: a product ranked between ``mine_skip`` and ``mine_depth`` for the query
+  that is not judged above negative_at (known positives and partial matches are never used as
+  negatives; the top ``mine_skip`` are skipped because unjudged products ranked that high are often
+  relevant). ``mine_from`` says what ranks the catalogue: the zero-shot index (products that mean
+  nearly the same; ``mine_margin`` also drops any scored nearly as high as the query's best known
+  positive) or BM25 (products sharing the query's words: the other sizes, models and brands that
+  a dense encoder confuses with the one asked for);
 - ``both``: the judged negative where the query has one, else a mined one.
 
 ``query_typos`` gives that share of the rows' queries one typo (train.typos), keeping the clean
@@ -69,6 +71,22 @@ def mine_near_misses(queries: list[str], index_dir: Path, known: dict, depth: in
     return mined
 
 
+def mine_lexical_near_misses(queries: list[str], catalogue: pd.DataFrame, known: dict, depth: int,
+                             skip: int) -> dict:
+    """Per query, products BM25 ranks in [skip, depth) over the catalogue's texts that are not judged
+    relevant."""
+    from evaluation.bm25 import BM25Retriever
+
+    log.info("[train] mining BM25 near-miss negatives for %d queries over %d products", len(queries),
+             len(catalogue))
+    bm25 = BM25Retriever(catalogue["product_id"].tolist(), catalogue["text"].tolist())
+    mined = {}
+    for q, hits in zip(queries, bm25.search(queries, depth)):
+        ranked = sorted(hits, key=hits.get, reverse=True)
+        mined[q] = [p for p in ranked[skip:] if p not in known.get(q, ())]
+    return mined
+
+
 def positive_ceilings(index, queries: list[str], vectors: np.ndarray, positives: dict,
                       margin: float) -> np.ndarray:
     """Per query, ``margin`` x the zero-shot score of its most similar known positive (inf where
@@ -95,13 +113,17 @@ def text_key(text: str) -> int:
 def build_pairs(prepared, cfg) -> pd.DataFrame:
     judgments = pd.concat([load_split(prepared, split) for split in cfg.splits],
                           ignore_index=True)
-    text = load_catalogue(prepared).set_index("product_id")["text"]
+    catalogue = load_catalogue(prepared)
+    text = catalogue.set_index("product_id")["text"]
     judgments = judgments.groupby(["query", "product_id"], as_index=False)["relevance"].mean()
     groups = list(judgments.groupby("query", sort=True))
     positive_ids = {q: g[g["relevance"] >= cfg.positive_at]["product_id"].tolist() for q, g in groups}
     not_negative = {q: set(g[g["relevance"] > cfg.negative_at]["product_id"]) for q, g in groups}
     mined = {}
-    if cfg.hard_negatives in ("mined", "both"):
+    if cfg.hard_negatives in ("mined", "both") and cfg.mine_from == "bm25":
+        mined = mine_lexical_near_misses([q for q, _ in groups], catalogue, not_negative,
+                                         cfg.mine_depth, cfg.mine_skip)
+    elif cfg.hard_negatives in ("mined", "both"):
         mined = mine_near_misses([q for q, _ in groups], Path(cfg.mine_index_dir), not_negative,
                                  cfg.mine_depth, cfg.mine_skip, positive_ids, cfg.mine_margin)
     rows = []

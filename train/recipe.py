@@ -115,10 +115,10 @@ def _on_local_paths(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
     if storage.is_uri(cfg.prepared_dir or ""):
         if not cfg.output_dir:
             raise storage.output_not_derived("output_dir")
-        if cfg.hard_negatives in ("mined", "both") and not cfg.mine_index_dir:
+        if cfg.mines_index and not cfg.mine_index_dir:
             cfg = replace(cfg, mine_index_dir=storage.join(storage.parent(cfg.prepared_dir), "index"))
         changes["prepared_dir"] = str(storage.pull(cfg.prepared_dir))
-    if storage.is_uri(cfg.mine_index_dir or "") and cfg.hard_negatives in ("mined", "both"):
+    if storage.is_uri(cfg.mine_index_dir or "") and cfg.mines_index:
         changes["mine_index_dir"] = str(storage.pull(cfg.mine_index_dir))
     if storage.is_uri(cfg.output_dir or ""):
         output_uri = cfg.output_dir.rstrip("/")
