@@ -34,6 +34,8 @@ def settings(cfg: dict) -> str:
     if cfg.get("mine_margin") and cfg["hard_negatives"] in ("mined", "both"):
         parts[-1] += f" (mined from the top {cfg['mine_depth']} below {cfg['mine_margin']:g} x the best positive)"
     parts.append(f"lr {cfg['lr']:g}")
+    if cfg.get("length_window", 0) > 1:
+        parts.append(f"batches grouped by length ({cfg['length_window']} at a time)")
     if cfg.get("epochs", 1) != 1:
         parts.append(f"{cfg['epochs']} epochs")
     if cfg.get("lora_rank"):

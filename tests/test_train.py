@@ -395,6 +395,16 @@ def test_resume_from_a_given_checkpoint_continues_its_steps(prepared, tiny_model
     assert json.loads((Path(resumed.checkpoint.path) / "trainer_state.json").read_text())["step"] == 4
 
 
+def test_length_grouped_batches_train_every_planned_step_and_learn(prepared, tiny_model_dir, tmp_path):
+    from train.recipe import fit, read_history
+
+    fit(tiny_config(prepared, tiny_model_dir, tmp_path, num_workers=1, cpus_per_worker=1, grad_accum=1,
+                    max_steps=8, checkpoint_every=8, val_queries=0, length_window=3))
+    history = read_history(tmp_path)
+    assert history["step"].tolist()[-1] == 8
+    assert history["loss"].iloc[-2:].mean() < history["loss"].iloc[:2].mean()
+
+
 def test_lora_trains_adapters_only_and_exports_a_merged_plain_model(prepared, tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
     from sentence_transformers import SentenceTransformer

@@ -29,6 +29,9 @@ class TrainConfig:
     grad_cache_chunk: int = field(default=0, metadata={
         "help": "cached-gradient (GradCache) mode: texts per forward pass, while every query still sees the "
                 "negatives of the whole --batch-size of every worker (0 = off)"})
+    length_window: int = field(default=0, metadata={
+        "help": "sort this many micro-batches by product-text length and re-cut them, so each pads less "
+                "(faster; the same pairs and steps, other in-batch neighbours; 0 = off)"})
     lr: float = field(default=3e-5, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps spent warming up"})
@@ -184,6 +187,7 @@ class TrainConfig:
             check_range(name, getattr(self, name), 1)
         check_range("lr", self.lr, 0.0, low_inclusive=False)
         check_range("catalogue_pairs", self.catalogue_pairs, 0)
+        check_range("length_window", self.length_window, 0)
         check_range("query_typos", self.query_typos, 0.0, 1.0)
         check_range("mine_margin", self.mine_margin, 0.0, 1.0)
         check_range("lora_rank", self.lora_rank, 0)

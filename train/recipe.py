@@ -403,6 +403,11 @@ def train_loop(config: dict) -> None:
     total = config["total_steps"]
     while state["epoch"] < cfg.epochs and state["step"] < total:
         batches = shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True)
+        if cfg.length_window > 1:
+            from train.batching import length_grouped
+
+            batches = length_grouped(batches, cfg.length_window,
+                                     np.random.default_rng([cfg.seed, rank, state["epoch"]]))
         skip = state["micro_in_epoch"]
         for batch in _in_step(batches):
             if skip:
