@@ -12,7 +12,7 @@ the ratio of the medians is reported, because on a 2-core machine one run moves 
 Needs the `bench` extra (datasets) and `firstlight prepare` output. Usage:
 
     python benchmarks/bench_train_throughput.py [--pairs 3200] [--batch-size 32] [--max-length 64] [--rounds 2]
-        [--precision fp32|bf16] [--mixed-precision auto|weights] [--length-window 16]
+        [--precision fp32|bf16] [--mixed-precision auto|weights] [--length-window 0]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import update_section  # noqa: E402
 from firstlight.paths import default_workdir  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
 
 
 def steady_rate(step_ends: dict[int, float], batch: int, warmup: int) -> float:
@@ -102,15 +103,16 @@ def main() -> None:
     parser.add_argument("--mixed-precision", choices=("auto", "weights"), default="auto",
                         help="FirstLight's bf16 mode: auto (autocast on CPU) or weights (DeepSpeed's 16-bit "
                              "weights with fp32 master copies, ZeRO-1)")
-    parser.add_argument("--length-window", type=int, default=0,
-                        help="FirstLight's --length-window: micro-batches regrouped by text length (0 = off)")
+    default_window = TrainConfig.__dataclass_fields__["length_window"].default
+    parser.add_argument("--length-window", type=int, default=default_window,
+                        help="FirstLight's --length-window: micro-batches regrouped by product length (default: the "
+                             "recipe's, %(default)s; 0 forms batches as sentence-transformers does)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from dataclasses import replace
 
     from firstlight.runtime import ensure_ray, setup_logging
-    from train.config import TrainConfig
     from train.pairs import build_pairs
 
     setup_logging()
@@ -143,7 +145,7 @@ all-MiniLM-L6-v2, max length {args.max_length} for queries and products, in-batc
 AdamW lr 3e-5, dropout on (the model's 0.1) in both, {os.cpu_count()} CPU threads. Pairs/s: steady state, after step {args.warmup_steps}, the same
 way for both. sentence-transformers: `SentenceTransformerTrainer` + MultipleNegativesRankingLoss in
 one process; FirstLight: the recipe (Ray Train, DeepSpeed ZeRO-{cfg.zero_stage_in_use}{", torch_autocast" if cfg.autocast else ""}{", 16-bit weights" if cfg.precision == "bf16" and not cfg.autocast else ""}, 1 worker; tokens materialised by
-Ray Data before training{f"; micro-batches regrouped by product length, {args.length_window} at a time (`--length-window`), which sentence-transformers does not do" if args.length_window else ""}). Wall time includes each trainer's start-up (Ray's, on the first round).
+Ray Data before training{f"; micro-batches regrouped by product length, {args.length_window} at a time (`--length-window`), which sentence-transformers does not do" if args.length_window > 1 else "; batches formed as sentence-transformers forms them (`--length-window 0`)"}). Wall time includes each trainer's start-up (Ray's, on the first round).
 
 | round | sentence-transformers pairs/s | wall s | FirstLight pairs/s | wall s | ratio |
 |---|---|---|---|---|---|
@@ -156,8 +158,9 @@ Ray Data before training{f"; micro-batches regrouped by product length, {args.le
                 (args.mixed_precision == "weights", "--mixed-precision weights", "_weights", "16-bit weights"),
                 (args.batch_size != 32, f"--batch-size {args.batch_size} --pairs {args.pairs}",
                  f"_b{args.batch_size}", f"batch {args.batch_size}"),
-                (args.length_window > 1, f"--length-window {args.length_window}", f"_lw{args.length_window}",
-                 "length-grouped batches")]
+                (args.length_window != default_window, f"--length-window {args.length_window}",
+                 f"_lw{args.length_window}", "batches not grouped by length" if args.length_window <= 1
+                 else f"length window {args.length_window}")]
     chosen = [s for s in settings if s[0]]
     title = ", ".join(s[3] for s in chosen)
     update_section("train_throughput" + "".join(s[2] for s in chosen),

@@ -29,9 +29,9 @@ class TrainConfig:
     grad_cache_chunk: int = field(default=0, metadata={
         "help": "cached-gradient (GradCache) mode: texts per forward pass, while every query still sees the "
                 "negatives of the whole --batch-size of every worker (0 = off)"})
-    length_window: int = field(default=0, metadata={
+    length_window: int = field(default=16, metadata={
         "help": "sort this many micro-batches by product-text length and re-cut them, so each pads less "
-                "(faster; the same pairs and steps, other in-batch neighbours; 0 = off)"})
+                "(faster; the same pairs and steps, other in-batch neighbours; 0 or 1 = off)"})
     lr: float = field(default=3e-5, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps spent warming up"})
