@@ -64,7 +64,7 @@ class TrainConfig:
                 "both (judged where there is one, else mined)"})
     mine_from: str = field(default="index", metadata={
         "help": "what ranks the catalogue for mined near-misses: index (the zero-shot encoder's FAISS index) "
-                "or bm25 (lexical near-misses: same words, judged or likely irrelevant)"})
+                "or bm25 (products sharing the query's words; needs no index)"})
     mine_index_dir: str | None = field(default=None, metadata={
         "help": "zero-shot index to mine near-misses from (the output of `index`); default PREPARED/../index"})
     mine_depth: int = field(default=30, metadata={"help": "mined negatives come from the top this many"})
