@@ -167,20 +167,19 @@ class TrainConfig:
                                   f"{self.batch_size}", "pick a chunk that divides --batch-size, e.g. 32 for 256")
         check_choice("placement_strategy", self.placement_strategy, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         check_choice("hard_negatives", self.hard_negatives, ("none", "judged", "mined", "both"))
-        # cloud URIs are checked where training fetches them (train.recipe._on_local_paths)
         check_choice("mine_from", self.mine_from, ("index", "bm25"))
         if self.mine_from == "bm25" and self.mine_margin:
             raise ConfigError("mine_margin", "compares zero-shot encoder scores, which BM25 mining does not have",
                               "use --mine-margin 0 with --mine-from bm25, or mine from the index")
-        if self.hard_negatives in ("mined", "both") and self.mine_from == "bm25":
-            check_range("mine_skip", self.mine_skip, 0, self.mine_depth - 1)
-        elif self.mines_index and self.prepared_dir and not is_uri(self.prepared_dir):
+        # cloud URIs are checked where training fetches them (train.recipe._on_local_paths)
+        if self.mines_index and self.prepared_dir and not is_uri(self.prepared_dir):
             if not self.mine_index_dir:
                 self.mine_index_dir = str(Path(self.prepared_dir).parent / "index")
             if not is_uri(self.mine_index_dir) and not (Path(self.mine_index_dir) / "index.faiss").exists():
                 raise ConfigError("mine_index_dir", f"no zero-shot index in {self.mine_index_dir} to mine negatives from",
                                   "run `firstlight embed` and `firstlight index` first (or `firstlight demo`), "
                                   "or pass --mine-index-dir")
+        if self.hard_negatives in ("mined", "both"):
             check_range("mine_skip", self.mine_skip, 0, self.mine_depth - 1)
         for name in ("epochs", "batch_size", "num_workers", "query_max_length", "product_max_length",
                      "keep_checkpoints", "report_every"):

@@ -123,7 +123,7 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
     if cfg.hard_negatives in ("mined", "both") and cfg.mine_from == "bm25":
         mined = mine_lexical_near_misses([q for q, _ in groups], catalogue, not_negative,
                                          cfg.mine_depth, cfg.mine_skip)
-    elif cfg.hard_negatives in ("mined", "both"):
+    elif cfg.mines_index:
         mined = mine_near_misses([q for q, _ in groups], Path(cfg.mine_index_dir), not_negative,
                                  cfg.mine_depth, cfg.mine_skip, positive_ids, cfg.mine_margin)
     rows = []
