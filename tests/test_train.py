@@ -154,6 +154,7 @@ def test_worker_failure_is_recovered_from_the_last_checkpoint(prepared, tiny_mod
     (["--placement-strategy", "EVERYWHERE"], "placement_strategy", "STRICT_SPREAD"),
     (["--train-splits", "train,test"], "train_splits", "use train or train,val"),
     (["--train-splits", "train,val"], "train_splits", "--val-queries 0"),
+    (["--layer-lr-decay", "1.5"], "layer_lr_decay", "(0, 1]"),
 ])
 def test_bad_training_config_fails_before_any_worker(prepared, flags, field, hint, capsys):
     code = main(["train", "--prepared-dir", str(prepared), *flags])
@@ -403,6 +404,22 @@ def test_length_grouped_batches_train_every_planned_step_and_learn(prepared, tin
     history = read_history(tmp_path)
     assert history["step"].tolist()[-1] == 8
     assert history["loss"].iloc[-2:].mean() < history["loss"].iloc[:2].mean()
+
+
+def test_layer_lr_decay_moves_lower_layers_less_through_deepspeed(prepared, tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from train.recipe import export_checkpoint, fit, read_history
+
+    result = fit(tiny_config(prepared, tiny_model_dir, tmp_path / "run", num_workers=1, cpus_per_worker=1,
+                             grad_accum=1, max_steps=4, checkpoint_every=4, val_queries=0, layer_lr_decay=0.5))
+    rates = read_history(tmp_path / "run")["lr"]
+    assert 5e-4 < rates.max() <= 1e-3  # logs report the top layer's rate, not a lower layer's share
+    exported = load_file(export_checkpoint(Path(result.checkpoint.path), tmp_path / "model") / "model.safetensors")
+    original = load_file(Path(tiny_model_dir) / "model.safetensors")
+    moved = [float((exported[n] - original[n]).abs().mean())
+             for n in (f"encoder.layer.{i}.intermediate.dense.weight" for i in (0, 1))]
+    assert 0.3 < moved[0] / moved[1] < 0.75  # the lower layer moved about half as far as the one above
 
 
 def test_lora_trains_adapters_only_and_exports_a_merged_plain_model(prepared, tiny_model_dir, tmp_path):

@@ -34,6 +34,9 @@ class TrainConfig:
                 "(faster; the same pairs and steps, other in-batch neighbours; 0 or 1 = off)"})
     lr: float = field(default=3e-5, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    layer_lr_decay: float = field(default=1.0, metadata={
+        "help": "layer-wise learning-rate decay: each transformer layer (and the embeddings below them) "
+                "trains at this share of the rate of the layer above; the top layer at --lr (1 = off)"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps spent warming up"})
     schedule: str = field(default="linear", metadata={"help": "linear or cosine decay after warmup"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
@@ -158,6 +161,9 @@ class TrainConfig:
             raise ConfigError("grad_accum", f"{self.grad_accum} micro-batches per step",
                               "use 1 or more (1 = no accumulation)")
         check_choice("schedule", self.schedule, ("linear", "cosine"))
+        if not 0 < self.layer_lr_decay <= 1:
+            raise ConfigError("layer_lr_decay", f"{self.layer_lr_decay} is not a share of the layer above's rate",
+                              "use a value in (0, 1], e.g. 0.8; 1 turns layer-wise decay off")
         if self.grad_cache_chunk:
             if self.grad_accum != 1:
                 raise ConfigError("grad_cache_chunk", "cached gradients replace accumulation",

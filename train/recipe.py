@@ -35,6 +35,7 @@ import torch.distributed as dist
 
 from firstlight import storage
 from train.config import TrainConfig
+from train.param_groups import optimizer_groups
 
 log = logging.getLogger(__name__)
 STATE_TAG = "state"
@@ -194,11 +195,8 @@ class _Engine:
 
     def __init__(self, cfg: TrainConfig, model, total_steps: int, world_size: int):
         self.cfg = cfg
-        no_decay = ("bias", "LayerNorm.weight")
-        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # LoRA freezes the rest
-        groups = [{"params": [p for n, p in trainable if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
-                  {"params": [p for n, p in trainable if n.endswith(no_decay)], "weight_decay": 0.0}]
-        groups = [g for g in groups if g["params"]]
+        groups = optimizer_groups(model.named_parameters(), cfg.lr, cfg.weight_decay, cfg.layer_lr_decay,
+                                  getattr(model.config, "num_hidden_layers", 0))
         # The fused kernel (CPU and GPU): one pass over all parameters instead of a loop of small ops.
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
         scheduler = _scheduler(optimizer, cfg, total_steps)
