@@ -28,12 +28,16 @@ def settings(cfg: dict) -> str:
     parts = [f"positives >= {cfg.get('positive_at', 2.5):g}", f"batch {cfg['batch_size']}"]
     if cfg.get("grad_cache_chunk"):
         parts[-1] += " (cached gradients)"
-    parts.append(f"{cfg['hard_negatives']} negatives")
-    if cfg.get("mine_from") == "bm25" and cfg["hard_negatives"] in ("mined", "both"):
+    mined = cfg["hard_negatives"] in ("mined", "both", "judged+mined")
+    parts.append("a judged and a mined negative per pair" if cfg["hard_negatives"] == "judged+mined"
+                 else f"{cfg['hard_negatives']} negatives")
+    if cfg.get("mine_from") == "bm25" and mined:
         parts[-1] += " (mined by BM25)"
-    if cfg.get("mine_margin") and cfg["hard_negatives"] in ("mined", "both"):
+    if cfg.get("mine_margin") and mined:
         parts[-1] += f" (mined from the top {cfg['mine_depth']} below {cfg['mine_margin']:g} x the best positive)"
     parts.append(f"lr {cfg['lr']:g}")
+    if cfg.get("layer_lr_decay", 1.0) != 1.0:
+        parts.append(f"layer-wise lr decay {cfg['layer_lr_decay']:g}")
     if cfg.get("length_window", 0) > 1:
         parts.append(f"batches grouped by length ({cfg['length_window']} at a time)")
     if cfg.get("epochs", 1) != 1:

@@ -49,13 +49,14 @@ class DemoConfig:
     train_num_workers: int = field(default=1, metadata={"help": "Ray Train workers"})
     train_cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs per training worker"})
     train_use_gpu: bool = field(default=False, metadata={"help": "one GPU per training worker"})
-    train_hard_negatives: str = field(default="both", metadata={"help": "none, judged, mined or both"})
+    train_hard_negatives: str = field(default="both", metadata={"help": "none, judged, mined, both or judged+mined"})
     train_precision: str = field(default="fp32", metadata={"help": "fp32, bf16 or fp16 (GPU)"})
 
     def validate(self) -> None:
         check_choice("dataset", self.dataset, ("auto", "homedepot", "wands"))
         if self.finetune:  # bad training settings fail before any work (the rest when training starts)
-            check_choice("train_hard_negatives", self.train_hard_negatives, ("none", "judged", "mined", "both"))
+            check_choice("train_hard_negatives", self.train_hard_negatives,
+                         ("none", "judged", "mined", "both", "judged+mined"))
             check_choice("train_precision", self.train_precision, ("fp32", "bf16", "fp16"))
             for name in ("train_epochs", "train_batch_size", "train_num_workers"):
                 check_range(name, getattr(self, name), 1)

@@ -295,6 +295,49 @@ def test_bm25_mined_negatives_share_the_query_words_and_skip_the_top(prepared, t
     assert not any((q, n) in not_negative for q, n in zip(negatives["query"], negatives["negative"]))
 
 
+def test_judged_plus_mined_pairs_carry_both_negatives_and_never_a_known_positive(prepared, tiny_model_dir, tmp_path):
+    from data_pipeline.prepare import load_catalogue, load_split
+    from train.pairs import build_pairs, text_key
+
+    judged = build_pairs(prepared, tiny_config(prepared, tiny_model_dir, tmp_path, hard_negatives="judged"))
+    mined = build_pairs(prepared, tiny_config(prepared, tiny_model_dir, tmp_path, hard_negatives="mined",
+                                              mine_from="bm25"))
+    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, hard_negatives="judged+mined", mine_from="bm25")
+    cfg.validate()
+    two = build_pairs(prepared, cfg)
+    # the same rows, in the same order; the judged negatives of "judged", the mined ones of "mined"
+    for column in ("query", "positive"):
+        assert two[column].tolist() == judged[column].tolist() == mined[column].tolist()
+    assert two[["negative", "has_negative"]].equals(judged[["negative", "has_negative"]])
+    assert two["negative2"].tolist() == mined["negative"].tolist()
+    assert two["has_negative2"].tolist() == mined["has_negative"].tolist()
+    assert two["has_negative2"].sum() > two["has_negative"].sum() > 0
+    text = load_catalogue(prepared).set_index("product_id")["text"]
+    train = load_split(prepared, "train")
+    relevant = train[train["relevance"] > cfg.negative_at]
+    not_negative = set(zip(relevant["query"], text[relevant["product_id"]].to_numpy()))
+    rows = two[two["has_negative2"]]
+    assert not any((q, n) in not_negative for q, n in zip(rows["query"], rows["negative2"]))
+    assert (two["negative2_key"] == two["negative2"].map(text_key)).all()
+
+
+@pytest.mark.parametrize("grad_cache_chunk", [0, 4])
+def test_two_hard_negatives_per_pair_reach_the_loss_in_both_step_kinds(prepared, tiny_model_dir, tmp_path,
+                                                                       grad_cache_chunk):
+    from train.recipe import fit, read_history
+
+    def run(hard_negatives, out):
+        fit(tiny_config(prepared, tiny_model_dir, out, num_workers=1, cpus_per_worker=1, grad_accum=1,
+                        batch_size=16, grad_cache_chunk=grad_cache_chunk, max_steps=3, checkpoint_every=3,
+                        val_queries=0, hard_negatives=hard_negatives, mine_from="bm25"))
+        return read_history(out)
+
+    two, one = run("judged+mined", tmp_path / "two"), run("judged", tmp_path / "one")
+    assert two["step"].tolist() == [1, 2, 3]
+    # the same batches (same seed) plus a mined near-miss for most rows: far more negatives per query
+    assert (two["negatives_per_query"] >= one["negatives_per_query"] + 8).all()
+
+
 @pytest.mark.parametrize("overrides, field", [(dict(mine_from="bm26"), "mine_from"),
                                               (dict(mine_from="bm25", mine_margin=0.9), "mine_margin")])
 def test_bad_mining_source_is_a_config_error(prepared, tiny_model_dir, tmp_path, overrides, field):

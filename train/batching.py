@@ -18,8 +18,9 @@ import torch
 
 
 def text_lengths(batch: dict) -> torch.Tensor:
-    """Per pair, the longer of its positive and hard-negative texts, in tokens (the product side's cost)."""
-    return torch.maximum(batch["positive_mask"].sum(dim=1), batch["negative_mask"].sum(dim=1))
+    """Per pair, the longest of its positive and hard-negative texts, in tokens (the product side's cost)."""
+    products = [batch[key].sum(dim=1) for key in ("positive_mask", "negative_mask", "negative2_mask") if key in batch]
+    return torch.stack(products).amax(dim=0)
 
 
 def length_grouped(batches: Iterable[dict], window: int, rng: np.random.Generator) -> Iterator[dict]:

@@ -64,7 +64,8 @@ class TrainConfig:
     positive_at: float = field(default=2.5, metadata={"help": "relevance from which a judged product is a positive"})
     hard_negatives: str = field(default="judged", metadata={
         "help": "none; judged (judged <= negative_at); mined (near-misses from the zero-shot index); "
-                "both (judged where there is one, else mined)"})
+                "both (judged where there is one, else mined); judged+mined (one of each per pair, each where "
+                "there is one: two hard negatives, three product texts to encode per pair)"})
     mine_from: str = field(default="index", metadata={
         "help": "what ranks the catalogue for mined near-misses: index (the zero-shot encoder's FAISS index) "
                 "or bm25 (products sharing the query's words; needs no index)"})
@@ -116,7 +117,12 @@ class TrainConfig:
     @property
     def mines_index(self) -> bool:
         """Mined negatives come from the zero-shot FAISS index (not BM25), which must then exist."""
-        return self.hard_negatives in ("mined", "both") and self.mine_from == "index"
+        return self.mines and self.mine_from == "index"
+
+    @property
+    def mines(self) -> bool:
+        """Some hard negatives are mined near-misses."""
+        return self.hard_negatives in ("mined", "both", "judged+mined")
 
     @property
     def autocast(self) -> bool:
@@ -172,7 +178,7 @@ class TrainConfig:
                 raise ConfigError("grad_cache_chunk", f"{self.grad_cache_chunk} does not divide the batch size "
                                   f"{self.batch_size}", "pick a chunk that divides --batch-size, e.g. 32 for 256")
         check_choice("placement_strategy", self.placement_strategy, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
-        check_choice("hard_negatives", self.hard_negatives, ("none", "judged", "mined", "both"))
+        check_choice("hard_negatives", self.hard_negatives, ("none", "judged", "mined", "both", "judged+mined"))
         check_choice("mine_from", self.mine_from, ("index", "bm25"))
         if self.mine_from == "bm25" and self.mine_margin:
             raise ConfigError("mine_margin", "compares zero-shot encoder scores, which BM25 mining does not have",
@@ -185,7 +191,7 @@ class TrainConfig:
                 raise ConfigError("mine_index_dir", f"no zero-shot index in {self.mine_index_dir} to mine negatives from",
                                   "run `firstlight embed` and `firstlight index` first (or `firstlight demo`), "
                                   "or pass --mine-index-dir")
-        if self.hard_negatives in ("mined", "both"):
+        if self.mines:
             check_range("mine_skip", self.mine_skip, 0, self.mine_depth - 1)
         for name in ("epochs", "batch_size", "num_workers", "query_max_length", "product_max_length",
                      "keep_checkpoints", "report_every"):

@@ -1,7 +1,7 @@
 """Training pairs from the prepared train split, tokenised by Ray Data.
 
-Each row is one judged positive (relevance >= positive_at) with the query, the product's text and at
-most one hard negative, chosen by ``hard_negatives``:
+Each row is one judged positive (relevance >= positive_at) with the query, the product's text and
+hard negatives chosen by ``hard_negatives`` (at most one, or two with ``judged+mined``):
 
 - ``judged``: a product judged irrelevant for the same query (relevance <= negative_at);
 - ``mined``: a near-miss: a product ranked between ``mine_skip`` and ``mine_depth`` for the query
@@ -11,7 +11,11 @@ most one hard negative, chosen by ``hard_negatives``:
   nearly the same; ``mine_margin`` also drops any scored nearly as high as the query's best known
   positive) or BM25 (products sharing the query's words: the other sizes, models and brands that
   a dense encoder confuses with the one asked for);
-- ``both``: the judged negative where the query has one, else a mined one.
+- ``both``: the judged negative where the query has one, else a mined one;
+- ``judged+mined``: both kinds at once, each where there is one: the judged negative in
+  ``negative`` and a mined near-miss in a second column, ``negative2``. Every query then also sees
+  the near-misses it is most easily confused with, not only what raters rejected; the product side
+  encodes three texts per pair instead of two.
 
 ``query_typos`` gives that share of the rows' queries one typo (train.typos), keeping the clean
 query's key.
@@ -120,29 +124,32 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
     positive_ids = {q: g[g["relevance"] >= cfg.positive_at]["product_id"].tolist() for q, g in groups}
     not_negative = {q: set(g[g["relevance"] > cfg.negative_at]["product_id"]) for q, g in groups}
     mined = {}
-    if cfg.hard_negatives in ("mined", "both") and cfg.mine_from == "bm25":
+    if cfg.mines and cfg.mine_from == "bm25":
         mined = mine_lexical_near_misses([q for q, _ in groups], catalogue, not_negative,
                                          cfg.mine_depth, cfg.mine_skip)
     elif cfg.mines_index:
         mined = mine_near_misses([q for q, _ in groups], Path(cfg.mine_index_dir), not_negative,
                                  cfg.mine_depth, cfg.mine_skip, positive_ids, cfg.mine_margin)
+    two = cfg.hard_negatives == "judged+mined"
     rows = []
     for query, group in groups:
         negatives = group[group["relevance"] <= cfg.negative_at]["product_id"].tolist() \
-            if cfg.hard_negatives in ("judged", "both") else []
-        if not negatives:
+            if cfg.hard_negatives in ("judged", "both", "judged+mined") else []
+        if not negatives and not two:
             negatives = mined.get(query, [])
         # A catalogue may list one title under several ids: a "negative" whose text equals a
         # relevant product's text would teach the model a contradiction.
         keep_out = {text[p] for p in not_negative[query]}
         negatives = [n for n in negatives if text[n] not in keep_out]
+        near = [n for n in mined.get(query, []) if text[n] not in keep_out] if two else []
         for i, pid in enumerate(positive_ids[query]):
-            neg = negatives[i % len(negatives)] if negatives else None
-            rows.append((query, text[pid], text[neg] if neg else "", neg is not None))
+            row = (query, text[pid], *_negative(negatives, i, text))
+            rows.append(row + _negative(near, i, text) if two else row)
+    columns = ["query", "positive", "negative", "has_negative"] + (["negative2", "has_negative2"] if two else [])
     if cfg.catalogue_pairs:
-        rows += title_pseudo_queries(text, cfg.catalogue_pairs, cfg.seed)
-    pairs = pd.DataFrame(rows, columns=["query", "positive", "negative", "has_negative"])
-    for column in ("query", "positive", "negative"):
+        rows += [row + ("", False) if two else row for row in title_pseudo_queries(text, cfg.catalogue_pairs, cfg.seed)]
+    pairs = pd.DataFrame(rows, columns=columns)
+    for column in negative_columns(pairs.columns, ("query", "positive", "negative")):
         pairs[f"{column}_key"] = pairs[column].map(text_key).astype(np.int64)
     if cfg.query_typos:
         # after the keys: a misspelt query keeps its clean query's key, so the loss still knows the
@@ -150,6 +157,16 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
         pairs["query"] = with_typos(pairs["query"], cfg.query_typos, cfg.seed)
     pairs = pairs.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
     return pairs.head(cfg.max_pairs) if cfg.max_pairs else pairs
+
+
+def _negative(candidates: list, i: int, text) -> tuple[str, bool]:
+    """(text, present) of the i-th positive's negative, cycling over the query's candidates."""
+    return (text[candidates[i % len(candidates)]], True) if candidates else ("", False)
+
+
+def negative_columns(columns, base=("negative",)) -> list[str]:
+    """``base`` plus the second hard-negative column where the pairs have one (judged+mined)."""
+    return [*base, "negative2"] if "negative2" in columns else list(base)
 
 
 def with_typos(queries: pd.Series, share: float, seed: int) -> pd.Series:
@@ -185,7 +202,8 @@ def title_pseudo_queries(text: pd.Series, n: int, seed: int) -> list[tuple]:
 
 
 class Tokenize:
-    """Ray Data callable class: fixed-length token ids for the three texts of each pair."""
+    """Ray Data callable class: fixed-length token ids for the texts of each pair (three, or four
+    with a second hard negative)."""
 
     def __init__(self, model_path: str, query_max_length: int, product_max_length: int):
         from transformers import AutoTokenizer
@@ -194,13 +212,17 @@ class Tokenize:
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.normalize = normalize_text
-        self.lengths = {"query": query_max_length, "positive": product_max_length, "negative": product_max_length}
+        self.lengths = {"query": query_max_length, "positive": product_max_length, "negative": product_max_length,
+                        "negative2": product_max_length}
 
     def __call__(self, batch: pa.Table) -> dict:
-        out = {"has_negative": np.asarray(batch["has_negative"].to_numpy(zero_copy_only=False), dtype=bool)}
-        for column in ("query_key", "positive_key", "negative_key"):
-            out[column] = np.asarray(batch[column].to_numpy(zero_copy_only=False), dtype=np.int64)
-        for column, length in self.lengths.items():
+        texts = negative_columns(batch.column_names, ("query", "positive", "negative"))
+        out = {}
+        for column in negative_columns(batch.column_names):
+            out[f"has_{column}"] = np.asarray(batch[f"has_{column}"].to_numpy(zero_copy_only=False), dtype=bool)
+        for column in texts:
+            out[f"{column}_key"] = np.asarray(batch[f"{column}_key"].to_numpy(zero_copy_only=False), dtype=np.int64)
+        for column, length in ((c, self.lengths[c]) for c in texts):
             enc = self.tokenizer([self.normalize(t) for t in batch[column].to_pylist()], padding="max_length",
                                  truncation=True, max_length=length, return_tensors="np")
             out[f"{column}_ids"] = enc["input_ids"].astype(np.int64)

@@ -70,8 +70,9 @@ def fit(cfg: TrainConfig):
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps) if total_steps else cfg.max_steps
-    log.info("[train] %d pairs (%d with a hard negative); %d worker(s) x batch %d x accumulation %d; %d steps",
-             len(pairs), int(pairs["has_negative"].sum()), cfg.num_workers, cfg.batch_size, cfg.grad_accum,
+    second = f", {int(pairs['has_negative2'].sum())} with a second (mined)" if "has_negative2" in pairs else ""
+    log.info("[train] %d pairs (%d with a hard negative%s); %d worker(s) x batch %d x accumulation %d; %d steps",
+             len(pairs), int(pairs["has_negative"].sum()), second, cfg.num_workers, cfg.batch_size, cfg.grad_accum,
              total_steps)
     if cfg.strategy == "deepspeed":
         log.info("[train] DeepSpeed ZeRO-%d%s, %s%s", cfg.zero_stage_in_use,
@@ -286,7 +287,7 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
     chunk, n = cfg.grad_cache_chunk, len(batch["query_ids"])
     texts = {"query": ("query_ids", "query_mask"), "positive": ("positive_ids", "positive_mask")}
     if cfg.hard_negatives != "none":
-        texts["negative"] = ("negative_ids", "negative_mask")
+        texts.update({name: (f"{name}_ids", f"{name}_mask") for name in _negative_names(batch)})
     starts = range(0, n, chunk)
     rng, reps = {}, {}
     with torch.no_grad():
@@ -296,7 +297,7 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
                 rng[name, s] = _rng_state()
                 parts.append(engine.embed(batch[ids][s:s + chunk], batch[mask][s:s + chunk]))
             reps[name] = torch.cat(parts).requires_grad_()
-    negatives = reps.get("negative")
+    negatives = torch.cat([reps[name] for name in _negative_names(batch)]) if "negative" in reps else None
     loss, seen = _loss(cfg, engine, batch, reps["query"], reps["positive"], negatives)
     loss.backward()
     after = _rng_state()
@@ -316,11 +317,20 @@ def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives):
     """InfoNCE as the config sets it; the one call site of both step kinds, so they cannot drift apart."""
     from train.loss import info_nce
 
+    # A second hard negative (judged+mined) joins the first as more rows of the batch's shared
+    # candidates: in-batch InfoNCE scores every query against every negative row anyway.
+    names = _negative_names(batch)
     keys = None  # None: the config turns false-negative masking off
     if cfg.mask_duplicates:
-        keys = {k: batch[f"{k}_key"].to(engine.device) for k in ("query", "positive", "negative")}
-    return info_nce(queries, positives, negatives, batch["has_negative"].to(engine.device),
-                    scale=cfg.scale, keys=keys, symmetric=cfg.symmetric_loss)
+        keys = {k: batch[f"{k}_key"].to(engine.device) for k in ("query", "positive")}
+        keys["negative"] = torch.cat([batch[f"{name}_key"] for name in names]).to(engine.device)
+    present = torch.cat([batch[f"has_{name}"] for name in names]).to(engine.device)
+    return info_nce(queries, positives, negatives, present, scale=cfg.scale, keys=keys, symmetric=cfg.symmetric_loss)
+
+
+def _negative_names(batch: dict) -> list[str]:
+    """The batch's hard-negative text columns: negative, and negative2 with judged+mined."""
+    return ["negative", "negative2"] if "negative2_ids" in batch else ["negative"]
 
 
 def _rng_state():
@@ -420,8 +430,9 @@ def train_loop(config: dict) -> None:
                 if cfg.hard_negatives == "none":  # no negative texts to encode: half the product-side work
                     positives, negatives = engine.embed(batch["positive_ids"], batch["positive_mask"]), None
                 else:
-                    docs = engine.embed(torch.cat([batch["positive_ids"], batch["negative_ids"]]),
-                                        torch.cat([batch["positive_mask"], batch["negative_mask"]]))
+                    products = ["positive", *_negative_names(batch)]
+                    docs = engine.embed(torch.cat([batch[f"{name}_ids"] for name in products]),
+                                        torch.cat([batch[f"{name}_mask"] for name in products]))
                     positives, negatives = docs[: len(q)], docs[len(q):]
                 loss, negatives_seen = _loss(cfg, engine, batch, q, positives, negatives)
                 stepped = engine.backward_step(loss)
