@@ -20,3 +20,16 @@ def test_runs_not_on_this_machine_keep_their_recorded_rows():
 
 def test_a_first_table_is_the_runs_found():
     assert [r["run"] for r in merge([], [row("soup-x", 0.4, None), row("train-a", 0.38)])] == ["train-a", "soup-x"]
+
+
+def test_settings_name_the_options_that_differ():
+    from dataclasses import asdict
+
+    from benchmarks.ablation_table import settings
+    from train.config import TrainConfig
+
+    cfg = asdict(TrainConfig(hard_negatives="judged+mined", mine_from="bm25", layer_lr_decay=0.8, positive_at=2.33))
+    words = settings(cfg)
+    assert "a judged and a mined negative per pair (mined by BM25)" in words
+    assert "layer-wise lr decay 0.8" in words and "positives >= 2.33" in words
+    assert "layer-wise" not in settings(asdict(TrainConfig()))
