@@ -42,16 +42,16 @@ def random_init_copy(model_path: str, out: Path) -> str:
 
 
 def tokens_per_pair(cfg, model_path: str, sample: int = 2000) -> float:
-    """Mean real (unpadded) tokens of one training row's query, positive and hard negative."""
+    """Mean real (unpadded) tokens of one training row's query, positive and hard negative(s)."""
     from transformers import AutoTokenizer
 
-    from train.pairs import build_pairs
+    from train.pairs import build_pairs, negative_columns
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     rows = build_pairs(cfg.prepared_dir, cfg).head(sample)
     tokens = 0.0
-    for column, length in (("query", cfg.query_max_length), ("positive", cfg.product_max_length),
-                           ("negative", cfg.product_max_length)):
+    for column in negative_columns(rows.columns, ("query", "positive", "negative")):
+        length = cfg.query_max_length if column == "query" else cfg.product_max_length
         enc = tokenizer(rows[column].tolist(), truncation=True, max_length=length)
         tokens += sum(len(ids) for ids in enc["input_ids"]) / len(rows)
     return tokens
