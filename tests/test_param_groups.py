@@ -67,3 +67,10 @@ def test_the_schedule_keeps_each_layers_share(tiny_model):
 ])
 def test_layer_depth_reads_plain_and_adapter_names(name, depth):
     assert layer_depth(name, 6) == depth
+
+
+def test_layer_decay_on_a_model_without_bert_layer_names_says_it_does_nothing(caplog):
+    head = torch.nn.Linear(4, 4)
+    groups = optimizer_groups(head.named_parameters(), lr=1e-3, weight_decay=0.0, layer_lr_decay=0.8, num_layers=0)
+    assert {g["lr"] for g in groups} == {1e-3}
+    assert "found no embeddings" in caplog.text

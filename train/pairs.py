@@ -141,7 +141,9 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
         # relevant product's text would teach the model a contradiction.
         keep_out = {text[p] for p in not_negative[query]}
         negatives = [n for n in negatives if text[n] not in keep_out]
-        near = [n for n in mined.get(query, []) if text[n] not in keep_out] if two else []
+        # the second negative is never also the first: it would count twice among the candidates
+        near = [n for n in mined.get(query, []) if text[n] not in keep_out | {text[j] for j in negatives}] \
+            if two else []
         for i, pid in enumerate(positive_ids[query]):
             row = (query, text[pid], *_negative(negatives, i, text))
             rows.append(row + _negative(near, i, text) if two else row)

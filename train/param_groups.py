@@ -9,8 +9,10 @@ while the upper layers adapt to the catalogue. d = 1 trains every layer at the s
 
 from __future__ import annotations
 
+import logging
 import re
 
+log = logging.getLogger(__name__)
 _NO_DECAY = ("bias", "LayerNorm.weight")
 _LAYER = re.compile(r"(?:^|\.)layer\.(\d+)\.")
 
@@ -38,4 +40,7 @@ def optimizer_groups(named_parameters, lr: float, weight_decay: float, layer_lr_
             "params": [], "weight_decay": weight_decay if decays else 0.0,
             "lr": lr * layer_lr_decay ** (num_layers + 1 - depth)})
         group["params"].append(param)
+    if layer_lr_decay != 1.0 and {depth for depth, _ in groups} <= {num_layers + 1}:
+        log.warning("[train] --layer-lr-decay %g found no embeddings or `layer.N.` parameters in this model: "
+                    "every parameter trains at the top rate", layer_lr_decay)
     return [groups[key] for key in sorted(groups, key=lambda k: (-k[0], not k[1]))]
