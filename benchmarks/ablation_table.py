@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import RESULTS, update_section  # noqa: E402
 from firstlight.paths import default_workdir  # noqa: E402
-from train.config import TrainConfig  # noqa: E402
+from train.config import MINED_MODES, TrainConfig  # noqa: E402
 
 
 def settings(cfg: dict) -> str:
@@ -28,7 +28,7 @@ def settings(cfg: dict) -> str:
     parts = [f"positives >= {cfg.get('positive_at', 2.5):g}", f"batch {cfg['batch_size']}"]
     if cfg.get("grad_cache_chunk"):
         parts[-1] += " (cached gradients)"
-    mined = cfg["hard_negatives"] in ("mined", "both", "judged+mined")
+    mined = cfg["hard_negatives"] in MINED_MODES
     parts.append("a judged and a mined negative per pair" if cfg["hard_negatives"] == "judged+mined"
                  else f"{cfg['hard_negatives']} negatives")
     if cfg.get("mine_from") == "bm25" and mined:

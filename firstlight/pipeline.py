@@ -23,6 +23,7 @@ from firstlight import storage
 from firstlight.config import check_choice, check_range
 from firstlight.paths import HOMEDEPOT_ENV, default_homedepot_dir, default_workdir
 from serve.index import IndexConfig, run_index
+from train.config import HARD_NEGATIVE_MODES
 from train.encoder import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,7 @@ class DemoConfig:
     def validate(self) -> None:
         check_choice("dataset", self.dataset, ("auto", "homedepot", "wands"))
         if self.finetune:  # bad training settings fail before any work (the rest when training starts)
-            check_choice("train_hard_negatives", self.train_hard_negatives,
-                         ("none", "judged", "mined", "both", "judged+mined"))
+            check_choice("train_hard_negatives", self.train_hard_negatives, HARD_NEGATIVE_MODES)
             check_choice("train_precision", self.train_precision, ("fp32", "bf16", "fp16"))
             for name in ("train_epochs", "train_batch_size", "train_num_workers"):
                 check_range(name, getattr(self, name), 1)

@@ -16,10 +16,12 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
+from train.pairs import negative_columns
+
 
 def text_lengths(batch: dict) -> torch.Tensor:
     """Per pair, the longest of its positive and hard-negative texts, in tokens (the product side's cost)."""
-    products = [batch[key].sum(dim=1) for key in ("positive_mask", "negative_mask", "negative2_mask") if key in batch]
+    products = [batch[f"{name}_mask"].sum(dim=1) for name in ("positive", *negative_columns(batch))]
     return torch.stack(products).amax(dim=0)
 
 

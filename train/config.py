@@ -14,6 +14,12 @@ from firstlight.storage import is_uri
 from train.encoder import DEFAULT_MODEL, resolve_model_path
 
 
+# --hard-negatives: every mode, those that use judged negatives, those that mine near-misses
+HARD_NEGATIVE_MODES = ("none", "judged", "mined", "both", "judged+mined")
+JUDGED_MODES = ("judged", "both", "judged+mined")
+MINED_MODES = ("mined", "both", "judged+mined")
+
+
 @dataclass
 class TrainConfig:
     prepared_dir: str | None = field(default=None, metadata={"help": "output of `prepare` (train/val splits)"})
@@ -122,7 +128,7 @@ class TrainConfig:
     @property
     def mines(self) -> bool:
         """Some hard negatives are mined near-misses."""
-        return self.hard_negatives in ("mined", "both", "judged+mined")
+        return self.hard_negatives in MINED_MODES
 
     @property
     def autocast(self) -> bool:
@@ -178,7 +184,7 @@ class TrainConfig:
                 raise ConfigError("grad_cache_chunk", f"{self.grad_cache_chunk} does not divide the batch size "
                                   f"{self.batch_size}", "pick a chunk that divides --batch-size, e.g. 32 for 256")
         check_choice("placement_strategy", self.placement_strategy, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
-        check_choice("hard_negatives", self.hard_negatives, ("none", "judged", "mined", "both", "judged+mined"))
+        check_choice("hard_negatives", self.hard_negatives, HARD_NEGATIVE_MODES)
         check_choice("mine_from", self.mine_from, ("index", "bm25"))
         if self.mine_from == "bm25" and self.mine_margin:
             raise ConfigError("mine_margin", "compares zero-shot encoder scores, which BM25 mining does not have",

@@ -42,6 +42,7 @@ import pandas as pd
 import pyarrow as pa
 
 from data_pipeline.prepare import load_catalogue, load_split
+from train.config import JUDGED_MODES
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
     rows = []
     for query, group in groups:
         negatives = group[group["relevance"] <= cfg.negative_at]["product_id"].tolist() \
-            if cfg.hard_negatives in ("judged", "both", "judged+mined") else []
+            if cfg.hard_negatives in JUDGED_MODES else []
         if not negatives and not two:
             negatives = mined.get(query, [])
         # A catalogue may list one title under several ids: a "negative" whose text equals a
@@ -142,8 +143,8 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
         keep_out = {text[p] for p in not_negative[query]}
         negatives = [n for n in negatives if text[n] not in keep_out]
         # the second negative is never also the first: it would count twice among the candidates
-        near = [n for n in mined.get(query, []) if text[n] not in keep_out | {text[j] for j in negatives}] \
-            if two else []
+        taken = keep_out | {text[j] for j in negatives}
+        near = [n for n in mined.get(query, []) if text[n] not in taken] if two else []
         for i, pid in enumerate(positive_ids[query]):
             row = (query, text[pid], *_negative(negatives, i, text))
             rows.append(row + _negative(near, i, text) if two else row)
@@ -167,8 +168,11 @@ def _negative(candidates: list, i: int, text) -> tuple[str, bool]:
 
 
 def negative_columns(columns, base=("negative",)) -> list[str]:
-    """``base`` plus the second hard-negative column where the pairs have one (judged+mined)."""
-    return [*base, "negative2"] if "negative2" in columns else list(base)
+    """``base`` plus the second hard-negative column where the pairs have one (judged+mined).
+
+    ``columns``: a pairs table's column names or a tokenised batch's keys; both carry
+    ``has_negative2`` exactly when there is a second negative."""
+    return [*base, "negative2"] if "has_negative2" in columns else list(base)
 
 
 def with_typos(queries: pd.Series, share: float, seed: int) -> pd.Series:

@@ -35,6 +35,7 @@ import torch.distributed as dist
 
 from firstlight import storage
 from train.config import TrainConfig
+from train.pairs import negative_columns
 from train.param_groups import optimizer_groups
 
 log = logging.getLogger(__name__)
@@ -287,7 +288,7 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
     chunk, n = cfg.grad_cache_chunk, len(batch["query_ids"])
     texts = {"query": ("query_ids", "query_mask"), "positive": ("positive_ids", "positive_mask")}
     if cfg.hard_negatives != "none":
-        texts.update({name: (f"{name}_ids", f"{name}_mask") for name in _negative_names(batch)})
+        texts.update({name: (f"{name}_ids", f"{name}_mask") for name in negative_columns(batch)})
     starts = range(0, n, chunk)
     rng, reps = {}, {}
     with torch.no_grad():
@@ -297,7 +298,7 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
                 rng[name, s] = _rng_state()
                 parts.append(engine.embed(batch[ids][s:s + chunk], batch[mask][s:s + chunk]))
             reps[name] = torch.cat(parts).requires_grad_()
-    negatives = torch.cat([reps[name] for name in _negative_names(batch)]) if "negative" in reps else None
+    negatives = torch.cat([reps[name] for name in negative_columns(batch)]) if "negative" in reps else None
     loss, seen = _loss(cfg, engine, batch, reps["query"], reps["positive"], negatives)
     loss.backward()
     after = _rng_state()
@@ -319,18 +320,13 @@ def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives):
 
     # A second hard negative (judged+mined) joins the first as more rows of the batch's shared
     # candidates: in-batch InfoNCE scores every query against every negative row anyway.
-    names = _negative_names(batch)
+    names = negative_columns(batch)
     keys = None  # None: the config turns false-negative masking off
     if cfg.mask_duplicates:
         keys = {k: batch[f"{k}_key"].to(engine.device) for k in ("query", "positive")}
         keys["negative"] = torch.cat([batch[f"{name}_key"] for name in names]).to(engine.device)
     present = torch.cat([batch[f"has_{name}"] for name in names]).to(engine.device)
     return info_nce(queries, positives, negatives, present, scale=cfg.scale, keys=keys, symmetric=cfg.symmetric_loss)
-
-
-def _negative_names(batch: dict) -> list[str]:
-    """The batch's hard-negative text columns: negative, and negative2 with judged+mined."""
-    return ["negative", "negative2"] if "negative2_ids" in batch else ["negative"]
 
 
 def _rng_state():
@@ -430,7 +426,7 @@ def train_loop(config: dict) -> None:
                 if cfg.hard_negatives == "none":  # no negative texts to encode: half the product-side work
                     positives, negatives = engine.embed(batch["positive_ids"], batch["positive_mask"]), None
                 else:
-                    products = ["positive", *_negative_names(batch)]
+                    products = ["positive", *negative_columns(batch)]
                     docs = engine.embed(torch.cat([batch[f"{name}_ids"] for name in products]),
                                         torch.cat([batch[f"{name}_mask"] for name in products]))
                     positives, negatives = docs[: len(q)], docs[len(q):]
