@@ -62,6 +62,13 @@ def settings(cfg: dict) -> str:
         parts.append(f"typos in {cfg['query_typos']:.0%} of queries")
     if cfg.get("catalogue_pairs"):
         parts.append(f"+{cfg['catalogue_pairs']:,} title pseudo-queries")
+    if cfg.get("distil_index_dir"):
+        teacher = Path(cfg["distil_index_dir"]).name
+        if teacher == "index":  # a run's index folder: name the run
+            teacher = Path(cfg["distil_index_dir"]).parent.name.removeprefix("finetuned-")
+        parts.append(f"distilled from BM25 + {teacher} (dense weight {cfg.get('distil_dense_weight', 0.6):g}, "
+                     f"{cfg.get('distil_candidates', 2)} candidates, weight {cfg.get('distil_weight', 1.0):g}, "
+                     f"temperature {cfg.get('distil_temperature', 0.05):g})")
     if cfg.get("seed", 2026) != 2026:
         parts.append(f"seed {cfg['seed']}")
     if cfg.get("train_splits", "train") != "train":

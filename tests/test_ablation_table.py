@@ -33,3 +33,6 @@ def test_settings_name_the_options_that_differ():
     assert "a judged and a mined negative per pair (mined by BM25)" in words
     assert "layer-wise lr decay 0.8" in words and "positives >= 2.33" in words
     assert "layer-wise" not in settings(asdict(TrainConfig()))
+    cfg = asdict(TrainConfig(distil_index_dir="artifacts/homedepot/finetuned-train-x/index", distil_weight=0.5))
+    assert "distilled from BM25 + train-x (dense weight 0.6, 2 candidates, weight 0.5" in settings(cfg)
+    assert "distilled" not in settings(asdict(TrainConfig()))

@@ -142,7 +142,8 @@ def test_cached_gradient_step_equals_the_full_batch_gradient(tiny_model_dir):
     cfg = TrainConfig(batch_size=12, grad_cache_chunk=4, hard_negatives="judged")
 
     torch.manual_seed(5)  # same dropout draws in both: the cached step replays each chunk's randomness
-    loss, seen, stepped = _cached_step(Engine(), batch, cfg)
+    loss, logged, stepped = _cached_step(Engine(), batch, cfg)
+    seen = logged["negatives_per_query"]
     cached = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
 

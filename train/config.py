@@ -83,6 +83,19 @@ class TrainConfig:
         "help": "keep a mined near-miss only if its zero-shot score is below this share of the query's most "
                 "similar positive's, so likely unjudged positives are not used as negatives (e.g. 0.95; 0 = off)"})
     negative_at: float = field(default=1.67, metadata={"help": "relevance up to which a judged product is a hard negative"})
+    distil_index_dir: str | None = field(default=None, metadata={
+        "help": "distil BM25 fused with this index's encoder (the output of `index`, e.g. of a fine-tuned model) "
+                "into the encoder: each pair also learns the fused ranking of a few unjudged top products "
+                "(see train/distil.py; unset = off)"})
+    distil_candidates: int = field(default=2, metadata={"help": "unjudged teacher products per pair (each one more text to encode)"})
+    distil_depth: int = field(default=30, metadata={"help": "the teacher ranks this many products per query"})
+    distil_dense_weight: float = field(default=0.6, metadata={
+        "help": "the teacher's weight on the index encoder's normalised score (the rest on BM25's)"})
+    distil_positive_margin: float = field(default=0.0, metadata={
+        "help": "the teacher scores a judged positive this much above its best product (0: level with it)"})
+    distil_weight: float = field(default=1.0, metadata={"help": "weight of the distillation loss beside InfoNCE"})
+    distil_temperature: float = field(default=0.05, metadata={
+        "help": "the teacher's scores (0 to 1) are divided by this before their softmax"})
     # parameter-efficient fine-tuning
     lora_rank: int = field(default=0, metadata={"help": "LoRA adapter rank (0 = train every weight)"})
     lora_alpha: float = field(default=32.0, metadata={"help": "LoRA scaling numerator (update scale alpha/rank)"})
@@ -197,6 +210,16 @@ class TrainConfig:
                 raise ConfigError("mine_index_dir", f"no zero-shot index in {self.mine_index_dir} to mine negatives from",
                                   "run `firstlight embed` and `firstlight index` first (or `firstlight demo`), "
                                   "or pass --mine-index-dir")
+        if self.distil_index_dir:
+            if not is_uri(self.distil_index_dir) and not (Path(self.distil_index_dir) / "index.faiss").exists():
+                raise ConfigError("distil_index_dir", f"no FirstLight index in {self.distil_index_dir} to distil from",
+                                  "pass the output folder of `firstlight index` (built with the teacher encoder)")
+            check_range("distil_candidates", self.distil_candidates, 1)
+            check_range("distil_depth", self.distil_depth, self.distil_candidates)
+            check_range("distil_dense_weight", self.distil_dense_weight, 0.0, 1.0)
+            check_range("distil_weight", self.distil_weight, 0.0, low_inclusive=False)
+            check_range("distil_positive_margin", self.distil_positive_margin, 0.0)
+            check_range("distil_temperature", self.distil_temperature, 0.0, low_inclusive=False)
         if self.mines:
             check_range("mine_skip", self.mine_skip, 0, self.mine_depth - 1)
         for name in ("epochs", "batch_size", "num_workers", "query_max_length", "product_max_length",

@@ -17,6 +17,9 @@ hard negatives chosen by ``hard_negatives`` (at most one, or two with ``judged+m
   the near-misses it is most easily confused with, not only what raters rejected; the product side
   encodes three texts per pair instead of two.
 
+With ``distil_index_dir`` each row also carries a few unjudged products ranked high by BM25 fused
+with that index's encoder, and the teacher's scores for them and for the positive (train.distil).
+
 ``query_typos`` gives that share of the rows' queries one typo (train.typos), keeping the clean
 query's key.
 
@@ -43,6 +46,7 @@ import pyarrow as pa
 
 from data_pipeline.prepare import load_catalogue, load_split
 from train.config import JUDGED_MODES
+from train.distil import PRESENT, TEACHER, distil_columns, distil_row, fusion_teacher, row_candidates
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +136,10 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
         mined = mine_near_misses([q for q, _ in groups], Path(cfg.mine_index_dir), not_negative,
                                  cfg.mine_depth, cfg.mine_skip, positive_ids, cfg.mine_margin)
     two = cfg.hard_negatives == "judged+mined"
+    teacher, n_distil = {}, cfg.distil_candidates if cfg.distil_index_dir else 0
+    if n_distil:
+        teacher = fusion_teacher([q for q, _ in groups], Path(cfg.distil_index_dir), catalogue,
+                                 cfg.distil_depth, cfg.distil_dense_weight)
     rows = []
     for query, group in groups:
         negatives = group[group["relevance"] <= cfg.negative_at]["product_id"].tolist() \
@@ -145,12 +153,21 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
         # the second negative is never also the first: it would count twice among the candidates
         taken = keep_out | {text[j] for j in negatives}
         near = [n for n in mined.get(query, []) if text[n] not in taken] if two else []
+        judged = set(group["product_id"])
         for i, pid in enumerate(positive_ids[query]):
             row = (query, text[pid], *_negative(negatives, i, text))
-            rows.append(row + _negative(near, i, text) if two else row)
+            row = row + _negative(near, i, text) if two else row
+            if n_distil:
+                row += distil_row(*row_candidates(teacher.get(query, []), judged, keep_out, text, n_distil, i,
+                                                 cfg.distil_positive_margin),
+                                  n_distil)
+            rows.append(row)
     columns = ["query", "positive", "negative", "has_negative"] + (["negative2", "has_negative2"] if two else [])
-    if cfg.catalogue_pairs:
-        rows += [row + ("", False) if two else row for row in title_pseudo_queries(text, cfg.catalogue_pairs, cfg.seed)]
+    if n_distil:
+        columns += [f"distil{j + 1}" for j in range(n_distil)] + [TEACHER, PRESENT]
+    if cfg.catalogue_pairs:  # pseudo-queries have no teacher: their distillation columns are masked
+        rows += [row + (("", False) if two else ()) + (distil_row([], [], n_distil) if n_distil else ())
+                 for row in title_pseudo_queries(text, cfg.catalogue_pairs, cfg.seed)]
     pairs = pd.DataFrame(rows, columns=columns)
     for column in negative_columns(pairs.columns, ("query", "positive", "negative")):
         pairs[f"{column}_key"] = pairs[column].map(text_key).astype(np.int64)
@@ -218,8 +235,7 @@ class Tokenize:
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.normalize = normalize_text
-        self.lengths = {"query": query_max_length, "positive": product_max_length, "negative": product_max_length,
-                        "negative2": product_max_length}
+        self.query_max_length, self.product_max_length = query_max_length, product_max_length
 
     def __call__(self, batch: pa.Table) -> dict:
         texts = negative_columns(batch.column_names, ("query", "positive", "negative"))
@@ -228,7 +244,12 @@ class Tokenize:
             out[f"has_{column}"] = np.asarray(batch[f"has_{column}"].to_numpy(zero_copy_only=False), dtype=bool)
         for column in texts:
             out[f"{column}_key"] = np.asarray(batch[f"{column}_key"].to_numpy(zero_copy_only=False), dtype=np.int64)
-        for column, length in ((c, self.lengths[c]) for c in texts):
+        if PRESENT in batch.column_names:
+            out[PRESENT] = np.asarray(batch[PRESENT].to_numpy(zero_copy_only=False), dtype=bool)
+            out[TEACHER] = np.asarray(batch[TEACHER].to_pylist(), dtype=np.float32)
+        texts += distil_columns(batch.column_names)  # texts the loss scores, with no key of their own
+        for column in texts:
+            length = self.query_max_length if column == "query" else self.product_max_length
             enc = self.tokenizer([self.normalize(t) for t in batch[column].to_pylist()], padding="max_length",
                                  truncation=True, max_length=length, return_tensors="np")
             out[f"{column}_ids"] = enc["input_ids"].astype(np.int64)

@@ -35,6 +35,7 @@ import torch.distributed as dist
 
 from firstlight import storage
 from train.config import TrainConfig
+from train.distil import PRESENT, TEACHER, distil_columns
 from train.pairs import negative_columns
 from train.param_groups import optimizer_groups
 
@@ -75,6 +76,9 @@ def fit(cfg: TrainConfig):
     log.info("[train] %d pairs (%d with a hard negative%s); %d worker(s) x batch %d x accumulation %d; %d steps",
              len(pairs), int(pairs["has_negative"].sum()), second, cfg.num_workers, cfg.batch_size, cfg.grad_accum,
              total_steps)
+    if PRESENT in pairs:
+        log.info("[train] %d pairs also distil the teacher's ranking of %d unjudged products each",
+                 int(pairs[PRESENT].sum()), cfg.distil_candidates)
     if cfg.strategy == "deepspeed":
         log.info("[train] DeepSpeed ZeRO-%d%s, %s%s", cfg.zero_stage_in_use,
                  f" (asked {cfg.zero_stage}: one worker has nothing to shard)" if cfg.zero_stage_in_use != cfg.zero_stage
@@ -123,6 +127,8 @@ def _on_local_paths(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
         changes["prepared_dir"] = str(storage.pull(cfg.prepared_dir))
     if storage.is_uri(cfg.mine_index_dir or "") and cfg.mines_index:
         changes["mine_index_dir"] = str(storage.pull(cfg.mine_index_dir))
+    if storage.is_uri(cfg.distil_index_dir or ""):
+        changes["distil_index_dir"] = str(storage.pull(cfg.distil_index_dir))
     if storage.is_uri(cfg.output_dir or ""):
         output_uri = cfg.output_dir.rstrip("/")
         changes["output_dir"] = str(storage.mirror_of(output_uri))
@@ -286,9 +292,7 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
     embedding gradients into the model. Memory is one chunk's activations; negatives are the batch's.
     """
     chunk, n = cfg.grad_cache_chunk, len(batch["query_ids"])
-    texts = {"query": ("query_ids", "query_mask"), "positive": ("positive_ids", "positive_mask")}
-    if cfg.hard_negatives != "none":
-        texts.update({name: (f"{name}_ids", f"{name}_mask") for name in negative_columns(batch)})
+    texts = {name: (f"{name}_ids", f"{name}_mask") for name in ("query", *_product_columns(cfg, batch))}
     starts = range(0, n, chunk)
     rng, reps = {}, {}
     with torch.no_grad():
@@ -299,7 +303,8 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
                 parts.append(engine.embed(batch[ids][s:s + chunk], batch[mask][s:s + chunk]))
             reps[name] = torch.cat(parts).requires_grad_()
     negatives = torch.cat([reps[name] for name in negative_columns(batch)]) if "negative" in reps else None
-    loss, seen = _loss(cfg, engine, batch, reps["query"], reps["positive"], negatives)
+    distil = torch.cat([reps[name] for name in distil_columns(batch)]) if PRESENT in batch else None
+    loss, logged = _loss(cfg, engine, batch, reps["query"], reps["positive"], negatives, distil)
     loss.backward()
     after = _rng_state()
     stepped = False
@@ -311,11 +316,19 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
             surrogate = surrogate + (emb * reps[name].grad[s:s + chunk]).sum()
         stepped = engine.backward_step(surrogate, whole=True)
     _set_rng_state(after)
-    return loss.detach(), seen, stepped
+    return loss.detach(), logged, stepped
 
 
-def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives):
-    """InfoNCE as the config sets it; the one call site of both step kinds, so they cannot drift apart."""
+def _product_columns(cfg: TrainConfig, batch: dict) -> list[str]:
+    """The product texts a step encodes: positives, hard negatives (unless off), distillation candidates."""
+    negatives = negative_columns(batch) if cfg.hard_negatives != "none" else []
+    return ["positive", *negatives, *distil_columns(batch)]
+
+
+def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives, distil=None):
+    """InfoNCE as the config sets it, plus the distillation term where the batch has candidates
+    (``distil``: their embeddings, column after column); the one call site of both step kinds, so
+    they cannot drift apart. Returns the loss and the figures to log beside it."""
     from train.loss import info_nce
 
     # A second hard negative (judged+mined) joins the first as more rows of the batch's shared
@@ -326,7 +339,17 @@ def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives):
         keys = {k: batch[f"{k}_key"].to(engine.device) for k in ("query", "positive")}
         keys["negative"] = torch.cat([batch[f"{name}_key"] for name in names]).to(engine.device)
     present = torch.cat([batch[f"has_{name}"] for name in names]).to(engine.device)
-    return info_nce(queries, positives, negatives, present, scale=cfg.scale, keys=keys, symmetric=cfg.symmetric_loss)
+    loss, seen = info_nce(queries, positives, negatives, present, scale=cfg.scale, keys=keys,
+                          symmetric=cfg.symmetric_loss)
+    if distil is None:
+        return loss, {"negatives_per_query": seen}
+    from train.distil import distil_kl
+
+    candidates = distil.view(-1, *positives.shape).transpose(0, 1)  # (rows, candidates, dim)
+    products = torch.cat([positives.unsqueeze(1), candidates], dim=1)
+    kl = distil_kl(queries, products, batch[TEACHER].to(engine.device), batch[PRESENT].to(engine.device),
+                   cfg.scale, cfg.distil_temperature)
+    return loss + cfg.distil_weight * kl, {"negatives_per_query": seen, "distil_kl": float(kl.item())}
 
 
 def _rng_state():
@@ -420,17 +443,16 @@ def train_loop(config: dict) -> None:
             if pairs_seen == 0:
                 started = time.perf_counter()  # throughput counts from the first batch, not data start-up
             if cfg.grad_cache_chunk:
-                loss, negatives_seen, stepped = _cached_step(engine, batch, cfg)
+                loss, logged, stepped = _cached_step(engine, batch, cfg)
             else:
                 q = engine.embed(batch["query_ids"], batch["query_mask"])
-                if cfg.hard_negatives == "none":  # no negative texts to encode: half the product-side work
-                    positives, negatives = engine.embed(batch["positive_ids"], batch["positive_mask"]), None
-                else:
-                    products = ["positive", *negative_columns(batch)]
-                    docs = engine.embed(torch.cat([batch[f"{name}_ids"] for name in products]),
-                                        torch.cat([batch[f"{name}_mask"] for name in products]))
-                    positives, negatives = docs[: len(q)], docs[len(q):]
-                loss, negatives_seen = _loss(cfg, engine, batch, q, positives, negatives)
+                products = _product_columns(cfg, batch)  # one forward pass for every product text
+                docs = engine.embed(torch.cat([batch[f"{name}_ids"] for name in products]),
+                                    torch.cat([batch[f"{name}_mask"] for name in products]))
+                n, k = len(q), len(negative_columns(batch)) if cfg.hard_negatives != "none" else 0
+                positives, negatives = docs[:n], docs[n:n * (1 + k)] if k else None
+                distil = docs[n * (1 + k):] if PRESENT in batch else None
+                loss, logged = _loss(cfg, engine, batch, q, positives, negatives, distil)
                 stepped = engine.backward_step(loss)
             state["micro_in_epoch"] += 1
             pairs_seen += len(batch["query_ids"]) * world_size
@@ -442,7 +464,7 @@ def train_loop(config: dict) -> None:
                 Path(config["fail_marker"]).touch()
                 raise RuntimeError(f"injected failure at step {state['step']} (tests only)")
             metrics = {"step": state["step"], "epoch": state["epoch"], "loss": float(loss.item()),
-                       "lr": engine.lr(), "negatives_per_query": negatives_seen,
+                       "lr": engine.lr(), **logged,
                        "pairs_per_s": pairs_seen / (time.perf_counter() - started)}
             due = cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0
             if due or state["step"] >= total:
@@ -494,7 +516,7 @@ class _MetricsLog:
     steps and at each validation; a crash can only lose TensorBoard's copy of the last few, never
     metrics.jsonl's."""
 
-    NAMES = ("loss", "lr", "negatives_per_query", "pairs_per_s", "val_ndcg@10")
+    NAMES = ("loss", "distil_kl", "lr", "negatives_per_query", "pairs_per_s", "val_ndcg@10")
 
     def __init__(self, folder: Path, first_step: int, every: int):
         self.folder, self.first_step, self.every, self.pending, self.writer = folder, first_step, every, [], None
@@ -675,7 +697,7 @@ def write_curves(folder: Path) -> None:
     if history.empty:
         return
     history.to_csv(folder / "metrics.csv", index=False)
-    panels = [c for c in ("loss", "lr", "val_ndcg@10") if c in history]
+    panels = [c for c in ("loss", "distil_kl", "lr", "val_ndcg@10") if c in history]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4))
     for ax, column in zip(np.atleast_1d(axes), panels):
         data = history[["step", column]].dropna()
