@@ -23,6 +23,14 @@ from firstlight.paths import default_workdir  # noqa: E402
 from train.config import MINED_MODES, TrainConfig  # noqa: E402
 
 
+def _index_run(index_dir: str | None) -> str | None:
+    """The fine-tuning run whose model built ``index_dir`` (a FINETUNED-RUN/index folder, as the
+    evaluation steps lay them out); None for the zero-shot index and any other folder."""
+    if not index_dir or Path(index_dir).name != "index" or not Path(index_dir).parent.name.startswith("finetuned-"):
+        return None
+    return Path(index_dir).parent.name.removeprefix("finetuned-")
+
+
 def settings(cfg: dict) -> str:
     """The settings that differ between runs, in words."""
     parts = [f"positives >= {cfg.get('positive_at', 2.5):g}", f"batch {cfg['batch_size']}"]
@@ -33,6 +41,8 @@ def settings(cfg: dict) -> str:
                  else f"{cfg['hard_negatives']} negatives")
     if cfg.get("mine_from") == "bm25" and mined:
         parts[-1] += " (mined by BM25)"
+    if mined and cfg.get("mine_from", "index") == "index" and _index_run(cfg.get("mine_index_dir")):
+        parts[-1] += f" (mined from {_index_run(cfg['mine_index_dir'])}'s index)"
     if cfg.get("mine_margin") and mined:
         parts[-1] += f" (mined from the top {cfg['mine_depth']} below {cfg['mine_margin']:g} x the best positive)"
     parts.append(f"lr {cfg['lr']:g}")
@@ -63,12 +73,12 @@ def settings(cfg: dict) -> str:
     if cfg.get("catalogue_pairs"):
         parts.append(f"+{cfg['catalogue_pairs']:,} title pseudo-queries")
     if cfg.get("distil_index_dir"):
-        teacher = Path(cfg["distil_index_dir"]).name
-        if teacher == "index":  # a run's index folder: name the run
-            teacher = Path(cfg["distil_index_dir"]).parent.name.removeprefix("finetuned-")
+        teacher = _index_run(cfg["distil_index_dir"]) or Path(cfg["distil_index_dir"]).name
         parts.append(f"distilled from BM25 + {teacher} (dense weight {cfg.get('distil_dense_weight', 0.6):g}, "
                      f"{cfg.get('distil_candidates', 2)} candidates, weight {cfg.get('distil_weight', 1.0):g}, "
-                     f"temperature {cfg.get('distil_temperature', 0.05):g})")
+                     f"temperature {cfg.get('distil_temperature', 0.05):g}"
+                     + (f", positive {cfg['distil_positive_margin']:g} above the teacher's best)" if cfg.get("distil_positive_margin")
+                        else ")"))
     if cfg.get("seed", 2026) != 2026:
         parts.append(f"seed {cfg['seed']}")
     if cfg.get("train_splits", "train") != "train":

@@ -36,3 +36,6 @@ def test_settings_name_the_options_that_differ():
     cfg = asdict(TrainConfig(distil_index_dir="artifacts/homedepot/finetuned-train-x/index", distil_weight=0.5))
     assert "distilled from BM25 + train-x (dense weight 0.6, 2 candidates, weight 0.5" in settings(cfg)
     assert "distilled" not in settings(asdict(TrainConfig()))
+    cfg = asdict(TrainConfig(hard_negatives="both", mine_index_dir="artifacts/homedepot/finetuned-train-y/index"))
+    assert "both negatives (mined from train-y's index)" in settings(cfg)
+    assert "mined from" not in settings(asdict(TrainConfig(hard_negatives="both", mine_index_dir="work/index")))
