@@ -74,7 +74,9 @@ def test_pairs_carry_unjudged_teacher_products_ranked_below_the_positive(prepare
     text = catalogue.set_index("product_id")["text"]
     judged = load_split(prepared, "train")
     judged_texts = {q: set(text[g["product_id"]]) for q, g in judged.groupby("query")}
-    teacher = fusion_teacher(sorted(set(rows["query"])), teacher_index, catalogue, cfg.distil_depth,
+    # the teacher for the very queries build_pairs asked about: batches of other queries pad differently,
+    # which moves scores in the 6th digit and can swap near-ties
+    teacher = fusion_teacher(sorted(judged["query"].unique()), teacher_index, catalogue, cfg.distil_depth,
                              cfg.distil_dense_weight)
     for _, row in rows.iterrows():
         candidates = [row[f"distil{j}"] for j in (1, 2, 3)]
@@ -82,7 +84,7 @@ def test_pairs_carry_unjudged_teacher_products_ranked_below_the_positive(prepare
         assert len(set(candidates)) == 3  # distinct
         assert not set(candidates) & judged_texts[row["query"]]  # never a product a rater judged
         ranked = {text[p]: s for p, s in teacher[row["query"]]}
-        assert [ranked[c] for c in candidates] == pytest.approx(list(scores[1:]))  # the teacher's own scores
+        assert [ranked[c] for c in candidates] == pytest.approx(list(scores[1:]), rel=1e-4)  # the teacher's own
         assert scores[0] == pytest.approx(teacher[row["query"]][0][1])  # the positive: the teacher's best
         assert all(0.0 <= s <= 1.0 for s in scores) and scores[0] >= max(scores[1:])
     # a query's rows see different candidates
