@@ -41,8 +41,9 @@ def settings(cfg: dict) -> str:
                  else f"{cfg['hard_negatives']} negatives")
     if cfg.get("mine_from") == "bm25" and mined:
         parts[-1] += " (mined by BM25)"
-    if mined and cfg.get("mine_from", "index") == "index" and _index_run(cfg.get("mine_index_dir")):
-        parts[-1] += f" (mined from {_index_run(cfg['mine_index_dir'])}'s index)"
+    mined_from = _index_run(cfg.get("mine_index_dir")) if cfg.get("mine_from", "index") == "index" else None
+    if mined and mined_from:
+        parts[-1] += f" (mined from {mined_from}'s index)"
     if cfg.get("mine_margin") and mined:
         parts[-1] += f" (mined from the top {cfg['mine_depth']} below {cfg['mine_margin']:g} x the best positive)"
     parts.append(f"lr {cfg['lr']:g}")

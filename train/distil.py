@@ -1,7 +1,7 @@
 """Teaching the encoder what BM25 fused with a dense ranker knows: listwise distillation on training queries.
 
 On unseen queries BM25 fused with the encoder ranks better than the encoder alone: BM25 matches the
-exact words (sizes, model numbers, brands) that a small dense encoder blurs. ``--distil-index DIR``
+exact words (sizes, model numbers, brands) that a small dense encoder blurs. ``--distil-index-dir DIR``
 folds that into the encoder itself, so one model serves it and no BM25 index runs beside it.
 
 For each training query the *teacher* ranks the catalogue by a weighted sum of min-max normalised
@@ -71,15 +71,15 @@ def row_candidates(ranked: list[tuple[str, float]], judged: set, keep_out: set, 
 
     Candidates are the teacher's products no rater judged for the query (and none whose text is a
     judged-relevant product's), cycled over the query's positives so each sees different ones. The
-    positive scores ``margin`` above the teacher's best product. A query
-    with fewer than ``n`` such products gets none ([], []): a row's candidates must be distinct."""
+    positive scores ``margin`` above the teacher's best product. A query with fewer than ``n`` such
+    products gets none ([], []): a row's candidates must be distinct."""
     pool, seen = [], set()
     for pid, score in ranked:
         t = text[pid]
         if pid not in judged and t not in keep_out and t not in seen:
             pool.append((t, score))
             seen.add(t)
-    if len(pool) < n or not ranked:
+    if len(pool) < n:  # also when the teacher ranked nothing
         return [], []
     picked = [pool[(i * n + j) % len(pool)] for j in range(n)]
     best = ranked[0][1] + margin
@@ -106,7 +106,7 @@ def distil_kl(queries, products, teacher, present, scale: float, temperature: fl
     student = scale * torch.einsum("bd,bkd->bk", queries, products).float()
     target = F.softmax(teacher.float() / temperature, dim=1)
     kl = F.kl_div(F.log_softmax(student, dim=1), target, reduction="none").sum(dim=1)
+    # a masked mean, 0 when no row has candidates: no branch on the data, so no device sync, and
+    # the graph is kept (every rank must run the same backward)
     present = present.to(torch.bool)
-    if not bool(present.any()):
-        return kl.sum() * 0.0  # keeps the graph (every rank must run the same backward)
-    return kl[present].mean()
+    return torch.where(present, kl, 0.0).sum() / present.sum().clamp_min(1)

@@ -153,7 +153,7 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
         # the second negative is never also the first: it would count twice among the candidates
         taken = keep_out | {text[j] for j in negatives}
         near = [n for n in mined.get(query, []) if text[n] not in taken] if two else []
-        judged = set(group["product_id"])
+        judged = set(group["product_id"]) if n_distil else set()  # what the teacher may not offer
         for i, pid in enumerate(positive_ids[query]):
             row = (query, text[pid], *_negative(negatives, i, text))
             row = row + _negative(near, i, text) if two else row

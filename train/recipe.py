@@ -302,9 +302,7 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
                 rng[name, s] = _rng_state()
                 parts.append(engine.embed(batch[ids][s:s + chunk], batch[mask][s:s + chunk]))
             reps[name] = torch.cat(parts).requires_grad_()
-    negatives = torch.cat([reps[name] for name in negative_columns(batch)]) if "negative" in reps else None
-    distil = torch.cat([reps[name] for name in distil_columns(batch)]) if PRESENT in batch else None
-    loss, logged = _loss(cfg, engine, batch, reps["query"], reps["positive"], negatives, distil)
+    loss, logged = _loss(cfg, engine, batch, reps["query"], *_by_role(reps, batch))
     loss.backward()
     after = _rng_state()
     stepped = False
@@ -323,6 +321,15 @@ def _product_columns(cfg: TrainConfig, batch: dict) -> list[str]:
     """The product texts a step encodes: positives, hard negatives (unless off), distillation candidates."""
     negatives = negative_columns(batch) if cfg.hard_negatives != "none" else []
     return ["positive", *negatives, *distil_columns(batch)]
+
+
+def _by_role(embedded: dict, batch: dict) -> tuple:
+    """(positives, negatives, distillation candidates) from the embeddings of each product column
+    (name -> tensor); negatives and candidates are their columns one after another, None if absent."""
+    negatives = [embedded[name] for name in negative_columns(batch) if name in embedded]
+    candidates = [embedded[name] for name in distil_columns(batch)]
+    return (embedded["positive"], torch.cat(negatives) if negatives else None,
+            torch.cat(candidates) if candidates else None)
 
 
 def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives, distil=None):
@@ -449,10 +456,8 @@ def train_loop(config: dict) -> None:
                 products = _product_columns(cfg, batch)  # one forward pass for every product text
                 docs = engine.embed(torch.cat([batch[f"{name}_ids"] for name in products]),
                                     torch.cat([batch[f"{name}_mask"] for name in products]))
-                n, k = len(q), len(negative_columns(batch)) if cfg.hard_negatives != "none" else 0
-                positives, negatives = docs[:n], docs[n:n * (1 + k)] if k else None
-                distil = docs[n * (1 + k):] if PRESENT in batch else None
-                loss, logged = _loss(cfg, engine, batch, q, positives, negatives, distil)
+                embedded = dict(zip(products, docs.split(len(q))))
+                loss, logged = _loss(cfg, engine, batch, q, *_by_role(embedded, batch))
                 stepped = engine.backward_step(loss)
             state["micro_in_epoch"] += 1
             pairs_seen += len(batch["query_ids"]) * world_size
