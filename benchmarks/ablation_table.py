@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.report import RESULTS, update_section  # noqa: E402
 from firstlight.paths import default_workdir  # noqa: E402
 from train.config import MINED_MODES, TrainConfig  # noqa: E402
+from train.encoder import DEFAULT_MODEL  # noqa: E402
 
 
 def _index_run(index_dir: str | None) -> str | None:
@@ -34,6 +35,9 @@ def _index_run(index_dir: str | None) -> str | None:
 def settings(cfg: dict) -> str:
     """The settings that differ between runs, in words."""
     parts = [f"positives >= {cfg.get('positive_at', 2.5):g}", f"batch {cfg['batch_size']}"]
+    start = Path(cfg.get("model", DEFAULT_MODEL)).name  # a folder's name: models/all-mpnet-base-v2
+    if start not in (DEFAULT_MODEL, "default"):
+        parts.insert(0, f"from {start}")
     if cfg.get("grad_cache_chunk"):
         parts[-1] += " (cached gradients)"
     mined = cfg["hard_negatives"] in MINED_MODES
@@ -167,8 +171,9 @@ def main() -> None:
             f"{fmt(r['wsum'] and r['wsum']['ndcg@10'])} | {fmt(r['wsum'] and r['wsum']['recall@100'])} |"
             for r in runs]
     body = f"""
-Every fine-tuning run of all-MiniLM-L6-v2 evaluated on the test split (835 unseen queries, all 54,667
-products), oldest first. Validation nDCG@10 is the exported checkpoint's, on 200 val queries and a
+Every fine-tuning run evaluated on the test split (835 unseen queries, all 54,667
+products), oldest first; each starts from all-MiniLM-L6-v2 unless its settings name another encoder
+("from ..."). Validation nDCG@10 is the exported checkpoint's, on 200 val queries and a
 5,000-product sample; pairs/s is the training rate on these 2 cores (other work sometimes shared
 them). "Corrected" is the encoder alone on spelling-corrected queries (`--spell-correct`; nDCG@10 /
 Recall@100). Fusions are with BM25, on the queries as typed: reciprocal rank (RRF, k 60) and a

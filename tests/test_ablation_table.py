@@ -39,3 +39,5 @@ def test_settings_name_the_options_that_differ():
     cfg = asdict(TrainConfig(hard_negatives="both", mine_index_dir="artifacts/homedepot/finetuned-train-y/index"))
     assert "both negatives (mined from train-y's index)" in settings(cfg)
     assert "mined from" not in settings(asdict(TrainConfig(hard_negatives="both", mine_index_dir="work/index")))
+    assert settings(asdict(TrainConfig(model="models/all-mpnet-base-v2"))).startswith("from all-mpnet-base-v2, ")
+    assert "from " not in settings(asdict(TrainConfig()))  # the default encoder goes unnamed
