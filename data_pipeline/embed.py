@@ -124,11 +124,30 @@ def embed_dataset(ds, cfg: EmbedConfig):
     threads = cfg.torch_threads(cluster)
     return ds.map_batches(
         EncoderActor,
-        fn_constructor_kwargs={"model": cfg.model, "max_length": cfg.max_length, "dtype": cfg.dtype,
-                               "threads": threads},
+        # a local folder by its absolute path: actors do not share the driver's working directory
+        fn_constructor_kwargs={"model": _absolute_if_folder(cfg.model), "max_length": cfg.max_length,
+                               "dtype": cfg.dtype, "threads": threads},
         batch_size=cfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.actors),
         num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor)
+
+
+def _absolute_if_folder(model: str) -> str:
+    folder = Path(model).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else model
+
+
+def model_fingerprint(model: str):
+    """What tells the embedding cache which weights made the vectors. A local folder counts by its
+    resolved path and its weight files' sizes and modification times, so the same folder named by
+    another relative path is reused, and a model retrained into the same folder is embedded again;
+    anything else (a packaged or hub name, a URI) by its name."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return model
+    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt"))
+    return {"folder": _absolute_if_folder(model),
+            "weights": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in weights}}
 
 
 def run_embed(cfg: EmbedConfig) -> Path:
@@ -145,8 +164,8 @@ def run_embed(cfg: EmbedConfig) -> Path:
     if source is None:
         raise FirstLightError(f"{prepared} holds no prepared data. Fix: run `firstlight prepare` first")
     out = cfg.resolved_output_dir()
-    key = {"catalogue": source["inputs_key"]["inputs"], "model": cfg.model, "max_length": cfg.max_length,
-           "dtype": cfg.dtype}
+    key = {"catalogue": source["inputs_key"]["inputs"], "model": model_fingerprint(cfg.model),
+           "max_length": cfg.max_length, "dtype": cfg.dtype}
     if up_to_date(out, key):
         log.info("[embed] %s is up to date; reusing it", out)
         return out

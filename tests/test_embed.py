@@ -1,9 +1,13 @@
 """The Ray Data embedding pipeline gives the encoder module's vectors, for every product."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 import ray
+import torch
+from transformers import AutoModel
 
 from data_pipeline.embed import EmbedConfig, embed_dataset, load_embeddings, run_embed
 from data_pipeline.prepare import PrepareConfig, run_prepare
@@ -28,10 +32,13 @@ def test_ray_data_pipeline_matches_encoder_module(ray_session):
                                atol=1e-6)
 
 
-def test_embed_stage_writes_every_product_once(small_homedepot, tiny_model_dir, tmp_path, ray_session):
+def test_embed_stage_writes_every_product_once(small_homedepot, tiny_model_dir, tmp_path, ray_session,
+                                               monkeypatch):
     prepared = run_prepare(PrepareConfig(dataset="homedepot", data_dir=str(small_homedepot),
                                          output_dir=str(tmp_path / "data")))
-    out = run_embed(EmbedConfig(prepared_dir=str(prepared), model=str(tiny_model_dir), batch_size=128))
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)  # a copy: its weights are rewritten below
+    out = run_embed(EmbedConfig(prepared_dir=str(prepared), model=str(model), batch_size=128))
     ids, vectors = load_embeddings(out / "vectors")
     catalogue = pd.read_parquet(prepared / "catalogue")
     assert sorted(ids) == sorted(catalogue["product_id"]) and len(set(ids)) == len(ids)
@@ -39,6 +46,25 @@ def test_embed_stage_writes_every_product_once(small_homedepot, tiny_model_dir, 
     encoder = TextEncoder.load(str(tiny_model_dir))
     row = catalogue.set_index("product_id").loc[ids[:5], "text"].tolist()
     np.testing.assert_allclose(vectors[:5], encoder.encode(row), atol=1e-5)
+
+    # The same folder by a relative path is the same model: the finished vectors are reused.
+    written = (out / "manifest.json").stat().st_mtime_ns
+    monkeypatch.chdir(tmp_path)
+    assert run_embed(EmbedConfig(prepared_dir=str(prepared), model="model", batch_size=128)) == out
+    assert (out / "manifest.json").stat().st_mtime_ns == written
+    # New weights in the same folder (a model retrained in place) are embedded again, never served stale.
+    retrained = AutoModel.from_pretrained(model)
+    with torch.no_grad():
+        for param in retrained.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    retrained.save_pretrained(model)
+    run_embed(EmbedConfig(prepared_dir=str(prepared), model=str(model), batch_size=128))
+    ids_after, vectors_after = load_embeddings(out / "vectors")
+    assert sorted(ids_after) == sorted(ids)
+    after = dict(zip(ids_after, vectors_after))
+    new_first = np.stack([after[i] for i in ids[:5]])
+    assert not np.allclose(new_first, vectors[:5], atol=1e-3)
+    np.testing.assert_allclose(new_first, TextEncoder.load(str(model)).encode(row), atol=1e-5)
 
 
 def test_actor_pool_that_would_starve_reads_is_refused(ray_session):
