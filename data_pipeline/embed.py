@@ -40,7 +40,9 @@ class EmbedConfig:
     threads_per_actor: int = field(default=0, metadata={
         "help": "torch threads per CPU actor; 0 = the CPUs this node has left to the actors"})
     gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs each actor reserves (0 = CPU)"})
-    dtype: str = field(default="float32", metadata={"help": "float32, or float16/bfloat16 on GPU"})
+    dtype: str = field(default="float32", metadata={
+        "help": "float32; bfloat16 on GPUs and on CPUs with bf16 instructions (all-mpnet-base-v2 embedded 3x "
+                "faster so on AVX512-BF16); float16 on GPU"})
 
     def validate(self) -> None:
         check_range("max_length", self.max_length, 1, 8192)
