@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from train.loss import info_nce
+from train.loss import ensemble_kl, info_nce
 
 B, D = 4, 8
 
@@ -36,11 +36,19 @@ def embed(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x @ w, dim=-1)
 
 
+def make_teacher():
+    """An ensemble teacher's vectors of the batch's texts (train.ensemble): fixed, no gradient."""
+    q, p, n, _ = make_batch(seed=1)
+    return {"query": F.normalize(q, dim=-1), "positive": F.normalize(p, dim=-1), "negative": F.normalize(n, dim=-1)}
+
+
 def single_process(variant: str = "plain"):
     q, p, n, mask = make_batch()
     w = torch.eye(D).requires_grad_()
-    loss, seen = info_nce(embed(w, q), embed(w, p), embed(w, n), mask,
-                          keys=make_keys() if variant != "plain" else None, symmetric=variant == "symmetric")
+    keys = make_keys() if variant != "plain" else None
+    loss, seen = info_nce(embed(w, q), embed(w, p), embed(w, n), mask, keys=keys, symmetric=variant == "symmetric")
+    if variant == "ensemble":
+        loss = loss + ensemble_kl(embed(w, q), embed(w, p), embed(w, n), mask, make_teacher(), keys=keys)
     loss.backward()
     return loss.item(), w.grad.clone(), seen
 
@@ -54,6 +62,10 @@ def _worker(rank: int, port: int, out, variant: str):
     keys = {k: v[local] for k, v in make_keys().items()} if variant != "plain" else None
     loss, seen = info_nce(embed(w, q[local]), embed(w, p[local]), embed(w, n[local]), mask[local], keys=keys,
                           symmetric=variant == "symmetric")
+    if variant == "ensemble":  # the teacher's scores span both workers' texts too
+        teacher = {k: v[local] for k, v in make_teacher().items()}
+        loss = loss + ensemble_kl(embed(w, q[local]), embed(w, p[local]), embed(w, n[local]), mask[local], teacher,
+                                  keys=keys)
     loss.backward()
     dist.all_reduce(w.grad)
     w.grad /= 2  # what data-parallel training does
@@ -63,7 +75,7 @@ def _worker(rank: int, port: int, out, variant: str):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("variant", ["plain", "duplicates-masked", "symmetric"])
+@pytest.mark.parametrize("variant", ["plain", "duplicates-masked", "symmetric", "ensemble"])
 def test_two_workers_match_one_process_on_the_global_batch(variant):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

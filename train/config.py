@@ -96,6 +96,16 @@ class TrainConfig:
     distil_weight: float = field(default=1.0, metadata={"help": "weight of the distillation loss beside InfoNCE"})
     distil_temperature: float = field(default=0.05, metadata={
         "help": "the teacher's scores (0 to 1) are divided by this before their softmax"})
+    ensemble_teacher: str | None = field(default=None, metadata={
+        "help": "distil the mean cosine of several fine-tuned encoders into this one: comma-separated embeddings "
+                "folders (the output of `embed`) of the teachers over this prepared catalogue (see "
+                "train/ensemble.py; unset = off)"})
+    ensemble_weights: str = field(default="", metadata={
+        "help": "comma-separated weight of each --ensemble-teacher member in the teacher's score (default: equal)"})
+    ensemble_distil_weight: float = field(default=1.0, metadata={
+        "help": "weight of the ensemble distillation loss beside InfoNCE"})
+    ensemble_temperature: float = field(default=0.05, metadata={
+        "help": "the ensemble's scores (mean cosines) are divided by this before their softmax"})
     # parameter-efficient fine-tuning
     lora_rank: int = field(default=0, metadata={"help": "LoRA adapter rank (0 = train every weight)"})
     lora_alpha: float = field(default=32.0, metadata={"help": "LoRA scaling numerator (update scale alpha/rank)"})
@@ -220,6 +230,15 @@ class TrainConfig:
             check_range("distil_weight", self.distil_weight, 0.0, low_inclusive=False)
             check_range("distil_positive_margin", self.distil_positive_margin, 0.0)
             check_range("distil_temperature", self.distil_temperature, 0.0, low_inclusive=False)
+        if self.ensemble_teacher:
+            if is_uri(self.ensemble_teacher):
+                raise ConfigError("ensemble_teacher", "takes local embeddings folders only",
+                                  "copy the teachers' embeddings folders to this machine first")
+            from train.ensemble import parse_members
+
+            parse_members(self.ensemble_teacher, self.ensemble_weights)
+            check_range("ensemble_distil_weight", self.ensemble_distil_weight, 0.0, low_inclusive=False)
+            check_range("ensemble_temperature", self.ensemble_temperature, 0.0, low_inclusive=False)
         if self.mines:
             check_range("mine_skip", self.mine_skip, 0, self.mine_depth - 1)
         for name in ("epochs", "batch_size", "num_workers", "query_max_length", "product_max_length",

@@ -55,6 +55,21 @@ def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Te
     queries, as sentence-transformers' MultipleNegativesSymmetricRankingLoss) and averages the two.
     """
     _, size = world()
+    all_q, candidates, valid = _scored(queries, positives, negatives, negative_mask, keys)
+    n = all_q.shape[0]
+    logits = scale * all_q @ candidates.T
+    logits = logits.masked_fill(~valid, float("-inf"))
+    labels = torch.arange(n, device=queries.device)
+    loss = F.cross_entropy(logits.float(), labels)
+    if symmetric:  # the positives block transposed: masked the same way, since `same` is symmetric
+        loss = (loss + F.cross_entropy(logits[:, :n].T.float(), labels)) / 2
+    loss = loss * size
+    return loss, float(valid.sum().item()) / n - 1
+
+
+def _scored(queries, positives, negatives, negative_mask, keys):
+    """(global queries, global candidates, valid): what InfoNCE scores each query against, and which
+    of those scores count (False: a masked hard negative, or a false negative found by ``keys``)."""
     all_q = gather_with_grad(queries)
     candidates = [gather_with_grad(positives)]
     n = all_q.shape[0]
@@ -71,13 +86,24 @@ def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Te
         if keys is not None:
             neg_valid = neg_valid & (gather_with_grad(keys["negative"]).unsqueeze(0) != pk.unsqueeze(1))
         valid.append(neg_valid)
-    candidates = torch.cat(candidates, dim=0)
-    valid = torch.cat(valid, dim=1)
-    logits = scale * all_q @ candidates.T
-    logits = logits.masked_fill(~valid, float("-inf"))
-    labels = torch.arange(n, device=queries.device)
-    loss = F.cross_entropy(logits.float(), labels)
-    if symmetric:  # the positives block transposed: masked the same way, since `same` is symmetric
-        loss = (loss + F.cross_entropy(logits[:, :n].T.float(), labels)) / 2
-    loss = loss * size
-    return loss, float(valid.sum().item()) / n - 1
+    return all_q, torch.cat(candidates, dim=0), torch.cat(valid, dim=1)
+
+
+def ensemble_kl(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None,
+                negative_mask: torch.Tensor | None, teacher: dict[str, torch.Tensor], scale: float = 20.0,
+                temperature: float = 0.05, keys: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """KL(teacher || student) over every candidate InfoNCE scores for each query of the global batch.
+
+    ``teacher`` holds the teacher's vectors of the same texts ("query", "positive" and, with hard
+    negatives, "negative"), whose dot products are its scores (train.ensemble). The student's logits
+    are its cosines times ``scale``, the teacher's its scores over ``temperature``; both softmaxes run
+    over the candidates ``info_nce`` keeps. Scaled by the world size as ``info_nce`` is."""
+    _, size = world()
+    all_q, candidates, valid = _scored(queries, positives, negatives, negative_mask, keys)
+    t_q, t_c, _ = _scored(teacher["query"], teacher["positive"], teacher.get("negative"), negative_mask, None)
+    student = (scale * all_q @ candidates.T).float().masked_fill(~valid, float("-inf"))
+    target = (t_q.float() @ t_c.float().T / temperature).masked_fill(~valid, float("-inf"))
+    log_t = F.log_softmax(target, dim=1)
+    # masked entries are -inf in both: zero their difference before the product, or 0 x nan is nan
+    kl = (log_t.exp() * (log_t - F.log_softmax(student, dim=1)).masked_fill(~valid, 0.0)).sum(dim=1)
+    return kl.mean() * size

@@ -47,6 +47,7 @@ import pyarrow as pa
 from data_pipeline.prepare import load_catalogue, load_split
 from train.config import JUDGED_MODES
 from train.distil import PRESENT, TEACHER, distil_columns, distil_row, fusion_teacher, row_candidates
+from train.ensemble import PREFIX as TEACHER_ROW
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,12 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
     pairs = pd.DataFrame(rows, columns=columns)
     for column in negative_columns(pairs.columns, ("query", "positive", "negative")):
         pairs[f"{column}_key"] = pairs[column].map(text_key).astype(np.int64)
+    if cfg.ensemble_teacher:  # before the typos: the teacher encodes the clean query
+        from train.ensemble import add_teacher_rows, parse_members
+
+        pairs, q_matrix, p_matrix = add_teacher_rows(pairs, parse_members(cfg.ensemble_teacher, cfg.ensemble_weights),
+                                                     catalogue, negative_columns(pairs.columns, ("positive", "negative")))
+        pairs.attrs["teacher"] = (q_matrix, p_matrix)  # pandas keeps attrs through the shuffle below
     if cfg.query_typos:
         # after the keys: a misspelt query keeps its clean query's key, so the loss still knows the
         # query's other positives are not its negatives
@@ -244,6 +251,9 @@ class Tokenize:
             out[f"has_{column}"] = np.asarray(batch[f"has_{column}"].to_numpy(zero_copy_only=False), dtype=bool)
         for column in texts:
             out[f"{column}_key"] = np.asarray(batch[f"{column}_key"].to_numpy(zero_copy_only=False), dtype=np.int64)
+        for column in batch.column_names:
+            if column.startswith(TEACHER_ROW):  # rows of the ensemble teacher's matrices (train.ensemble)
+                out[column] = np.asarray(batch[column].to_numpy(zero_copy_only=False), dtype=np.int64)
         if PRESENT in batch.column_names:
             out[PRESENT] = np.asarray(batch[PRESENT].to_numpy(zero_copy_only=False), dtype=bool)
             out[TEACHER] = np.asarray(batch[TEACHER].to_pylist(), dtype=np.float32)

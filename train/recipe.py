@@ -48,6 +48,7 @@ STATE_TAG = "state"
 # ---------------------------------------------------------------------------------------------
 def fit(cfg: TrainConfig):
     """Train; return the Ray Train ``Result`` (best checkpoint, metrics, path)."""
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -64,6 +65,8 @@ def fit(cfg: TrainConfig):
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "firstlight" / "torch_extensions"))
     model_path = resolve_model_path(cfg.model)
     pairs = build_pairs(cfg.prepared_dir, cfg)
+    # popped before Ray Data copies the table: the matrices travel once, through the object store
+    teacher = pairs.attrs.pop("teacher", None)
     if len(pairs) < cfg.batch_size * cfg.num_workers:
         from firstlight.errors import ConfigError
         raise ConfigError("batch_size", f"only {len(pairs)} training pairs for {cfg.num_workers} worker(s) x "
@@ -76,6 +79,9 @@ def fit(cfg: TrainConfig):
     log.info("[train] %d pairs (%d with a hard negative%s); %d worker(s) x batch %d x accumulation %d; %d steps",
              len(pairs), int(pairs["has_negative"].sum()), second, cfg.num_workers, cfg.batch_size, cfg.grad_accum,
              total_steps)
+    if teacher is not None:
+        log.info("[train] every step also distils the ensemble teacher (%d-dimensional; %d queries, %d products)",
+                 teacher[1].shape[1], len(teacher[0]), len(teacher[1]))
     if PRESENT in pairs:
         log.info("[train] %d pairs also distil the teacher's ranking of %d unjudged products each",
                  int(pairs[PRESENT].sum()), cfg.distil_candidates)
@@ -92,7 +98,8 @@ def fit(cfg: TrainConfig):
         # a worker on another node fetches its own copy of cloud inputs (validation reads the val split)
         train_loop_config={"cfg": asdict(replace(cfg, prepared_dir=prepared_uri or cfg.prepared_dir)),
                            "model_path": model_path, "total_steps": max(total_steps, 1),
-                           "fail_marker": str(out / ".failed_once"), "output_uri": output_uri},
+                           "fail_marker": str(out / ".failed_once"), "output_uri": output_uri,
+                           "teacher": ray.put(teacher) if teacher is not None else None},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker},
                                      placement_strategy=cfg.placement_strategy),
@@ -283,7 +290,7 @@ class _Engine:
             self.scheduler.load_state_dict(state["scheduler"])
 
 
-def _cached_step(engine, batch: dict, cfg: TrainConfig):
+def _cached_step(engine, batch: dict, cfg: TrainConfig, teacher=None):
     """One optimizer step over a large batch in chunks, with the exact gradient of the full batch.
 
     GradCache (Gao et al., 2021): (1) embed every text chunk by chunk without a graph; (2) InfoNCE
@@ -302,7 +309,7 @@ def _cached_step(engine, batch: dict, cfg: TrainConfig):
                 rng[name, s] = _rng_state()
                 parts.append(engine.embed(batch[ids][s:s + chunk], batch[mask][s:s + chunk]))
             reps[name] = torch.cat(parts).requires_grad_()
-    loss, logged = _loss(cfg, engine, batch, reps["query"], *_by_role(reps, batch))
+    loss, logged = _loss(cfg, engine, batch, reps["query"], *_by_role(reps, batch), teacher=teacher)
     loss.backward()
     after = _rng_state()
     stepped = False
@@ -332,10 +339,11 @@ def _by_role(embedded: dict, batch: dict) -> tuple:
             torch.cat(candidates) if candidates else None)
 
 
-def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives, distil=None):
+def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives, distil=None, teacher=None):
     """InfoNCE as the config sets it, plus the distillation term where the batch has candidates
-    (``distil``: their embeddings, column after column); the one call site of both step kinds, so
-    they cannot drift apart. Returns the loss and the figures to log beside it."""
+    (``distil``: their embeddings, column after column) and the ensemble teacher's term (``teacher``:
+    its query and product matrices, train.ensemble); the one call site of both step kinds, so they
+    cannot drift apart. Returns the loss and the figures to log beside it."""
     from train.loss import info_nce
 
     # A second hard negative (judged+mined) joins the first as more rows of the batch's shared
@@ -348,15 +356,25 @@ def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives, 
     present = torch.cat([batch[f"has_{name}"] for name in names]).to(engine.device)
     loss, seen = info_nce(queries, positives, negatives, present, scale=cfg.scale, keys=keys,
                           symmetric=cfg.symmetric_loss)
+    logged = {"negatives_per_query": seen}
+    if teacher is not None:
+        from train.ensemble import teacher_vectors
+        from train.loss import ensemble_kl
+
+        vectors = teacher_vectors(batch, teacher, names if negatives is not None else [])
+        kl = ensemble_kl(queries, positives, negatives, present, {k: v.to(engine.device) for k, v in vectors.items()},
+                         scale=cfg.scale, temperature=cfg.ensemble_temperature, keys=keys)
+        loss = loss + cfg.ensemble_distil_weight * kl
+        logged["ensemble_kl"] = float(kl.item())
     if distil is None:
-        return loss, {"negatives_per_query": seen}
+        return loss, logged
     from train.distil import distil_kl
 
     candidates = distil.view(-1, *positives.shape).transpose(0, 1)  # (rows, candidates, dim)
     products = torch.cat([positives.unsqueeze(1), candidates], dim=1)
     kl = distil_kl(queries, products, batch[TEACHER].to(engine.device), batch[PRESENT].to(engine.device),
                    cfg.scale, cfg.distil_temperature)
-    return loss + cfg.distil_weight * kl, {"negatives_per_query": seen, "distil_kl": float(kl.item())}
+    return loss + cfg.distil_weight * kl, {**logged, "distil_kl": float(kl.item())}
 
 
 def _rng_state():
@@ -414,6 +432,7 @@ def train_loop(config: dict) -> None:
     model = load_trainable(cfg, config["model_path"])
     engine = _Engine(cfg, model, config["total_steps"], world_size)
     validator = Validator(cfg, tokenizer) if cfg.val_queries else None
+    teacher = ray.get(config["teacher"]) if config.get("teacher") is not None else None
 
     state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best": None}
     # After a worker failure Ray hands back this run's latest checkpoint; otherwise --resume-from.
@@ -450,14 +469,14 @@ def train_loop(config: dict) -> None:
             if pairs_seen == 0:
                 started = time.perf_counter()  # throughput counts from the first batch, not data start-up
             if cfg.grad_cache_chunk:
-                loss, logged, stepped = _cached_step(engine, batch, cfg)
+                loss, logged, stepped = _cached_step(engine, batch, cfg, teacher)
             else:
                 q = engine.embed(batch["query_ids"], batch["query_mask"])
                 products = _product_columns(cfg, batch)  # one forward pass for every product text
                 docs = engine.embed(torch.cat([batch[f"{name}_ids"] for name in products]),
                                     torch.cat([batch[f"{name}_mask"] for name in products]))
                 embedded = dict(zip(products, docs.split(len(q))))
-                loss, logged = _loss(cfg, engine, batch, q, *_by_role(embedded, batch))
+                loss, logged = _loss(cfg, engine, batch, q, *_by_role(embedded, batch), teacher=teacher)
                 stepped = engine.backward_step(loss)
             state["micro_in_epoch"] += 1
             pairs_seen += len(batch["query_ids"]) * world_size
@@ -521,7 +540,7 @@ class _MetricsLog:
     steps and at each validation; a crash can only lose TensorBoard's copy of the last few, never
     metrics.jsonl's."""
 
-    NAMES = ("loss", "distil_kl", "lr", "negatives_per_query", "pairs_per_s", "val_ndcg@10")
+    NAMES = ("loss", "distil_kl", "ensemble_kl", "lr", "negatives_per_query", "pairs_per_s", "val_ndcg@10")
 
     def __init__(self, folder: Path, first_step: int, every: int):
         self.folder, self.first_step, self.every, self.pending, self.writer = folder, first_step, every, [], None
@@ -702,7 +721,7 @@ def write_curves(folder: Path) -> None:
     if history.empty:
         return
     history.to_csv(folder / "metrics.csv", index=False)
-    panels = [c for c in ("loss", "distil_kl", "lr", "val_ndcg@10") if c in history]
+    panels = [c for c in ("loss", "distil_kl", "ensemble_kl", "lr", "val_ndcg@10") if c in history]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4))
     for ax, column in zip(np.atleast_1d(axes), panels):
         data = history[["step", column]].dropna()
