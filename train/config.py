@@ -278,6 +278,11 @@ class TrainConfig:
                 raise ConfigError("prepared_dir", f"{self.prepared_dir} has no {split} split",
                                   "run `firstlight prepare` and pass its output folder")
         path = resolve_model_path(self.model)
+        from train.ensemble_encoder import is_ensemble
+
+        if is_ensemble(path):
+            raise ConfigError("model", f"{self.model} is an ensemble of encoders, which does not train further",
+                              "fine-tune one of its members (or the encoders it was built from), then rebuild it")
         if Path(self.model).expanduser().exists() is False and path == self.model and "/" not in self.model:
             raise ConfigError("model", f"{self.model!r} is neither a folder nor a hub name (owner/name)",
                               "pass an existing model folder or a hub name")

@@ -88,6 +88,10 @@ class TextEncoder:
         if max_length < 1:
             raise ConfigError("max_length", f"{max_length} is not a positive token count", "use e.g. 32-256")
         path = resolve_model_path(model)
+        from train.ensemble_encoder import EnsembleEncoder, is_ensemble
+
+        if is_ensemble(path):  # several encoders as one (train/ensemble_encoder.py)
+            return EnsembleEncoder.load(path, max_length=max_length, device=device, dtype=dtype)
         dev = pick_device(device)
         torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
         if torch_dtype is None:

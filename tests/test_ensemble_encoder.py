@@ -1,0 +1,123 @@
+"""Several encoders served as one: `firstlight ensemble` (train/ensemble_encoder.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from firstlight.errors import ConfigError
+from train.ensemble_encoder import EnsembleConfig, run_ensemble
+
+TEXTS = ["cordless drill 18v", "white vinyl fence post", "led light bulb 60w", "garden hose nozzle"]
+
+
+@pytest.fixture(scope="module")
+def wide_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A second tiny encoder of another width (48), as an MPNet beside a MiniLM."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("wide_bert")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(1)
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=48, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(tiny_model_dir, wide_model_dir, tmp_path_factory) -> Path:
+    from firstlight.cli import main
+
+    out = tmp_path_factory.mktemp("ensemble") / "model"
+    assert main(["ensemble", "--models", f"{tiny_model_dir},{wide_model_dir}", "--weights", "1,3",
+                 "--output-dir", str(out)]) == 0
+    return out
+
+
+def test_ensemble_vectors_are_the_weighted_members_and_score_their_mean_cosine(ensemble_dir, tiny_model_dir,
+                                                                              wide_model_dir):
+    from train.encoder import TextEncoder
+
+    manifest = json.loads((ensemble_dir / "firstlight_ensemble.json").read_text())
+    assert [m["weight"] for m in manifest["members"]] == [0.25, 0.75]
+    assert [m["dim"] for m in manifest["members"]] == [32, 48]
+    assert sorted(p.name for p in ensemble_dir.iterdir()) == ["firstlight_ensemble.json", "member-0", "member-1"]
+    ensemble = TextEncoder.load(str(ensemble_dir))  # every stage loads its model this way
+    small, wide = TextEncoder.load(str(tiny_model_dir)), TextEncoder.load(str(wide_model_dir))
+    vectors = ensemble.encode(TEXTS)
+    assert ensemble.dim == 80 and vectors.shape == (4, 80) and vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors, np.hstack([0.5 * small.encode(TEXTS), np.sqrt(0.75) * wide.encode(TEXTS)]),
+                               atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    mean_cosine = 0.25 * small.encode(TEXTS) @ small.encode(TEXTS).T + 0.75 * wide.encode(TEXTS) @ wide.encode(TEXTS).T
+    np.testing.assert_allclose(vectors @ vectors.T, mean_cosine, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, ray_session) -> Path:
+    from data_pipeline.prepare import PrepareConfig, run_prepare
+
+    return run_prepare(PrepareConfig(dataset="wands", data_dir=str(Path(__file__).parent / "fixtures" / "wands"),
+                                     output_dir=str(tmp_path_factory.mktemp("ensemble_wands") / "data")))
+
+
+def test_embed_and_index_take_an_ensemble_as_their_model(ensemble_dir, prepared, tmp_path):
+    from data_pipeline.embed import EmbedConfig, load_embeddings, model_fingerprint, run_embed
+    from data_pipeline.prepare import load_catalogue
+    from serve.index import IndexConfig, ProductIndex, run_index
+    from train.encoder import TextEncoder
+
+    emb = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(tmp_path / "emb"), model=str(ensemble_dir)))
+    ids, vectors = load_embeddings(emb / "vectors")
+    catalogue = load_catalogue(prepared).set_index("product_id")
+    encoder = TextEncoder.load(str(ensemble_dir))
+    assert vectors.shape == (len(catalogue), 80)
+    np.testing.assert_allclose(vectors, encoder.encode(catalogue.loc[ids, "text"].tolist()), atol=1e-5)
+    index = ProductIndex.load(run_index(IndexConfig(embeddings_dir=str(emb), output_dir=str(tmp_path / "index"))))
+    query = encoder.encode(["a wooden chair"])
+    _, found = index.search(query, 3)
+    assert list(found[0]) == [ids[i] for i in np.argsort(-(vectors @ query[0]))[:3]]
+    # the embedding cache knows the members' weights, which live in subfolders
+    assert {"member-0/model.safetensors", "member-1/model.safetensors"} <= set(
+        model_fingerprint(str(ensemble_dir))["weights"])
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (dict(models=("MODEL",)), "models"),
+    (dict(models=("MODEL", "no/such/folder")), "models"),
+    (dict(models=("MODEL", "MODEL")), "models"),
+    (dict(models=("MODEL", "ENSEMBLE")), "models"),
+    (dict(weights=("1",)), "weights"),
+    (dict(weights=("1", "-2")), "weights"),
+    (dict(weights=("1", "half")), "weights"),
+    (dict(output_dir=""), "output_dir"),
+    (dict(output_dir="MODEL"), "output_dir"),
+])
+def test_bad_ensemble_input_names_the_field(overrides, field, tiny_model_dir, wide_model_dir, ensemble_dir, tmp_path):
+    swap = {"MODEL": str(tiny_model_dir), "ENSEMBLE": str(ensemble_dir)}
+    settings = dict(models=(str(tiny_model_dir), str(wide_model_dir)), output_dir=str(tmp_path / "out"))
+    for key, value in overrides.items():
+        settings[key] = tuple(swap.get(v, v) for v in value) if isinstance(value, tuple) else swap.get(value, value)
+    with pytest.raises(ConfigError, match=field):
+        run_ensemble(EnsembleConfig(**settings))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_ensemble_missing_a_member_or_asked_to_train_says_what_to_do(ensemble_dir, prepared, tmp_path):
+    import shutil
+
+    from tests.test_train import tiny_config
+    from train.encoder import TextEncoder
+
+    broken = tmp_path / "broken"
+    shutil.copytree(ensemble_dir, broken)
+    shutil.rmtree(broken / "member-1")
+    with pytest.raises(ConfigError, match="lacks its member"):
+        TextEncoder.load(str(broken))
+    with pytest.raises(ConfigError, match="does not train further"):
+        tiny_config(prepared, str(ensemble_dir), tmp_path / "train").validate()

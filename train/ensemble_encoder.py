@@ -1,0 +1,141 @@
+"""Ensemble encoder: several fine-tuned encoders served as one, through one index.
+
+Encoders of different families fine-tuned on the same pairs (MiniLM and MPNet, say) make different
+mistakes on unseen queries, and the weighted mean of their cosine similarities ranks better than
+either: on Home Depot's unseen test queries the fine-tuned MiniLM and MPNet rank 0.391 / 0.817 and
+0.391 / 0.811 nDCG@10 / Recall@100 alone, 0.410 / 0.840 together (benchmarks/RESULTS.md).
+
+The ensemble's vector of a text is each member's unit vector times the square root of its weight,
+concatenated. With weights summing to one the result is a unit vector, and the inner product of two
+such vectors is the weighted mean of the members' cosines: the ensemble's score is exactly what one
+FAISS inner-product index over those vectors returns. So embed, index, evaluate and serve take an
+ensemble folder as their ``--model`` like any encoder; it costs the sum of its members' time.
+
+    firstlight ensemble --models runs/minilm/model,runs/mpnet/model --weights 0.5,0.5 --output-dir ens
+
+The folder holds a copy of every member (``member-0``, ``member-1``, ...) and
+``firstlight_ensemble.json``; it is self-contained, so it can be copied to a cluster as one folder.
+An ensemble cannot be fine-tuned further (train a member, then rebuild it), nor souped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from firstlight.errors import ConfigError
+from firstlight.storage import is_uri
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "firstlight_ensemble.json"
+
+
+def is_ensemble(path) -> bool:
+    return (Path(path).expanduser() / MANIFEST).is_file()
+
+
+@dataclass
+class EnsembleConfig:
+    models: tuple[str, ...] = field(default=(), metadata={
+        "help": "encoder folders to combine, comma-separated (two or more; any families, any widths)"})
+    weights: tuple[float, ...] = field(default=(), metadata={
+        "help": "each model's weight in the ensemble's score, comma-separated (default: equal); pick them on "
+                "the val split (`firstlight evaluate --split val`)"})
+    output_dir: str = field(default="", metadata={"help": "where the ensemble folder is written"})
+
+    def validate(self) -> None:
+        if len(self.models) < 2:
+            raise ConfigError("models", f"{len(self.models)} model folder(s) given; an ensemble combines two or more",
+                              "pass --models RUN_A/model,RUN_B/model[,...]")
+        seen = set()
+        for model in self.models:
+            folder = Path(model).expanduser()
+            if is_uri(model) or not (folder / "config.json").is_file():
+                raise ConfigError("models", f"{model} is not a local encoder folder (no config.json)"
+                                  + (": an ensemble cannot be a member" if is_ensemble(folder) else ""),
+                                  "pass exported model/ folders (`firstlight train`, `soup` or a "
+                                  "sentence-transformers folder)")
+            if folder.resolve() in seen:
+                raise ConfigError("models", f"{model} is listed twice", "list each model once; weigh it with --weights")
+            seen.add(folder.resolve())
+        if self.weights:
+            try:  # from the command line they arrive as strings
+                self.weights = tuple(float(w) for w in self.weights)
+            except ValueError:
+                raise ConfigError("weights", f"{','.join(map(str, self.weights))} is not a list of numbers",
+                                  "e.g. --weights 0.5,0.5") from None
+            if len(self.weights) != len(self.models) or min(self.weights) < 0 or sum(self.weights) <= 0:
+                raise ConfigError("weights", f"{list(self.weights)} is not one non-negative weight per model "
+                                  f"({len(self.models)})", "e.g. --weights 0.5,0.5 (they are scaled to sum to 1)")
+        if not self.output_dir or is_uri(self.output_dir):
+            raise ConfigError("output_dir", f"{self.output_dir or 'no folder'} is not a local folder",
+                              "pass --output-dir FOLDER (copy it to a bucket afterwards if you need one)")
+        if Path(self.output_dir).expanduser().resolve() in seen:
+            raise ConfigError("output_dir", f"{self.output_dir} is one of the models", "write to a new folder")
+
+    def normalised_weights(self) -> list[float]:
+        weights = list(self.weights) or [1.0] * len(self.models)
+        return [w / sum(weights) for w in weights]
+
+
+def run_ensemble(cfg: EnsembleConfig) -> Path:
+    """Copy the members into one folder beside their weights; return the folder."""
+    from data_pipeline.manifest import atomic_folder
+
+    cfg.validate()
+    out = Path(cfg.output_dir).expanduser()
+    members = []
+    with atomic_folder(out) as scratch:  # an interrupted build leaves no half-copied ensemble behind
+        for i, (model, weight) in enumerate(zip(cfg.models, cfg.normalised_weights())):
+            name = f"member-{i}"
+            log.info("[ensemble] %d/%d: %s (weight %.3f)", i + 1, len(cfg.models), model, weight)
+            shutil.copytree(Path(model).expanduser(), scratch / name)
+            dim = json.loads((scratch / name / "config.json").read_text()).get("hidden_size")
+            members.append({"folder": name, "weight": weight, "source": str(Path(model).expanduser().resolve()),
+                            "dim": dim})
+        (scratch / MANIFEST).write_text(json.dumps({"members": members}, indent=2) + "\n")
+    log.info("[ensemble] %d encoders in %s (%d dimensions)", len(members), out,
+             sum(m["dim"] or 0 for m in members))
+    return out
+
+
+class EnsembleEncoder:
+    """The members' weighted unit vectors, concatenated: ``TextEncoder``'s interface for embed,
+    evaluate and serve."""
+
+    def __init__(self, members: list, weights: list[float], name: str = ""):
+        self.members, self.weights, self.name = members, weights, name
+        self.max_length = max(m.max_length for m in members)
+
+    @classmethod
+    def load(cls, folder, **kwargs) -> "EnsembleEncoder":
+        """``kwargs`` (max_length, device, dtype) go to every member's ``TextEncoder.load``."""
+        from train.encoder import TextEncoder
+
+        folder = Path(folder).expanduser()
+        try:
+            spec = json.loads((folder / MANIFEST).read_text())["members"]
+            paths, weights = [folder / m["folder"] for m in spec], [float(m["weight"]) for m in spec]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ConfigError("model", f"{folder / MANIFEST} is not a FirstLight ensemble manifest ({err})",
+                              "rebuild the folder with `firstlight ensemble`") from None
+        missing = [str(p) for p in paths if not (p / "config.json").is_file()]
+        if missing or not paths:
+            raise ConfigError("model", f"the ensemble {folder} lacks its member folder(s) {missing}",
+                              "copy the whole ensemble folder, or rebuild it with `firstlight ensemble`")
+        return cls([TextEncoder.load(str(p), **kwargs) for p in paths], weights, name=str(folder))
+
+    @property
+    def dim(self) -> int:
+        return sum(m.dim for m in self.members)
+
+    def encode(self, texts, batch_size: int = 64) -> np.ndarray:
+        parts = [m.encode(texts, batch_size=batch_size) * np.float32(np.sqrt(w))
+                 for m, w in zip(self.members, self.weights)]
+        return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
