@@ -32,6 +32,14 @@ def _index_run(index_dir: str | None) -> str | None:
     return Path(index_dir).parent.name.removeprefix("finetuned-")
 
 
+def _embeddings_run(folder: str) -> str:
+    """The run whose model embedded ``folder`` (a FINETUNED-RUN/embeddings folder), else its path."""
+    path = Path(folder)
+    if path.name == "embeddings" and path.parent.name.startswith("finetuned-"):
+        return path.parent.name.removeprefix("finetuned-")
+    return folder
+
+
 def settings(cfg: dict) -> str:
     """The settings that differ between runs, in words."""
     parts = [f"positives >= {cfg.get('positive_at', 2.5):g}", f"batch {cfg['batch_size']}"]
@@ -84,6 +92,13 @@ def settings(cfg: dict) -> str:
                      f"temperature {cfg.get('distil_temperature', 0.05):g}"
                      + (f", positive {cfg['distil_positive_margin']:g} above the teacher's best)" if cfg.get("distil_positive_margin")
                         else ")"))
+    if cfg.get("ensemble_teacher"):
+        folders = [f for f in cfg["ensemble_teacher"].split(",") if f]
+        weights = cfg.get("ensemble_weights") or ",".join(["1"] * len(folders))
+        members = [_embeddings_run(f) for f in folders]
+        parts.append(f"distilled in batch from the ensemble of {' + '.join(members)} (weights "
+                     f"{weights.replace(',', ' / ')}, loss weight {cfg.get('ensemble_distil_weight', 1.0):g}, "
+                     f"temperature {cfg.get('ensemble_temperature', 0.05):g})")
     if cfg.get("seed", 2026) != 2026:
         parts.append(f"seed {cfg['seed']}")
     if cfg.get("train_splits", "train") != "train":
@@ -108,7 +123,7 @@ def collect(root: Path) -> list[dict]:
             described += f", pairs from {cfg['prepared_dir']}"
         runs.append({"run": run.name, "settings": described, "steps": int(last["step"]),
                      "pairs_per_s": float(last["pairs_per_s"]), "val": model.get("val_ndcg@10"), **_figures(test)})
-    return runs + collect_soups(root)
+    return runs + collect_soups(root) + collect_ensembles(root)
 
 
 def collect_soups(root: Path) -> list[dict]:
@@ -126,6 +141,22 @@ def collect_soups(root: Path) -> list[dict]:
     return soups
 
 
+def collect_ensembles(root: Path) -> list[dict]:
+    """`firstlight ensemble` outputs (ensemble-*/model) evaluated like a run; no training of their own."""
+    found = []
+    for ensemble in sorted(root.glob("ensemble-*"), key=lambda p: p.stat().st_mtime):
+        test = root / f"finetuned-{ensemble.name}" / "test.json"
+        manifest = ensemble / "model" / "firstlight_ensemble.json"
+        if not test.exists() or not manifest.exists():
+            continue
+        members = json.loads(manifest.read_text())["members"]
+        found.append({"run": ensemble.name, "steps": None, "pairs_per_s": None, "val": None,
+                      "settings": f"ensemble of {len(members)} encoders (their weighted vectors, concatenated): "
+                                  + ", ".join(f"{Path(m['source']).parent.name} ({m['weight']:g})" for m in members),
+                      **_figures(test)})
+    return found
+
+
 def _figures(test: Path) -> dict:
     """A model's test figures: alone (as typed and spelling-corrected), RRF, and the tuned wsum if run."""
     def mean(name: str, system: str) -> dict | None:
@@ -138,14 +169,15 @@ def _figures(test: Path) -> dict:
 
 def merge(recorded: list[dict], found: list[dict]) -> list[dict]:
     """The table's rows: every recorded run, its row refreshed where its artifacts are here, then the
-    runs found here for the first time; soups after runs.
+    runs found here for the first time; soups after runs, ensembles last.
 
     Artifacts live on whichever machine trained them and are often gone (a fresh checkout, a cleaned
     disk): a run that is not here keeps its recorded row instead of vanishing from the table.
     """
     fresh = {r["run"]: r for r in found}
     rows = [fresh.pop(r["run"], r) for r in recorded] + list(fresh.values())
-    return sorted(rows, key=lambda r: r["run"].startswith("soup-"))  # a stable sort: order kept otherwise
+    # a stable sort: order kept otherwise
+    return sorted(rows, key=lambda r: 2 if r["run"].startswith("ensemble-") else r["run"].startswith("soup-"))
 
 
 def main() -> None:
@@ -178,7 +210,9 @@ products), oldest first; each starts from all-MiniLM-L6-v2 unless its settings n
 them). "Corrected" is the encoder alone on spelling-corrected queries (`--spell-correct`; nDCG@10 /
 Recall@100). Fusions are with BM25, on the queries as typed: reciprocal rank (RRF, k 60) and a
 weighted sum tuned on val (wsum). Soups (`firstlight soup`) come last: one encoder whose weights are
-the mean of the runs named; they have no training steps of their own.
+the mean of the runs named; they have no training steps of their own. Ensembles (`firstlight
+ensemble`) come after them: several encoders served as one, scoring the weighted mean of their
+cosines; each costs its members' time together.
 Targets: alone nDCG@10 >= 0.40 and Recall@100 >= 0.83; fused >= 0.42 / 0.85.
 
 | run | settings | steps | pairs/s | val nDCG@10 | nDCG@10 | Recall@100 | MRR@10 | corrected | RRF nDCG@10 | RRF Recall@100 | wsum nDCG@10 | wsum Recall@100 |

@@ -83,15 +83,21 @@ def main() -> None:
             raw[f"{name} vs {best} {metric}"] = cmp
             lines.append(f"| {name} | {metric} | {best} | {cmp['mean_diff']:+.3f} | "
                          f"[{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}] |")
-    info = json.loads((Path(args.model) / "firstlight.json").read_text())
-    if info.get("soup_of"):
+    from train.ensemble_encoder import MANIFEST, is_ensemble
+
+    ensemble = is_ensemble(args.model)
+    info = json.loads((Path(args.model) / (MANIFEST if ensemble else "firstlight.json")).read_text())
+    if ensemble:
+        made = (f"an ensemble of {len(info['members'])} fine-tuned encoders: "
+                + ", ".join(f"{Path(m['source']).parent.name} (weight {m['weight']:g})" for m in info["members"]))
+    elif info.get("soup_of"):
         runs = ", ".join(Path(m).parent.name for m in info["soup_of"])
         made = f"the mean of the weights of {len(info['soup_of'])} fine-tuned encoders ({runs})"
     else:
         made = (f"best checkpoint: step {info.get('step')}, validation nDCG@10 "
                 f"{info.get('val_ndcg@10') or float('nan'):.3f} on the sampled validation catalogue")
     body = f"""
-Training: `{args.train_command}` ({made}). Test: {tuned['queries']:,} unseen
+{"Built" if ensemble else "Training"}: `{args.train_command}` ({made}). Test: {tuned['queries']:,} unseen
 queries ranked over all {tuned['products']:,} products; evaluation command as in the quality section.
 
 | system | nDCG@10 | Recall@100 | MRR@10 | nDCG@10 (judged only) |

@@ -22,6 +22,11 @@ def test_a_first_table_is_the_runs_found():
     assert [r["run"] for r in merge([], [row("soup-x", 0.4, None), row("train-a", 0.38)])] == ["train-a", "soup-x"]
 
 
+def test_ensembles_come_last_after_soups():
+    found = [row("ensemble-ab", 0.41, None), row("soup-x", 0.4, None), row("train-a", 0.38)]
+    assert [r["run"] for r in merge([], found)] == ["train-a", "soup-x", "ensemble-ab"]
+
+
 def test_settings_name_the_options_that_differ():
     from dataclasses import asdict
 
@@ -41,3 +46,7 @@ def test_settings_name_the_options_that_differ():
     assert "mined from" not in settings(asdict(TrainConfig(hard_negatives="both", mine_index_dir="work/index")))
     assert settings(asdict(TrainConfig(model="models/all-mpnet-base-v2"))).startswith("from all-mpnet-base-v2, ")
     assert "from " not in settings(asdict(TrainConfig()))  # the default encoder goes unnamed
+    cfg = asdict(TrainConfig(ensemble_teacher="w/finetuned-train-a/embeddings,w/finetuned-train-b/embeddings",
+                             ensemble_weights="0.5,0.5", ensemble_distil_weight=2.0))
+    assert ("distilled in batch from the ensemble of train-a + train-b (weights 0.5 / 0.5, loss weight 2"
+            in settings(cfg))
