@@ -67,13 +67,16 @@ class Gateway:
         return self.spellers.get_or_load(version["id"], lambda: LiveSpeller(
             self.cfg.resolved_prepared_dir(), change_log_path(self.cfg.resolved_state_dir(), version["id"])))
 
-    def _tokenizer(self, model: str):
+    def _tokenizer(self, model: str) -> list:
+        """The model's tokenizers: one, or one per member of an ensemble (train/ensemble_encoder.py)."""
         if model not in self.tokenizers:
             from transformers import AutoTokenizer
 
             from train.encoder import resolve_model_path
+            from train.ensemble_encoder import tokenizer_folders
 
-            self.tokenizers[model] = AutoTokenizer.from_pretrained(resolve_model_path(model))
+            self.tokenizers[model] = [AutoTokenizer.from_pretrained(f)
+                                      for f in tokenizer_folders(resolve_model_path(model))]
         return self.tokenizers[model]
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -107,9 +110,12 @@ class Gateway:
             raise ApiError(401, "unauthorized", "Authorization", "the admin token is wrong")
 
     def _check_tokens(self, model: str, texts: list[str], names: list[str]) -> None:
-        for name, ids in zip(names, self._tokenizer(model)(texts)["input_ids"]):
-            if len(ids) > self.cfg.max_text_tokens:
-                raise ApiError(422, "too_many_tokens", name, f"'{name}' has {len(ids)} tokens; at most "
+        # an ensemble's members may cut a text into different numbers of tokens: the most counts
+        per_tokenizer = [[len(ids) for ids in tok(texts)["input_ids"]] for tok in self._tokenizer(model)]
+        counts = [max(c) for c in zip(*per_tokenizer)]
+        for name, count in zip(names, counts):
+            if count > self.cfg.max_text_tokens:
+                raise ApiError(422, "too_many_tokens", name, f"'{name}' has {count} tokens; at most "
                                f"{self.cfg.max_text_tokens} are accepted", self.cfg.max_text_tokens)
 
     async def _rank(self, texts: list[str], k: int, exclude: list[str], field: str):

@@ -121,3 +121,23 @@ def test_an_ensemble_missing_a_member_or_asked_to_train_says_what_to_do(ensemble
         TextEncoder.load(str(broken))
     with pytest.raises(ConfigError, match="does not train further"):
         tiny_config(prepared, str(ensemble_dir), tmp_path / "train").validate()
+
+
+def test_the_gateway_counts_an_ensembles_tokens_with_every_members_tokenizer(ensemble_dir, tiny_model_dir):
+    """The server refuses over-long texts by token count; an ensemble has a tokenizer per member."""
+    from types import SimpleNamespace
+
+    from serve.api import ApiError
+    from serve.gateway import Gateway
+    from train.ensemble_encoder import tokenizer_folders
+
+    assert tokenizer_folders(tiny_model_dir) == [tiny_model_dir]
+    assert tokenizer_folders(ensemble_dir) == [ensemble_dir / "member-0", ensemble_dir / "member-1"]
+    gateway = Gateway.func_or_class
+    fake = SimpleNamespace(tokenizers={}, cfg=SimpleNamespace(max_text_tokens=8))
+    fake._tokenizer = lambda model: gateway._tokenizer(fake, model)
+    assert len(fake._tokenizer(str(ensemble_dir))) == 2
+    gateway._check_tokens(fake, str(ensemble_dir), ["cordless drill"], ["query"])  # 4 tokens with [CLS] / [SEP]
+    with pytest.raises(ApiError) as err:
+        gateway._check_tokens(fake, str(ensemble_dir), ["ok", "one two three four five six seven"], ["texts.0", "texts.1"])
+    assert (err.value.status, err.value.code, err.value.field) == (422, "too_many_tokens", "texts.1")

@@ -40,6 +40,14 @@ def is_ensemble(path) -> bool:
     return (Path(path).expanduser() / MANIFEST).is_file()
 
 
+def tokenizer_folders(path) -> list[Path]:
+    """The folders whose tokenizers cut a model's texts: the model's own, or each member's."""
+    folder = Path(path).expanduser()
+    if not is_ensemble(folder):
+        return [folder]
+    return [folder / m["folder"] for m in json.loads((folder / MANIFEST).read_text())["members"]]
+
+
 @dataclass
 class EnsembleConfig:
     models: tuple[str, ...] = field(default=(), metadata={
