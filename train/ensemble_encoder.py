@@ -2,7 +2,7 @@
 
 Encoders of different families fine-tuned on the same pairs (MiniLM and MPNet, say) make different
 mistakes on unseen queries, and the weighted mean of their cosine similarities ranks better than
-either: on Home Depot's unseen test queries the fine-tuned MiniLM and MPNet rank 0.391 / 0.817 and
+either: on Home Depot's unseen test queries the fine-tuned MiniLM and MPNet rank 0.390 / 0.817 and
 0.391 / 0.811 nDCG@10 / Recall@100 alone, 0.410 / 0.840 together (benchmarks/RESULTS.md).
 
 The ensemble's vector of a text is each member's unit vector times the square root of its weight,
