@@ -50,16 +50,10 @@ def parse_members(dirs: str, weights: str) -> list[tuple[str, float]]:
         if not (Path(folder) / "manifest.json").exists():
             raise ConfigError("ensemble_teacher", f"{folder} is not a FirstLight embeddings folder (no manifest.json)",
                               "run `firstlight embed --model TEACHER` on this prepared catalogue and pass its output")
-    if not weights:
-        return [(f, 1.0 / len(folders)) for f in folders]
-    try:
-        values = [float(w) for w in weights.split(",")]
-    except ValueError:
-        raise ConfigError("ensemble_weights", f"{weights!r} is not a list of numbers", "e.g. 0.5,0.5") from None
-    if len(values) != len(folders) or min(values) < 0 or sum(values) <= 0:
-        raise ConfigError("ensemble_weights", f"{weights!r} does not give one non-negative weight per teacher "
-                          f"({len(folders)})", "one weight per --ensemble-teacher folder, e.g. 0.5,0.5")
-    return [(f, v / sum(values)) for f, v in zip(folders, values)]
+    from train.ensemble_encoder import scaled_weights
+
+    values = weights.split(",") if weights else []
+    return list(zip(folders, scaled_weights(values, len(folders), "ensemble_weights", "--ensemble-weights")))
 
 
 def teacher_matrices(members: list[tuple[str, float]], queries: list[str], catalogue: pd.DataFrame,
@@ -68,6 +62,7 @@ def teacher_matrices(members: list[tuple[str, float]], queries: list[str], catal
     members' unit vectors times sqrt(weight), concatenated (float16: half the object-store bytes)."""
     from data_pipeline.embed import load_embeddings
     from train.encoder import TextEncoder
+    from train.ensemble_encoder import join_weighted
 
     q_parts, p_parts = [], []
     for folder, weight in members:
@@ -79,11 +74,11 @@ def teacher_matrices(members: list[tuple[str, float]], queries: list[str], catal
             raise ConfigError("ensemble_teacher", f"{folder} lacks {len(missing)} of this catalogue's products "
                               f"(e.g. {missing[:3]})" if missing else f"{folder}'s manifest names no model",
                               "embed the same prepared catalogue with the teacher (`firstlight embed`)")
-        scale = np.float32(np.sqrt(weight))
-        p_parts.append(vectors[[row[p] for p in catalogue["product_id"]]] * scale)
+        p_parts.append(vectors[[row[p] for p in catalogue["product_id"]]])
         log.info("[train] ensemble teacher: %s (weight %.2f) encodes %d training queries", model, weight, len(queries))
-        q_parts.append(TextEncoder.load(model).encode(queries, batch_size=256) * scale)
-    return np.hstack(q_parts).astype(np.float16), np.hstack(p_parts).astype(np.float16)
+        q_parts.append(TextEncoder.load(model).encode(queries, batch_size=256))
+    weights = [w for _, w in members]
+    return join_weighted(q_parts, weights).astype(np.float16), join_weighted(p_parts, weights).astype(np.float16)
 
 
 def add_teacher_rows(pairs: pd.DataFrame, members, catalogue: pd.DataFrame, text_columns: list[str]):

@@ -40,12 +40,49 @@ def is_ensemble(path) -> bool:
     return (Path(path).expanduser() / MANIFEST).is_file()
 
 
+def members(folder) -> list[tuple[Path, float]]:
+    """An ensemble folder's (member folder, weight) pairs, from its manifest; a clear error if broken."""
+    folder = Path(folder).expanduser()
+    try:
+        spec = json.loads((folder / MANIFEST).read_text())["members"]
+        found = [(folder / m["folder"], float(m["weight"])) for m in spec]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError("model", f"{folder / MANIFEST} is not a FirstLight ensemble manifest ({err})",
+                          "rebuild the folder with `firstlight ensemble`") from None
+    missing = [str(p) for p, _ in found if not (p / "config.json").is_file()]
+    if missing or not found:
+        raise ConfigError("model", f"the ensemble {folder} lacks its member folder(s) {missing}",
+                          "copy the whole ensemble folder, or rebuild it with `firstlight ensemble`")
+    return found
+
+
 def tokenizer_folders(path) -> list[Path]:
     """The folders whose tokenizers cut a model's texts: the model's own, or each member's."""
     folder = Path(path).expanduser()
-    if not is_ensemble(folder):
-        return [folder]
-    return [folder / m["folder"] for m in json.loads((folder / MANIFEST).read_text())["members"]]
+    return [p for p, _ in members(folder)] if is_ensemble(folder) else [folder]
+
+
+def scaled_weights(values, count: int, field: str, flag: str) -> list[float]:
+    """One non-negative weight per member (numbers, or their command-line strings), scaled to sum
+    to 1; equal weights when none are given."""
+    if not values:
+        return [1.0 / count] * count
+    given = ",".join(map(str, values))
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        raise ConfigError(field, f"{given} is not a list of numbers", f"e.g. {flag} 0.5,0.5") from None
+    if len(numbers) != count or min(numbers) < 0 or sum(numbers) <= 0:
+        raise ConfigError(field, f"{given} is not one non-negative weight per model ({count})",
+                          f"one weight per model, e.g. {flag} 0.5,0.5 (they are scaled to sum to 1)")
+    return [w / sum(numbers) for w in numbers]
+
+
+def join_weighted(parts: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """Each member's unit vectors times sqrt(its weight), side by side: inner products of the result
+    are the weighted mean of the members' cosines."""
+    return np.ascontiguousarray(np.hstack([v * np.float32(np.sqrt(w)) for v, w in zip(parts, weights)]),
+                                dtype=np.float32)
 
 
 @dataclass
@@ -72,15 +109,7 @@ class EnsembleConfig:
             if folder.resolve() in seen:
                 raise ConfigError("models", f"{model} is listed twice", "list each model once; weigh it with --weights")
             seen.add(folder.resolve())
-        if self.weights:
-            try:  # from the command line they arrive as strings
-                self.weights = tuple(float(w) for w in self.weights)
-            except ValueError:
-                raise ConfigError("weights", f"{','.join(map(str, self.weights))} is not a list of numbers",
-                                  "e.g. --weights 0.5,0.5") from None
-            if len(self.weights) != len(self.models) or min(self.weights) < 0 or sum(self.weights) <= 0:
-                raise ConfigError("weights", f"{list(self.weights)} is not one non-negative weight per model "
-                                  f"({len(self.models)})", "e.g. --weights 0.5,0.5 (they are scaled to sum to 1)")
+        self.normalised_weights()
         if not self.output_dir or is_uri(self.output_dir):
             raise ConfigError("output_dir", f"{self.output_dir or 'no folder'} is not a local folder",
                               "pass --output-dir FOLDER (copy it to a bucket afterwards if you need one)")
@@ -88,8 +117,7 @@ class EnsembleConfig:
             raise ConfigError("output_dir", f"{self.output_dir} is one of the models", "write to a new folder")
 
     def normalised_weights(self) -> list[float]:
-        weights = list(self.weights) or [1.0] * len(self.models)
-        return [w / sum(weights) for w in weights]
+        return scaled_weights(self.weights, len(self.models), "weights", "--weights")
 
 
 def run_ensemble(cfg: EnsembleConfig) -> Path:
@@ -126,24 +154,12 @@ class EnsembleEncoder:
         """``kwargs`` (max_length, device, dtype) go to every member's ``TextEncoder.load``."""
         from train.encoder import TextEncoder
 
-        folder = Path(folder).expanduser()
-        try:
-            spec = json.loads((folder / MANIFEST).read_text())["members"]
-            paths, weights = [folder / m["folder"] for m in spec], [float(m["weight"]) for m in spec]
-        except (ValueError, KeyError, TypeError) as err:
-            raise ConfigError("model", f"{folder / MANIFEST} is not a FirstLight ensemble manifest ({err})",
-                              "rebuild the folder with `firstlight ensemble`") from None
-        missing = [str(p) for p in paths if not (p / "config.json").is_file()]
-        if missing or not paths:
-            raise ConfigError("model", f"the ensemble {folder} lacks its member folder(s) {missing}",
-                              "copy the whole ensemble folder, or rebuild it with `firstlight ensemble`")
-        return cls([TextEncoder.load(str(p), **kwargs) for p in paths], weights, name=str(folder))
+        found = members(folder)
+        return cls([TextEncoder.load(str(p), **kwargs) for p, _ in found], [w for _, w in found], name=str(folder))
 
     @property
     def dim(self) -> int:
         return sum(m.dim for m in self.members)
 
     def encode(self, texts, batch_size: int = 64) -> np.ndarray:
-        parts = [m.encode(texts, batch_size=batch_size) * np.float32(np.sqrt(w))
-                 for m, w in zip(self.members, self.weights)]
-        return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
+        return join_weighted([m.encode(texts, batch_size=batch_size) for m in self.members], self.weights)
