@@ -22,6 +22,7 @@ from benchmarks.report import RESULTS, update_section  # noqa: E402
 from firstlight.paths import default_workdir  # noqa: E402
 from train.config import MINED_MODES, TrainConfig  # noqa: E402
 from train.encoder import DEFAULT_MODEL  # noqa: E402
+from train.ensemble_encoder import MANIFEST  # noqa: E402
 
 
 def _index_run(index_dir: str | None) -> str | None:
@@ -126,35 +127,37 @@ def collect(root: Path) -> list[dict]:
     return runs + collect_soups(root) + collect_ensembles(root)
 
 
-def collect_soups(root: Path) -> list[dict]:
-    """`firstlight soup` outputs (soup-*/model) evaluated like a run; they have no training of their own."""
-    soups = []
-    for soup in sorted(root.glob("soup-*"), key=lambda p: p.stat().st_mtime):
-        test = root / f"finetuned-{soup.name}" / "test.json"
-        info_path = soup / "model" / "firstlight.json"
+def _collect_built(root: Path, prefix: str, info_name: str, describe) -> list[dict]:
+    """Encoders built from runs rather than trained (PREFIX-*/model) and evaluated like a run: no
+    training steps of their own; ``describe`` turns the folder's INFO_NAME file into its settings."""
+    found = []
+    for built in sorted(root.glob(f"{prefix}-*"), key=lambda p: p.stat().st_mtime):
+        test = root / f"finetuned-{built.name}" / "test.json"
+        info_path = built / "model" / info_name
         if not test.exists() or not info_path.exists():
             continue
-        parts = json.loads(info_path.read_text()).get("soup_of", [])
-        soups.append({"run": soup.name, "steps": None, "pairs_per_s": None, "val": None,
-                      "settings": f"mean of the weights of {len(parts)} runs: "
-                                  + ", ".join(Path(m).parent.name for m in parts), **_figures(test)})
-    return soups
+        found.append({"run": built.name, "steps": None, "pairs_per_s": None, "val": None,
+                      "settings": describe(json.loads(info_path.read_text())), **_figures(test)})
+    return found
+
+
+def collect_soups(root: Path) -> list[dict]:
+    """`firstlight soup` outputs (soup-*/model)."""
+    def describe(info: dict) -> str:
+        parts = info.get("soup_of", [])
+        return f"mean of the weights of {len(parts)} runs: " + ", ".join(Path(m).parent.name for m in parts)
+
+    return _collect_built(root, "soup", "firstlight.json", describe)
 
 
 def collect_ensembles(root: Path) -> list[dict]:
-    """`firstlight ensemble` outputs (ensemble-*/model) evaluated like a run; no training of their own."""
-    found = []
-    for ensemble in sorted(root.glob("ensemble-*"), key=lambda p: p.stat().st_mtime):
-        test = root / f"finetuned-{ensemble.name}" / "test.json"
-        manifest = ensemble / "model" / "firstlight_ensemble.json"
-        if not test.exists() or not manifest.exists():
-            continue
-        members = json.loads(manifest.read_text())["members"]
-        found.append({"run": ensemble.name, "steps": None, "pairs_per_s": None, "val": None,
-                      "settings": f"ensemble of {len(members)} encoders (their weighted vectors, concatenated): "
-                                  + ", ".join(f"{Path(m['source']).parent.name} ({m['weight']:g})" for m in members),
-                      **_figures(test)})
-    return found
+    """`firstlight ensemble` outputs (ensemble-*/model)."""
+    def describe(info: dict) -> str:
+        members = info["members"]
+        return (f"ensemble of {len(members)} encoders (their weighted vectors, concatenated): "
+                + ", ".join(f"{Path(m['source']).parent.name} ({m['weight']:g})" for m in members))
+
+    return _collect_built(root, "ensemble", MANIFEST, describe)
 
 
 def _figures(test: Path) -> dict:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from data_pipeline.prepare import PrepareConfig, run_prepare
-from tests.test_train import _zero_shot_index, tiny_config
+from tests.test_train import _zero_shot_index, three_step_history, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +97,9 @@ def test_pairs_carry_unjudged_teacher_products_ranked_below_the_positive(prepare
 @pytest.mark.parametrize("grad_cache_chunk", [0, 4])
 def test_distillation_adds_its_term_to_the_loss_in_both_step_kinds(prepared, tiny_model_dir, teacher_index,
                                                                    tmp_path, grad_cache_chunk):
-    from train.recipe import fit, read_history
-
     def run(out, **distil):
-        fit(tiny_config(prepared, tiny_model_dir, out, num_workers=1, cpus_per_worker=1, grad_accum=1,
-                        batch_size=16, grad_cache_chunk=grad_cache_chunk, max_steps=3, checkpoint_every=3,
-                        val_queries=0, hard_negatives="judged", dropout=False, length_window=0, **distil))
-        return read_history(out)
+        return three_step_history(prepared, tiny_model_dir, out, grad_cache_chunk, hard_negatives="judged",
+                                  dropout=False, length_window=0, **distil)
 
     plain = run(tmp_path / "plain")
     distilled = run(tmp_path / "distil", distil_index_dir=str(teacher_index), distil_weight=5.0)

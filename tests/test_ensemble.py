@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from data_pipeline.prepare import PrepareConfig, run_prepare
-from tests.test_train import tiny_config
+from tests.test_train import three_step_history, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +88,9 @@ def test_teacher_rows_point_at_the_weighted_members_vectors(prepared, tiny_model
 @pytest.mark.parametrize("grad_cache_chunk", [0, 4])
 def test_ensemble_distillation_adds_its_term_in_both_step_kinds(prepared, tiny_model_dir, teacher_embeddings,
                                                                 tmp_path, grad_cache_chunk):
-    from train.recipe import fit, read_history
-
     def run(out, **teacher):
-        fit(tiny_config(prepared, tiny_model_dir, out, num_workers=1, cpus_per_worker=1, grad_accum=1,
-                        batch_size=16, grad_cache_chunk=grad_cache_chunk, max_steps=3, checkpoint_every=3,
-                        val_queries=0, hard_negatives="judged", dropout=False, length_window=0, **teacher))
-        return read_history(out)
+        return three_step_history(prepared, tiny_model_dir, out, grad_cache_chunk, hard_negatives="judged",
+                                  dropout=False, length_window=0, **teacher)
 
     plain = run(tmp_path / "plain")
     # the teacher is the student's own starting model at a sharper temperature: a KL above zero

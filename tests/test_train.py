@@ -27,6 +27,16 @@ def tiny_config(prepared, tiny_model_dir, out, **overrides) -> TrainConfig:
     return TrainConfig(**settings)
 
 
+def three_step_history(prepared, tiny_model_dir, out, grad_cache_chunk: int = 0, **overrides):
+    """Train 3 steps on one worker (batch 16, one checkpoint, no validation); the per-step metrics."""
+    from train.recipe import fit, read_history
+
+    settings = dict(num_workers=1, cpus_per_worker=1, grad_accum=1, batch_size=16, grad_cache_chunk=grad_cache_chunk,
+                    max_steps=3, checkpoint_every=3, val_queries=0)
+    fit(tiny_config(prepared, tiny_model_dir, out, **{**settings, **overrides}))
+    return read_history(out)
+
+
 def checkpoint_files(result) -> list[str]:
     return sorted(str(p.relative_to(result.checkpoint.path)) for p in Path(result.checkpoint.path).rglob("*")
                   if p.is_file())
@@ -328,13 +338,9 @@ def test_judged_plus_mined_pairs_carry_both_negatives_and_never_a_known_positive
 @pytest.mark.parametrize("grad_cache_chunk", [0, 4])
 def test_two_hard_negatives_per_pair_reach_the_loss_in_both_step_kinds(prepared, tiny_model_dir, tmp_path,
                                                                        grad_cache_chunk):
-    from train.recipe import fit, read_history
-
     def run(hard_negatives, out):
-        fit(tiny_config(prepared, tiny_model_dir, out, num_workers=1, cpus_per_worker=1, grad_accum=1,
-                        batch_size=16, grad_cache_chunk=grad_cache_chunk, max_steps=3, checkpoint_every=3,
-                        val_queries=0, hard_negatives=hard_negatives, mine_from="bm25"))
-        return read_history(out)
+        return three_step_history(prepared, tiny_model_dir, out, grad_cache_chunk, hard_negatives=hard_negatives,
+                                  mine_from="bm25")
 
     two, one = run("judged+mined", tmp_path / "two"), run("judged", tmp_path / "one")
     assert two["step"].tolist() == [1, 2, 3]
