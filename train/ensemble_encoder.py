@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from firstlight.errors import ConfigError
-from firstlight.storage import is_uri
+from train.model_folders import check_model_folders
 
 log = logging.getLogger(__name__)
 
@@ -95,26 +95,8 @@ class EnsembleConfig:
     output_dir: str = field(default="", metadata={"help": "where the ensemble folder is written"})
 
     def validate(self) -> None:
-        if len(self.models) < 2:
-            raise ConfigError("models", f"{len(self.models)} model folder(s) given; an ensemble combines two or more",
-                              "pass --models RUN_A/model,RUN_B/model[,...]")
-        seen = set()
-        for model in self.models:
-            folder = Path(model).expanduser()
-            if is_uri(model) or not (folder / "config.json").is_file():
-                raise ConfigError("models", f"{model} is not a local encoder folder (no config.json)"
-                                  + (": an ensemble cannot be a member" if is_ensemble(folder) else ""),
-                                  "pass exported model/ folders (`firstlight train`, `soup` or a "
-                                  "sentence-transformers folder)")
-            if folder.resolve() in seen:
-                raise ConfigError("models", f"{model} is listed twice", "list each model once; weigh it with --weights")
-            seen.add(folder.resolve())
+        check_model_folders(self.models, self.output_dir, "an ensemble combines")
         self.normalised_weights()
-        if not self.output_dir or is_uri(self.output_dir):
-            raise ConfigError("output_dir", f"{self.output_dir or 'no folder'} is not a local folder",
-                              "pass --output-dir FOLDER (copy it to a bucket afterwards if you need one)")
-        if Path(self.output_dir).expanduser().resolve() in seen:
-            raise ConfigError("output_dir", f"{self.output_dir} is one of the models", "write to a new folder")
 
     def normalised_weights(self) -> list[float]:
         return scaled_weights(self.weights, len(self.models), "weights", "--weights")

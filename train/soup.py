@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firstlight.errors import ConfigError
-from firstlight.storage import is_uri
+from train.model_folders import check_model_folders
 
 log = logging.getLogger(__name__)
 
@@ -36,29 +36,7 @@ class SoupConfig:
     output_dir: str = field(default="", metadata={"help": "where the averaged encoder is written"})
 
     def validate(self) -> None:
-        if len(self.models) < 2:
-            raise ConfigError("models", f"{len(self.models)} model folder(s) given; a soup averages two or more",
-                              "pass --models RUN_A/model,RUN_B/model[,...]")
-        seen = set()
-        for model in self.models + (self.output_dir,):
-            if is_uri(model):
-                raise ConfigError("models" if model in self.models else "output_dir",
-                                  f"{model} is a bucket URI; the soup reads and writes local or shared folders",
-                                  "copy the model folders to a shared filesystem (or pull them) first")
-        for model in self.models:
-            folder = Path(model).expanduser()
-            if not (folder / "config.json").is_file():
-                raise ConfigError("models", f"{model} is not an encoder folder (no config.json)",
-                                  "pass the model/ folders that `firstlight train` exported")
-            if folder.resolve() in seen:
-                raise ConfigError("models", f"{model} is listed twice, which would weigh it double",
-                                  "list each model folder once")
-            seen.add(folder.resolve())
-        if not self.output_dir:
-            raise ConfigError("output_dir", "no output folder given", "pass --output-dir FOLDER")
-        if Path(self.output_dir).expanduser().resolve() in seen:
-            raise ConfigError("output_dir", f"{self.output_dir} is one of the models",
-                              "write the soup to a new folder")
+        check_model_folders(self.models, self.output_dir, "a soup averages")
         first = _shape_of(Path(self.models[0]))
         for model in self.models[1:]:
             other = _shape_of(Path(model))
