@@ -85,6 +85,30 @@ def test_teacher_rows_point_at_the_weighted_members_vectors(prepared, tiny_model
     np.testing.assert_allclose(teacher, cosine, atol=5e-3)
 
 
+def test_one_ensemble_models_embeddings_teach_as_its_members_embeddings_do(prepared, tiny_model_dir, wide_model_dir,
+                                                                           teacher_embeddings, tmp_path):
+    """`--ensemble-teacher ENSEMBLE_EMB` (one folder, embedded with a `firstlight ensemble` model) and
+    `--ensemble-teacher MEMBER_A_EMB,MEMBER_B_EMB --ensemble-weights` give the same teacher."""
+    from data_pipeline.embed import EmbedConfig, run_embed
+    from train.ensemble_encoder import EnsembleConfig, run_ensemble
+    from train.pairs import build_pairs
+
+    ensemble = run_ensemble(EnsembleConfig(models=(str(tiny_model_dir), str(wide_model_dir)), weights=(1, 3),
+                                           output_dir=str(tmp_path / "ensemble")))
+    embed = lambda model, out: run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(tmp_path / out),  # noqa: E731
+                                                     model=str(model)))
+    wide, joined = embed(wide_model_dir, "wide"), embed(ensemble, "joined")
+    by_members = build_pairs(prepared, tiny_config(prepared, tiny_model_dir, prepared.parent, hard_negatives="judged",
+                                                   ensemble_teacher=f"{teacher_embeddings},{wide}",
+                                                   ensemble_weights="1,3"))
+    by_ensemble = build_pairs(prepared, tiny_config(prepared, tiny_model_dir, prepared.parent,
+                                                    hard_negatives="judged", ensemble_teacher=str(joined)))
+    assert by_members.equals(by_ensemble)  # the same rows and teacher row indices
+    for a, b in zip(by_members.attrs["teacher"], by_ensemble.attrs["teacher"]):
+        assert a.shape == b.shape and a.shape[1] == 32 + 48
+        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=2e-3)
+
+
 @pytest.mark.parametrize("grad_cache_chunk", [0, 4])
 def test_ensemble_distillation_adds_its_term_in_both_step_kinds(prepared, tiny_model_dir, teacher_embeddings,
                                                                 tmp_path, grad_cache_chunk):

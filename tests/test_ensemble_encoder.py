@@ -15,21 +15,6 @@ TEXTS = ["cordless drill 18v", "white vinyl fence post", "led light bulb 60w", "
 
 
 @pytest.fixture(scope="module")
-def wide_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
-    """A second tiny encoder of another width (48), as an MPNet beside a MiniLM."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("wide_bert")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    torch.manual_seed(1)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=48, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def ensemble_dir(tiny_model_dir, wide_model_dir, tmp_path_factory) -> Path:
     from firstlight.cli import main
 
@@ -56,6 +41,17 @@ def test_ensemble_vectors_are_the_weighted_members_and_score_their_mean_cosine(e
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     mean_cosine = 0.25 * small.encode(TEXTS) @ small.encode(TEXTS).T + 0.75 * wide.encode(TEXTS) @ wide.encode(TEXTS).T
     np.testing.assert_allclose(vectors @ vectors.T, mean_cosine, atol=1e-5)
+
+
+def test_a_long_encode_logs_its_progress_member_by_member(ensemble_dir, caplog):
+    import logging
+
+    from train.encoder import TextEncoder
+
+    with caplog.at_level(logging.INFO, logger="train.encoder"):
+        TextEncoder.load(str(ensemble_dir)).encode(TEXTS * 10, batch_size=8, progress="teacher")
+    lines = [r.getMessage() for r in caplog.records if "texts encoded" in r.getMessage()]
+    assert lines == [f"teacher (member {m}/2): {n}/40 texts encoded" for m in (1, 2) for n in (8, 16, 24, 32, 40)]
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +137,48 @@ def test_the_gateway_counts_an_ensembles_tokens_with_every_members_tokenizer(ens
     with pytest.raises(ApiError) as err:
         gateway._check_tokens(fake, str(ensemble_dir), ["ok", "one two three four five six seven"], ["texts.0", "texts.1"])
     assert (err.value.status, err.value.code, err.value.field) == (422, "too_many_tokens", "texts.1")
+
+
+def test_the_server_answers_and_adds_items_with_an_ensemble(ensemble_dir, prepared, tmp_path):
+    """`firstlight serve` over an ensemble's index: recommend, add a product (found at once, encoded by
+    every member), and refuse a text too long for a member's tokenizer, all over real HTTP."""
+    import requests
+    from ray import serve
+
+    from data_pipeline.prepare import load_catalogue
+    from serve.app import build_app
+    from serve.config import ServeConfig
+    from serve.index import ProductIndex
+    from tests.test_serve import free_port
+    from train.encoder import TextEncoder
+
+    catalogue = load_catalogue(prepared)
+    encoder = TextEncoder.load(str(ensemble_dir))
+    ProductIndex.build(catalogue["product_id"].tolist(), encoder.encode(catalogue["text"].tolist()),
+                       model=str(ensemble_dir)).save(tmp_path / "index")
+    (tmp_path / "token").write_text("ensemble-token\n")
+    port = free_port()
+    cfg = ServeConfig(index_dir=str(tmp_path / "index"), prepared_dir=str(prepared), port=port,
+                      admin_token_file=str(tmp_path / "token"), encoder_num_cpus=0.25, retriever_num_cpus=0.25, gateway_num_cpus=0.1,
+                      encoder_max_replicas=1, max_text_tokens=16, spell_correct=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_app(cfg), name="firstlight-ensemble", route_prefix="/")
+        url, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer ensemble-token"}
+        title = catalogue["title"].iloc[3]
+        reply = requests.post(url + "/v1/recommend", json={"text": title, "k": 3}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        top = reply.json()["items"][0]
+        # the ensemble's score: the weighted mean cosine of its members (80-dimensional joined vectors)
+        expected = float(encoder.encode(title)[0] @ encoder.encode(catalogue["text"].iloc[3])[0])
+        assert top["title"] == title and top["score"] == pytest.approx(expected, abs=1e-4)
+
+        new = {"id": "ens-new-1", "title": "Solar garden gnome"}
+        assert requests.post(url + "/v1/items", json={"items": [new]}, headers=auth, timeout=60).status_code == 200
+        hits = requests.post(url + "/v1/recommend", json={"text": new["title"], "k": 3}, timeout=60).json()["items"]
+        assert hits[0]["id"] == "ens-new-1" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+        long = requests.post(url + "/v1/recommend", json={"text": "drill " * 30}, timeout=60)
+        assert long.status_code == 422 and long.json()["error"]["code"] == "too_many_tokens"
+    finally:
+        serve.shutdown()

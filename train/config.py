@@ -98,8 +98,8 @@ class TrainConfig:
         "help": "the teacher's scores (0 to 1) are divided by this before their softmax"})
     ensemble_teacher: str | None = field(default=None, metadata={
         "help": "distil the mean cosine of several fine-tuned encoders into this one: comma-separated embeddings "
-                "folders (the output of `embed`) of the teachers over this prepared catalogue (see "
-                "train/ensemble.py; unset = off)"})
+                "folders (the output of `embed`) of the teachers over this prepared catalogue, or the one folder "
+                "embedded with a `firstlight ensemble` model (see train/ensemble.py; unset = off)"})
     ensemble_weights: str = field(default="", metadata={
         "help": "comma-separated weight of each --ensemble-teacher member in the teacher's score (default: equal)"})
     ensemble_distil_weight: float = field(default=1.0, metadata={

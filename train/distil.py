@@ -56,7 +56,7 @@ def fusion_teacher(queries: list[str], index_dir: Path, catalogue: pd.DataFrame,
     encoder = TextEncoder.load(index.manifest["model"])
     log.info("[train] distillation teacher: BM25 + %s (dense weight %.2f) ranks the top %d for %d queries",
              index.manifest["model"], dense_weight, depth, len(queries))
-    scores, ids = index.search(encoder.encode(queries, batch_size=256), depth)
+    scores, ids = index.search(encoder.encode(queries, batch_size=256, progress="[train] distillation teacher"), depth)
     dense = {q: {p: float(s) for p, s in zip(row, row_scores) if p is not None}
              for q, row, row_scores in zip(queries, ids, scores)}
     bm25 = BM25Retriever(catalogue["product_id"].tolist(), catalogue["text"].tolist())

@@ -135,18 +135,25 @@ class TextEncoder:
         return self.pool(out.last_hidden_state, batch["attention_mask"])
 
     @torch.inference_mode()
-    def encode(self, texts, batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts, batch_size: int = 64, progress: str | None = None) -> np.ndarray:
         """Embed texts as float32 rows of unit length, in input order.
 
-        Texts are encoded in batches of similar length (less padding, same results).
+        Texts are encoded in batches of similar length (less padding, same results). With ``progress``
+        (a label) the count encoded so far is logged about every tenth of the texts: long encodes on
+        a driver (a teacher's queries, say) take minutes on CPU.
         """
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")
+        every, logged = max(batch_size, len(texts) // 10), 0
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             vectors = self.forward(self.tokenize([texts[i] for i in idx]))
             out[idx] = vectors.cpu().numpy()
+            done = start + len(idx)
+            if progress and (done - logged >= every or done == len(texts)):
+                log.info("%s: %d/%d texts encoded", progress, done, len(texts))
+                logged = done
         return out

@@ -9,7 +9,8 @@ The teacher is given as the embeddings folders (the output of ``firstlight embed
 encoders over the prepared catalogue; each folder's manifest names its model, which encodes the
 training queries once, before training. A member's vectors are scaled by the square root of its
 weight and the members are concatenated, so the dot product of two teacher vectors is the weighted
-mean of the members' cosines.
+mean of the members' cosines. An ensemble already served (``firstlight ensemble``, then ``embed``)
+teaches as one folder: its vectors are that concatenation, so the teacher is exactly what it serves.
 
 Each training row then carries the teacher's row of its query and of each of its product texts
 (``teacher_query``, ``teacher_positive``, ...: indices into two matrices that reach the workers
@@ -76,7 +77,7 @@ def teacher_matrices(members: list[tuple[str, float]], queries: list[str], catal
                               "embed the same prepared catalogue with the teacher (`firstlight embed`)")
         p_parts.append(vectors[[row[p] for p in catalogue["product_id"]]])
         log.info("[train] ensemble teacher: %s (weight %.2f) encodes %d training queries", model, weight, len(queries))
-        q_parts.append(TextEncoder.load(model).encode(queries, batch_size=256))
+        q_parts.append(TextEncoder.load(model).encode(queries, batch_size=256, progress=f"[train] teacher {model}"))
     weights = [w for _, w in members]
     return join_weighted(q_parts, weights).astype(np.float16), join_weighted(p_parts, weights).astype(np.float16)
 

@@ -143,5 +143,7 @@ class EnsembleEncoder:
     def dim(self) -> int:
         return sum(m.dim for m in self.members)
 
-    def encode(self, texts, batch_size: int = 64) -> np.ndarray:
-        return join_weighted([m.encode(texts, batch_size=batch_size) for m in self.members], self.weights)
+    def encode(self, texts, batch_size: int = 64, progress: str | None = None) -> np.ndarray:
+        return join_weighted([m.encode(texts, batch_size=batch_size,
+                                       progress=progress and f"{progress} (member {i + 1}/{len(self.members)})")
+                              for i, m in enumerate(self.members)], self.weights)

@@ -66,7 +66,7 @@ def mine_near_misses(queries: list[str], index_dir: Path, known: dict, depth: in
     index = ProductIndex.load(Path(index_dir), use_gpu="no")
     encoder = TextEncoder.load(index.manifest["model"])
     log.info("[train] mining near-miss negatives for %d queries from %s", len(queries), index_dir)
-    vectors = encoder.encode(queries, batch_size=256)
+    vectors = encoder.encode(queries, batch_size=256, progress="[train] mining near-misses")
     scores, ids = index.search(vectors, depth)
     ceilings = positive_ceilings(index, queries, vectors, positives or {}, margin)
     mined, dropped = {}, 0
