@@ -67,7 +67,6 @@ def test_soup_command_line_writes_the_folder(ingredients, tmp_path):
     ("twice", "models", "listed twice"),
     ("other_size", "models", "hidden_size"),
     ("into_input", "output_dir", "one of the models"),
-    ("bucket", "models", "bucket URI"),
 ])
 def test_bad_soup_configs_name_the_field(case, field, words, ingredients, tiny_model_dir, tmp_path):
     a, b = str(ingredients[0]), str(ingredients[1])
@@ -77,7 +76,6 @@ def test_bad_soup_configs_name_the_field(case, field, words, ingredients, tiny_m
         "twice": ((a, a), tmp_path / "o"),
         "other_size": ((a, str(_tiny_export(tmp_path / "wide", tiny_model_dir, seed=4, hidden=64))), tmp_path / "o"),
         "into_input": ((a, b), b),
-        "bucket": ((a, "s3://shop-models/run-b/model"), tmp_path / "o"),
     }[case]
     with pytest.raises(ConfigError) as err:
         run_soup(SoupConfig(models=models, output_dir=str(output)))

@@ -147,6 +147,49 @@ def test_every_stage_reads_and_writes_an_s3_storage_root(s3, small_homedepot, ti
     assert before == after
 
 
+def test_soups_and_ensembles_combine_models_in_the_bucket_into_the_bucket(s3, tiny_model_dir, wide_model_dir,
+                                                                           tmp_path):
+    """On a cluster whose nodes share no disk the runs' models live in the bucket: `firstlight soup` and
+    `firstlight ensemble` take them as URIs and write their output there, and every stage (the
+    server included) loads an ensemble by its URI."""
+    import shutil
+
+    import numpy as np
+
+    from firstlight.errors import ConfigError
+    from train.encoder import TextEncoder
+    from train.ensemble_encoder import EnsembleConfig, run_ensemble
+    from train.soup import SoupConfig, run_soup
+
+    root = f"s3://{BUCKET}/combine"
+    for name, folder in (("tiny", tiny_model_dir), ("tiny-again", tiny_model_dir), ("wide", wide_model_dir)):
+        shutil.copytree(folder, tmp_path / name)
+        storage.push(tmp_path / name, f"{root}/{name}", marker="config.json")
+    texts = ["cordless drill 18v", "white vinyl fence post"]
+
+    uri = run_ensemble(EnsembleConfig(models=(f"{root}/tiny", f"{root}/wide"), weights=(1, 3),
+                                      output_dir=f"{root}/ensemble"))
+    assert uri == f"{root}/ensemble"
+    keys = _keys(s3, "combine/ensemble/")
+    assert {"firstlight_ensemble.json", "member-0/config.json", "member-1/model.safetensors"} <= set(keys)
+    local = run_ensemble(EnsembleConfig(models=(str(tiny_model_dir), str(wide_model_dir)), weights=(1, 3),
+                                        output_dir=str(tmp_path / "local")))
+    np.testing.assert_allclose(TextEncoder.load(uri).encode(texts), TextEncoder.load(str(local)).encode(texts),
+                               atol=1e-6)
+
+    soup = run_soup(SoupConfig(models=(f"{root}/tiny", f"{root}/tiny-again"), output_dir=f"{root}/soup"))
+    assert soup == f"{root}/soup" and "config.json" in _keys(s3, "combine/soup/")
+    # the mean of one model's weights twice is that model
+    np.testing.assert_allclose(TextEncoder.load(soup).encode(texts),
+                               TextEncoder.load(str(tiny_model_dir)).encode(texts), atol=1e-5)
+
+    with pytest.raises(ConfigError, match="no config.json") as err:
+        run_ensemble(EnsembleConfig(models=(f"{root}/tiny", f"{root}/nothing"), output_dir=f"{root}/e2"))
+    assert err.value.field == "models" and not _keys(s3, "combine/e2/")
+    with pytest.raises(ConfigError, match="cannot be a member"):
+        run_soup(SoupConfig(models=(f"{root}/tiny", uri), output_dir=f"{root}/s2"))
+
+
 def test_a_cloud_input_needs_a_named_output(s3):
     from data_pipeline.embed import EmbedConfig, run_embed
     from firstlight.errors import ConfigError

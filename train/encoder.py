@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from data_pipeline.text import normalize_text
 from firstlight.errors import ConfigError
-from firstlight.storage import is_uri, pull
+from firstlight.storage import exists, is_uri, join, pull
 from train.pretrained import PACKAGED_MODELS
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,10 @@ def resolve_model_path(model: str) -> str:
     """A local folder stays as it is; the default name maps to its PyPI-packaged folder; anything
     else is treated as a hub name. A cloud URI (s3://...) is fetched to a local mirror first."""
     if is_uri(model):
-        return str(pull(model, marker="config.json"))
+        from train.ensemble_encoder import MANIFEST as ENSEMBLE
+
+        # an ensemble folder has no config.json of its own; its manifest is uploaded last
+        return str(pull(model, marker=ENSEMBLE if exists(join(model, ENSEMBLE)) else "config.json"))
     if Path(model).expanduser().is_dir():
         return str(Path(model).expanduser().resolve())
     if model in _PACKAGED_NAMES:

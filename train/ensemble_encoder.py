@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from firstlight.errors import ConfigError
-from train.model_folders import check_model_folders
+from train.model_folders import check_model_folders, run_on_local_copies, uses_bucket
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +102,13 @@ class EnsembleConfig:
         return scaled_weights(self.weights, len(self.models), "weights", "--weights")
 
 
-def run_ensemble(cfg: EnsembleConfig) -> Path:
+def run_ensemble(cfg: EnsembleConfig) -> Path | str:
     """Copy the members into one folder beside their weights; return the folder."""
     from data_pipeline.manifest import atomic_folder
 
     cfg.validate()
+    if uses_bucket(cfg):  # members copied from, or the ensemble uploaded to, a bucket
+        return run_on_local_copies(run_ensemble, cfg, marker=MANIFEST)
     out = Path(cfg.output_dir).expanduser()
     members = []
     with atomic_folder(out) as scratch:  # an interrupted build leaves no half-copied ensemble behind

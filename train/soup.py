@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firstlight.errors import ConfigError
-from train.model_folders import check_model_folders
+from train.model_folders import check_model_folders, run_on_local_copies, uses_bucket
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ class SoupConfig:
 
     def validate(self) -> None:
         check_model_folders(self.models, self.output_dir, "a soup averages")
+        if uses_bucket(self):  # checked on the local copies, once they are fetched
+            return
         first = _shape_of(Path(self.models[0]))
         for model in self.models[1:]:
             other = _shape_of(Path(model))
@@ -73,13 +75,15 @@ def _base_model(folder: Path) -> dict:
     return {"base_model": base} if base else {}
 
 
-def run_soup(cfg: SoupConfig) -> Path:
+def run_soup(cfg: SoupConfig) -> Path | str:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     from train.export import export_sentence_transformer
 
     cfg.validate()
+    if uses_bucket(cfg):  # the weights are read and written on local copies
+        return run_on_local_copies(run_soup, cfg, marker="config.json")
     folders = [Path(m).expanduser().resolve() for m in cfg.models]
     # A running float64 sum: memory stays at about three models' worth however many ingredients there are.
     total, base = None, None
