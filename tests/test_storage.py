@@ -172,6 +172,9 @@ def test_soups_and_ensembles_combine_models_in_the_bucket_into_the_bucket(s3, ti
     assert uri == f"{root}/ensemble"
     keys = _keys(s3, "combine/ensemble/")
     assert {"firstlight_ensemble.json", "member-0/config.json", "member-1/model.safetensors"} <= set(keys)
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key="combine/ensemble/firstlight_ensemble.json")["Body"]
+                          .read())
+    assert [m["source"] for m in manifest["members"]] == [f"{root}/tiny", f"{root}/wide"]  # not the local mirrors
     local = run_ensemble(EnsembleConfig(models=(str(tiny_model_dir), str(wide_model_dir)), weights=(1, 3),
                                         output_dir=str(tmp_path / "local")))
     np.testing.assert_allclose(TextEncoder.load(uri).encode(texts), TextEncoder.load(str(local)).encode(texts),

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from firstlight.errors import ConfigError
-from train.model_folders import check_model_folders, run_on_local_copies, uses_bucket
+from train.model_folders import check_model_folders, run_on_local_copies, source_of, uses_bucket
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def run_ensemble(cfg: EnsembleConfig) -> Path | str:
             log.info("[ensemble] %d/%d: %s (weight %.3f)", i + 1, len(cfg.models), model, weight)
             shutil.copytree(Path(model).expanduser(), scratch / name)
             dim = json.loads((scratch / name / "config.json").read_text()).get("hidden_size")
-            members.append({"folder": name, "weight": weight, "source": str(Path(model).expanduser().resolve()),
+            members.append({"folder": name, "weight": weight, "source": source_of(model),
                             "dim": dim})
         (scratch / MANIFEST).write_text(json.dumps({"members": members}, indent=2) + "\n")
     log.info("[ensemble] %d encoders in %s (%d dimensions)", len(members), out,

@@ -45,6 +45,12 @@ def _identity(path: str) -> str:
     return str(path).rstrip("/") if storage.is_uri(path) else str(Path(path).expanduser().resolve())
 
 
+def source_of(model) -> str:
+    """Where a model came from, as the output's manifest records it: the bucket URI of a fetched
+    mirror, else the local folder."""
+    return storage.uri_of(model) or str(Path(model).expanduser().resolve())
+
+
 def uses_bucket(cfg) -> bool:
     return any(storage.is_uri(p) for p in (*cfg.models, cfg.output_dir))
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firstlight.errors import ConfigError
-from train.model_folders import check_model_folders, run_on_local_copies, uses_bucket
+from train.model_folders import check_model_folders, run_on_local_copies, source_of, uses_bucket
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,6 @@ def run_soup(cfg: SoupConfig) -> Path | str:
                     sorted(lengths), max(lengths))
     out = export_sentence_transformer(base, AutoTokenizer.from_pretrained(folders[0]), Path(cfg.output_dir),
                                       max(lengths), extra={**_base_model(folders[0]),
-                                                           "soup_of": [str(f) for f in folders]})
+                                                           "soup_of": [source_of(f) for f in folders]})
     log.info("[soup] the mean of %d encoders is in %s", len(folders), out)
     return out
