@@ -25,20 +25,13 @@ from train.encoder import DEFAULT_MODEL  # noqa: E402
 from train.ensemble_encoder import MANIFEST  # noqa: E402
 
 
-def _index_run(index_dir: str | None) -> str | None:
-    """The fine-tuning run whose model built ``index_dir`` (a FINETUNED-RUN/index folder, as the
-    evaluation steps lay them out); None for the zero-shot index and any other folder."""
-    if not index_dir or Path(index_dir).name != "index" or not Path(index_dir).parent.name.startswith("finetuned-"):
+def _run_of(folder: str | None, leaf: str = "index") -> str | None:
+    """The fine-tuning run whose model built ``folder`` (a FINETUNED-RUN/LEAF folder, as the
+    evaluation steps lay them out: LEAF is index or embeddings); None for the zero-shot index and
+    any other folder."""
+    if not folder or Path(folder).name != leaf or not Path(folder).parent.name.startswith("finetuned-"):
         return None
-    return Path(index_dir).parent.name.removeprefix("finetuned-")
-
-
-def _embeddings_run(folder: str) -> str:
-    """The run whose model embedded ``folder`` (a FINETUNED-RUN/embeddings folder), else its path."""
-    path = Path(folder)
-    if path.name == "embeddings" and path.parent.name.startswith("finetuned-"):
-        return path.parent.name.removeprefix("finetuned-")
-    return folder
+    return Path(folder).parent.name.removeprefix("finetuned-")
 
 
 def settings(cfg: dict) -> str:
@@ -54,7 +47,7 @@ def settings(cfg: dict) -> str:
                  else f"{cfg['hard_negatives']} negatives")
     if cfg.get("mine_from") == "bm25" and mined:
         parts[-1] += " (mined by BM25)"
-    mined_from = _index_run(cfg.get("mine_index_dir")) if cfg.get("mine_from", "index") == "index" else None
+    mined_from = _run_of(cfg.get("mine_index_dir")) if cfg.get("mine_from", "index") == "index" else None
     if mined and mined_from:
         parts[-1] += f" (mined from {mined_from}'s index)"
     if cfg.get("mine_margin") and mined:
@@ -87,7 +80,7 @@ def settings(cfg: dict) -> str:
     if cfg.get("catalogue_pairs"):
         parts.append(f"+{cfg['catalogue_pairs']:,} title pseudo-queries")
     if cfg.get("distil_index_dir"):
-        teacher = _index_run(cfg["distil_index_dir"]) or Path(cfg["distil_index_dir"]).name
+        teacher = _run_of(cfg["distil_index_dir"]) or Path(cfg["distil_index_dir"]).name
         parts.append(f"distilled from BM25 + {teacher} (dense weight {cfg.get('distil_dense_weight', 0.6):g}, "
                      f"{cfg.get('distil_candidates', 2)} candidates, weight {cfg.get('distil_weight', 1.0):g}, "
                      f"temperature {cfg.get('distil_temperature', 0.05):g}"
@@ -96,7 +89,7 @@ def settings(cfg: dict) -> str:
     if cfg.get("ensemble_teacher"):
         folders = [f for f in cfg["ensemble_teacher"].split(",") if f]
         weights = cfg.get("ensemble_weights") or ",".join(["1"] * len(folders))
-        members = [_embeddings_run(f) for f in folders]
+        members = [_run_of(f, "embeddings") or f for f in folders]
         parts.append(f"distilled in batch from the ensemble of {' + '.join(members)} (weights "
                      f"{weights.replace(',', ' / ')}, loss weight {cfg.get('ensemble_distil_weight', 1.0):g}, "
                      f"temperature {cfg.get('ensemble_temperature', 0.05):g})")
