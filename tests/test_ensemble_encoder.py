@@ -143,13 +143,11 @@ def test_the_server_answers_and_adds_items_with_an_ensemble(ensemble_dir, prepar
     """`firstlight serve` over an ensemble's index: recommend, add a product (found at once, encoded by
     every member), and refuse a text too long for a member's tokenizer, all over real HTTP."""
     import requests
-    from ray import serve
 
     from data_pipeline.prepare import load_catalogue
-    from serve.app import build_app
     from serve.config import ServeConfig
     from serve.index import ProductIndex
-    from tests.test_serve import free_port
+    from tests.test_serve import free_port, served
     from train.encoder import TextEncoder
 
     catalogue = load_catalogue(prepared)
@@ -157,14 +155,11 @@ def test_the_server_answers_and_adds_items_with_an_ensemble(ensemble_dir, prepar
     ProductIndex.build(catalogue["product_id"].tolist(), encoder.encode(catalogue["text"].tolist()),
                        model=str(ensemble_dir)).save(tmp_path / "index")
     (tmp_path / "token").write_text("ensemble-token\n")
-    port = free_port()
-    cfg = ServeConfig(index_dir=str(tmp_path / "index"), prepared_dir=str(prepared), port=port,
-                      admin_token_file=str(tmp_path / "token"), encoder_num_cpus=0.25, retriever_num_cpus=0.25, gateway_num_cpus=0.1,
-                      encoder_max_replicas=1, max_text_tokens=16, spell_correct=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run(build_app(cfg), name="firstlight-ensemble", route_prefix="/")
-        url, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer ensemble-token"}
+    cfg = ServeConfig(index_dir=str(tmp_path / "index"), prepared_dir=str(prepared), port=free_port(),
+                      admin_token_file=str(tmp_path / "token"), encoder_num_cpus=0.25, retriever_num_cpus=0.25,
+                      gateway_num_cpus=0.1, encoder_max_replicas=1, max_text_tokens=16, spell_correct=False)
+    with served(cfg, name="firstlight-ensemble") as url:
+        auth = {"Authorization": "Bearer ensemble-token"}
         title = catalogue["title"].iloc[3]
         reply = requests.post(url + "/v1/recommend", json={"text": title, "k": 3}, timeout=60)
         assert reply.status_code == 200, reply.text
@@ -180,5 +175,3 @@ def test_the_server_answers_and_adds_items_with_an_ensemble(ensemble_dir, prepar
 
         long = requests.post(url + "/v1/recommend", json={"text": "drill " * 30}, timeout=60)
         assert long.status_code == 422 and long.json()["error"]["code"] == "too_many_tokens"
-    finally:
-        serve.shutdown()

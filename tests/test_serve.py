@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -41,23 +42,31 @@ def artifacts(small_homedepot, tmp_path_factory, ray_session):
     return root, catalogue
 
 
-@pytest.fixture(scope="module")
-def service(artifacts):
+@contextmanager
+def served(cfg: ServeConfig, name: str = "firstlight"):
+    """FirstLight's application for ``cfg`` on 127.0.0.1:``cfg.port`` (its URL), shut down afterwards."""
     from ray import serve
 
     from serve.app import build_app
 
+    serve.start(http_options={"host": "127.0.0.1", "port": cfg.port})
+    try:
+        serve.run(build_app(cfg), name=name, route_prefix="/")
+        yield f"http://127.0.0.1:{cfg.port}"
+    finally:
+        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def service(artifacts):
     root, _ = artifacts
     port = free_port()
     cfg = ServeConfig(index_dir=str(root / "index"), admin_token_file=str(root / "token"), encoder_num_cpus=0.25,
                       retriever_num_cpus=0.25, gateway_num_cpus=0.1, encoder_max_replicas=2, max_text_chars=500,
                       encoder_target_ongoing_requests=2, upscale_delay_s=1, downscale_delay_s=4,
                       max_batch_texts=8, max_body_bytes=20000, spell_correct=True, port=port)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(cfg), name="firstlight", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
-    yield url
-    serve.shutdown()
+    with served(cfg) as url:
+        yield url
 
 
 def post(url, path, body=None, token=None, **kwargs):
