@@ -15,6 +15,8 @@ that number.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -37,39 +39,25 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None,
-             negative_mask: torch.Tensor | None = None, scale: float = 20.0,
-             keys: dict[str, torch.Tensor] | None = None, symmetric: bool = False) -> tuple[torch.Tensor, float]:
-    """InfoNCE of unit-norm embeddings; returns (loss, negatives each query saw, on average).
+class Scores(NamedTuple):
+    """What InfoNCE scores each query of the global batch against: its cosines to every candidate
+    (global queries x [global positives, global hard negatives]) and which of them count (False: a
+    masked hard negative, or a false negative found by ``keys``). Computed once a step and shared by
+    every loss term that ranks the same candidates."""
+    cosines: torch.Tensor
+    valid: torch.Tensor
+
+
+def batch_scores(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None,
+                 negative_mask: torch.Tensor | None = None, keys: dict[str, torch.Tensor] | None = None) -> Scores:
+    """Gather every worker's embeddings (the local slice keeps its gradient) and score them.
 
     ``queries[i]`` matches ``positives[i]``; every other positive and every (unmasked) hard negative
-    in the global batch is a negative for it. ``scale`` is the inverse temperature (20 = 1/0.05, as
-    sentence-transformers' MultipleNegativesRankingLoss).
-
-    ``keys`` (int64 ids of the ``query``, ``positive`` and ``negative`` texts) removes false
-    negatives: another positive of the same query, and any candidate whose text is the query's own
-    positive (catalogues list one title under several ids). Without it a query that occurs twice in
-    a batch is pushed away from its own relevant product; the bigger the global batch, the more often.
-
-    ``symmetric`` adds the other direction (each positive product picks its query among the batch's
-    queries, as sentence-transformers' MultipleNegativesSymmetricRankingLoss) and averages the two.
-    """
-    _, size = world()
-    all_q, candidates, valid = _scored(queries, positives, negatives, negative_mask, keys)
-    n = all_q.shape[0]
-    logits = scale * all_q @ candidates.T
-    logits = logits.masked_fill(~valid, float("-inf"))
-    labels = torch.arange(n, device=queries.device)
-    loss = F.cross_entropy(logits.float(), labels)
-    if symmetric:  # the positives block transposed: masked the same way, since `same` is symmetric
-        loss = (loss + F.cross_entropy(logits[:, :n].T.float(), labels)) / 2
-    loss = loss * size
-    return loss, float(valid.sum().item()) / n - 1
-
-
-def _scored(queries, positives, negatives, negative_mask, keys):
-    """(global queries, global candidates, valid): what InfoNCE scores each query against, and which
-    of those scores count (False: a masked hard negative, or a false negative found by ``keys``)."""
+    in the global batch is a candidate for it. ``keys`` (int64 ids of the ``query``, ``positive`` and
+    ``negative`` texts) removes false negatives: another positive of the same query, and any candidate
+    whose text is the query's own positive (catalogues list one title under several ids). Without it
+    a query that occurs twice in a batch is pushed away from its own relevant product; the bigger the
+    global batch, the more often."""
     all_q = gather_with_grad(queries)
     candidates = [gather_with_grad(positives)]
     n = all_q.shape[0]
@@ -86,24 +74,57 @@ def _scored(queries, positives, negatives, negative_mask, keys):
         if keys is not None:
             neg_valid = neg_valid & (gather_with_grad(keys["negative"]).unsqueeze(0) != pk.unsqueeze(1))
         valid.append(neg_valid)
-    return all_q, torch.cat(candidates, dim=0), torch.cat(valid, dim=1)
+    return Scores(all_q @ torch.cat(candidates, dim=0).T, torch.cat(valid, dim=1))
+
+
+def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None,
+             negative_mask: torch.Tensor | None = None, scale: float = 20.0,
+             keys: dict[str, torch.Tensor] | None = None, symmetric: bool = False) -> tuple[torch.Tensor, float]:
+    """InfoNCE of unit-norm embeddings; returns (loss, negatives each query saw, on average).
+    See :func:`batch_scores` for the candidates and ``keys``, :func:`contrastive` for the rest."""
+    return contrastive(batch_scores(queries, positives, negatives, negative_mask, keys), scale, symmetric)
+
+
+def contrastive(scores: Scores, scale: float = 20.0, symmetric: bool = False) -> tuple[torch.Tensor, float]:
+    """InfoNCE over ``scores``: each query picks its own positive (column i of the positives' block).
+
+    ``scale`` is the inverse temperature (20 = 1/0.05, as sentence-transformers'
+    MultipleNegativesRankingLoss). ``symmetric`` adds the other direction (each positive product picks
+    its query among the batch's queries, as MultipleNegativesSymmetricRankingLoss) and averages the two."""
+    _, size = world()
+    n = scores.cosines.shape[0]
+    logits = (scale * scores.cosines).masked_fill(~scores.valid, float("-inf"))
+    labels = torch.arange(n, device=logits.device)
+    loss = F.cross_entropy(logits.float(), labels)
+    if symmetric:  # the positives block transposed: masked the same way, since `same` is symmetric
+        loss = (loss + F.cross_entropy(logits[:, :n].T.float(), labels)) / 2
+    return loss * size, float(scores.valid.sum().item()) / n - 1
 
 
 def ensemble_kl(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None,
                 negative_mask: torch.Tensor | None, teacher: dict[str, torch.Tensor], scale: float = 20.0,
                 temperature: float = 0.05, keys: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """KL(teacher || student) over every candidate InfoNCE scores for each query of the global batch.
+    See :func:`teacher_kl`; this computes the student's :class:`Scores` itself."""
+    student = batch_scores(queries, positives, negatives, negative_mask, keys)
+    return teacher_kl(student, teacher, negative_mask, scale, temperature)
+
+
+def teacher_kl(student: Scores, teacher: dict[str, torch.Tensor], negative_mask: torch.Tensor | None,
+               scale: float = 20.0, temperature: float = 0.05) -> torch.Tensor:
+    """KL(teacher || student) over the candidates ``student`` keeps.
 
     ``teacher`` holds the teacher's vectors of the same texts ("query", "positive" and, with hard
     negatives, "negative"), whose dot products are its scores (train.ensemble). The student's logits
     are its cosines times ``scale``, the teacher's its scores over ``temperature``; both softmaxes run
-    over the candidates ``info_nce`` keeps. Scaled by the world size as ``info_nce`` is."""
+    over the candidates ``student.valid`` keeps. Scaled by the world size as ``info_nce`` is."""
     _, size = world()
-    all_q, candidates, valid = _scored(queries, positives, negatives, negative_mask, keys)
-    t_q, t_c, _ = _scored(teacher["query"], teacher["positive"], teacher.get("negative"), negative_mask, None)
-    student = (scale * all_q @ candidates.T).float().masked_fill(~valid, float("-inf"))
-    target = (t_q.float() @ t_c.float().T / temperature).masked_fill(~valid, float("-inf"))
+    valid = student.valid
+    taught = batch_scores(teacher["query"].float(), teacher["positive"].float(),
+                          teacher["negative"].float() if "negative" in teacher else None, negative_mask)
+    logits = (scale * student.cosines).float().masked_fill(~valid, float("-inf"))
+    target = (taught.cosines / temperature).masked_fill(~valid, float("-inf"))
     log_t = F.log_softmax(target, dim=1)
     # masked entries are -inf in both: zero their difference before the product, or 0 x nan is nan
-    kl = (log_t.exp() * (log_t - F.log_softmax(student, dim=1)).masked_fill(~valid, 0.0)).sum(dim=1)
+    kl = (log_t.exp() * (log_t - F.log_softmax(logits, dim=1)).masked_fill(~valid, 0.0)).sum(dim=1)
     return kl.mean() * size

@@ -344,7 +344,7 @@ def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives, 
     (``distil``: their embeddings, column after column) and the ensemble teacher's term (``teacher``:
     its query and product matrices, train.ensemble); the one call site of both step kinds, so they
     cannot drift apart. Returns the loss and the figures to log beside it."""
-    from train.loss import info_nce
+    from train.loss import batch_scores, contrastive
 
     # A second hard negative (judged+mined) joins the first as more rows of the batch's shared
     # candidates: in-batch InfoNCE scores every query against every negative row anyway.
@@ -354,16 +354,16 @@ def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives, 
         keys = {k: batch[f"{k}_key"].to(engine.device) for k in ("query", "positive")}
         keys["negative"] = torch.cat([batch[f"{name}_key"] for name in names]).to(engine.device)
     present = torch.cat([batch[f"has_{name}"] for name in names]).to(engine.device)
-    loss, seen = info_nce(queries, positives, negatives, present, scale=cfg.scale, keys=keys,
-                          symmetric=cfg.symmetric_loss)
+    scores = batch_scores(queries, positives, negatives, present, keys)  # shared by InfoNCE and the teacher's KL
+    loss, seen = contrastive(scores, scale=cfg.scale, symmetric=cfg.symmetric_loss)
     logged = {"negatives_per_query": seen}
     if teacher is not None:
         from train.ensemble import teacher_vectors
-        from train.loss import ensemble_kl
+        from train.loss import teacher_kl
 
         vectors = teacher_vectors(batch, teacher, names if negatives is not None else [])
-        kl = ensemble_kl(queries, positives, negatives, present, {k: v.to(engine.device) for k, v in vectors.items()},
-                         scale=cfg.scale, temperature=cfg.ensemble_temperature, keys=keys)
+        kl = teacher_kl(scores, {k: v.to(engine.device) for k, v in vectors.items()}, present,
+                        scale=cfg.scale, temperature=cfg.ensemble_temperature)
         loss = loss + cfg.ensemble_distil_weight * kl
         logged["ensemble_kl"] = float(kl.item())
     if distil is None:
