@@ -107,21 +107,22 @@ def ensemble_kl(queries: torch.Tensor, positives: torch.Tensor, negatives: torch
     """KL(teacher || student) over every candidate InfoNCE scores for each query of the global batch.
     See :func:`teacher_kl`; this computes the student's :class:`Scores` itself."""
     student = batch_scores(queries, positives, negatives, negative_mask, keys)
-    return teacher_kl(student, teacher, negative_mask, scale, temperature)
+    return teacher_kl(student, teacher, scale, temperature)
 
 
-def teacher_kl(student: Scores, teacher: dict[str, torch.Tensor], negative_mask: torch.Tensor | None,
-               scale: float = 20.0, temperature: float = 0.05) -> torch.Tensor:
+def teacher_kl(student: Scores, teacher: dict[str, torch.Tensor], scale: float = 20.0,
+               temperature: float = 0.05) -> torch.Tensor:
     """KL(teacher || student) over the candidates ``student`` keeps.
 
     ``teacher`` holds the teacher's vectors of the same texts ("query", "positive" and, with hard
     negatives, "negative"), whose dot products are its scores (train.ensemble). The student's logits
     are its cosines times ``scale``, the teacher's its scores over ``temperature``; both softmaxes run
-    over the candidates ``student.valid`` keeps. Scaled by the world size as ``info_nce`` is."""
+    over the candidates ``student.valid`` keeps (so the teacher's own mask is not needed). Scaled by
+    the world size as ``info_nce`` is."""
     _, size = world()
     valid = student.valid
     taught = batch_scores(teacher["query"].float(), teacher["positive"].float(),
-                          teacher["negative"].float() if "negative" in teacher else None, negative_mask)
+                          teacher["negative"].float() if "negative" in teacher else None)
     logits = (scale * student.cosines).float().masked_fill(~valid, float("-inf"))
     target = (taught.cosines / temperature).masked_fill(~valid, float("-inf"))
     log_t = F.log_softmax(target, dim=1)

@@ -362,7 +362,7 @@ def _loss(cfg: TrainConfig, engine, batch: dict, queries, positives, negatives, 
         from train.loss import teacher_kl
 
         vectors = teacher_vectors(batch, teacher, names if negatives is not None else [])
-        kl = teacher_kl(scores, {k: v.to(engine.device) for k, v in vectors.items()}, present,
+        kl = teacher_kl(scores, {k: v.to(engine.device) for k, v in vectors.items()},
                         scale=cfg.scale, temperature=cfg.ensemble_temperature)
         loss = loss + cfg.ensemble_distil_weight * kl
         logged["ensemble_kl"] = float(kl.item())
