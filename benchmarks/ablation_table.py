@@ -19,10 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import RESULTS, update_section  # noqa: E402
-from firstlight.paths import default_workdir  # noqa: E402
+from common.paths import default_workdir  # noqa: E402
+from model.folders import DEFAULT_MODEL, MANIFEST  # noqa: E402
 from train.config import MINED_MODES, TrainConfig  # noqa: E402
-from train.encoder import DEFAULT_MODEL  # noqa: E402
-from train.ensemble_encoder import MANIFEST  # noqa: E402
 
 
 def _run_of(folder: str | None, leaf: str = "index") -> str | None:
@@ -35,26 +34,19 @@ def _run_of(folder: str | None, leaf: str = "index") -> str | None:
 
 
 def settings(cfg: dict) -> str:
-    """The settings that differ between runs, in words."""
+    """The settings that differ between runs, in words. (Rows of runs trained with options since
+    removed keep the words they were recorded with; see "Tried and removed" in RESULTS.md.)"""
     parts = [f"positives >= {cfg.get('positive_at', 2.5):g}", f"batch {cfg['batch_size']}"]
     start = Path(cfg.get("model", DEFAULT_MODEL)).name  # a folder's name: models/all-mpnet-base-v2
     if start not in (DEFAULT_MODEL, "default"):
         parts.insert(0, f"from {start}")
     if cfg.get("grad_cache_chunk"):
         parts[-1] += " (cached gradients)"
-    mined = cfg["hard_negatives"] in MINED_MODES
-    parts.append("a judged and a mined negative per pair" if cfg["hard_negatives"] == "judged+mined"
-                 else f"{cfg['hard_negatives']} negatives")
-    if cfg.get("mine_from") == "bm25" and mined:
-        parts[-1] += " (mined by BM25)"
-    mined_from = _run_of(cfg.get("mine_index_dir")) if cfg.get("mine_from", "index") == "index" else None
-    if mined and mined_from:
+    parts.append(f"{cfg['hard_negatives']} negatives")
+    mined_from = _run_of(cfg.get("mine_index_dir"))
+    if cfg["hard_negatives"] in MINED_MODES and mined_from:
         parts[-1] += f" (mined from {mined_from}'s index)"
-    if cfg.get("mine_margin") and mined:
-        parts[-1] += f" (mined from the top {cfg['mine_depth']} below {cfg['mine_margin']:g} x the best positive)"
     parts.append(f"lr {cfg['lr']:g}")
-    if cfg.get("layer_lr_decay", 1.0) != 1.0:
-        parts.append(f"layer-wise lr decay {cfg['layer_lr_decay']:g}")
     if cfg.get("length_window", 0) > 1:
         parts.append(f"batches grouped by length ({cfg['length_window']} at a time)")
     if cfg.get("epochs", 1) != 1:
@@ -63,7 +55,8 @@ def settings(cfg: dict) -> str:
         parts.append(f"LoRA r{cfg['lora_rank']}")
     precision = cfg.get("precision", "fp32")
     if precision == "bf16":  # runs from before --mixed-precision existed held 16-bit weights
-        saved = TrainConfig(**{**cfg, "mixed_precision": cfg.get("mixed_precision", "weights")})
+        known = {k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__}
+        saved = TrainConfig(**{**known, "mixed_precision": cfg.get("mixed_precision", "weights")})
         precision += " autocast" if saved.autocast else " (16-bit weights)"
     parts.append(precision)
     # runs from before duplicate masking existed have no such key: they trained without it
@@ -75,24 +68,6 @@ def settings(cfg: dict) -> str:
         parts.append(f"scale {cfg['scale']:g}")
     if cfg.get("symmetric_loss"):
         parts.append("symmetric loss")
-    if cfg.get("query_typos"):
-        parts.append(f"typos in {cfg['query_typos']:.0%} of queries")
-    if cfg.get("catalogue_pairs"):
-        parts.append(f"+{cfg['catalogue_pairs']:,} title pseudo-queries")
-    if cfg.get("distil_index_dir"):
-        teacher = _run_of(cfg["distil_index_dir"]) or Path(cfg["distil_index_dir"]).name
-        parts.append(f"distilled from BM25 + {teacher} (dense weight {cfg.get('distil_dense_weight', 0.6):g}, "
-                     f"{cfg.get('distil_candidates', 2)} candidates, weight {cfg.get('distil_weight', 1.0):g}, "
-                     f"temperature {cfg.get('distil_temperature', 0.05):g}"
-                     + (f", positive {cfg['distil_positive_margin']:g} above the teacher's best)" if cfg.get("distil_positive_margin")
-                        else ")"))
-    if cfg.get("ensemble_teacher"):
-        folders = [f for f in cfg["ensemble_teacher"].split(",") if f]
-        weights = cfg.get("ensemble_weights") or ",".join(["1"] * len(folders))
-        members = [_run_of(f, "embeddings") or f for f in folders]
-        parts.append(f"distilled in batch from the ensemble of {' + '.join(members)} (weights "
-                     f"{weights.replace(',', ' / ')}, loss weight {cfg.get('ensemble_distil_weight', 1.0):g}, "
-                     f"temperature {cfg.get('ensemble_temperature', 0.05):g})")
     if cfg.get("seed", 2026) != 2026:
         parts.append(f"seed {cfg['seed']}")
     if cfg.get("train_splits", "train") != "train":

@@ -17,9 +17,9 @@ def make_app(index_dir: str, prepared_dir: str):
     from fastapi import FastAPI
     from pydantic import BaseModel
 
+    from data_pipeline.index import ProductIndex
     from data_pipeline.prepare import load_catalogue
-    from serve.index import ProductIndex
-    from train.encoder import TextEncoder
+    from model.encoder import TextEncoder
 
     index = ProductIndex.load(Path(index_dir), use_gpu="no")
     encoder = TextEncoder.load(index.manifest["model"], max_length=64)

@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.report import update_section  # noqa: E402
+from common.paths import default_homedepot_dir  # noqa: E402
 from data_pipeline.embed import EmbedConfig  # noqa: E402
-from firstlight.paths import default_homedepot_dir  # noqa: E402
 
 
 def main() -> None:
@@ -37,10 +37,10 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from common.runtime import ensure_ray
+    from common.text import normalize_text
     from data_pipeline.embed import embed_dataset
-    from data_pipeline.text import normalize_text
-    from firstlight.runtime import ensure_ray
-    from train.encoder import DEFAULT_MODEL, resolve_model_path
+    from model.folders import DEFAULT_MODEL, resolve_model_path
 
     titles = pd.read_csv(Path(args.data_dir) / "products.csv")["product_title"].head(args.titles)
     titles = [normalize_text(t) for t in titles]

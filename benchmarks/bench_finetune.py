@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import update_section  # noqa: E402
-from firstlight.paths import default_workdir  # noqa: E402
+from common.paths import default_workdir  # noqa: E402
 
 
 def main() -> None:
@@ -32,11 +32,11 @@ def main() -> None:
                         help="correct query spelling for every system, baselines included")
     args = parser.parse_args()
 
+    from common.runtime import ensure_ray, setup_logging
     from data_pipeline.embed import EmbedConfig, run_embed
+    from data_pipeline.index import IndexConfig, run_index
     from evaluation.compare import paired_bootstrap, per_query
     from evaluation.evaluate import EvalConfig, run_evaluate
-    from firstlight.runtime import ensure_ray, setup_logging
-    from serve.index import IndexConfig, run_index
 
     setup_logging()
     ensure_ray()
@@ -83,7 +83,7 @@ def main() -> None:
             raw[f"{name} vs {best} {metric}"] = cmp
             lines.append(f"| {name} | {metric} | {best} | {cmp['mean_diff']:+.3f} | "
                          f"[{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}] |")
-    from train.ensemble_encoder import MANIFEST, is_ensemble
+    from model.folders import MANIFEST, is_ensemble
 
     ensemble = is_ensemble(args.model)
     info = json.loads((Path(args.model) / (MANIFEST if ensemble else "firstlight.json")).read_text())

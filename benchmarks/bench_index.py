@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from benchmarks.report import update_section  # noqa: E402
-from firstlight.paths import default_workdir  # noqa: E402
+from common.paths import default_workdir  # noqa: E402
 
 
 def main() -> None:
@@ -30,10 +30,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from data_pipeline.embed import load_embeddings
+    from data_pipeline.index import IndexConfig, ProductIndex
     from data_pipeline.prepare import load_split
-    from serve.index import IndexConfig, ProductIndex
-    from train.encoder import TextEncoder
+    from data_pipeline.vectors import load_embeddings
+    from model.encoder import TextEncoder
 
     root = Path(args.workdir)
     if not (root / "embeddings" / "manifest.json").exists():

@@ -16,9 +16,9 @@ from benchmarks.report import update_section  # noqa: E402
 
 
 def main() -> None:
+    from common.runtime import ensure_ray, setup_logging
     from evaluation.metrics import METRICS
     from firstlight.pipeline import DemoConfig, run_demo
-    from firstlight.runtime import ensure_ray, setup_logging
 
     setup_logging()
     ensure_ray()

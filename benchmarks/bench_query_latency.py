@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from benchmarks.report import update_section  # noqa: E402
-from firstlight.paths import default_workdir  # noqa: E402
+from common.paths import default_workdir  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     import torch
 
     from data_pipeline.prepare import load_split
-    from train.encoder import TextEncoder
+    from model.encoder import TextEncoder
 
     queries = sorted(set(load_split(Path(args.workdir) / "data", "test")["query"]))[:args.queries]
     rows, raw = [], {}

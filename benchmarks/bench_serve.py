@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import update_section  # noqa: E402
-from firstlight.paths import default_workdir  # noqa: E402
+from common.paths import default_workdir  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 
@@ -133,8 +133,8 @@ def main() -> None:
 
     from ray import serve
 
+    from common.runtime import ensure_ray, setup_logging
     from data_pipeline.prepare import load_split
-    from firstlight.runtime import ensure_ray, setup_logging
     from serve.app import build_app
     from serve.config import ServeConfig
 

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import update_section  # noqa: E402
-from firstlight.paths import default_workdir  # noqa: E402
+from common.paths import default_workdir  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 
 
@@ -50,12 +50,15 @@ def loop_rate(output_dir: Path, global_batch: int, warmup: int) -> float:
 def sentence_transformers_rate(pairs, args, steps: int, out: Path) -> tuple[float, float]:
     import torch
     from datasets import Dataset
-    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.losses import MultipleNegativesRankingLoss
     from transformers import TrainerCallback
 
-    from train.encoder import DEFAULT_MODEL, resolve_model_path
+    from model.folders import DEFAULT_MODEL, resolve_model_path
 
     class StepClock(TrainerCallback):
         def __init__(self):
@@ -82,7 +85,7 @@ def sentence_transformers_rate(pairs, args, steps: int, out: Path) -> tuple[floa
 
 
 def firstlight_rate(cfg, args) -> tuple[float, float]:
-    from train.recipe import fit
+    from train.driver import fit
 
     start = time.perf_counter()
     fit(cfg)
@@ -112,7 +115,7 @@ def main() -> None:
 
     from dataclasses import replace
 
-    from firstlight.runtime import ensure_ray, setup_logging
+    from common.runtime import ensure_ray, setup_logging
     from train.pairs import build_pairs
 
     setup_logging()
@@ -123,7 +126,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(prepared_dir=args.prepared_dir, output_dir=tmp, hard_negatives="none", max_pairs=args.pairs,
                           batch_size=args.batch_size, query_max_length=args.max_length,
-                          product_max_length=args.max_length, max_steps=steps, val_queries=0, num_workers=1,
+                          product_max_length=args.max_length, max_steps=steps, val_queries=0, checkpoint_every=0,
+                          num_workers=1,
                           cpus_per_worker=1, lr=3e-5, precision=args.precision, mixed_precision=args.mixed_precision,
                           length_window=args.length_window,
                           # 16-bit weights need ZeRO-1 for their fp32 master copies; else one worker runs ZeRO-0

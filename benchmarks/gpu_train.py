@@ -42,15 +42,16 @@ def random_init_copy(model_path: str, out: Path) -> str:
 
 
 def tokens_per_pair(cfg, model_path: str, sample: int = 2000) -> float:
-    """Mean real (unpadded) tokens of one training row's query, positive and hard negative(s)."""
+    """Mean real (unpadded) tokens of one training row's query, positive and hard negative."""
     from transformers import AutoTokenizer
 
-    from train.pairs import build_pairs, negative_columns
+    from train.losses import TEXTS
+    from train.pairs import build_pairs
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     rows = build_pairs(cfg.prepared_dir, cfg).head(sample)
     tokens = 0.0
-    for column in negative_columns(rows.columns, ("query", "positive", "negative")):
+    for column in TEXTS:
         length = cfg.query_max_length if column == "query" else cfg.product_max_length
         enc = tokenizer(rows[column].tolist(), truncation=True, max_length=length)
         tokens += sum(len(ids) for ids in enc["input_ids"]) / len(rows)
@@ -76,10 +77,10 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from transformers import AutoModel
 
-    from firstlight.runtime import ensure_ray, setup_logging
+    from common.runtime import ensure_ray, setup_logging
+    from model.folders import resolve_model_path
     from train.config import TrainConfig
-    from train.encoder import resolve_model_path
-    from train.recipe import fit
+    from train.driver import fit
 
     gpu = args.device == "cuda"
     if gpu and not torch.cuda.is_available():
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = Path(args.output_dir or Path(tmp) / "run")
         cfg = TrainConfig(prepared_dir=args.prepared_dir, output_dir=str(out), model=model_path, use_gpu=gpu,
                           precision="bf16" if gpu else "fp32", zero_stage=2, num_workers=args.workers,
+                          hard_negatives="judged",  # one hard negative per pair, with no index to mine
                           batch_size=args.batch_size, max_steps=args.steps, report_every=10,
                           checkpoint_every=0, val_queries=0, cpus_per_worker=2 if gpu else 1)
         ensure_ray()

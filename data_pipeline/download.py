@@ -7,8 +7,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from data_pipeline.manifest import atomic_folder
-from firstlight.errors import FirstLightError
+from common.errors import FirstLightError
+from common.manifest import atomic_folder
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from data_pipeline.manifest import atomic_folder, read_manifest, up_to_date, write_json
-from firstlight import storage
-from firstlight.config import check_range
-from firstlight.errors import ConfigError, FirstLightError
-from train.encoder import DEFAULT_MODEL
+from common import storage
+from common.config import check_range
+from common.errors import ConfigError, FirstLightError
+from common.manifest import atomic_folder, read_manifest, up_to_date, write_json
+from data_pipeline.vectors import load_embeddings, vectors_to_arrow
+from model.encoder import TextEncoder
+from model.folders import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,6 @@ class EncoderActor:
     def __init__(self, model: str, max_length: int, dtype: str, threads: int):
         import torch
 
-        from train.encoder import TextEncoder
-
         if threads > 0:
             torch.set_num_threads(threads)
         self.encoder = TextEncoder.load(model, max_length=max_length, dtype=dtype)
@@ -93,20 +91,6 @@ class EncoderActor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         vectors = self.encoder.encode(batch["text"].to_pylist(), batch_size=64)
         return pa.table({"product_id": batch["product_id"], "embedding": vectors_to_arrow(vectors)})
-
-
-def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
-
-
-def load_embeddings(folder: Path) -> tuple[list[str], np.ndarray]:
-    """Read an embeddings folder back: (product ids, float32 matrix of unit rows)."""
-    table = pq.read_table(Path(folder), columns=["product_id", "embedding"])
-    column = table["embedding"].combine_chunks()
-    dim = column.type.list_size
-    vectors = np.asarray(column.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
-    return table["product_id"].to_pylist(), vectors
 
 
 def cluster_resources() -> dict:
@@ -147,7 +131,7 @@ def model_fingerprint(model: str):
     folder = Path(model).expanduser()
     if not folder.is_dir():
         return model
-    # rglob: an ensemble folder (train/ensemble_encoder.py) keeps its members' weights in subfolders
+    # rglob: an ensemble folder (model/ensemble.py) keeps its members' weights in subfolders
     weights = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt"))
     return {"folder": _absolute_if_folder(model),
             "weights": {p.relative_to(folder).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns] for p in weights}}

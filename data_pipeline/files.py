@@ -16,7 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from firstlight.errors import DataError
+from common.errors import DataError
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl")
 

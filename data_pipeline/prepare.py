@@ -18,15 +18,28 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from data_pipeline.files import TableFile, check_exists_and_nonempty
+from common import storage
+from common.config import check_choice, check_range
+from common.errors import ConfigError, FirstLightError
+from common.manifest import (
+    atomic_folder,
+    describe_inputs,
+    read_manifest,
+    up_to_date,
+    write_json,
+)
+from common.paths import HOMEDEPOT_ENV, default_homedepot_dir, default_workdir
 from data_pipeline.download import download_wands, wands_present
-from data_pipeline.manifest import atomic_folder, describe_inputs, read_manifest, up_to_date, write_json
-from data_pipeline.readers import JUDGMENT_SCHEMA, CatalogueSpec, JudgmentSpec, homedepot_specs, read_dataset, wands_specs
+from data_pipeline.files import TableFile, check_exists_and_nonempty
+from data_pipeline.readers import (
+    JUDGMENT_SCHEMA,
+    CatalogueSpec,
+    JudgmentSpec,
+    homedepot_specs,
+    read_dataset,
+    wands_specs,
+)
 from data_pipeline.split import SPLITS, assign_splits, only_split, query_set_sha256
-from firstlight import storage
-from firstlight.config import check_choice, check_range
-from firstlight.errors import ConfigError, FirstLightError
-from firstlight.paths import HOMEDEPOT_ENV, default_homedepot_dir, default_workdir
 
 log = logging.getLogger(__name__)
 

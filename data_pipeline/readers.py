@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.errors import DataError
+from common.text import normalize_text, product_text
 from data_pipeline.files import TableFile, ray_read, read_columns
-from data_pipeline.text import normalize_text, product_text
-from firstlight.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_pipeline.text import normalize_text
+from common.text import normalize_text
 
 
 class BM25Retriever:

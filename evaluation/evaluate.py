@@ -17,19 +17,31 @@ values for paired comparisons) and a printed table.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from data_pipeline.embed import load_embeddings
-from data_pipeline.manifest import write_json
+from common import storage
+from common.config import check_choice, check_range
+from common.errors import ConfigError, FirstLightError
+from common.manifest import write_json
+from common.spelling import QuerySpeller
+from data_pipeline.index import ProductIndex
 from data_pipeline.prepare import load_catalogue, load_split, prepared_manifest
-from evaluation.metrics import (FUSION_METHODS, METRICS, evaluate_candidates, evaluate_run, fuse,
-                                judged_from_frame, tune_fusion)
-from firstlight import storage
-from firstlight.config import check_choice, check_range
-from firstlight.errors import ConfigError, FirstLightError
+from data_pipeline.vectors import load_embeddings
+from evaluation.bm25 import BM25Retriever
+from evaluation.metrics import (
+    FUSION_METHODS,
+    METRICS,
+    evaluate_candidates,
+    evaluate_run,
+    fuse,
+    judged_from_frame,
+    tune_fusion,
+)
+from model.encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +95,6 @@ def _dense(cfg: EvalConfig, queries: list[str], texts: list[str], judged) -> tup
     """Dense run over the index, and dense scores for each query's judged candidates.
 
     ``texts`` are what is encoded (the queries, or their spelling corrections); runs stay keyed by query."""
-    from serve.index import ProductIndex
-    from train.encoder import TextEncoder
-
     index = ProductIndex.load(Path(cfg.index_dir))
     model = cfg.model or index.manifest.get("model")
     if not model:
@@ -139,12 +148,13 @@ def _base_runs(cfg: EvalConfig, judged, bm25, speller=None) -> tuple[dict, dict,
     return runs, candidate_runs, info
 
 
-def run_evaluate(cfg: EvalConfig) -> dict:
-    """Evaluate the configured systems; write and return the results."""
+def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
+    """Evaluate the configured systems; write and return the results (and print their table, unless a
+    caller such as the demo prints its own at the end)."""
     if storage.uses_uri(cfg, ("prepared_dir", "index_dir", "embeddings_dir", "output")):
         if storage.is_uri(cfg.index_dir or "") and not cfg.embeddings_dir:  # its default: INDEX/../embeddings
             cfg = replace(cfg, embeddings_dir=storage.join(storage.parent(cfg.index_dir), "embeddings"))
-        return storage.run_on_mirrors(run_evaluate, cfg, inputs=("prepared_dir", "index_dir", "embeddings_dir"),
+        return storage.run_on_mirrors(functools.partial(run_evaluate, show_table=show_table), cfg, inputs=("prepared_dir", "index_dir", "embeddings_dir"),
                                       output_files=("output",))
     cfg.validate()
     prepared = Path(cfg.prepared_dir)
@@ -156,12 +166,8 @@ def run_evaluate(cfg: EvalConfig) -> dict:
     if set(cfg.systems) & {"bm25", "fusion"} or cfg.spell_correct:
         catalogue = load_catalogue(prepared)
     if set(cfg.systems) & {"bm25", "fusion"}:
-        from evaluation.bm25 import BM25Retriever
-
         bm25 = BM25Retriever(catalogue["product_id"].tolist(), catalogue["text"].tolist())
     if cfg.spell_correct:
-        from firstlight.spelling import QuerySpeller
-
         speller = QuerySpeller(catalogue["text"])
     params = _fusion_params(cfg)
     if cfg.tune_fusion_on:
@@ -185,7 +191,8 @@ def run_evaluate(cfg: EvalConfig) -> dict:
         results["systems"][name] = {"mean": means, "per_query": per_query}
     results["query_order"] = queries
     write_json(cfg.resolved_output(), results)
-    print(format_table(results))
+    if show_table:
+        print(format_table(results))
     log.info("[evaluate] results written to %s", cfg.resolved_output())
     return results
 

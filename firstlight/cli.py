@@ -3,6 +3,8 @@
     firstlight demo                      # the main job on the built-in default data
     firstlight prepare --dataset files --catalogue shop.parquet --judgments labels.csv ...
     firstlight embed --prepared-dir artifacts/homedepot/data
+    firstlight train --prepared-dir artifacts/homedepot/data   # the default recipe
+    firstlight train --config train/recipe.yaml --prepared-dir s3://shop/data --num-workers 8 --use-gpu true
     firstlight fetch-model --name all-mpnet-base-v2 --output-dir models
     firstlight soup --models run-a/model,run-b/model --output-dir soup/model
     firstlight ensemble --models minilm/model,mpnet/model --weights 0.5,0.5 --output-dir ensemble
@@ -10,7 +12,8 @@
     firstlight evaluate --prepared-dir ... --index-dir ...
     firstlight serve --index-dir artifacts/homedepot/index     # HTTP endpoint (Ray Serve)
 
-The same commands run under `ray job submit -- firstlight ...`, joining that cluster.
+Every stage also takes ``--config FILE`` (a YAML file of its settings; options given override it)
+and ``--verbose``. The same commands run under `ray job submit -- firstlight ...`, joining that cluster.
 """
 
 from __future__ import annotations
@@ -19,21 +22,21 @@ import argparse
 import logging
 import sys
 
+from common.config import add_config_args, config_from_args
+from common.errors import FirstLightError
+from common.runtime import ensure_ray, setup_logging
 from data_pipeline.embed import EmbedConfig, run_embed
+from data_pipeline.index import IndexConfig, run_index
 from data_pipeline.prepare import PrepareConfig, run_prepare
 from evaluation.evaluate import EvalConfig, run_evaluate
-from firstlight.config import add_config_args, config_from_args
-from firstlight.errors import FirstLightError
 from firstlight.pipeline import DemoConfig, run_demo
-from firstlight.runtime import ensure_ray, setup_logging
+from model.ensemble import EnsembleConfig, run_ensemble
+from model.pretrained import FetchModelConfig, run_fetch_model
+from model.soup import SoupConfig, run_soup
 from serve.app import run_serve
 from serve.config import ServeConfig
-from serve.index import IndexConfig, run_index
 from train.config import TrainConfig
-from train.ensemble_encoder import EnsembleConfig, run_ensemble
-from train.pretrained import FetchModelConfig, run_fetch_model
-from train.recipe import run_train
-from train.soup import SoupConfig, run_soup
+from train.driver import run_train
 
 # stage name -> (config class, runner, needs Ray, one-line help)
 STAGES = {
@@ -58,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (cls, _, needs_ray, help_text) in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_config_args(p, cls)
+        p.add_argument("--verbose", action="store_true",
+                       help="show every library's log lines (Ray Data's per-operator progress, faiss's loader, ...)")
         if needs_ray:
             p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS or local)")
             p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
@@ -78,7 +83,7 @@ def _user_error(err: BaseException) -> FirstLightError | None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cls, runner, needs_ray, _ = STAGES[args.stage]
-    setup_logging()
+    setup_logging(verbose_output=args.verbose or None)
     try:
         cfg = config_from_args(cls, args)
         cfg.validate()

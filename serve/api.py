@@ -12,7 +12,7 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from data_pipeline.text import normalize_text
+from common.text import normalize_text
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 

@@ -15,14 +15,13 @@ import logging
 from dataclasses import asdict
 
 from serve.config import ServeConfig
+from serve.deployments import Encoder, Retriever
+from serve.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
 
 def build_app(args: dict | ServeConfig):
-    from serve.deployments import Encoder, Retriever
-    from serve.gateway import Gateway
-
     cfg = args if isinstance(args, ServeConfig) else ServeConfig.from_args(dict(args))
     cfg.validate()
     cfg = cfg.absolute()

@@ -11,9 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from firstlight.config import check_choice, check_range
-from firstlight.errors import ConfigError
-from firstlight.storage import exists, is_uri, join, parent, read_text
+from common.config import check_choice, check_range
+from common.errors import ConfigError
+from common.storage import exists, is_uri, join, parent, read_text
 
 
 @dataclass

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 
 import numpy as np
 from ray import serve
 from ray.serve.metrics import Gauge, Histogram
 
+from model.encoder import TextEncoder
 from serve.config import ServeConfig
+from serve.live_index import LiveIndex, change_log_path
+from serve.versions import Version, VersionCache
 
 log = logging.getLogger("ray.serve")
-KEEP_VERSIONS = 2
 
 
 def _rows_by(keys) -> dict:
@@ -28,18 +29,6 @@ def _rows_by(keys) -> dict:
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
     return groups
-
-
-class VersionCache(OrderedDict):
-    """Least-recently-used cache of loaded versions."""
-
-    def get_or_load(self, key, load):
-        if key not in self:
-            self[key] = load()
-            while len(self) > KEEP_VERSIONS:
-                self.popitem(last=False)
-        self.move_to_end(key)
-        return self[key]
 
 
 @serve.deployment
@@ -62,8 +51,6 @@ class Encoder:
         self.model(self.cfg.resolved_model())  # load the default model before taking traffic
 
     def model(self, name: str):
-        from train.encoder import TextEncoder
-
         device = "cpu" if self.cfg.use_gpu == "no" else "auto"
         return self.models.get_or_load(name, lambda: TextEncoder.load(name, max_length=self.cfg.max_length,
                                                                       device=device))
@@ -95,8 +82,6 @@ class Retriever:
     """Top-k products for query vectors, from the saved FAISS index plus live product changes."""
 
     def __init__(self, config: dict):
-        from serve.versions import Version
-
         self.cfg = ServeConfig(**config)
         self.indexes = VersionCache()
         self.search_ms = Histogram("firstlight_retrieval_ms", description="FAISS search latency (ms)",
@@ -105,8 +90,6 @@ class Retriever:
         self.items.set(len(self.get(Version(self.cfg.resolved_model(), self.cfg.index_dir).describe())))
 
     def get(self, version: dict):
-        from serve.live_index import LiveIndex, change_log_path
-
         change_log = change_log_path(self.cfg.resolved_state_dir(), version["id"])
         return self.indexes.get_or_load(version["id"], lambda: LiveIndex(
             version["index"], self.cfg.resolved_prepared_dir(), change_log, use_gpu=self.cfg.use_gpu))

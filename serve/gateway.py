@@ -25,11 +25,26 @@ from ray import serve
 from ray.serve.metrics import Counter
 from starlette.exceptions import HTTPException
 
-from serve.api import (ApiError, BatchRequest, BatchResponse, ItemsRequest, RecommendRequest, RecommendResponse,
-                       ReloadRequest, check_count, check_k, check_text, openapi_body, parse_body)
+from common.storage import exists, is_uri, join, read_text
+from common.text import product_text
+from model.folders import resolve_model_path, tokenizer_folders
+from serve.api import (
+    ApiError,
+    BatchRequest,
+    BatchResponse,
+    ItemsRequest,
+    RecommendRequest,
+    RecommendResponse,
+    ReloadRequest,
+    check_count,
+    check_k,
+    check_text,
+    openapi_body,
+    parse_body,
+)
 from serve.config import ServeConfig
-from serve.deployments import VersionCache
-from serve.versions import ActiveVersion, Version
+from serve.live_index import LiveSpeller, change_log_path
+from serve.versions import ActiveVersion, Version, VersionCache
 
 log = logging.getLogger("ray.serve")
 app = FastAPI(title="FirstLight", version="1",
@@ -62,18 +77,13 @@ class Gateway:
             self._speller(self.active.get().describe())
 
     def _speller(self, version: dict):
-        from serve.live_index import LiveSpeller, change_log_path
-
         return self.spellers.get_or_load(version["id"], lambda: LiveSpeller(
             self.cfg.resolved_prepared_dir(), change_log_path(self.cfg.resolved_state_dir(), version["id"])))
 
     def _tokenizer(self, model: str) -> list:
-        """The model's tokenizers: one, or one per member of an ensemble (train/ensemble_encoder.py)."""
+        """The model's tokenizers: one, or one per member of an ensemble (model/ensemble.py)."""
         if model not in self.tokenizers:
             from transformers import AutoTokenizer
-
-            from train.encoder import resolve_model_path
-            from train.ensemble_encoder import tokenizer_folders
 
             self.tokenizers[model] = [AutoTokenizer.from_pretrained(f)
                                       for f in tokenizer_folders(resolve_model_path(model))]
@@ -161,8 +171,6 @@ class Gateway:
     @app.post("/v1/items", openapi_extra=openapi_body(ItemsRequest))
     async def upsert_items(self, request: Request):
         async def work(body: ItemsRequest):
-            from data_pipeline.text import product_text
-
             check_count(body.items, "items", 1, self.cfg.max_batch_texts)
             texts = []
             for i, item in enumerate(body.items):
@@ -200,8 +208,6 @@ class Gateway:
     async def _switch(self, body: ReloadRequest) -> dict:
         """Load the new version on both deployments, carry over the API's item changes, then switch."""
         import json
-
-        from firstlight.storage import exists, is_uri, join, read_text
 
         index_dir = body.index_dir if is_uri(body.index_dir) else str(Path(body.index_dir).expanduser().resolve())
         if not exists(join(index_dir, "index.faiss")):

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.spelling import QuerySpeller
+from common.storage import local_folder
+from data_pipeline.index import ProductIndex
 from data_pipeline.prepare import load_catalogue
-from firstlight.storage import local_folder
-from serve.index import ProductIndex
 
 
 class LiveIndex:
@@ -147,8 +148,6 @@ class LiveSpeller:
     never "corrected" into an older word."""
 
     def __init__(self, prepared_dir: str, change_log: Path):
-        from firstlight.spelling import QuerySpeller
-
         catalogue = load_catalogue(local_folder(prepared_dir))
         self.speller = QuerySpeller(catalogue["text"])
         self._tail = ChangeLogTail(change_log)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,3 +58,18 @@ class ActiveVersion:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+
+
+KEEP_VERSIONS = 2  # a reload keeps the version before it loaded, for requests still in flight
+
+
+class VersionCache(OrderedDict):
+    """Least-recently-used cache of loaded versions."""
+
+    def get_or_load(self, key, load):
+        if key not in self:
+            self[key] = load()
+            while len(self) > KEEP_VERSIONS:
+                self.popitem(last=False)
+        self.move_to_end(key)
+        return self[key]

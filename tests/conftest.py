@@ -19,7 +19,7 @@ def ray_session():
     """A local Ray shared by every test that needs one (starting Ray costs seconds)."""
     import ray
 
-    from firstlight.runtime import ensure_ray
+    from common.runtime import ensure_ray
 
     ensure_ray(num_cpus=2)
     yield ray
@@ -28,7 +28,7 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def homedepot_dir() -> Path:
-    from firstlight.paths import default_homedepot_dir
+    from common.paths import default_homedepot_dir
 
     folder = default_homedepot_dir()
     if not (folder / "products.csv").exists():
@@ -57,7 +57,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from train.encoder import resolve_model_path
+    from model.folders import resolve_model_path
 
     out = tmp_path_factory.mktemp("tiny_bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("all-MiniLM-L6-v2"))

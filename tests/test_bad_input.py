@@ -10,7 +10,7 @@ import pytest
 
 from data_pipeline.readers import CatalogueSpec, JudgmentSpec, check_catalogue, check_judgments
 from firstlight.cli import main
-from firstlight.errors import DataError
+from common.errors import DataError
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -11,8 +11,8 @@ from transformers import AutoModel
 
 from data_pipeline.embed import EmbedConfig, embed_dataset, load_embeddings, run_embed
 from data_pipeline.prepare import PrepareConfig, run_prepare
-from firstlight.errors import ConfigError
-from train.encoder import TextEncoder
+from common.errors import ConfigError
+from model.encoder import TextEncoder
 
 
 def test_ray_data_pipeline_matches_encoder_module(ray_session):

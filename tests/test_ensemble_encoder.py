@@ -1,4 +1,4 @@
-"""Several encoders served as one: `firstlight ensemble` (train/ensemble_encoder.py)."""
+"""Several encoders served as one: `firstlight ensemble` (model/ensemble.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firstlight.errors import ConfigError
-from train.ensemble_encoder import EnsembleConfig, run_ensemble
+from common.errors import ConfigError
+from model.ensemble import EnsembleConfig, run_ensemble
 
 TEXTS = ["cordless drill 18v", "white vinyl fence post", "led light bulb 60w", "garden hose nozzle"]
 
@@ -26,7 +26,7 @@ def ensemble_dir(tiny_model_dir, wide_model_dir, tmp_path_factory) -> Path:
 
 def test_ensemble_vectors_are_the_weighted_members_and_score_their_mean_cosine(ensemble_dir, tiny_model_dir,
                                                                               wide_model_dir):
-    from train.encoder import TextEncoder
+    from model.encoder import TextEncoder
 
     manifest = json.loads((ensemble_dir / "firstlight_ensemble.json").read_text())
     assert [m["weight"] for m in manifest["members"]] == [0.25, 0.75]
@@ -46,12 +46,12 @@ def test_ensemble_vectors_are_the_weighted_members_and_score_their_mean_cosine(e
 def test_a_long_encode_logs_its_progress_member_by_member(ensemble_dir, caplog):
     import logging
 
-    from train.encoder import TextEncoder
+    from model.encoder import TextEncoder
 
-    with caplog.at_level(logging.INFO, logger="train.encoder"):
-        TextEncoder.load(str(ensemble_dir)).encode(TEXTS * 10, batch_size=8, progress="teacher")
+    with caplog.at_level(logging.INFO, logger="model.encoder"):
+        TextEncoder.load(str(ensemble_dir)).encode(TEXTS * 10, batch_size=8, progress="mining")
     lines = [r.getMessage() for r in caplog.records if "texts encoded" in r.getMessage()]
-    assert lines == [f"teacher (member {m}/2): {n}/40 texts encoded" for m in (1, 2) for n in (8, 16, 24, 32, 40)]
+    assert lines == [f"mining (member {m}/2): {n}/40 texts encoded" for m in (1, 2) for n in (8, 16, 24, 32, 40)]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,8 @@ def prepared(tmp_path_factory, ray_session) -> Path:
 def test_embed_and_index_take_an_ensemble_as_their_model(ensemble_dir, prepared, tmp_path):
     from data_pipeline.embed import EmbedConfig, load_embeddings, model_fingerprint, run_embed
     from data_pipeline.prepare import load_catalogue
-    from serve.index import IndexConfig, ProductIndex, run_index
-    from train.encoder import TextEncoder
+    from data_pipeline.index import IndexConfig, ProductIndex, run_index
+    from model.encoder import TextEncoder
 
     emb = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(tmp_path / "emb"), model=str(ensemble_dir)))
     ids, vectors = load_embeddings(emb / "vectors")
@@ -108,7 +108,7 @@ def test_an_ensemble_missing_a_member_or_asked_to_train_says_what_to_do(ensemble
     import shutil
 
     from tests.test_train import tiny_config
-    from train.encoder import TextEncoder
+    from model.encoder import TextEncoder
 
     broken = tmp_path / "broken"
     shutil.copytree(ensemble_dir, broken)
@@ -125,7 +125,7 @@ def test_the_gateway_counts_an_ensembles_tokens_with_every_members_tokenizer(ens
 
     from serve.api import ApiError
     from serve.gateway import Gateway
-    from train.ensemble_encoder import tokenizer_folders
+    from model.folders import tokenizer_folders
 
     assert tokenizer_folders(tiny_model_dir) == [tiny_model_dir]
     assert tokenizer_folders(ensemble_dir) == [ensemble_dir / "member-0", ensemble_dir / "member-1"]
@@ -146,9 +146,9 @@ def test_the_server_answers_and_adds_items_with_an_ensemble(ensemble_dir, prepar
 
     from data_pipeline.prepare import load_catalogue
     from serve.config import ServeConfig
-    from serve.index import ProductIndex
+    from data_pipeline.index import ProductIndex
     from tests.test_serve import free_port, served
-    from train.encoder import TextEncoder
+    from model.encoder import TextEncoder
 
     catalogue = load_catalogue(prepared)
     encoder = TextEncoder.load(str(ensemble_dir))

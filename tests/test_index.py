@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from firstlight.errors import ConfigError, FirstLightError
-from serve.index import IndexConfig, ProductIndex
+from common.errors import ConfigError, FirstLightError
+from data_pipeline.index import IndexConfig, ProductIndex
 
 
 @pytest.fixture(scope="module")

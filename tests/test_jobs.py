@@ -124,7 +124,7 @@ def test_whole_pipeline_as_one_ray_job(cluster, small_homedepot, tiny_model_dir)
     tuned = json.loads((work / "eval" / "test_finetuned.json").read_text())
     assert tuned["model"] == str(work / "train" / "model") and tuned["queries"] > 10
     assert json.loads((work / "train" / "model" / "firstlight.json").read_text())["step"] == 3
-    assert "| fusion |" in logs
+    assert "| zero-shot fusion |" in logs and "| fine-tuned fusion |" in logs  # the demo's closing table
 
 
 def test_training_with_one_worker_on_each_node(cluster, small_homedepot, tiny_model_dir):

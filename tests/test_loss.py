@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from train.loss import ensemble_kl, info_nce
+from train.losses import CachedInfoNCELoss, InfoNCELoss, info_nce
 
 B, D = 4, 8
 
@@ -36,19 +36,11 @@ def embed(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x @ w, dim=-1)
 
 
-def make_teacher():
-    """An ensemble teacher's vectors of the batch's texts (train.ensemble): fixed, no gradient."""
-    q, p, n, _ = make_batch(seed=1)
-    return {"query": F.normalize(q, dim=-1), "positive": F.normalize(p, dim=-1), "negative": F.normalize(n, dim=-1)}
-
-
 def single_process(variant: str = "plain"):
     q, p, n, mask = make_batch()
     w = torch.eye(D).requires_grad_()
     keys = make_keys() if variant != "plain" else None
     loss, seen = info_nce(embed(w, q), embed(w, p), embed(w, n), mask, keys=keys, symmetric=variant == "symmetric")
-    if variant == "ensemble":
-        loss = loss + ensemble_kl(embed(w, q), embed(w, p), embed(w, n), mask, make_teacher(), keys=keys)
     loss.backward()
     return loss.item(), w.grad.clone(), seen
 
@@ -62,10 +54,6 @@ def _worker(rank: int, port: int, out, variant: str):
     keys = {k: v[local] for k, v in make_keys().items()} if variant != "plain" else None
     loss, seen = info_nce(embed(w, q[local]), embed(w, p[local]), embed(w, n[local]), mask[local], keys=keys,
                           symmetric=variant == "symmetric")
-    if variant == "ensemble":  # the teacher's scores span both workers' texts too
-        teacher = {k: v[local] for k, v in make_teacher().items()}
-        loss = loss + ensemble_kl(embed(w, q[local]), embed(w, p[local]), embed(w, n[local]), mask[local], teacher,
-                                  keys=keys)
     loss.backward()
     dist.all_reduce(w.grad)
     w.grad /= 2  # what data-parallel training does
@@ -75,7 +63,7 @@ def _worker(rank: int, port: int, out, variant: str):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("variant", ["plain", "duplicates-masked", "symmetric", "ensemble"])
+@pytest.mark.parametrize("variant", ["plain", "duplicates-masked", "symmetric"])
 def test_two_workers_match_one_process_on_the_global_batch(variant):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -122,20 +110,33 @@ def test_masked_duplicates_are_not_negatives():
     assert float(both) == pytest.approx((float(expected) + float(reverse)) / 2, rel=1e-6)
 
 
+def test_the_loss_module_scores_a_batch_as_info_nce_does():
+    """InfoNCELoss reads the batch's keys and negative mask itself: the same loss as the function."""
+    q, p, n, mask = make_batch()
+    keys = make_keys()
+    embedded = {"query": F.normalize(q, dim=-1), "positive": F.normalize(p, dim=-1), "negative": F.normalize(n, dim=-1)}
+    batch = {"has_negative": mask, **{f"{k}_key": v for k, v in keys.items()}}
+    for symmetric in (False, True):
+        loss, logged = InfoNCELoss(scale=20.0, symmetric=symmetric)(embedded, batch)
+        expected, seen = info_nce(*embedded.values(), mask, keys=keys, symmetric=symmetric)
+        assert float(loss) == pytest.approx(float(expected)) and logged["negatives_per_query"] == seen
+    plain, _ = InfoNCELoss(mask_duplicates=False)(embedded, batch)
+    assert float(plain) == pytest.approx(float(info_nce(*embedded.values(), mask)[0]))
+    without, logged = InfoNCELoss(hard_negatives=False)({"query": embedded["query"], "positive": embedded["positive"]},
+                                                        batch)
+    assert InfoNCELoss(hard_negatives=False).texts() == ("query", "positive") and logged["negatives_per_query"] < 8
+
+
 def test_cached_gradient_step_equals_the_full_batch_gradient(tiny_model_dir):
     """GradCache in chunks of 4 gives the full batch's loss and weight gradients, dropout included."""
-    import torch
     from transformers import AutoModel
 
-    from train.config import TrainConfig
-    from train.encoder import TextEncoder
-    from train.loss import info_nce
-    from train.recipe import _cached_step
+    from model.encoder import TextEncoder
 
     torch.manual_seed(0)
     model = AutoModel.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.1).train()
 
-    class Engine:  # the two calls _cached_step makes, on a plain model in this process
+    class Engine:  # the two calls a loss's step makes, on a plain model in this process
         device = torch.device("cpu")
 
         def embed(self, ids, mask):
@@ -151,10 +152,9 @@ def test_cached_gradient_step_equals_the_full_batch_gradient(tiny_model_dir):
     batch["has_negative"] = torch.tensor([True] * 10 + [False] * 2)
     batch.update({f"{k}_key": torch.arange(12) + 100 * i for i, k in enumerate(("query", "positive", "negative"))})
     batch["query_key"][11] = batch["query_key"][2]  # one query twice: masked in both computations
-    cfg = TrainConfig(batch_size=12, grad_cache_chunk=4, hard_negatives="judged")
 
     torch.manual_seed(5)  # same dropout draws in both: the cached step replays each chunk's randomness
-    loss, logged, stepped = _cached_step(Engine(), batch, cfg)
+    loss, logged, stepped = CachedInfoNCELoss(InfoNCELoss(), chunk=4).step(Engine(), batch)
     seen = logged["negatives_per_query"]
     cached = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()

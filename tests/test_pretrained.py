@@ -7,9 +7,9 @@ import zipfile
 import pytest
 
 from firstlight.cli import main
-from firstlight.errors import ConfigError, DataError
-from train.encoder import resolve_model_path
-from train.pretrained import FetchModelConfig, PackagedModel, run_fetch_model
+from common.errors import ConfigError, DataError
+from model.folders import resolve_model_path
+from model.pretrained import FetchModelConfig, PackagedModel, run_fetch_model
 
 WEIGHTS = bytes(range(256)) * 400  # stands in for model.safetensors
 

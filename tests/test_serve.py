@@ -14,7 +14,7 @@ import requests
 
 from data_pipeline.prepare import PrepareConfig, load_catalogue, run_prepare
 from serve.config import ServeConfig
-from serve.index import ProductIndex
+from data_pipeline.index import ProductIndex
 
 TOKEN = "s3cret-admin-token"
 
@@ -28,7 +28,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def artifacts(small_homedepot, tmp_path_factory, ray_session):
     """prepare -> embed (MiniLM) -> two saved indexes (two versions to switch between)."""
-    from train.encoder import DEFAULT_MODEL, TextEncoder
+    from model.folders import DEFAULT_MODEL
+    from model.encoder import TextEncoder
 
     root = tmp_path_factory.mktemp("serve")
     prepared = run_prepare(PrepareConfig(dataset="homedepot", data_dir=str(small_homedepot),
@@ -143,7 +144,7 @@ def _misspelling(speller, titles):
 
 
 def test_misspelt_query_is_corrected_and_a_new_products_words_are_kept(service, artifacts):
-    from firstlight.spelling import QuerySpeller
+    from common.spelling import QuerySpeller
 
     _, catalogue = artifacts
     speller = QuerySpeller(catalogue["text"])  # what the service builds from the same catalogue
@@ -350,7 +351,7 @@ def test_config_yaml_is_a_valid_serve_config_with_valid_args():
 
 
 def test_serving_options_from_yaml_strings_and_their_errors(tmp_path):
-    from firstlight.errors import ConfigError
+    from common.errors import ConfigError
 
     cfg = ServeConfig.from_args({"index_dir": str(tmp_path), "max_k": "50", "batch_wait_s": "0.01"})
     assert cfg.max_k == 50 and cfg.batch_wait_s == 0.01

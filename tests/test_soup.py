@@ -10,10 +10,10 @@ import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from firstlight.cli import main
-from firstlight.errors import ConfigError
-from train.encoder import TextEncoder
-from train.export import export_sentence_transformer
-from train.soup import SoupConfig, run_soup
+from common.errors import ConfigError
+from model.encoder import TextEncoder
+from model.export import export_sentence_transformer
+from model.soup import SoupConfig, run_soup
 
 
 def _tiny_export(folder, tiny_model_dir, seed, hidden=32):

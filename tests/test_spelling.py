@@ -2,7 +2,7 @@
 
 import pytest
 
-from firstlight.spelling import QuerySpeller
+from common.spelling import QuerySpeller
 
 TITLES = [
     "Hampton Bay 52 in. Ceiling Fan with Light Kit",

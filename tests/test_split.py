@@ -4,7 +4,7 @@ import pandas as pd
 
 from data_pipeline.prepare import PrepareConfig, load_split, prepared_manifest, run_prepare
 from data_pipeline.split import SPLITS, split_of
-from data_pipeline.text import normalize_text
+from common.text import normalize_text
 
 
 def splits_of(folder):

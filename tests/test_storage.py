@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from firstlight import storage
+from common import storage
 
 BUCKET = "firstlight-test"
 
@@ -36,7 +36,7 @@ def s3(tmp_path_factory):
     # credentials in their environment, which a Ray started before this fixture lacks.
     import ray
 
-    from firstlight.runtime import ensure_ray
+    from common.runtime import ensure_ray
 
     if ray.is_initialized():
         ray.shutdown()
@@ -83,7 +83,7 @@ def test_push_uploads_the_manifest_last_and_pull_skips_a_current_mirror(s3, tmp_
 def test_a_folder_without_its_manifest_counts_as_missing(s3):
     # what a crash during an upload leaves: files, but not the manifest written last
     s3.put_object(Bucket=BUCKET, Key="root/half/part/a.bin", Body=b"x")
-    from firstlight.errors import FirstLightError
+    from common.errors import FirstLightError
 
     with pytest.raises(FirstLightError, match="no complete folder"):
         storage.pull(f"s3://{BUCKET}/root/half")
@@ -91,7 +91,7 @@ def test_a_folder_without_its_manifest_counts_as_missing(s3):
 
 
 def test_an_unreachable_storage_root_is_a_clear_error():
-    from firstlight.errors import FirstLightError
+    from common.errors import FirstLightError
 
     with pytest.raises(FirstLightError, match="cannot open storage nosuch://"):
         storage.filesystem("nosuch://bucket/x")
@@ -102,8 +102,8 @@ def test_every_stage_reads_and_writes_an_s3_storage_root(s3, small_homedepot, ti
     from data_pipeline.embed import EmbedConfig, run_embed
     from data_pipeline.prepare import PrepareConfig, run_prepare
     from evaluation.evaluate import EvalConfig, run_evaluate
-    from serve.index import IndexConfig, ProductIndex, run_index
-    from train.encoder import resolve_model_path
+    from data_pipeline.index import IndexConfig, ProductIndex, run_index
+    from model.folders import resolve_model_path
 
     root = f"s3://{BUCKET}/shop"
     prepared = run_prepare(PrepareConfig(dataset="homedepot", data_dir=str(small_homedepot),
@@ -156,10 +156,10 @@ def test_soups_and_ensembles_combine_models_in_the_bucket_into_the_bucket(s3, ti
 
     import numpy as np
 
-    from firstlight.errors import ConfigError
-    from train.encoder import TextEncoder
-    from train.ensemble_encoder import EnsembleConfig, run_ensemble
-    from train.soup import SoupConfig, run_soup
+    from common.errors import ConfigError
+    from model.encoder import TextEncoder
+    from model.ensemble import EnsembleConfig, run_ensemble
+    from model.soup import SoupConfig, run_soup
 
     root = f"s3://{BUCKET}/combine"
     for name, folder in (("tiny", tiny_model_dir), ("tiny-again", tiny_model_dir), ("wide", wide_model_dir)):
@@ -195,7 +195,7 @@ def test_soups_and_ensembles_combine_models_in_the_bucket_into_the_bucket(s3, ti
 
 def test_a_cloud_input_needs_a_named_output(s3):
     from data_pipeline.embed import EmbedConfig, run_embed
-    from firstlight.errors import ConfigError
+    from common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="output_dir"):
         run_embed(EmbedConfig(prepared_dir=f"s3://{BUCKET}/shop/data"))
@@ -205,10 +205,11 @@ def test_a_cloud_input_needs_a_named_output(s3):
 def s3_pipeline(s3, small_homedepot, tiny_model_dir) -> dict:
     """`firstlight demo --finetune true --workdir s3://...`: every stage, training included."""
     from firstlight.pipeline import DemoConfig, run_demo
+    from train.config import TrainConfig
 
     cfg = DemoConfig(dataset="homedepot", data_dir=str(small_homedepot), workdir=f"s3://{BUCKET}/pipeline",
-                     model=str(tiny_model_dir), max_length=32, finetune=True, train_max_steps=2,
-                     train_batch_size=8, train_cpus_per_worker=0.5, train_hard_negatives="judged")
+                     model=str(tiny_model_dir), max_length=32, finetune=True,
+                     train=TrainConfig(max_steps=2, batch_size=8, cpus_per_worker=0.5, hard_negatives="judged"))
     return run_demo(cfg)
 
 
@@ -225,16 +226,18 @@ def test_the_whole_pipeline_with_fine_tuning_on_an_s3_storage_root(s3, s3_pipeli
     assert any(k.startswith(f"train/run/{checkpoint}/state/") for k in keys)
     saved = json.loads(s3.get_object(Bucket=BUCKET, Key="pipeline/homedepot/eval/test_finetuned.json")["Body"].read())
     assert saved["model"] == f"s3://{BUCKET}/pipeline/homedepot/train/model"
-    assert saved["systems"]["dense"]["mean"] == pytest.approx(results["systems"]["dense"]["mean"])
+    # the demo's closing table: the baselines, then the fine-tuned encoder (saved under its own name)
+    assert saved["systems"]["dense"]["mean"] == pytest.approx(results["systems"]["fine-tuned dense"]["mean"])
+    assert {"bm25", "zero-shot dense", "zero-shot fusion", "fine-tuned fusion"} <= set(results["systems"])
 
 
 def test_serving_reads_its_index_and_catalogue_from_the_bucket(s3, s3_pipeline, tmp_path):
     """The Retriever's LiveIndex and the service config over the pipeline's s3:// artifacts."""
     import numpy as np
 
-    from firstlight.errors import ConfigError
+    from common.errors import ConfigError
     from serve.config import ServeConfig
-    from serve.index import ProductIndex
+    from data_pipeline.index import ProductIndex
     from serve.live_index import LiveIndex
 
     index_uri = f"s3://{BUCKET}/pipeline/homedepot/index"

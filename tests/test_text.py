@@ -1,4 +1,4 @@
-from data_pipeline.text import normalize_text, product_text
+from common.text import normalize_text, product_text
 
 
 def test_normalize_collapses_whitespace_and_strips_invisible_characters():

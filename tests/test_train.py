@@ -20,16 +20,19 @@ def prepared(small_homedepot, tmp_path_factory, ray_session) -> Path:
 
 
 def tiny_config(prepared, tiny_model_dir, out, **overrides) -> TrainConfig:
+    # fp32 and judged negatives unless a test asks: the same arithmetic on every CPU, no index to mine
     settings = dict(prepared_dir=str(prepared), output_dir=str(out), model=str(tiny_model_dir), num_workers=2,
                     cpus_per_worker=0.5, zero_stage=2, grad_accum=2, batch_size=8, max_steps=6,
-                    checkpoint_every=3, val_queries=20, val_products=200, lr=1e-3, warmup_ratio=0.0)
+                    checkpoint_every=3, val_queries=20, val_products=200, lr=1e-3, warmup_ratio=0.0,
+                    precision="fp32", hard_negatives="judged", positive_at=2.5)
     settings.update(overrides)
     return TrainConfig(**settings)
 
 
 def three_step_history(prepared, tiny_model_dir, out, grad_cache_chunk: int = 0, **overrides):
     """Train 3 steps on one worker (batch 16, one checkpoint, no validation); the per-step metrics."""
-    from train.recipe import fit, read_history
+    from train.driver import fit
+    from train.progress import read_history
 
     settings = dict(num_workers=1, cpus_per_worker=1, grad_accum=1, batch_size=16, grad_cache_chunk=grad_cache_chunk,
                     max_steps=3, checkpoint_every=3, val_queries=0)
@@ -44,14 +47,14 @@ def checkpoint_files(result) -> list[str]:
 
 @pytest.fixture(scope="module")
 def zero2_run(prepared, tiny_model_dir, tmp_path_factory):
-    from train.recipe import fit
+    from train.driver import fit
 
     out = tmp_path_factory.mktemp("zero2")
     return fit(tiny_config(prepared, tiny_model_dir, out)), out
 
 
 def test_two_worker_zero2_run_with_accumulation_learns_and_checkpoints_both_ranks(zero2_run):
-    from train.recipe import read_history
+    from train.progress import read_history
 
     result, out = zero2_run
     history = read_history(out)
@@ -70,8 +73,8 @@ def test_two_worker_zero2_run_with_accumulation_learns_and_checkpoints_both_rank
 def test_exported_model_loads_in_sentence_transformers_and_firstlight_alike(zero2_run, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from train.encoder import TextEncoder
-    from train.recipe import export_checkpoint
+    from model.encoder import TextEncoder
+    from train.checkpoints import export_checkpoint
 
     result, _ = zero2_run
     folder = export_checkpoint(Path(result.checkpoint.path), tmp_path / "model")
@@ -89,7 +92,8 @@ def test_bf16_on_cpu_learns_and_exports_the_fp32_master_weights(prepared, tiny_m
     import torch
     from safetensors.torch import load_file
 
-    from train.recipe import read_history, run_train
+    from train.progress import read_history
+    from train.driver import run_train
 
     cfg = tiny_config(prepared, tiny_model_dir, tmp_path, precision="bf16", zero_stage=1, num_workers=1,
                       cpus_per_worker=1, grad_accum=1, batch_size=16, max_steps=10, checkpoint_every=10,
@@ -105,12 +109,12 @@ def test_bf16_on_cpu_learns_and_exports_the_fp32_master_weights(prepared, tiny_m
 
 def test_deepspeed_config_follows_precision_and_workers(prepared, tiny_model_dir, tmp_path):
     """One worker runs ZeRO-0 unless it holds 16-bit weights; bf16 on CPU is DeepSpeed's autocast."""
-    from train.recipe import _deepspeed_config
+    from train.engine import deepspeed_config
 
     def ds(**kw):
         cfg = tiny_config(prepared, tiny_model_dir, tmp_path, **kw)
         cfg.validate()
-        conf = _deepspeed_config(cfg, cfg.num_workers)
+        conf = deepspeed_config(cfg, cfg.num_workers)
         return conf["zero_optimization"]["stage"], conf["torch_autocast"]["enabled"], conf["bf16"]["enabled"]
 
     assert ds(num_workers=1, zero_stage=2) == (0, False, False)
@@ -125,7 +129,7 @@ def test_the_encoder_trains_with_dropout_unless_turned_off(tiny_model_dir):
     """As sentence-transformers trains: dropout on (two passes over one batch differ); --dropout false: equal."""
     import torch
 
-    from train.recipe import load_trainable
+    from train.engine import load_trainable
 
     ids = torch.randint(1000, 2000, (4, 12), generator=torch.Generator().manual_seed(0))
     for dropout in (True, False):
@@ -137,7 +141,7 @@ def test_the_encoder_trains_with_dropout_unless_turned_off(tiny_model_dir):
 
 
 def test_worker_failure_is_recovered_from_the_last_checkpoint(prepared, tiny_model_dir, tmp_path):
-    from train.recipe import fit
+    from train.driver import fit
 
     cfg = tiny_config(prepared, tiny_model_dir, tmp_path, max_steps=6, checkpoint_every=2, fail_at_step=3,
                       max_failures=1, val_queries=0)
@@ -164,7 +168,6 @@ def test_worker_failure_is_recovered_from_the_last_checkpoint(prepared, tiny_mod
     (["--placement-strategy", "EVERYWHERE"], "placement_strategy", "STRICT_SPREAD"),
     (["--train-splits", "train,test"], "train_splits", "use train or train,val"),
     (["--train-splits", "train,val"], "train_splits", "--val-queries 0"),
-    (["--layer-lr-decay", "1.5"], "layer_lr_decay", "(0, 1]"),
 ])
 def test_bad_training_config_fails_before_any_worker(prepared, flags, field, hint, capsys):
     code = main(["train", "--prepared-dir", str(prepared), *flags])
@@ -185,7 +188,7 @@ def test_missing_split_fails_before_any_worker(prepared, tmp_path, capsys):
 
 def test_early_stopping_export_and_curves_from_one_worker_ddp(prepared, tiny_model_dir, tmp_path):
     """lr 0: validation never improves after the first checkpoint, so patience 1 stops at step 2."""
-    from train.recipe import run_train
+    from train.driver import run_train
 
     cfg = tiny_config(prepared, tiny_model_dir, tmp_path, strategy="ddp", num_workers=1, cpus_per_worker=1,
                       grad_accum=1, lr=1e-12, checkpoint_every=1, early_stopping_patience=1, max_steps=6)
@@ -200,7 +203,7 @@ def test_early_stopping_export_and_curves_from_one_worker_ddp(prepared, tiny_mod
 
 def _zero_shot_index(prepared, model_dir, tmp_path):
     from data_pipeline.embed import EmbedConfig, run_embed
-    from serve.index import IndexConfig, run_index
+    from data_pipeline.index import IndexConfig, run_index
 
     emb = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(tmp_path / "emb"), model=str(model_dir)))
     return run_index(IndexConfig(embeddings_dir=str(emb), output_dir=str(tmp_path / "index")))
@@ -231,130 +234,17 @@ def test_mined_negatives_are_near_misses_and_never_known_positives(prepared, tin
     assert both["query_key"].nunique() == both["query"].nunique()
 
 
-def test_mine_margin_drops_near_misses_scored_like_a_known_positive(prepared, tmp_path):
-    from data_pipeline.prepare import load_catalogue, load_split
-    from train.encoder import TextEncoder, resolve_model_path
-    from train.pairs import mine_near_misses
-
-    model = resolve_model_path("all-MiniLM-L6-v2")  # the real zero-shot model: its near-misses mean something
-    index = _zero_shot_index(prepared, model, tmp_path)
-    train = load_split(prepared, "train")
-    positives = {q: list(g[g["relevance"] >= 2.33]["product_id"]) for q, g in train.groupby("query")}
-    queries = [q for q, p in positives.items() if p]
-    plain = mine_near_misses(queries, index, {}, depth=30, skip=0)
-    margin = mine_near_misses(queries, index, {}, depth=30, skip=0, positives=positives, margin=0.95)
-    assert all(set(margin[q]) <= set(plain[q]) for q in queries)
-    kept, before = sum(map(len, margin.values())), sum(map(len, plain.values()))
-    assert 0 < kept < before
-    # every kept near-miss scores below 0.95 x the query's most similar positive, by the zero-shot model
-    encoder = TextEncoder.load(model)
-    text = load_catalogue(prepared).set_index("product_id")["text"]
-    for q in queries[:20]:
-        vectors = encoder.encode([q] + list(text[positives[q]]) + list(text[margin[q]]))
-        scores = vectors[1:] @ vectors[0]
-        ceiling = 0.95 * scores[:len(positives[q])].max()
-        assert (scores[len(positives[q]):] < ceiling + 1e-4).all(), q
-
-
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
-def test_mine_margin_ceiling_is_the_best_positive_score_on_every_index_kind(kind):
-    from serve.index import IndexConfig, ProductIndex
-    from train.pairs import positive_ceilings
-
-    vectors = np.random.default_rng(0).normal(size=(500, 16)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = ProductIndex.build([str(i) for i in range(500)], vectors, IndexConfig(kind=kind, nlist=4, use_gpu="no"))
-    ceilings = positive_ceilings(index, ["q", "no positive"], vectors[:2], {"q": ["3", "7"]}, 0.9)
-    assert ceilings[0] == pytest.approx(0.9 * max(vectors[3] @ vectors[0], vectors[7] @ vectors[0]), abs=1e-6)
-    assert ceilings[1] == np.inf
-    assert np.isinf(positive_ceilings(index, ["q"], vectors[:1], {"q": ["3"]}, 0.0)).all()  # margin off
-
-
-def test_mine_margin_outside_zero_to_one_is_a_config_error(prepared, tiny_model_dir, tmp_path):
-    from firstlight.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="mine_margin"):
-        tiny_config(prepared, tiny_model_dir, tmp_path, mine_margin=1.5).validate()
-
-
-def test_bm25_mined_negatives_share_the_query_words_and_skip_the_top(prepared, tiny_model_dir, tmp_path):
-    from data_pipeline.prepare import load_catalogue, load_split
-    from evaluation.bm25 import BM25Retriever
-    from train.pairs import build_pairs, mine_lexical_near_misses
-
-    catalogue = load_catalogue(prepared)
-    train = load_split(prepared, "train")
-    known = {q: set(g[g["relevance"] > 1.67]["product_id"]) for q, g in train.groupby("query")}
-    queries = sorted(known)[:40]
-    mined = mine_lexical_near_misses(queries, catalogue, known, depth=30, skip=3)
-    bm25 = BM25Retriever(catalogue["product_id"].tolist(), catalogue["text"].tolist())
-    assert sum(map(len, mined.values())) > 0
-    for q, hits in zip(queries, bm25.search(queries, 30)):
-        ranked = sorted(hits, key=hits.get, reverse=True)
-        assert mined[q] == [p for p in ranked[3:] if p not in known[q]]  # ranks 4-30, known ones left out
-        assert all(hits[p] > 0 for p in mined[q])  # a BM25 score above 0: shares a word with the query
-    # through the config, with no zero-shot index anywhere: BM25 mining does not need one
-    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, hard_negatives="mined", mine_from="bm25",
-                      mine_index_dir=str(tmp_path / "no-index"))
-    cfg.validate()
-    pairs = build_pairs(prepared, cfg)
-    text = catalogue.set_index("product_id")["text"]
-    not_negative = {(q, text[p]) for q, ps in known.items() for p in ps}
-    negatives = pairs[pairs["has_negative"]]
-    assert len(negatives) > 0.5 * len(pairs)
-    assert not any((q, n) in not_negative for q, n in zip(negatives["query"], negatives["negative"]))
-
-
-def test_judged_plus_mined_pairs_carry_both_negatives_and_never_a_known_positive(prepared, tiny_model_dir, tmp_path):
-    from data_pipeline.prepare import load_catalogue, load_split
-    from train.pairs import build_pairs, mine_lexical_near_misses, text_key
-
-    judged = build_pairs(prepared, tiny_config(prepared, tiny_model_dir, tmp_path, hard_negatives="judged"))
-    mined = build_pairs(prepared, tiny_config(prepared, tiny_model_dir, tmp_path, hard_negatives="mined",
-                                              mine_from="bm25"))
-    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, hard_negatives="judged+mined", mine_from="bm25")
-    cfg.validate()
-    two = build_pairs(prepared, cfg)
-    # the same rows, in the same order; the judged negatives of "judged", the mined ones of "mined"
-    for column in ("query", "positive"):
-        assert two[column].tolist() == judged[column].tolist() == mined[column].tolist()
-    assert two[["negative", "has_negative"]].equals(judged[["negative", "has_negative"]])
-    assert two["has_negative2"].sum() > two["has_negative"].sum() > 0
-    catalogue = load_catalogue(prepared)
-    text = catalogue.set_index("product_id")["text"]
-    train = load_split(prepared, "train")
-    relevant = train[train["relevance"] > cfg.negative_at]
-    not_negative = set(zip(relevant["query"], text[relevant["product_id"]].to_numpy()))
-    # the second column holds one of the query's BM25 near-misses, never its judged negative again
-    known = {q: set(g["product_id"]) for q, g in relevant.groupby("query")}
-    rows = two[two["has_negative2"]]
-    near = mine_lexical_near_misses(sorted(set(rows["query"])), catalogue, known, cfg.mine_depth, cfg.mine_skip)
-    assert all(n in {text[p] for p in near[q]} for q, n in zip(rows["query"], rows["negative2"]))
-    assert not (rows["has_negative"] & (rows["negative"] == rows["negative2"])).any()
-    assert not any((q, n) in not_negative for q, n in zip(rows["query"], rows["negative2"]))
-    assert (two["negative2_key"] == two["negative2"].map(text_key)).all()
-
-
 @pytest.mark.parametrize("grad_cache_chunk", [0, 4])
-def test_two_hard_negatives_per_pair_reach_the_loss_in_both_step_kinds(prepared, tiny_model_dir, tmp_path,
-                                                                       grad_cache_chunk):
+def test_hard_negatives_reach_the_loss_in_both_step_kinds(prepared, tiny_model_dir, tmp_path, grad_cache_chunk):
     def run(hard_negatives, out):
-        return three_step_history(prepared, tiny_model_dir, out, grad_cache_chunk, hard_negatives=hard_negatives,
-                                  mine_from="bm25")
+        return three_step_history(prepared, tiny_model_dir, out, grad_cache_chunk, hard_negatives=hard_negatives)
 
-    two, one = run("judged+mined", tmp_path / "two"), run("judged", tmp_path / "one")
-    assert two["step"].tolist() == [1, 2, 3]
-    # the same batches (same seed) plus a mined near-miss for most rows: far more negatives per query
-    assert (two["negatives_per_query"] >= one["negatives_per_query"] + 8).all()
-
-
-@pytest.mark.parametrize("overrides, field", [(dict(mine_from="bm26"), "mine_from"),
-                                              (dict(mine_from="bm25", mine_margin=0.9), "mine_margin")])
-def test_bad_mining_source_is_a_config_error(prepared, tiny_model_dir, tmp_path, overrides, field):
-    from firstlight.errors import ConfigError
-
-    with pytest.raises(ConfigError, match=field):
-        tiny_config(prepared, tiny_model_dir, tmp_path, hard_negatives="both", **overrides).validate()
+    judged, none = run("judged", tmp_path / "judged"), run("none", tmp_path / "none")
+    assert judged["step"].tolist() == none["step"].tolist() == [1, 2, 3]
+    # the same batches (same seed): in-batch positives only (15 at batch 16, fewer where a query's other
+    # positive is masked), or plus the judged negatives of the batch's rows
+    assert (none["negatives_per_query"] <= 15).all()
+    assert (judged["negatives_per_query"] > none["negatives_per_query"] + 2).all()
 
 
 def test_final_model_can_train_on_train_and_val(prepared, tiny_model_dir, tmp_path):
@@ -372,61 +262,6 @@ def test_final_model_can_train_on_train_and_val(prepared, tiny_model_dir, tmp_pa
     assert not set(load_split(prepared, "test")["query"]) & set(both["query"])  # test stays unseen
 
 
-def test_typos_are_one_human_slip_in_a_long_word():
-    from editdistpy import damerau_osa
-
-    from train.typos import NEIGHBOURS, add_typo, misspell
-
-    rng = np.random.default_rng(0)
-    assert set(NEIGHBOURS["g"]) == set("tyfhvb") and set(NEIGHBOURS["q"]) == set("wa")
-    for word in ("ceiling", "faucet", "Moen", "mesh"):
-        for _ in range(200):
-            slipped = misspell(word, rng)
-            assert slipped != word and slipped[0] == word[0], (word, slipped)
-            assert damerau_osa.distance(word, slipped, 2) == 1, (word, slipped)
-    # only words of 4+ letters slip: sizes, numbers and abbreviations stay as typed
-    assert add_typo("2x4 12 ft. pvc", rng) == "2x4 12 ft. pvc"
-    changed = add_typo("1/2 in. copper elbow", rng)
-    assert changed.startswith("1/2 in. ") and changed != "1/2 in. copper elbow"
-
-
-def test_typo_queries_keep_the_key_of_their_clean_query(prepared, tiny_model_dir, tmp_path):
-    from firstlight.errors import ConfigError
-    from train.pairs import build_pairs, text_key
-
-    clean = build_pairs(prepared, tiny_config(prepared, tiny_model_dir, tmp_path))
-    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, query_typos=0.5)
-    cfg.validate()
-    typo = build_pairs(prepared, cfg)
-    assert len(typo) == len(clean) and (typo["positive"] == clean["positive"]).all()
-    changed = typo["query"] != clean["query"]
-    assert 0.3 < changed.mean() < 0.7
-    # a misspelt query stays the same query for the loss: its other positives are not its negatives
-    assert (typo["query_key"] == clean["query"].map(text_key)).all()
-    assert build_pairs(prepared, cfg)["query"].equals(typo["query"])  # same seed, same typos
-    with pytest.raises(ConfigError, match="query_typos"):
-        tiny_config(prepared, tiny_model_dir, tmp_path, query_typos=1.5).validate()
-
-
-def test_catalogue_pseudo_queries_are_words_of_their_own_title():
-    import pandas as pd
-
-    from train.pairs import title_pseudo_queries
-
-    titles = pd.Series(["DEWALT 7/16 in. Titanium Pilot Point Drill Bit", "Maglite 2AA Gray LED Pro Mini Flashlight",
-                        "Hampton Bay 36x12x12 in. Hampton Wall Cabinet in Medium Oak", "Short Title",
-                        "Husky 3/8 in. Drive 7/16 in. Knurl Grip Universal Socket"])
-    rows = title_pseudo_queries(titles, 10, seed=3)
-    assert rows == title_pseudo_queries(titles, 10, seed=3)  # reproducible from the run's seed
-    assert len(rows) == 4  # one per title long enough to leave words out; "Short Title" has 2
-    for query, title, negative, has_negative in rows:
-        words = query.split()
-        assert 2 <= len(words) <= 5 and not has_negative and negative == ""
-        assert "in." not in words and "in" not in words
-        remaining = iter(title.split())
-        assert all(w in remaining for w in words)  # the title's words, in the title's order
-
-
 def test_mining_without_an_index_is_a_config_error(prepared, tmp_path, capsys):
     code = main(["train", "--prepared-dir", str(prepared), "--hard-negatives", "mined",
                  "--mine-index-dir", str(tmp_path / "none")])
@@ -435,14 +270,14 @@ def test_mining_without_an_index_is_a_config_error(prepared, tmp_path, capsys):
 
 
 def test_resume_from_a_given_checkpoint_continues_its_steps(prepared, tiny_model_dir, tmp_path):
-    from train.recipe import fit
+    from train.driver import fit
 
     first = fit(tiny_config(prepared, tiny_model_dir, tmp_path / "a", num_workers=1, cpus_per_worker=1,
                             grad_accum=1, max_steps=2, checkpoint_every=2, val_queries=0, zero_stage=1))
     resumed = fit(tiny_config(prepared, tiny_model_dir, tmp_path / "b", num_workers=1, cpus_per_worker=1,
                               grad_accum=1, max_steps=4, checkpoint_every=2, val_queries=0, zero_stage=1,
                               resume_from=first.checkpoint.path))
-    from train.recipe import read_history
+    from train.progress import read_history
 
     assert (tmp_path / "b" / "resumed_from.txt").read_text().strip() == "2"
     assert read_history(tmp_path / "b")["step"].tolist() == [3, 4]
@@ -450,7 +285,8 @@ def test_resume_from_a_given_checkpoint_continues_its_steps(prepared, tiny_model
 
 
 def test_length_grouped_batches_train_every_planned_step_and_learn(prepared, tiny_model_dir, tmp_path):
-    from train.recipe import fit, read_history
+    from train.driver import fit
+    from train.progress import read_history
 
     fit(tiny_config(prepared, tiny_model_dir, tmp_path, num_workers=1, cpus_per_worker=1, grad_accum=1,
                     max_steps=8, checkpoint_every=8, val_queries=0, length_window=3))
@@ -459,28 +295,14 @@ def test_length_grouped_batches_train_every_planned_step_and_learn(prepared, tin
     assert history["loss"].iloc[-2:].mean() < history["loss"].iloc[:2].mean()
 
 
-def test_layer_lr_decay_moves_lower_layers_less_through_deepspeed(prepared, tiny_model_dir, tmp_path):
-    from safetensors.torch import load_file
-
-    from train.recipe import export_checkpoint, fit, read_history
-
-    result = fit(tiny_config(prepared, tiny_model_dir, tmp_path / "run", num_workers=1, cpus_per_worker=1,
-                             grad_accum=1, max_steps=4, checkpoint_every=4, val_queries=0, layer_lr_decay=0.5))
-    rates = read_history(tmp_path / "run")["lr"]
-    assert 5e-4 < rates.max() <= 1e-3  # logs report the top layer's rate, not a lower layer's share
-    exported = load_file(export_checkpoint(Path(result.checkpoint.path), tmp_path / "model") / "model.safetensors")
-    original = load_file(Path(tiny_model_dir) / "model.safetensors")
-    moved = [float((exported[n] - original[n]).abs().mean())
-             for n in (f"encoder.layer.{i}.intermediate.dense.weight" for i in (0, 1))]
-    assert 0.3 < moved[0] / moved[1] < 0.75  # the lower layer moved about half as far as the one above
-
-
 def test_lora_trains_adapters_only_and_exports_a_merged_plain_model(prepared, tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
     from sentence_transformers import SentenceTransformer
 
-    from train.encoder import TextEncoder
-    from train.recipe import export_checkpoint, fit, read_history
+    from model.encoder import TextEncoder
+    from train.checkpoints import export_checkpoint
+    from train.driver import fit
+    from train.progress import read_history
 
     cfg = tiny_config(prepared, tiny_model_dir, tmp_path / "run", num_workers=1, cpus_per_worker=1, grad_accum=1,
                       max_steps=8, checkpoint_every=8, val_queries=0, lora_rank=8, lora_alpha=16, lr=2e-2,
@@ -505,7 +327,7 @@ def test_lora_with_unknown_layer_names_is_a_config_error(prepared, tiny_model_di
     import torch
     from transformers import AutoModel
 
-    from firstlight.errors import ConfigError
+    from common.errors import ConfigError
     from train.lora import add_adapters
 
     cfg = tiny_config(prepared, tiny_model_dir, tmp_path, lora_rank=4, lora_targets="q_proj,v_proj")
@@ -514,7 +336,8 @@ def test_lora_with_unknown_layer_names_is_a_config_error(prepared, tiny_model_di
 
 
 def test_cached_gradient_mode_runs_under_deepspeed_and_sees_the_whole_batch(prepared, tiny_model_dir, tmp_path):
-    from train.recipe import fit, read_history
+    from train.driver import fit
+    from train.progress import read_history
 
     cfg = tiny_config(prepared, tiny_model_dir, tmp_path, grad_accum=1, batch_size=16, grad_cache_chunk=4,
                       max_steps=3, checkpoint_every=3, val_queries=0)
@@ -527,8 +350,8 @@ def test_cached_gradient_mode_runs_under_deepspeed_and_sees_the_whole_batch(prep
 
 
 def test_rerun_into_a_folder_holding_a_run_with_other_settings_is_refused(prepared, zero2_run, tiny_model_dir):
-    from firstlight.errors import ConfigError
-    from train.recipe import fit
+    from common.errors import ConfigError
+    from train.driver import fit
 
     _, out = zero2_run  # 2 workers there
     with pytest.raises(ConfigError, match=r"num_workers=2 there, 1 now.*new --output-dir"):

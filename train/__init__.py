@@ -1,1 +1,5 @@
-"""Where the model lives and is trained. ``train.encoder`` is the one way FirstLight loads a model."""
+"""Where the encoder is fine-tuned: Ray Train runs DeepSpeed (or DDP) over N workers.
+
+Read in this order: ``config`` (the recipe), ``pairs`` (training data), ``losses`` (InfoNCE over all
+workers, plain or cached), ``engine`` (DeepSpeed / DDP), ``loop`` (what each worker runs),
+``checkpoints`` (save, resume, export), ``driver`` (config in, TorchTrainer out)."""

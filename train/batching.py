@@ -16,15 +16,13 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from train.distil import distil_columns
-from train.pairs import negative_columns
+from train.losses import TEXTS
 
 
 def text_lengths(batch: dict) -> torch.Tensor:
-    """Per pair, the longest of its product texts (positive, hard negatives, distillation candidates),
-    in tokens: the product side's cost."""
-    names = ("positive", *negative_columns(batch), *distil_columns(batch))
-    products = [batch[f"{name}_mask"].sum(dim=1) for name in names]
+    """Per pair, the longer of its product texts (positive, hard negative), in tokens: the product
+    side's cost."""
+    products = [batch[f"{name}_mask"].sum(dim=1) for name in TEXTS[1:]]
     return torch.stack(products).amax(dim=0)
 
 

@@ -1,6 +1,10 @@
-"""The training config: one typed object for the CLI, `ray job submit` and tests, checked up front.
+"""The training config: one typed object for the CLI, `ray job submit`, a recipe YAML and tests.
 
-Every incompatible setting raises :class:`~firstlight.errors.ConfigError` before any worker starts.
+Its defaults are the best recipe measured on Home Depot (benchmarks/RESULTS.md): batch 128, lr 5e-5,
+positives from relevance 2.33, one hard negative per pair (judged, else mined), batches grouped by
+length, bf16 where the hardware has it, a validated checkpoint every 90 steps. `train/recipe.yaml`
+writes the same recipe out as a file. Every incompatible setting raises
+:class:`~common.errors.ConfigError` before any worker starts.
 """
 
 from __future__ import annotations
@@ -8,16 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firstlight.config import check_choice, check_range
-from firstlight.errors import ConfigError
-from firstlight.storage import is_uri
-from train.encoder import DEFAULT_MODEL, resolve_model_path
-
+from common.config import check_choice, check_range
+from common.errors import ConfigError
+from common.hardware import cpu_has_bf16, gpu_has_bf16
+from common.storage import is_uri
+from model.folders import DEFAULT_MODEL, is_ensemble, resolve_model_path
 
 # --hard-negatives: every mode, those that use judged negatives, those that mine near-misses
-HARD_NEGATIVE_MODES = ("none", "judged", "mined", "both", "judged+mined")
-JUDGED_MODES = ("judged", "both", "judged+mined")
-MINED_MODES = ("mined", "both", "judged+mined")
+HARD_NEGATIVE_MODES = ("none", "judged", "mined", "both")
+JUDGED_MODES = ("judged", "both")
+MINED_MODES = ("mined", "both")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -30,7 +35,7 @@ class TrainConfig:
     # optimisation
     epochs: int = field(default=1, metadata={"help": "passes over the training pairs"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0 = all epochs)"})
-    batch_size: int = field(default=64, metadata={"help": "pairs per worker per micro-batch"})
+    batch_size: int = field(default=128, metadata={"help": "pairs per worker per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     grad_cache_chunk: int = field(default=0, metadata={
         "help": "cached-gradient (GradCache) mode: texts per forward pass, while every query still sees the "
@@ -38,11 +43,8 @@ class TrainConfig:
     length_window: int = field(default=16, metadata={
         "help": "sort this many micro-batches by product-text length and re-cut them, so each pads less "
                 "(faster; the same pairs and steps, other in-batch neighbours; 0 or 1 = off)"})
-    lr: float = field(default=3e-5, metadata={"help": "peak learning rate (AdamW)"})
+    lr: float = field(default=5e-5, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    layer_lr_decay: float = field(default=1.0, metadata={
-        "help": "layer-wise learning-rate decay: each transformer layer (and the embeddings below them) "
-                "trains at this share of the rate of the layer above; the top layer at --lr (1 = off)"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps spent warming up"})
     schedule: str = field(default="linear", metadata={"help": "linear or cosine decay after warmup"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0 = off)"})
@@ -62,50 +64,15 @@ class TrainConfig:
     train_splits: str = field(default="train", metadata={
         "help": "prepared splits to train on: train, or train,val for a final model once settings are "
                 "chosen on val (validation must then be off: --val-queries 0)"})
-    catalogue_pairs: int = field(default=0, metadata={
-        "help": "add this many pseudo-queries made of a few words of a catalogue title, paired with it (0 = off)"})
-    query_typos: float = field(default=0.0, metadata={
-        "help": "share of training queries given one typo (a letter dropped, doubled, swapped or hit next to), "
-                "so misspelt queries land near their products (0 = off)"})
-    positive_at: float = field(default=2.5, metadata={"help": "relevance from which a judged product is a positive"})
-    hard_negatives: str = field(default="judged", metadata={
-        "help": "none; judged (judged <= negative_at); mined (near-misses from the zero-shot index); "
-                "both (judged where there is one, else mined); judged+mined (one of each per pair, each where "
-                "there is one: two hard negatives, three product texts to encode per pair)"})
-    mine_from: str = field(default="index", metadata={
-        "help": "what ranks the catalogue for mined near-misses: index (the zero-shot encoder's FAISS index) "
-                "or bm25 (products sharing the query's words; needs no index)"})
+    positive_at: float = field(default=2.33, metadata={"help": "relevance from which a judged product is a positive"})
+    hard_negatives: str = field(default="both", metadata={
+        "help": "one per pair: none; judged (judged <= negative_at); mined (a near-miss from the zero-shot "
+                "index); both (judged where the query has one, else mined)"})
     mine_index_dir: str | None = field(default=None, metadata={
         "help": "zero-shot index to mine near-misses from (the output of `index`); default PREPARED/../index"})
     mine_depth: int = field(default=30, metadata={"help": "mined negatives come from the top this many"})
     mine_skip: int = field(default=3, metadata={"help": "top results never used as mined negatives"})
-    mine_margin: float = field(default=0.0, metadata={
-        "help": "keep a mined near-miss only if its zero-shot score is below this share of the query's most "
-                "similar positive's, so likely unjudged positives are not used as negatives (e.g. 0.95; 0 = off)"})
     negative_at: float = field(default=1.67, metadata={"help": "relevance up to which a judged product is a hard negative"})
-    distil_index_dir: str | None = field(default=None, metadata={
-        "help": "distil BM25 fused with this index's encoder (the output of `index`, e.g. of a fine-tuned model) "
-                "into the encoder: each pair also learns the fused ranking of a few unjudged top products "
-                "(see train/distil.py; unset = off)"})
-    distil_candidates: int = field(default=2, metadata={"help": "unjudged teacher products per pair (each one more text to encode)"})
-    distil_depth: int = field(default=30, metadata={"help": "the teacher ranks this many products per query"})
-    distil_dense_weight: float = field(default=0.6, metadata={
-        "help": "the teacher's weight on the index encoder's normalised score (the rest on BM25's)"})
-    distil_positive_margin: float = field(default=0.0, metadata={
-        "help": "the teacher scores a judged positive this much above its best product (0: level with it)"})
-    distil_weight: float = field(default=1.0, metadata={"help": "weight of the distillation loss beside InfoNCE"})
-    distil_temperature: float = field(default=0.05, metadata={
-        "help": "the teacher's scores (0 to 1) are divided by this before their softmax"})
-    ensemble_teacher: str | None = field(default=None, metadata={
-        "help": "distil the mean cosine of several fine-tuned encoders into this one: comma-separated embeddings "
-                "folders (the output of `embed`) of the teachers over this prepared catalogue, or the one folder "
-                "embedded with a `firstlight ensemble` model (see train/ensemble.py; unset = off)"})
-    ensemble_weights: str = field(default="", metadata={
-        "help": "comma-separated weight of each --ensemble-teacher member in the teacher's score (default: equal)"})
-    ensemble_distil_weight: float = field(default=1.0, metadata={
-        "help": "weight of the ensemble distillation loss beside InfoNCE"})
-    ensemble_temperature: float = field(default=0.05, metadata={
-        "help": "the ensemble's scores (mean cosines) are divided by this before their softmax"})
     # parameter-efficient fine-tuning
     lora_rank: int = field(default=0, metadata={"help": "LoRA adapter rank (0 = train every weight)"})
     lora_alpha: float = field(default=32.0, metadata={"help": "LoRA scaling numerator (update scale alpha/rank)"})
@@ -115,7 +82,9 @@ class TrainConfig:
     # distribution
     strategy: str = field(default="deepspeed", metadata={"help": "deepspeed or ddp"})
     zero_stage: int = field(default=2, metadata={"help": "DeepSpeed ZeRO stage 0-3"})
-    precision: str = field(default="fp32", metadata={"help": "fp32, bf16 (GPU or CPU) or fp16 (GPU only)"})
+    precision: str = field(default="auto", metadata={
+        "help": "fp32, bf16 (GPU or CPU), fp16 (GPU only) or auto: bf16 on CPUs with bf16 units (AMX / AVX512-BF16: "
+                "twice as fast, same quality) and on GPUs that support it, else fp32"})
     mixed_precision: str = field(default="auto", metadata={
         "help": "how bf16 runs: autocast (fp32 weights, bf16 matrix products through DeepSpeed's torch_autocast; "
                 "fastest on CPU), weights (DeepSpeed's 16-bit weights with fp32 master copies; half the weight "
@@ -126,7 +95,8 @@ class TrainConfig:
     placement_strategy: str = field(default="PACK", metadata={
         "help": "how workers spread over nodes: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD (one per node)"})
     # checkpoints and validation
-    checkpoint_every: int = field(default=0, metadata={"help": "optimizer steps between checkpoints (0 = each epoch)"})
+    checkpoint_every: int = field(default=90, metadata={
+        "help": "optimizer steps between checkpoints, each validated (0 = each epoch)"})
     report_every: int = field(default=50, metadata={
         "help": "optimizer steps between metric reports to Ray (every step still goes to TensorBoard)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept (best by validation nDCG@10)"})
@@ -144,19 +114,23 @@ class TrainConfig:
         return [x for x in self.train_splits.split(",") if x]
 
     @property
-    def mines_index(self) -> bool:
-        """Mined negatives come from the zero-shot FAISS index (not BM25), which must then exist."""
-        return self.mines and self.mine_from == "index"
-
-    @property
     def mines(self) -> bool:
-        """Some hard negatives are mined near-misses."""
+        """Some hard negatives are mined near-misses (from the zero-shot index, which must then exist)."""
         return self.hard_negatives in MINED_MODES
+
+    def resolved_precision(self) -> str:
+        """``precision`` with ``auto`` decided for this machine (the driver's: workers are assumed alike)."""
+        if self.precision != "auto":
+            return self.precision
+        if self.use_gpu:
+            return "bf16" if gpu_has_bf16() else "fp32"
+        # bf16 on CPU runs as autocast under DeepSpeed; emulated (slower) on CPUs without bf16 units
+        return "bf16" if self.strategy == "deepspeed" and cpu_has_bf16() else "fp32"
 
     @property
     def autocast(self) -> bool:
         """bf16 by autocast over fp32 weights (see --mixed-precision)."""
-        if self.precision != "bf16":
+        if self.resolved_precision() != "bf16":
             return False
         return self.mixed_precision == "autocast" or (self.mixed_precision == "auto" and not self.use_gpu)
 
@@ -165,40 +139,47 @@ class TrainConfig:
         """The ZeRO stage DeepSpeed runs. ZeRO shards state across workers: one worker has nothing to
         shard, and stages 1-3 would only add partition copies (+16% a step in fp32 on CPU, +50% with
         autocast). Kept when a lone worker holds 16-bit weights: ZeRO-0 would checkpoint only those."""
-        if self.num_workers == 1 and (self.precision == "fp32" or self.autocast):
+        if self.num_workers == 1 and (self.resolved_precision() == "fp32" or self.autocast):
             return 0
         return self.zero_stage
 
     def validate(self) -> None:
+        """Every check: the settings, then the folders they name."""
+        self.validate_settings()
+        self.validate_paths()
+
+    def validate_settings(self) -> None:
+        """The checks that need no file (the demo runs them before its first stage)."""
         check_choice("strategy", self.strategy, ("deepspeed", "ddp"))
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError("zero_stage", f"{self.zero_stage} is not a DeepSpeed ZeRO stage",
                               "use 0, 1, 2 or 3 (2 shards gradients and optimizer state; 3 also parameters)")
-        check_choice("precision", self.precision, ("fp32", "bf16", "fp16"))
-        if self.precision == "fp16" and not self.use_gpu:
+        check_choice("precision", self.precision, PRECISIONS)
+        precision = self.resolved_precision()
+        if precision == "fp16" and not self.use_gpu:
             raise ConfigError("precision", "fp16 needs a GPU (CPU kernels and DeepSpeed's loss scaling are GPU-only)",
                               "use --precision bf16 or fp32 on CPU, or --use-gpu true")
         check_choice("mixed_precision", self.mixed_precision, ("auto", "autocast", "weights"))
-        if self.precision == "fp16" and self.mixed_precision == "autocast":
+        if precision == "fp16" and self.mixed_precision == "autocast":
             raise ConfigError("mixed_precision", "fp16 runs as 16-bit weights with DeepSpeed's loss scaling",
                               "use --mixed-precision auto or weights with fp16, or --precision bf16 for autocast")
         if self.strategy == "deepspeed" and self.autocast and self.zero_stage_in_use == 1 and self.max_grad_norm:
             # DeepSpeed 0.19's ZeRO-1 optimizer fails computing the clipping norm under torch_autocast.
             raise ConfigError("zero_stage", "ZeRO-1 with bf16 autocast and gradient clipping fails inside DeepSpeed",
                               "use --zero-stage 2 (or 0), --mixed-precision weights, or --max-grad-norm 0")
-        if self.strategy == "deepspeed" and self.precision != "fp32" and not self.autocast and self.zero_stage == 0:
+        if self.strategy == "deepspeed" and precision != "fp32" and not self.autocast and self.zero_stage == 0:
             # ZeRO-0 keeps the fp32 master weights inside DeepSpeed's optimizer wrapper only; the
             # checkpoint's model weights are rounded to 16 bits, and the export would ship those.
-            raise ConfigError("zero_stage", f"{self.precision} with ZeRO stage 0 checkpoints 16-bit weights only",
-                              f"use --zero-stage 1 or 2 with --precision {self.precision}: the export then "
+            raise ConfigError("zero_stage", f"{precision} with ZeRO stage 0 checkpoints 16-bit weights only",
+                              f"use --zero-stage 1 or 2 with --precision {precision}: the export then "
                               "reads the fp32 master weights from the shards")
+        if self.strategy == "ddp" and precision == "bf16" and not self.use_gpu:
+            raise ConfigError("precision", "bf16 with the ddp strategy is only offered on GPU",
+                              "use --strategy deepspeed for bf16 on CPU, or fp32")
         if self.grad_accum < 1:
             raise ConfigError("grad_accum", f"{self.grad_accum} micro-batches per step",
                               "use 1 or more (1 = no accumulation)")
         check_choice("schedule", self.schedule, ("linear", "cosine"))
-        if not 0 < self.layer_lr_decay <= 1:
-            raise ConfigError("layer_lr_decay", f"{self.layer_lr_decay} is not a share of the layer above's rate",
-                              "use a value in (0, 1], e.g. 0.8; 1 turns layer-wise decay off")
         if self.grad_cache_chunk:
             if self.grad_accum != 1:
                 raise ConfigError("grad_cache_chunk", "cached gradients replace accumulation",
@@ -208,78 +189,38 @@ class TrainConfig:
                                   f"{self.batch_size}", "pick a chunk that divides --batch-size, e.g. 32 for 256")
         check_choice("placement_strategy", self.placement_strategy, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         check_choice("hard_negatives", self.hard_negatives, HARD_NEGATIVE_MODES)
-        check_choice("mine_from", self.mine_from, ("index", "bm25"))
-        if self.mine_from == "bm25" and self.mine_margin:
-            raise ConfigError("mine_margin", "compares zero-shot encoder scores, which BM25 mining does not have",
-                              "use --mine-margin 0 with --mine-from bm25, or mine from the index")
-        # cloud URIs are checked where training fetches them (train.recipe._on_local_paths)
-        if self.mines_index and self.prepared_dir and not is_uri(self.prepared_dir):
-            if not self.mine_index_dir:
-                self.mine_index_dir = str(Path(self.prepared_dir).parent / "index")
-            if not is_uri(self.mine_index_dir) and not (Path(self.mine_index_dir) / "index.faiss").exists():
-                raise ConfigError("mine_index_dir", f"no zero-shot index in {self.mine_index_dir} to mine negatives from",
-                                  "run `firstlight embed` and `firstlight index` first (or `firstlight demo`), "
-                                  "or pass --mine-index-dir")
-        if self.distil_index_dir:
-            if not is_uri(self.distil_index_dir) and not (Path(self.distil_index_dir) / "index.faiss").exists():
-                raise ConfigError("distil_index_dir", f"no FirstLight index in {self.distil_index_dir} to distil from",
-                                  "pass the output folder of `firstlight index` (built with the teacher encoder)")
-            check_range("distil_candidates", self.distil_candidates, 1)
-            check_range("distil_depth", self.distil_depth, self.distil_candidates)
-            check_range("distil_dense_weight", self.distil_dense_weight, 0.0, 1.0)
-            check_range("distil_weight", self.distil_weight, 0.0, low_inclusive=False)
-            check_range("distil_positive_margin", self.distil_positive_margin, 0.0)
-            check_range("distil_temperature", self.distil_temperature, 0.0, low_inclusive=False)
-        if self.ensemble_teacher:
-            if is_uri(self.ensemble_teacher):
-                raise ConfigError("ensemble_teacher", "takes local embeddings folders only",
-                                  "copy the teachers' embeddings folders to this machine first")
-            from train.ensemble import parse_members
-
-            parse_members(self.ensemble_teacher, self.ensemble_weights)
-            check_range("ensemble_distil_weight", self.ensemble_distil_weight, 0.0, low_inclusive=False)
-            check_range("ensemble_temperature", self.ensemble_temperature, 0.0, low_inclusive=False)
         if self.mines:
             check_range("mine_skip", self.mine_skip, 0, self.mine_depth - 1)
         for name in ("epochs", "batch_size", "num_workers", "query_max_length", "product_max_length",
                      "keep_checkpoints", "report_every"):
             check_range(name, getattr(self, name), 1)
         check_range("lr", self.lr, 0.0, low_inclusive=False)
-        check_range("catalogue_pairs", self.catalogue_pairs, 0)
         check_range("length_window", self.length_window, 0)
-        check_range("query_typos", self.query_typos, 0.0, 1.0)
-        check_range("mine_margin", self.mine_margin, 0.0, 1.0)
         check_range("lora_rank", self.lora_rank, 0)
         if self.lora_rank:
             check_range("lora_alpha", self.lora_alpha, 0.0, low_inclusive=False)
             check_range("lora_dropout", self.lora_dropout, 0.0, 1.0)
             if not self.lora_targets.strip(","):
                 raise ConfigError("lora_targets", "is empty", "name the linear layers, e.g. query,key,value,dense")
-            try:
-                import peft  # noqa: F401
-            except ImportError:
-                raise ConfigError("lora_rank", "LoRA needs the peft package",
-                                  "pip install peft (it is in FirstLight's dependencies), or use --lora-rank 0") from None
         check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         check_range("cpus_per_worker", self.cpus_per_worker, 0.0, low_inclusive=False)
-        if self.strategy == "ddp" and self.precision == "bf16" and not self.use_gpu:
-            raise ConfigError("precision", "bf16 with the ddp strategy is only offered on GPU",
-                              "use --strategy deepspeed for bf16 on CPU, or fp32")
-        if not self.prepared_dir:
-            raise ConfigError("prepared_dir", "is not set", "pass --prepared-dir (the output of prepare)")
         splits = self.splits
         if not splits or set(splits) - {"train", "val"} or "train" not in splits:
             raise ConfigError("train_splits", f"{self.train_splits!r} is not a choice", "use train or train,val")
         if "val" in splits and self.val_queries:
             raise ConfigError("train_splits", "training on val while validating on it would pick checkpoints "
                               "by queries the model was trained on", "add --val-queries 0 (the last step is kept)")
+
+    def validate_paths(self) -> None:
+        """The checks of the folders and models the config names (cloud URIs are checked where training
+        fetches them, train.driver)."""
+        if not self.prepared_dir:
+            raise ConfigError("prepared_dir", "is not set", "pass --prepared-dir (the output of prepare)")
         for split in ("train", "val"):
             if not is_uri(self.prepared_dir) and not (Path(self.prepared_dir) / "judgments" / split).is_dir():
                 raise ConfigError("prepared_dir", f"{self.prepared_dir} has no {split} split",
                                   "run `firstlight prepare` and pass its output folder")
         path = resolve_model_path(self.model)
-        from train.ensemble_encoder import is_ensemble
-
         if is_ensemble(path):
             raise ConfigError("model", f"{self.model} is an ensemble of encoders, which does not train further",
                               "fine-tune one of its members (or the encoders it was built from), then rebuild it")
@@ -290,6 +231,13 @@ class TrainConfig:
                                                                       "trainer_state.json").exists():
             raise ConfigError("resume_from", f"{self.resume_from} is not a FirstLight training checkpoint "
                               "(no trainer_state.json)", "pass a checkpoint_* folder from a training run")
+        if self.mines and not is_uri(self.prepared_dir):
+            if not self.mine_index_dir:
+                self.mine_index_dir = str(Path(self.prepared_dir).parent / "index")
+            if not is_uri(self.mine_index_dir) and not (Path(self.mine_index_dir) / "index.faiss").exists():
+                raise ConfigError("mine_index_dir", f"no zero-shot index in {self.mine_index_dir} to mine negatives from",
+                                  "run `firstlight embed` and `firstlight index` first (or `firstlight demo`), "
+                                  "or pass --mine-index-dir")
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir) if self.output_dir else Path(self.prepared_dir).parent / "train"

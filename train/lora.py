@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from common.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -27,8 +29,6 @@ def add_adapters(model, cfg):
     try:
         model = get_peft_model(model, lora_config(cfg))
     except ValueError as err:  # peft names the target modules it could not find
-        from firstlight.errors import ConfigError
-
         raise ConfigError("lora_targets", f"{cfg.lora_targets!r} does not fit this model ({err})",
                           "name linear layers of the model, e.g. query,key,value,dense for BERT-family "
                           "encoders") from None

@@ -13,6 +13,7 @@ import torch
 
 from data_pipeline.prepare import load_catalogue, load_split
 from evaluation.metrics import Judged, evaluate_run, judged_from_frame
+from model.encoder import TextEncoder
 
 
 class Validator:
@@ -36,8 +37,6 @@ class Validator:
 
     @torch.no_grad()
     def __call__(self, engine) -> float:
-        from train.encoder import TextEncoder
-
         if not self.queries:
             return 0.0
         model = engine.module

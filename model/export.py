@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data_pipeline.manifest import atomic_folder, write_json
+from common.manifest import atomic_folder, write_json
 
 
 def export_sentence_transformer(model, tokenizer, folder: Path, max_length: int, extra: dict | None = None) -> Path:

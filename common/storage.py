@@ -24,6 +24,8 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
+from common.errors import ConfigError, FirstLightError
+
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "FIRSTLIGHT_MIRROR_DIR"
@@ -50,8 +52,6 @@ def parent(path: str) -> str:
 
 def output_not_derived(name: str):
     """The error for a cloud input whose output folder was left to be derived."""
-    from firstlight.errors import ConfigError
-
     return ConfigError(name, "with cloud storage the output location is not derived from the inputs",
                        f"pass --{name.replace('_', '-')} (a URI under the same storage root)")
 
@@ -63,8 +63,6 @@ def filesystem(uri: str):
     try:
         return pafs.FileSystem.from_uri(str(uri))
     except Exception as err:  # an unknown scheme, missing credentials, a bad bucket name
-        from firstlight.errors import FirstLightError
-
         raise FirstLightError(f"cannot open storage {uri}: {err}. Use a local folder or a URI that pyarrow "
                               "opens (s3://bucket/path, gs://bucket/path) with credentials in the environment")
 
@@ -160,8 +158,6 @@ def pull(uri: str, marker: str | None = MANIFEST, required: bool = True) -> Path
     remote = _signature(fs, path, marker)
     if remote is None:
         if required:
-            from firstlight.errors import FirstLightError
-
             raise FirstLightError(f"{uri} holds no complete folder (no {marker or 'files'}): run the stage that "
                                   "writes it first, or check the URI")
         shutil.rmtree(local, ignore_errors=True)

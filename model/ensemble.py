@@ -26,41 +26,17 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from firstlight.errors import ConfigError
-from train.model_folders import check_model_folders, run_on_local_copies, source_of, uses_bucket
+from common.errors import ConfigError
+from common.manifest import atomic_folder
+from model.folders import (
+    MANIFEST,
+    check_model_folders,
+    run_on_local_copies,
+    source_of,
+    uses_bucket,
+)
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "firstlight_ensemble.json"
-
-
-def is_ensemble(path) -> bool:
-    return (Path(path).expanduser() / MANIFEST).is_file()
-
-
-def members(folder) -> list[tuple[Path, float]]:
-    """An ensemble folder's (member folder, weight) pairs, from its manifest; a clear error if broken."""
-    folder = Path(folder).expanduser()
-    try:
-        spec = json.loads((folder / MANIFEST).read_text())["members"]
-        found = [(folder / m["folder"], float(m["weight"])) for m in spec]
-    except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError("model", f"{folder / MANIFEST} is not a FirstLight ensemble manifest ({err})",
-                          "rebuild the folder with `firstlight ensemble`") from None
-    missing = [str(p) for p, _ in found if not (p / "config.json").is_file()]
-    if missing or not found:
-        raise ConfigError("model", f"the ensemble {folder} lacks its member folder(s) {missing}",
-                          "copy the whole ensemble folder, or rebuild it with `firstlight ensemble`")
-    return found
-
-
-def tokenizer_folders(path) -> list[Path]:
-    """The folders whose tokenizers cut a model's texts: the model's own, or each member's."""
-    folder = Path(path).expanduser()
-    return [p for p, _ in members(folder)] if is_ensemble(folder) else [folder]
-
 
 def scaled_weights(values, count: int, field: str, flag: str) -> list[float]:
     """One non-negative weight per member (numbers, or their command-line strings), scaled to sum
@@ -76,13 +52,6 @@ def scaled_weights(values, count: int, field: str, flag: str) -> list[float]:
         raise ConfigError(field, f"{given} is not one non-negative weight per model ({count})",
                           f"one weight per model, e.g. {flag} 0.5,0.5 (they are scaled to sum to 1)")
     return [w / sum(numbers) for w in numbers]
-
-
-def join_weighted(parts: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    """Each member's unit vectors times sqrt(its weight), side by side: inner products of the result
-    are the weighted mean of the members' cosines."""
-    return np.ascontiguousarray(np.hstack([v * np.float32(np.sqrt(w)) for v, w in zip(parts, weights)]),
-                                dtype=np.float32)
 
 
 @dataclass
@@ -104,8 +73,6 @@ class EnsembleConfig:
 
 def run_ensemble(cfg: EnsembleConfig) -> Path | str:
     """Copy the members into one folder beside their weights; return the folder."""
-    from data_pipeline.manifest import atomic_folder
-
     cfg.validate()
     if uses_bucket(cfg):  # members copied from, or the ensemble uploaded to, a bucket
         return run_on_local_copies(run_ensemble, cfg, marker=MANIFEST)
@@ -123,29 +90,3 @@ def run_ensemble(cfg: EnsembleConfig) -> Path | str:
     log.info("[ensemble] %d encoders in %s (%d dimensions)", len(members), out,
              sum(m["dim"] or 0 for m in members))
     return out
-
-
-class EnsembleEncoder:
-    """The members' weighted unit vectors, concatenated: ``TextEncoder``'s interface for embed,
-    evaluate and serve."""
-
-    def __init__(self, members: list, weights: list[float], name: str = ""):
-        self.members, self.weights, self.name = members, weights, name
-        self.max_length = max(m.max_length for m in members)
-
-    @classmethod
-    def load(cls, folder, **kwargs) -> "EnsembleEncoder":
-        """``kwargs`` (max_length, device, dtype) go to every member's ``TextEncoder.load``."""
-        from train.encoder import TextEncoder
-
-        found = members(folder)
-        return cls([TextEncoder.load(str(p), **kwargs) for p, _ in found], [w for _, w in found], name=str(folder))
-
-    @property
-    def dim(self) -> int:
-        return sum(m.dim for m in self.members)
-
-    def encode(self, texts, batch_size: int = 64, progress: str | None = None) -> np.ndarray:
-        return join_weighted([m.encode(texts, batch_size=batch_size,
-                                       progress=progress and f"{progress} (member {i + 1}/{len(self.members)})")
-                              for i, m in enumerate(self.members)], self.weights)

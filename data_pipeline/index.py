@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.manifest import atomic_folder, read_manifest, write_json
-from firstlight import storage
-from firstlight.config import check_choice, check_range
-from firstlight.errors import ConfigError, FirstLightError
+from common import storage
+from common.config import check_choice, check_range
+from common.errors import ConfigError, FirstLightError
+from common.manifest import atomic_folder, read_manifest, write_json
+from data_pipeline.vectors import load_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,6 @@ class ProductIndex:
 
 def run_index(cfg: IndexConfig) -> Path:
     """Build the index from an embeddings folder and save it; return the index folder."""
-    from data_pipeline.embed import load_embeddings
-
     if storage.uses_uri(cfg, ("embeddings_dir", "output_dir")):
         return storage.run_on_mirrors(run_index, cfg, inputs=("embeddings_dir",), outputs=("output_dir",))
     cfg.validate()

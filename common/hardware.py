@@ -1,0 +1,31 @@
+"""What this machine's processors can do fast: decided by looking, never assumed.
+
+bf16 pays on CPUs with bf16 units (AMX or AVX512-BF16): MiniLM trains 1.5-2x faster than in fp32 with
+the same quality; elsewhere it is emulated and slower. GPUs from Ampere on compute bf16 natively.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+BF16_FLAGS = (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
+
+
+@lru_cache(maxsize=1)
+def cpu_bf16_units() -> tuple[str, ...]:
+    """Names of this CPU's bf16 instruction sets (empty when it has none or the kernel does not say)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    return tuple(name for flag, name in BF16_FLAGS if flag in flags)
+
+
+def cpu_has_bf16() -> bool:
+    return bool(cpu_bf16_units())
+
+
+def gpu_has_bf16() -> bool:
+    """True when this process sees a CUDA GPU that computes bf16 natively."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)

@@ -1,0 +1,161 @@
+"""The training engine: DeepSpeed (ZeRO 0-3, bf16/fp16, accumulation) or DDP behind one small interface.
+
+The loop (``train.loop``) and the losses (``train.losses``) see only ``embed``, ``backward_step``,
+``lr``, ``save`` and ``load``; which strategy runs underneath is the config's business.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from model.encoder import TextEncoder
+from train.config import TrainConfig
+from train.lora import add_adapters
+
+STATE_TAG = "state"  # the DeepSpeed checkpoint tag inside each checkpoint folder
+_NO_DECAY = ("bias", "LayerNorm.weight")
+
+
+def load_trainable(cfg: TrainConfig, model_path: str):
+    """The encoder to train: in training mode (dropout as --dropout says), with LoRA adapters if asked."""
+    from transformers import AutoModel
+
+    # On CPU, PyTorch's fused (flash) attention backward is slow in bf16: MiniLM's backward took 238-276 ms
+    # a step with it against 131-148 in the plain matrix-product form. (With dropout on, the fused kernel
+    # falls back to that form anyway.) GPUs keep transformers' own choice.
+    model = AutoModel.from_pretrained(model_path, attn_implementation=None if cfg.use_gpu else "eager")
+    if cfg.lora_rank:
+        model = add_adapters(model, cfg)
+    return model.train(cfg.dropout)  # from_pretrained hands back a model in eval mode: dropout off
+
+
+def optimizer_groups(named_parameters, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on weights, none on biases and LayerNorm (as BERT trained).
+    Frozen parameters (LoRA's base weights) are left out."""
+    decay, plain = [], []
+    for name, param in named_parameters:
+        if param.requires_grad:
+            (plain if name.endswith(_NO_DECAY) else decay).append(param)
+    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0})
+            if g["params"]]
+
+
+def micro_steps(cfg: TrainConfig) -> tuple[int, int]:
+    """(texts per backward pass, backward passes per optimizer step) as DeepSpeed sees them."""
+    if cfg.grad_cache_chunk:  # each chunk's re-forward + backward is one DeepSpeed micro-step
+        return cfg.grad_cache_chunk, cfg.batch_size // cfg.grad_cache_chunk
+    return cfg.batch_size, cfg.grad_accum
+
+
+def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict:
+    micro, steps = micro_steps(cfg)
+    return {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": steps,
+        "train_batch_size": micro * steps * world_size,
+        "gradient_clipping": cfg.max_grad_norm,
+        "zero_optimization": {"stage": cfg.zero_stage_in_use},
+        # autocast: fp32 weights and optimizer, bf16 matrix products; else 16-bit weights + fp32 masters
+        "torch_autocast": {"enabled": cfg.autocast, "dtype": "bfloat16"},
+        "bf16": {"enabled": cfg.precision == "bf16" and not cfg.autocast},
+        "fp16": {"enabled": cfg.precision == "fp16"},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _scheduler(optimizer, cfg: TrainConfig, total_steps: int):
+    from transformers import (
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
+
+    warmup = int(cfg.warmup_ratio * total_steps)
+    make = get_cosine_schedule_with_warmup if cfg.schedule == "cosine" else get_linear_schedule_with_warmup
+    return make(optimizer, warmup, total_steps)
+
+
+class Engine:
+    """DeepSpeed and DDP behind one small interface: embed, backward+step, save, load."""
+
+    def __init__(self, cfg: TrainConfig, model, total_steps: int, world_size: int):
+        self.cfg = cfg
+        # The fused kernel (CPU and GPU): one pass over all parameters instead of a loop of small ops.
+        optimizer = torch.optim.AdamW(optimizer_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.lr,
+                                      fused=True)
+        scheduler = _scheduler(optimizer, cfg, total_steps)
+        if cfg.strategy == "deepspeed":
+            import deepspeed
+
+            self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+                model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                config=deepspeed_config(cfg, world_size), dist_init_required=False)
+            if world_size == 1 and cfg.zero_stage_in_use == 0:
+                # ZeRO-0 all-reduces every gradient after backward; with one worker that is a pure copy.
+                self.engine.enable_backward_allreduce = False
+            self.device = self.engine.device
+        else:
+            import ray.train.torch
+
+            self.engine = ray.train.torch.prepare_model(model)
+            self.optimizer, self.scheduler = optimizer, scheduler
+            self.device = next(self.engine.parameters()).device
+            self.micro = 0
+
+    @property
+    def module(self):
+        return self.engine.module if hasattr(self.engine, "module") else self.engine
+
+    def embed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        length = int(mask.sum(dim=1).max().item())  # trim padding shared by the whole batch
+        ids, mask = ids[:, :length].to(self.device), mask[:, :length].to(self.device)
+        out = self.engine(input_ids=ids, attention_mask=mask)
+        return TextEncoder.pool(out.last_hidden_state, mask)
+
+    def backward_step(self, loss: torch.Tensor, whole: bool = False) -> bool:
+        """Backward and (on an accumulation boundary) step; True when the optimizer stepped.
+
+        ``whole``: ``loss`` already carries its full weight (a cached-gradient chunk), so it is not
+        divided by the number of micro-steps."""
+        _, steps = micro_steps(self.cfg)
+        if self.cfg.strategy == "deepspeed":
+            boundary = self.engine.is_gradient_accumulation_boundary()
+            self.engine.backward(loss, scale_wrt_gas=not whole)
+            self.engine.step()
+            return boundary
+        self.micro += 1
+        last = self.micro % steps == 0
+        sync = self.engine.no_sync() if hasattr(self.engine, "no_sync") and not last else contextlib.nullcontext()
+        with sync:  # DDP all-reduces gradients once, on the step's last micro-step
+            (loss if whole else loss / steps).backward()
+        if not last:
+            return False
+        if self.cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.engine.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    def save(self, folder: Path, rank: int) -> None:
+        if self.cfg.strategy == "deepspeed":
+            self.engine.save_checkpoint(str(folder), tag=STATE_TAG)  # each rank writes its own shards
+        elif rank == 0:
+            torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict()}, folder / "ddp_state.pt")
+
+    def load(self, folder: Path) -> None:
+        if self.cfg.strategy == "deepspeed":
+            self.engine.load_checkpoint(str(folder), tag=STATE_TAG)
+        else:
+            state = torch.load(folder / "ddp_state.pt", map_location=self.device, weights_only=False)
+            self.module.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
