@@ -47,6 +47,12 @@ def quiet_libraries() -> None:
     if not any(isinstance(f, _TotalProgressOnly) for f in progress.filters):
         progress.addFilter(_TotalProgressOnly())
     warnings.filterwarnings("ignore", message=".*unsafe cast.*")  # numba, inside ranx's fusion
+    try:  # Ray Train prints every report's whole metrics dict; FirstLight's own progress line says it shorter
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # that logger is named by its file
+    except ImportError:
+        pass
     try:
         from transformers.utils import logging as hf_logging
 
