@@ -40,6 +40,13 @@ def quiet_libraries() -> None:
     after Ray starts, since Ray Data sets up its loggers when it is imported."""
     if verbose():
         return
+    # first, as importing Ray Train imports Ray Data, which sets up its own loggers
+    try:  # Ray Train prints every report's whole metrics dict; FirstLight's own progress line says it shorter
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # that logger is named by its file
+    except ImportError:
+        pass
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # execution plans, operator start-ups
     progress = logging.getLogger(_RAY_DATA_PROGRESS)  # ... but keep one progress line per update
@@ -47,12 +54,6 @@ def quiet_libraries() -> None:
     if not any(isinstance(f, _TotalProgressOnly) for f in progress.filters):
         progress.addFilter(_TotalProgressOnly())
     warnings.filterwarnings("ignore", message=".*unsafe cast.*")  # numba, inside ranx's fusion
-    try:  # Ray Train prints every report's whole metrics dict; FirstLight's own progress line says it shorter
-        from ray.train.v2._internal.execution import context as train_context
-
-        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # that logger is named by its file
-    except ImportError:
-        pass
     try:
         from transformers.utils import logging as hf_logging
 

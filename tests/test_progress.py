@@ -32,3 +32,26 @@ def test_progress_lines_name_the_step_loss_rate_and_time_left(tmp_path, caplog, 
     assert read_history(tmp_path)["step"].tolist() == list(range(1, 11))
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[4])["val_ndcg@10"] == pytest.approx(0.5)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_library_noise_is_hidden_unless_verbose():
+    """faiss's loader notes and Ray Data's per-operator lines are hidden; its Total Progress line stays."""
+    import subprocess
+    import sys
+
+    code = """
+import logging
+from common.runtime import setup_logging
+setup_logging(verbose_output={verbose})
+progress = logging.getLogger("ray.data._internal.progress.logging_progress")
+record = lambda msg: logging.LogRecord(progress.name, logging.INFO, "", 0, msg, None, None)
+print(logging.getLogger("faiss.loader").isEnabledFor(logging.INFO),
+      logging.getLogger("ray.data._internal.execution.streaming_executor").isEnabledFor(logging.INFO),
+      progress.filter(record("Total Progress: 3/27")), progress.filter(record("MapBatches(EncoderActor): 2048/55296")))
+"""
+    def run(verbose: bool) -> str:
+        return subprocess.run([sys.executable, "-c", code.format(verbose=verbose)], capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    assert run(False) == ["False", "False", "True", "False"]
+    assert run(True) == ["True", "True", "True", "True"]
