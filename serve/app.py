@@ -15,8 +15,9 @@ import logging
 from dataclasses import asdict
 
 from serve.config import ServeConfig
-from serve.deployments import Encoder, Retriever
+from serve.encoder_deployment import Encoder
 from serve.gateway import Gateway
+from serve.retriever_deployment import Retriever
 
 log = logging.getLogger(__name__)
 

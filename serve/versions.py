@@ -73,3 +73,11 @@ class VersionCache(OrderedDict):
                 self.popitem(last=False)
         self.move_to_end(key)
         return self[key]
+
+
+def rows_by(keys) -> dict:
+    """Row indices of a batch grouped by key (model or version), in first-seen order."""
+    groups: dict = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 # each package and the packages it may import (below it)
 LAYERS = ["common", "model", "data_pipeline", "evaluation", "train", "serve", "firstlight"]
@@ -69,8 +71,9 @@ def test_modules_import_each_other_without_a_cycle():
         visit(module)
 
 
-def test_the_gateway_does_not_load_torch():
-    """The HTTP gateway replica validates and routes; only the Encoder needs torch's memory."""
-    code = "import sys, serve.gateway; print('torch' in sys.modules)"
+@pytest.mark.parametrize("module", ["serve.gateway", "serve.retriever_deployment"])
+def test_only_the_encoder_replica_loads_torch(module):
+    """The gateway validates and routes, the Retriever searches FAISS: only the Encoder needs torch's memory."""
+    code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,0 +1,77 @@
+"""The Retriever deployment: top-k products from the FAISS index plus live product changes.
+
+It keeps the versions it was asked for in a small cache (the active one and the one before), so a
+reload never interrupts requests that started on the previous version. Indexes are loaded from
+their folders inside the replica, never shipped through Ray's object store.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from ray import serve
+from ray.serve.metrics import Gauge, Histogram
+
+from serve.config import ServeConfig
+from serve.live_index import LiveIndex, change_log_path
+from serve.versions import Version, VersionCache, rows_by
+
+
+@serve.deployment
+class Retriever:
+    """Top-k products for query vectors, from the saved FAISS index plus live product changes."""
+
+    def __init__(self, config: dict):
+        self.cfg = ServeConfig(**config)
+        self.indexes = VersionCache()
+        self.search_ms = Histogram("firstlight_retrieval_ms", description="FAISS search latency (ms)",
+                                   boundaries=[0.1, 0.5, 1, 2, 5, 10, 20, 50, 100])
+        self.items = Gauge("firstlight_index_items", description="products searchable in the active index")
+        self.items.set(len(self.get(Version(self.cfg.resolved_model(), self.cfg.index_dir).describe())))
+
+    def get(self, version: dict):
+        change_log = change_log_path(self.cfg.resolved_state_dir(), version["id"])
+        return self.indexes.get_or_load(version["id"], lambda: LiveIndex(
+            version["index"], self.cfg.resolved_prepared_dir(), change_log, use_gpu=self.cfg.use_gpu))
+
+    async def search(self, version: dict, vectors: np.ndarray, k: int, exclude: list[list[str]]) -> list[list[tuple]]:
+        import asyncio
+
+        rows = await asyncio.gather(*(self.search_one((version, v, k, e)) for v, e in zip(vectors, exclude)))
+        return list(rows)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    async def search_one(self, requests: list[tuple]) -> list[list[tuple]]:
+        """Requests arriving together are searched as one FAISS batch (far cheaper per query)."""
+        start = time.perf_counter()
+        out: list = [None] * len(requests)
+        for rows in rows_by(r[0]["id"] for r in requests).values():
+            index = self.get(requests[rows[0]][0])
+            k = max(requests[i][2] for i in rows)
+            hits = index.search(np.stack([requests[i][1] for i in rows]), k, [set(requests[i][3]) for i in rows])
+            for i, row in zip(rows, hits):
+                out[i] = row[: requests[i][2]]
+            self.items.set(len(index))
+        self.search_ms.observe(1000 * (time.perf_counter() - start))
+        return out
+
+    def upsert(self, version: dict, items: list[dict]) -> int:
+        index = self.get(version)
+        index.upsert(items)
+        self.items.set(len(index))
+        return len(index)
+
+    def delete(self, version: dict, product_id: str) -> bool:
+        return self.get(version).delete(product_id)
+
+    def info(self, version: dict) -> dict:
+        index = self.get(version)
+        return {"items": len(index), "dim": index.dim, "kind": index.base.manifest.get("kind"),
+                "on_gpu": index.base.on_gpu, "added": len(index.overlay), "deleted": len(index.deleted_ids())}
+
+    def added_items(self, version: dict) -> list[dict]:
+        return self.get(version).added_items()
+
+    def deleted_ids(self, version: dict) -> list[str]:
+        return self.get(version).deleted_ids()
