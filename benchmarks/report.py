@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from common.hardware import cpu_bf16_units
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = "# FirstLight benchmark results\n\nEach section is written by the script it names; rerun the script to refresh it.\n"
 
@@ -16,9 +18,7 @@ HEADER = "# FirstLight benchmark results\n\nEach section is written by the scrip
 def machine() -> str:
     import os
 
-    # bf16 speed on CPU depends on these instructions (without them bf16 is emulated and slower)
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
-    bf16 = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16")) if flag in flags]
+    bf16 = cpu_bf16_units()  # bf16 speed on CPU depends on these instructions
     return (f"{os.cpu_count()} CPU cores, {platform.machine()}{' with ' + ' and '.join(bf16) if bf16 else ''}, "
             f"Python {platform.python_version()}, "
             f"torch {torch.__version__} ({'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'})")
