@@ -81,7 +81,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     prepared = str(run_prepare(PrepareConfig(dataset=dataset, data_dir=data_dir,
                                              output_dir=storage.join(root, "data"), seed=cfg.seed)))
     timings["prepare"] = time.perf_counter() - t
-    results = _embed_index_evaluate(cfg, prepared, cfg.model, root, "", timings)
+    results = _embed_index_evaluate(cfg, prepared, cfg.model, root, storage.join(root, "eval", "test.json"), timings)
     final = results
     if cfg.finetune:
         t = time.perf_counter()
@@ -91,33 +91,32 @@ def run_demo(cfg: DemoConfig) -> dict:
         else:
             model = run_train(cfg.train_config(prepared, storage.join(root, "train")))
         timings["train"] = time.perf_counter() - t
-        final = _embed_index_evaluate(cfg, prepared, str(model), storage.join(root, "finetuned"), "_finetuned",
-                                      timings)
-        final = _joined(results, final)
+        finetuned = _embed_index_evaluate(cfg, prepared, str(model), storage.join(root, "finetuned"),
+                                          storage.join(root, "eval", "test_finetuned.json"), timings, " (fine-tuned)")
+        final = _joined(results, finetuned)
     log.info("[demo] finished in %.0fs (%s); artifacts in %s", time.perf_counter() - start,
              ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()), root)
     print("\n" + format_table(final))
     return final
 
 
-def _embed_index_evaluate(cfg: DemoConfig, prepared: str, model: str, root: str, suffix: str, timings: dict) -> dict:
-    """Embed the catalogue with ``model``, index it, evaluate on the test split."""
-    eval_root = storage.parent(root) if suffix else root
+def _embed_index_evaluate(cfg: DemoConfig, prepared: str, model: str, folder: str, results_file: str,
+                          timings: dict, label: str = "") -> dict:
+    """Embed the catalogue with ``model`` and index it under ``folder``, evaluate on the test split
+    into ``results_file``; the stages' times go to ``timings`` (their names followed by ``label``)."""
     t = time.perf_counter()
-    embeddings = run_embed(EmbedConfig(prepared_dir=prepared, output_dir=storage.join(root, "embeddings"),
+    embeddings = run_embed(EmbedConfig(prepared_dir=prepared, output_dir=storage.join(folder, "embeddings"),
                                        model=model, max_length=cfg.max_length, actors=cfg.actors,
                                        cpus_per_actor=cfg.cpus_per_actor, gpus_per_actor=cfg.gpus_per_actor))
-    timings["embed" + suffix.replace("_", " ")] = time.perf_counter() - t
+    timings["embed" + label] = time.perf_counter() - t
     t = time.perf_counter()
-    index = run_index(IndexConfig(embeddings_dir=str(embeddings), output_dir=storage.join(root, "index"),
+    index = run_index(IndexConfig(embeddings_dir=str(embeddings), output_dir=storage.join(folder, "index"),
                                   kind=cfg.index_kind))
-    timings["index" + suffix.replace("_", " ")] = time.perf_counter() - t
+    timings["index" + label] = time.perf_counter() - t
     t = time.perf_counter()
     results = run_evaluate(EvalConfig(prepared_dir=prepared, index_dir=str(index), embeddings_dir=str(embeddings),
-                                      max_length=cfg.max_length,
-                                      output=storage.join(eval_root, "eval", f"test{suffix}.json")),
-                           show_table=False)
-    timings["evaluate" + suffix.replace("_", " ")] = time.perf_counter() - t
+                                      max_length=cfg.max_length, output=results_file), show_table=False)
+    timings["evaluate" + label] = time.perf_counter() - t
     return results
 
 
