@@ -1,0 +1,110 @@
+"""The cross-encoder reranker: one transformer reads (visitor text, product text) together and
+scores how well the product answers it; the second stage after the hybrid first stage.
+
+A reranker folder is a Hugging Face sequence-classification folder with one output (a relevance
+logit): ``sentence_transformers.CrossEncoder(path)`` loads it unchanged and gives the same scores
+(its ``predict`` passes them through a sigmoid by default, which keeps the order). FirstLight's
+training (`firstlight train-reranker`) writes such folders; ``firstlight.json`` inside records how.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.errors import ConfigError
+from common.hardware import cpu_has_bf16, gpu_has_bf16
+from common.manifest import atomic_folder, write_json
+from common.text import normalize_text
+from model.encoder import pick_device
+from model.folders import resolve_model_path
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 autocast where the hardware computes bf16 natively (AMX / AVX512-BF16 CPUs, recent
+    GPUs), fp32 elsewhere (emulated bf16 is slower than fp32)."""
+    if precision != "auto":
+        return precision
+    native = gpu_has_bf16() if device.type == "cuda" else cpu_has_bf16()
+    return "bf16" if native else "fp32"
+
+
+class Reranker:
+    """Relevance logits for (query, product text) pairs."""
+
+    def __init__(self, model, tokenizer, *, max_length: int = 128, name: str = "", device="cpu",
+                 precision: str = "fp32"):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.name = name
+        self.device = torch.device(device)
+        self.precision = precision
+
+    @classmethod
+    def load(cls, model: str, *, max_length: int = 128, device: str = "auto", precision: str = "auto") -> "Reranker":
+        """``precision``: fp32, bf16 (autocast) or auto (bf16 where the hardware has it natively)."""
+        from transformers import (
+            AutoConfig,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
+
+        if max_length < 2:
+            raise ConfigError("max_length", f"{max_length} tokens cannot hold a query and a product",
+                              "use e.g. 64-256")
+        path = resolve_model_path(model)
+        if not (Path(path) / "config.json").exists():
+            raise ConfigError("reranker", f"{model} is not a model folder (no config.json)",
+                              "pass the model folder `firstlight train-reranker` wrote (OUTPUT/model)")
+        if getattr(AutoConfig.from_pretrained(path), "num_labels", None) != 1:
+            raise ConfigError("reranker", f"{model} is not a one-score cross-encoder (num_labels != 1)",
+                              "pass a folder written by `firstlight train-reranker`")
+        if precision not in PRECISIONS:
+            raise ConfigError("reranker_precision", f"{precision!r} is not a choice", f"use one of {PRECISIONS}")
+        dev = pick_device(device)
+        net = AutoModelForSequenceClassification.from_pretrained(path).to(dev)
+        return cls(net, AutoTokenizer.from_pretrained(path), max_length=max_length, name=str(model), device=dev,
+                   precision=resolve_precision(precision, dev))
+
+    def tokenize(self, queries: list[str], texts: list[str]) -> dict:
+        return self.tokenizer([normalize_text(q) for q in queries], [normalize_text(t) for t in texts],
+                              padding=True, truncation="longest_first", max_length=self.max_length,
+                              return_tensors="pt")
+
+    @torch.inference_mode()
+    def score_pairs(self, queries: list[str], texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """One logit per (query, text) pair; higher is more relevant."""
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenize(queries[start:start + batch_size], texts[start:start + batch_size])
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits
+            out.append(logits[:, 0].float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def score(self, query: str, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        return self.score_pairs([query] * len(texts), texts, batch_size)
+
+
+def new_reranker(model: str, attn_implementation: str | None = None):
+    """A cross-encoder to train, from an encoder's weights (a one-logit head on top, initialised fresh;
+    a reranker folder continues with its own head)."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(resolve_model_path(model), num_labels=1,
+                                                              attn_implementation=attn_implementation)
+
+
+def export_reranker(model, tokenizer, folder: Path, max_length: int, extra: dict | None = None) -> Path:
+    """Write a CrossEncoder-loadable folder atomically (a crash leaves the old folder or none)."""
+    with atomic_folder(Path(folder)) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "firstlight.json", {"kind": "reranker", "max_length": int(max_length), **(extra or {})})
+    return Path(folder)

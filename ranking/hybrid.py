@@ -1,0 +1,146 @@
+"""The first stage: FAISS (semantic) and BM25 (lexical) over the same catalogue, fused per query.
+
+``HybridIndex`` holds both sides and every live change to them (an added product is embedded into
+the dense overlay and tokenised into the lexical one, a deleted one is masked on both), so the
+server's Retriever (serve.live_index replays its change log into one) and `firstlight evaluate`
+rank through the same object:
+
+- ``sides``: each side's top ``depth`` per query, as {product: score};
+- ``search``: the two fused by :func:`ranking.fusion.fuse_lists` (``FirstStage`` says how), or one
+  side alone (``mode`` dense or lexical).
+
+Lexical matching catches what embeddings blur (model numbers, sizes, brands); the weighted sum's
+weights are tuned on val (`firstlight evaluate --tune-fusion-on val`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from common.config import check_choice, check_range
+from data_pipeline.index import ProductIndex
+from ranking.fusion import FUSION_METHODS, fuse_lists
+from ranking.lexical import LexicalIndex
+
+MODES = ("hybrid", "dense", "lexical")
+
+
+@dataclass
+class FirstStage:
+    """How the first stage ranks: one object shared by the serving config and the evaluate stage."""
+
+    mode: str = field(default="hybrid", metadata={"help": "hybrid (BM25 + FAISS fused), dense or lexical"})
+    fusion: str = field(default="wsum", metadata={"help": "wsum (weighted min-max scores) or rrf (reciprocal ranks)"})
+    dense_weight: float = field(default=0.7, metadata={"help": "wsum: the dense side's weight (BM25 gets 1 - it)"})
+    rrf_k: int = field(default=60, metadata={"help": "rrf: the rank constant"})
+    depth: int = field(default=100, metadata={"help": "products each side retrieves before fusing"})
+
+    def validate(self, prefix: str = "") -> None:
+        check_choice(prefix + "mode", self.mode, MODES)
+        check_choice(prefix + "fusion", self.fusion, FUSION_METHODS)
+        check_range(prefix + "dense_weight", self.dense_weight, 0.0, 1.0)
+        check_range(prefix + "rrf_k", self.rrf_k, 1)
+        check_range(prefix + "depth", self.depth, 1)
+
+    @property
+    def params(self) -> dict:
+        return {"k": self.rrf_k} if self.fusion == "rrf" else {"weights": [self.dense_weight, 1.0 - self.dense_weight]}
+
+
+class HybridIndex:
+    """A saved FAISS index + BM25 over the same catalogue, with live additions and deletions."""
+
+    def __init__(self, dense: ProductIndex | None, ids: list[str], titles: list[str], texts: list[str],
+                 lexical: bool = True):
+        """``dense`` None: the lexical side alone (evaluating BM25 needs no index)."""
+        self.dense = dense
+        self.titles = dict(zip(ids, titles))
+        self.texts = dict(zip(ids, texts))
+        self.lexical = LexicalIndex(ids, texts) if lexical else None
+        self.base_rows = {pid: i for i, pid in enumerate(dense.ids if dense is not None else ids)}
+        self.masked: set[str] = set()  # saved products deleted or replaced
+        self.overlay: dict[str, np.ndarray] = {}  # added or changed products' vectors, searched exactly
+
+    @property
+    def dim(self) -> int:
+        return self.dense.dim
+
+    def __len__(self) -> int:
+        return len(self.base_rows) - len(self.masked) + len(self.overlay)
+
+    def contains(self, product_id: str) -> bool:
+        return product_id in self.overlay or (product_id in self.base_rows and product_id not in self.masked)
+
+    # -- live changes: both sides at once ------------------------------------------------------
+    def upsert(self, product_id: str, title: str, text: str, vector: np.ndarray) -> None:
+        if product_id in self.base_rows:
+            self.masked.add(product_id)
+        self.overlay[product_id] = np.asarray(vector, dtype=np.float32)
+        self.titles[product_id], self.texts[product_id] = title, text
+        if self.lexical is not None:
+            self.lexical.upsert(product_id, text)
+
+    def delete(self, product_id: str) -> None:
+        if product_id in self.base_rows:
+            self.masked.add(product_id)
+        self.overlay.pop(product_id, None)
+        if self.lexical is not None:
+            self.lexical.delete(product_id)
+
+    # -- search --------------------------------------------------------------------------------
+    def dense_side(self, vectors: np.ndarray, depth: int, exclude: list[set]) -> list[dict]:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        extra = len(self.masked) + max((len(e) for e in exclude), default=0)
+        scores, ids = self.dense.search(vectors, min(depth + extra, len(self.dense)))
+        overlay_ids = list(self.overlay)
+        overlay_scores = (vectors @ np.stack([self.overlay[p] for p in overlay_ids]).T) if overlay_ids else None
+        out = []
+        for row in range(len(vectors)):
+            hits = [(pid, float(s)) for pid, s in zip(ids[row], scores[row])
+                    if pid is not None and pid not in self.masked and pid not in exclude[row]]
+            if overlay_scores is not None:
+                hits += [(pid, float(s)) for pid, s in zip(overlay_ids, overlay_scores[row]) if pid not in exclude[row]]
+            hits.sort(key=lambda h: -h[1])
+            out.append(dict(hits[:depth]))
+        return out
+
+    def lexical_side(self, texts: list[str], depth: int, exclude: list[set]) -> list[dict]:
+        if self.lexical is None:
+            raise ValueError("this index was built without its lexical side (lexical=False)")
+        widest = max((len(e) for e in exclude), default=0)
+        out = []
+        for hits, skip in zip(self.lexical.search(texts, depth + widest), exclude):
+            out.append(dict([(p, s) for p, s in hits.items() if p not in skip][:depth]))
+        return out
+
+    def sides(self, vectors, texts: list[str], stage: FirstStage, exclude: list[set] | None = None):
+        """(dense lists, lexical lists) for what ``stage.mode`` needs; the unused side is None."""
+        exclude = exclude or [set() for _ in range(len(texts))]
+        dense = self.dense_side(vectors, stage.depth, exclude) if stage.mode != "lexical" else None
+        lexical = self.lexical_side(texts, stage.depth, exclude) if stage.mode != "dense" else None
+        return dense, lexical
+
+    @staticmethod
+    def fused(dense: list[dict] | None, lexical: list[dict] | None, stage: FirstStage) -> list[dict]:
+        """The first stage's ranking per query from its sides."""
+        if stage.mode == "dense":
+            return dense
+        if stage.mode == "lexical":
+            return lexical
+        return [fuse_lists([d, x], stage.fusion, stage.params, stage.depth) for d, x in zip(dense, lexical)]
+
+    def search(self, vectors, texts: list[str], k: int, stage: FirstStage,
+               exclude: list[set] | None = None) -> list[list[dict]]:
+        """Per query, the top-k products as {id, title, text, score, dense, lexical} (side scores are
+        None where that side did not retrieve the product)."""
+        dense, lexical = self.sides(vectors, texts, stage, exclude)
+        results = []
+        for i, ranking in enumerate(self.fused(dense, lexical, stage)):
+            results.append([{"id": pid, "title": self.titles.get(pid, ""), "text": self.texts.get(pid, ""),
+                             "score": float(score),
+                             "dense": dense[i].get(pid) if dense is not None else None,
+                             "lexical": lexical[i].get(pid) if lexical is not None else None}
+                            for pid, score in list(ranking.items())[:k]])
+        return results

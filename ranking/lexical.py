@@ -1,0 +1,114 @@
+"""The lexical side: BM25 over product texts (bm25s, English stopwords, Snowball stemming), plus
+products added, changed or deleted while it serves.
+
+bm25s builds a static index, so live changes sit beside it the way the FAISS side keeps them:
+- deleted (or replaced) saved products are masked out of bm25s's results (its ``weight_mask``);
+- added products are scored with the same BM25 formula (Lucene's, bm25s's default) and the saved
+  catalogue's statistics (document frequencies, average length), so their scores are on the same
+  scale as the saved products' and the two lists merge by score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+
+import numpy as np
+
+from common.text import normalize_text
+
+
+class LexicalIndex:
+    """BM25 over a catalogue; ``search`` ranks it, ``score`` scores chosen products."""
+
+    def __init__(self, ids: list[str], texts: list[str], k1: float = 1.5, b: float = 0.75):
+        import bm25s
+        import Stemmer
+
+        # bm25s logs every query with no searchable word (all stopwords) at INFO: nothing to act on
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+        self._bm25s = bm25s
+        self.k1, self.b = k1, b
+        self.stemmer = Stemmer.Stemmer("english")
+        self.ids = np.asarray(ids, dtype=object)
+        self._row = {pid: i for i, pid in enumerate(ids)}
+        tokens = bm25s.tokenize([normalize_text(t) for t in texts], stopwords="en", stemmer=self.stemmer,
+                                show_progress=False)
+        self.retriever = bm25s.BM25(k1=k1, b=b)
+        self.retriever.index(tokens, show_progress=False)
+        # the saved catalogue's statistics, for scoring products added later on the same scale
+        self._vocab = tokens.vocab
+        self._df = np.diff(self.retriever.scores["indptr"])
+        self._n = len(ids)
+        self._avgdl = max(1e-9, float(np.mean([len(t) for t in tokens.ids]))) if len(tokens.ids) else 1.0
+        self._mask = np.ones(len(ids), dtype=np.float32)
+        self.masked: set[str] = set()
+        self.added: dict[str, Counter] = {}  # id -> its token counts
+        self._added_len: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return self._n - len(self.masked) + len(self.added)
+
+    # -- live changes (the serving side calls these as its change log is replayed) -------------
+    def upsert(self, product_id: str, text: str) -> None:
+        if product_id in self._row:
+            self._mask_row(product_id)
+        tokens = self._tokens([text])[0]
+        self.added[product_id] = Counter(tokens)
+        self._added_len[product_id] = len(tokens)
+
+    def delete(self, product_id: str) -> None:
+        if product_id in self._row:
+            self._mask_row(product_id)
+        self.added.pop(product_id, None)
+        self._added_len.pop(product_id, None)
+
+    def _mask_row(self, product_id: str) -> None:
+        self.masked.add(product_id)
+        self._mask[self._row[product_id]] = 0.0
+
+    # -- ranking ---------------------------------------------------------------------------------
+    def _tokens(self, texts: list[str]) -> list[list[str]]:
+        return self._bm25s.tokenize([normalize_text(t) for t in texts], stopwords="en", stemmer=self.stemmer,
+                                    return_ids=False, show_progress=False)
+
+    def search(self, queries: list[str], k: int) -> list[dict]:
+        """Top-k products per query as {product_id: score} (products with score 0 are left out)."""
+        tokens = self._tokens(queries)
+        saved = min(k, self._n)
+        kwargs = {"weight_mask": self._mask} if self.masked else {}
+        rows, scores = self.retriever.retrieve(tokens, k=saved, show_progress=False, n_threads=0, **kwargs)
+        out = []
+        for query_tokens, rr, ss in zip(tokens, rows, scores):
+            hits = {self.ids[r]: float(s) for r, s in zip(rr, ss) if s > 0}
+            if self.added:
+                hits.update({p: s for p, s in self._added_scores(query_tokens).items() if s > 0})
+                hits = dict(sorted(hits.items(), key=lambda h: -h[1])[:k])
+            out.append(hits)
+        return out
+
+    def score(self, query: str, product_ids: list[str]) -> dict:
+        """BM25 scores of the given products for one query."""
+        tokens = self._tokens([query])[0]
+        all_scores = self.retriever.get_scores(tokens) if tokens else np.zeros(self._n)
+        scores = {p: float(all_scores[self._row[p]]) for p in product_ids
+                  if p in self._row and p not in self.masked}
+        added = self._added_scores(tokens)
+        scores.update({p: added[p] for p in product_ids if p in added})
+        return scores
+
+    def _added_scores(self, query_tokens: list[str]) -> dict:
+        """Lucene BM25 (bm25s's formula) of the added products, with the saved catalogue's statistics."""
+        scores = {}
+        for pid, counts in self.added.items():
+            norm = self.k1 * (1 - self.b + self.b * self._added_len[pid] / self._avgdl)
+            total = 0.0
+            for token in query_tokens:
+                tf = counts.get(token, 0)
+                if tf:
+                    df = int(self._df[self._vocab[token]]) if token in self._vocab else 0
+                    idf = math.log(1 + (self._n - df + 0.5) / (df + 0.5))
+                    total += idf * tf / (tf + norm)
+            scores[pid] = total
+        return scores

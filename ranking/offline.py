@@ -1,0 +1,85 @@
+"""The ranking path for many queries at once, outside the server: what `firstlight evaluate` scores
+and what reranker training mines its candidate lists from.
+
+It loads the same parts the server loads (the FAISS index and its model, BM25 over the prepared
+catalogue, the spelling corrector, the reranker) and calls the same code: ``HybridIndex`` for the
+first stage and :func:`ranking.rerank.rerank` for the second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from common.errors import ConfigError
+from common.spelling import QuerySpeller
+from data_pipeline.index import ProductIndex
+from data_pipeline.prepare import load_catalogue
+from model.encoder import TextEncoder
+from model.reranker import Reranker
+from ranking.hybrid import FirstStage, HybridIndex
+from ranking.rerank import rerank
+
+log = logging.getLogger(__name__)
+
+
+class OfflineRanker:
+    def __init__(self, prepared_dir: str, index_dir: str | None, model: str | None = None, spell_correct: bool = True,
+                 max_length: int = 64, lexical: bool = True):
+        """``index_dir`` None: the lexical side only (BM25 needs no index or encoder)."""
+        catalogue = load_catalogue(Path(prepared_dir))
+        index = ProductIndex.load(Path(index_dir)) if index_dir else None
+        self.model = model or (index.manifest.get("model") if index else None)
+        if index is not None and not self.model:
+            raise ConfigError("model", f"the index in {index_dir} does not record its model", "pass --model")
+        self.hybrid = HybridIndex(index, catalogue["product_id"].tolist(), catalogue["title"].tolist(),
+                                  catalogue["text"].tolist(), lexical=lexical)
+        self.speller = QuerySpeller(catalogue["text"]) if spell_correct else None
+        self._encoder, self._max_length = None, max_length
+
+    @property
+    def encoder(self) -> TextEncoder:
+        if self._encoder is None:
+            self._encoder = TextEncoder.load(self.model, max_length=self._max_length)
+        return self._encoder
+
+    def corrected(self, queries: list[str]) -> list[str]:
+        return [self.speller.correct(q) for q in queries] if self.speller else list(queries)
+
+    def sides(self, queries: list[str], stage: FirstStage):
+        """(texts as ranked, dense lists, lexical lists) for the queries."""
+        texts = self.corrected(queries)
+        start = time.perf_counter()
+        vectors = self.encoder.encode(texts, batch_size=128) if stage.mode != "lexical" else None
+        dense, lexical = self.hybrid.sides(vectors, texts, stage)
+        log.info("[rank] first stage (%s) for %d queries in %.1fs", stage.mode, len(queries),
+                 time.perf_counter() - start)
+        return texts, dense, lexical
+
+    def candidates(self, queries: list[str], stage: FirstStage, k: int) -> tuple[list[str], list[list[dict]]]:
+        """(texts as ranked, the first stage's top-k candidate dicts per query)."""
+        texts, dense, lexical = self.sides(queries, stage)
+        fused = HybridIndex.fused(dense, lexical, stage)
+        return texts, [[{"id": p, "text": self.hybrid.texts.get(p, ""), "title": self.hybrid.titles.get(p, ""),
+                         "score": s} for p, s in list(ranking.items())[:k]] for ranking in fused]
+
+
+def rerank_all(reranker: Reranker, texts: list[str], candidates: list[list[dict]], depth: int,
+               weight: float = 1.0, batch_size: int = 128) -> list[list[dict]]:
+    """The second stage over many queries: all (query, product) pairs scored in large batches."""
+    queries, products = [], []
+    for text, cands in zip(texts, candidates):
+        for c in cands[:depth]:
+            queries.append(text)
+            products.append(c["text"])
+    start = time.perf_counter()
+    scores = reranker.score_pairs(queries, products, batch_size=batch_size)
+    log.info("[rank] reranked %d pairs (%d queries, depth %d) in %.1fs", len(scores), len(texts), depth,
+             time.perf_counter() - start)
+    out, at = [], 0
+    for cands in candidates:
+        n = min(depth, len(cands))
+        out.append(rerank(cands, scores[at:at + n], depth, weight))
+        at += n
+    return out
