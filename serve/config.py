@@ -14,6 +14,7 @@ from pathlib import Path
 from common.config import check_choice, check_range
 from common.errors import ConfigError
 from common.storage import exists, is_uri, join, parent, read_text
+from ranking.hybrid import FirstStage
 
 
 @dataclass
@@ -27,6 +28,25 @@ class ServeConfig:
     use_gpu: str = field(default="auto", metadata={"help": "FAISS and encoder on GPU: auto, yes or no"})
     spell_correct: bool = field(default=True, metadata={
         "help": "correct query words unknown to the catalogue (and to English) before encoding"})
+    # the ranking path (ranking/): first stage, then the reranker
+    first_stage_mode: str = field(default=FirstStage.mode, metadata={
+        "help": "hybrid (BM25 + FAISS fused), dense or lexical"})
+    fusion: str = field(default=FirstStage.fusion, metadata={"help": "hybrid: wsum (weighted min-max scores) or rrf"})
+    dense_weight: float = field(default=FirstStage.dense_weight, metadata={
+        "help": "hybrid wsum: the dense side's weight (BM25 gets 1 - it)"})
+    rrf_k: int = field(default=FirstStage.rrf_k, metadata={"help": "hybrid rrf: the rank constant"})
+    candidate_depth: int = field(default=FirstStage.depth, metadata={
+        "help": "products each first-stage side retrieves before fusing"})
+    reranker: str | None = field(default=None, metadata={
+        "help": "cross-encoder folder (`firstlight train-reranker`'s OUTPUT/model); none = no second stage"})
+    rerank_depth: int = field(default=30, metadata={"help": "first-stage products the reranker reorders per request"})
+    rerank_weight: float = field(default=1.0, metadata={
+        "help": "the reranker's share of a blended score (1 = reranker alone)"})
+    rerank_timeout_s: float = field(default=2.0, metadata={
+        "help": "longest wait for the reranker before answering with the first-stage ranking"})
+    reranker_max_length: int = field(default=128, metadata={"help": "tokens per (query, product) pair"})
+    reranker_precision: str = field(default="auto", metadata={
+        "help": "fp32, bf16 (autocast) or auto (bf16 on CPUs/GPUs with native bf16 units)"})
     # request limits
     max_text_chars: int = field(default=1000, metadata={"help": "characters allowed per text"})
     max_text_tokens: int = field(default=128, metadata={"help": "tokens allowed per text (longer is an error)"})
@@ -49,6 +69,13 @@ class ServeConfig:
     downscale_delay_s: float = field(default=60.0, metadata={"help": "sustained idleness before removing replicas"})
     batch_max_size: int = field(default=32, metadata={"help": "texts encoded together at most (dynamic batching)"})
     batch_wait_s: float = field(default=0.005, metadata={"help": "longest wait to fill a batch"})
+    reranker_min_replicas: int = field(default=1, metadata={"help": "Reranker replicas kept when idle"})
+    reranker_max_replicas: int = field(default=4, metadata={"help": "Reranker replicas at most"})
+    reranker_target_ongoing_requests: float = field(default=4.0, metadata={
+        "help": "requests per Reranker replica the autoscaler aims at"})
+    reranker_num_cpus: float = field(default=1.0, metadata={"help": "CPUs per Reranker replica"})
+    reranker_num_gpus: float = field(default=0.0, metadata={"help": "GPUs per Reranker replica"})
+    reranker_batch_max_size: int = field(default=8, metadata={"help": "requests scored together at most"})
     retriever_num_cpus: float = field(default=0.5, metadata={"help": "CPUs for the Retriever replica"})
     retriever_num_gpus: float = field(default=0.0, metadata={"help": "GPUs for the Retriever replica"})
     gateway_replicas: int = field(default=1, metadata={"help": "HTTP gateway replicas"})
@@ -70,6 +97,20 @@ class ServeConfig:
             raise ConfigError("prepared_dir", f"{self.resolved_prepared_dir()} holds no prepared catalogue",
                               "pass --prepared-dir (the output of `firstlight prepare`)")
         check_choice("use_gpu", self.use_gpu, ("auto", "yes", "no"))
+        stage = self.first_stage()
+        stage.validate()
+        if self.reranker is not None:
+            if not exists(join(self.reranker, "config.json")):
+                raise ConfigError("reranker", f"{self.reranker} holds no model (config.json)",
+                                  "pass the model folder `firstlight train-reranker` wrote, or leave it unset")
+            check_range("rerank_depth", self.rerank_depth, 1, self.max_k_candidates())
+            check_choice("reranker_precision", self.reranker_precision, ("auto", "fp32", "bf16"))
+            check_range("rerank_weight", self.rerank_weight, 0.0, 1.0)
+            check_range("rerank_timeout_s", self.rerank_timeout_s, 0.0, low_inclusive=False)
+            for name in ("reranker_max_length", "reranker_min_replicas", "reranker_batch_max_size"):
+                check_range(name, getattr(self, name), 1)
+            check_range("reranker_max_replicas", self.reranker_max_replicas, self.reranker_min_replicas)
+            check_range("reranker_num_cpus", self.reranker_num_cpus, 0.0, low_inclusive=False)
         for name in ("max_length", "max_text_chars", "max_text_tokens", "max_k", "max_batch_texts",
                      "max_body_bytes", "encoder_min_replicas", "batch_max_size", "gateway_replicas"):
             check_range(name, getattr(self, name), 1)
@@ -84,6 +125,14 @@ class ServeConfig:
         if self.admin_token_file and not Path(self.admin_token_file).is_file():
             raise ConfigError("admin_token_file", f"{self.admin_token_file} does not exist",
                               "point it at a file holding the admin token, or leave it unset")
+
+    def first_stage(self) -> FirstStage:
+        return FirstStage(mode=self.first_stage_mode, fusion=self.fusion, dense_weight=self.dense_weight,
+                          rrf_k=self.rrf_k, depth=self.candidate_depth)
+
+    def max_k_candidates(self) -> int:
+        """The most products the first stage can hand on (its depth, counting both sides)."""
+        return self.candidate_depth if self.first_stage_mode != "hybrid" else 2 * self.candidate_depth
 
     def admin_token(self) -> str | None:
         import os
@@ -112,6 +161,7 @@ class ServeConfig:
         return ServeConfig(**{**asdict(self), "index_dir": _absolute(self.index_dir),
                               "prepared_dir": _absolute(self.resolved_prepared_dir()),
                               "state_dir": str(Path(self.resolved_state_dir()).resolve()),
+                              "reranker": _absolute(self.reranker) if self.reranker else None,
                               "admin_token_file": str(Path(self.admin_token_file).resolve())
                               if self.admin_token_file else None})
 

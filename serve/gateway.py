@@ -1,7 +1,8 @@
-"""The HTTP ingress: FastAPI routes on a Ray Serve deployment, calling the Encoder and the Retriever.
+"""The HTTP ingress: FastAPI routes on a Ray Serve deployment, calling the Encoder, the Retriever
+(the hybrid first stage) and, when configured, the Reranker (the second stage).
 
-    POST   /v1/recommend          {text, k, exclude}   -> ranked products + the version that answered
-    POST   /v1/recommend/batch    {texts, k, exclude}  -> one ranking per text
+    POST   /v1/recommend          {text, k, exclude, rerank}   -> ranked products + the version that answered
+    POST   /v1/recommend/batch    {texts, k, exclude, rerank}  -> one ranking per text
     POST   /v1/items              {items: [{id, title, description}]}   (admin) add or change products
     DELETE /v1/items/{id}                                                (admin) remove a product
     POST   /v1/admin/reload       {index_dir, model}                    (admin) switch model + index
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException
 from common.storage import exists, is_uri, join, read_text
 from common.text import product_text
 from model.folders import resolve_model_path, tokenizer_folders
+from ranking.rerank import rerank
 from serve.api import (
     ApiError,
     BatchRequest,
@@ -62,15 +64,16 @@ async def _http_error(request: Request, exc: HTTPException):
 @serve.deployment
 @serve.ingress(app)
 class Gateway:
-    def __init__(self, config: dict, encoder, retriever):
+    def __init__(self, config: dict, encoder, retriever, reranker=None):
         self.cfg = ServeConfig(**config)
-        self.encoder, self.retriever = encoder, retriever
+        self.encoder, self.retriever, self.reranker = encoder, retriever, reranker
         self.active = ActiveVersion(self.cfg.resolved_state_dir(), Version(self.cfg.resolved_model(), self.cfg.index_dir))
         self.tokenizers = {}
         self.spellers = VersionCache()  # per version: its change log holds the words of products added to it
         self.rejected = Counter("firstlight_rejected_requests", description="requests answered with a 4xx",
                                 tag_keys=("reason",))
         self.tally = Tally()
+        self.fallbacks = 0  # replies served from the first stage because the Reranker could not answer
         self.reload_lock = asyncio.Lock()
         self._tokenizer(self.active.get().model)  # loaded now, not on the first visitor's request
         if self.cfg.spell_correct:
@@ -128,7 +131,7 @@ class Gateway:
                 raise ApiError(422, "too_many_tokens", name, f"'{name}' has {count} tokens; at most "
                                f"{self.cfg.max_text_tokens} are accepted", self.cfg.max_text_tokens)
 
-    async def _rank(self, texts: list[str], k: int, exclude: list[str], field: str):
+    async def _rank(self, texts: list[str], k: int, exclude: list[str], field: str, rerank: bool = True):
         check_k(k, self.cfg.max_k)
         check_count(exclude, "exclude", 0, self.cfg.max_exclude)
         names = [f"{field}.{i}" if field == "texts" else field for i in range(len(texts))]
@@ -141,21 +144,42 @@ class Gateway:
         queries = self._speller(described).correct(clean) if self.cfg.spell_correct else clean
         vectors = await self.encoder.encode.remote(version.model, queries)
         encoded = time.perf_counter()
-        hits = await self.retriever.search.remote(described, vectors, k, [exclude] * len(clean))
+        rerank = rerank and self.reranker is not None
+        depth = max(k, self.cfg.rerank_depth) if rerank else k
+        hits = await self.retriever.search.remote(described, vectors, queries, depth, [exclude] * len(clean))
         done = time.perf_counter()
         timing = {"encode": 1000 * (encoded - start), "retrieve": 1000 * (done - encoded)}
-        results = [[{"id": pid, "title": title, "score": score} for pid, title, score in row] for row in hits]
-        return results, described, timing, (queries if self.cfg.spell_correct else None)
+        stage = {"reranked": False, "fallback": None}
+        if rerank:
+            hits, stage["reranked"], stage["fallback"] = await self._rerank(queries, hits)
+            timing["rerank"] = 1000 * (time.perf_counter() - done)
+        results = [[{"id": c["id"], "title": c["title"], "score": c["score"]} for c in row[:k]] for row in hits]
+        return results, described, timing, (queries if self.cfg.spell_correct else None), stage
+
+    async def _rerank(self, queries: list[str], hits: list[list[dict]]) -> tuple[list, bool, str | None]:
+        """The second stage, or the first stage's ranking with the reason when the Reranker cannot answer."""
+        depth = self.cfg.rerank_depth
+        try:
+            scores = await asyncio.wait_for(asyncio.gather(*(
+                self.reranker.score.remote(q, [c["text"] for c in row[:depth]]) for q, row in zip(queries, hits))),
+                timeout=self.cfg.rerank_timeout_s)
+        except Exception as err:  # noqa: BLE001 - a dead, overloaded or slow reranker: serve the first stage
+            reason = "timed out" if isinstance(err, asyncio.TimeoutError) else (str(err).splitlines() or ["error"])[0]
+            log.warning("firstlight: reranker unavailable (%s); answering with the first-stage ranking", reason)
+            self.fallbacks += 1
+            return hits, False, f"reranker unavailable ({reason[:200]}); first-stage ranking served"
+        return [rerank(row, s, depth, self.cfg.rerank_weight) for row, s in zip(hits, scores)], True, None
 
     # -- routes --------------------------------------------------------------------------------
     @app.post("/v1/recommend", response_model=RecommendResponse, openapi_extra=openapi_body(RecommendRequest))
     async def recommend(self, request: Request):
         async def work(body: RecommendRequest):
             start = time.perf_counter()
-            results, version, timing, queries = await self._rank([body.text], body.k, body.exclude, "text")
+            results, version, timing, queries, stage = await self._rank([body.text], body.k, body.exclude, "text",
+                                                                        body.rerank)
             timing["total"] = 1000 * (time.perf_counter() - start)
             return {"items": results[0], "version": version, "timing_ms": timing,
-                    "query": queries[0] if queries else None}
+                    "query": queries[0] if queries else None, **stage}
         return await self._handle(request, RecommendRequest, work)
 
     @app.post("/v1/recommend/batch", response_model=BatchResponse, openapi_extra=openapi_body(BatchRequest))
@@ -163,9 +187,10 @@ class Gateway:
         async def work(body: BatchRequest):
             start = time.perf_counter()
             check_count(body.texts, "texts", 1, self.cfg.max_batch_texts)
-            results, version, timing, queries = await self._rank(body.texts, body.k, body.exclude, "texts")
+            results, version, timing, queries, stage = await self._rank(body.texts, body.k, body.exclude, "texts",
+                                                                        body.rerank)
             timing["total"] = 1000 * (time.perf_counter() - start)
-            return {"results": results, "version": version, "timing_ms": timing, "queries": queries}
+            return {"results": results, "version": version, "timing_ms": timing, "queries": queries, **stage}
         return await self._handle(request, BatchRequest, work)
 
     @app.post("/v1/items", openapi_extra=openapi_body(ItemsRequest))
@@ -244,7 +269,9 @@ class Gateway:
     async def stats(self):
         version = self.active.get()
         info = await self.retriever.info.remote(version.describe())
-        return {"version": version.describe(), "index": info, "rejected": dict(self.tally)}
+        return {"version": version.describe(), "index": info, "rejected": dict(self.tally),
+                "reranker": {"configured": self.cfg.reranker, "depth": self.cfg.rerank_depth,
+                             "fallbacks": self.fallbacks}}
 
     @app.get("/healthz")
     async def healthz(self):

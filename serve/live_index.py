@@ -1,7 +1,9 @@
 """A product index that takes new, changed and deleted products while it serves.
 
-The saved FAISS index stays as built; changes live beside it:
-- an *overlay* of added or changed products (id, title, text, vector), searched exactly;
+The saved FAISS index and the BM25 index stay as built; changes live beside them, on both sides at
+once (ranking.hybrid.HybridIndex):
+- an *overlay* of added or changed products (id, title, text, vector), searched exactly, and their
+  tokens, scored by BM25 with the saved catalogue's statistics;
 - a *mask* of saved rows that were deleted or replaced by a newer version.
 
 Every change is first appended (and fsync'ed) to a change log, ``STATE/changes/<version>.jsonl``;
@@ -23,17 +25,19 @@ from common.spelling import QuerySpeller
 from common.storage import local_folder
 from data_pipeline.index import ProductIndex
 from data_pipeline.prepare import load_catalogue
+from ranking.hybrid import FirstStage, HybridIndex
 
 
 class LiveIndex:
-    def __init__(self, index_dir: str, prepared_dir: str, change_log: Path, use_gpu: str = "auto"):
+    """A ``HybridIndex`` (FAISS + BM25, ranking.hybrid) kept in step with the change log."""
+
+    def __init__(self, index_dir: str, prepared_dir: str, change_log: Path, use_gpu: str = "auto",
+                 lexical: bool = True):
         # cloud folders are fetched to this node's mirror first (see firstlight.storage)
         self.base = ProductIndex.load(local_folder(index_dir), use_gpu=use_gpu)
         catalogue = load_catalogue(local_folder(prepared_dir))
-        self.titles = dict(zip(catalogue["product_id"], catalogue["title"]))
-        self.base_rows = {pid: i for i, pid in enumerate(self.base.ids)}
-        self.masked: set[str] = set()  # saved products deleted or replaced
-        self.overlay: dict[str, tuple[str, str, np.ndarray]] = {}  # id -> (title, text, vector)
+        self.hybrid = HybridIndex(self.base, catalogue["product_id"].tolist(), catalogue["title"].tolist(),
+                                  catalogue["text"].tolist(), lexical=lexical)
         self.change_log = Path(change_log)
         self.change_log.parent.mkdir(parents=True, exist_ok=True)
         self._tail = ChangeLogTail(self.change_log)
@@ -44,8 +48,12 @@ class LiveIndex:
     def dim(self) -> int:
         return self.base.dim
 
+    @property
+    def overlay(self) -> dict:
+        return self.hybrid.overlay
+
     def __len__(self) -> int:
-        return len(self.base) - len(self.masked) + len(self.overlay)
+        return len(self.hybrid)
 
     # -- changes ---------------------------------------------------------------------------
     def upsert(self, items: list[dict]) -> None:
@@ -64,7 +72,7 @@ class LiveIndex:
         return True
 
     def contains(self, product_id: str) -> bool:
-        return product_id in self.overlay or (product_id in self.base_rows and product_id not in self.masked)
+        return self.hybrid.contains(product_id)
 
     def _append(self, records: list[dict]) -> None:
         with self._lock, open(self.change_log, "a", encoding="utf-8") as fh:
@@ -77,51 +85,31 @@ class LiveIndex:
         """Apply whatever the change log gained since the last look (other replicas write it too)."""
         with self._lock:
             for record in self._tail.read():
-                self._apply(record)
-
-    def _apply(self, record: dict) -> None:
-        pid = record["id"]
-        if pid in self.base_rows:
-            self.masked.add(pid)
-        if record["op"] == "upsert":
-            vector = np.asarray(record["vector"], dtype=np.float32)
-            self.overlay[pid] = (record.get("title", ""), record.get("text", ""), vector)
-        else:
-            self.overlay.pop(pid, None)
+                if record["op"] == "upsert":
+                    self.hybrid.upsert(record["id"], record.get("title", ""), record.get("text", ""),
+                                       np.asarray(record["vector"], dtype=np.float32))
+                else:
+                    self.hybrid.delete(record["id"])
 
     def added_items(self) -> list[dict]:
         """Products added or changed through the API (to carry over when the model changes)."""
         self.refresh()
-        return [{"id": pid, "title": title, "text": text} for pid, (title, text, _) in self.overlay.items()]
+        return [{"id": pid, "title": self.hybrid.titles.get(pid, ""), "text": self.hybrid.texts.get(pid, "")}
+                for pid in self.hybrid.overlay]
 
     def deleted_ids(self) -> list[str]:
         self.refresh()
-        return sorted(p for p in self.masked if p not in self.overlay)
+        return sorted(p for p in self.hybrid.masked if p not in self.hybrid.overlay)
 
     # -- search ----------------------------------------------------------------------------
-    def search(self, vectors: np.ndarray, k: int, exclude: list[set] | None = None) -> list[list[tuple]]:
-        """Per query row, the top-k (id, title, score) over the saved and the live products."""
+    def search(self, vectors: np.ndarray, texts: list[str], k: int, stage: FirstStage,
+               exclude: list[set] | None = None) -> list[list[dict]]:
+        """Per query, the first stage's top-k over the saved and the live products (ranking.hybrid)."""
         self.refresh()
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        exclude = exclude or [set() for _ in range(len(vectors))]
-        extra = len(self.masked) + max((len(e) for e in exclude), default=0)
-        scores, ids = self.base.search(vectors, min(k + extra, len(self.base)))
-        overlay_ids = list(self.overlay)
-        overlay_scores = (vectors @ np.stack([self.overlay[p][2] for p in overlay_ids]).T) if overlay_ids else None
-        results = []
-        for row in range(len(vectors)):
-            hits = [(pid, float(s)) for pid, s in zip(ids[row], scores[row])
-                    if pid is not None and pid not in self.masked and pid not in exclude[row]]
-            if overlay_scores is not None:
-                hits += [(pid, float(s)) for pid, s in zip(overlay_ids, overlay_scores[row]) if pid not in exclude[row]]
-            hits.sort(key=lambda h: -h[1])
-            results.append([(pid, self.title(pid), score) for pid, score in hits[:k]])
-        return results
+        return self.hybrid.search(vectors, texts, k, stage, exclude)
 
     def title(self, product_id: str) -> str:
-        if product_id in self.overlay:
-            return self.overlay[product_id][0]
-        return self.titles.get(product_id, "")
+        return self.hybrid.titles.get(product_id, "")
 
 
 class ChangeLogTail:

@@ -1,4 +1,5 @@
-"""The Retriever deployment: top-k products from the FAISS index plus live product changes.
+"""The Retriever deployment: the first stage. Top-k products from FAISS and BM25 fused (or either
+alone, as the config's ``first_stage_mode`` says), plus live product changes on both sides.
 
 It keeps the versions it was asked for in a small cache (the active one and the one before), so a
 reload never interrupts requests that started on the previous version. Indexes are loaded from
@@ -24,6 +25,7 @@ class Retriever:
 
     def __init__(self, config: dict):
         self.cfg = ServeConfig(**config)
+        self.stage = self.cfg.first_stage()
         self.indexes = VersionCache()
         self.search_ms = Histogram("firstlight_retrieval_ms", description="FAISS search latency (ms)",
                                    boundaries=[0.1, 0.5, 1, 2, 5, 10, 20, 50, 100])
@@ -33,25 +35,30 @@ class Retriever:
     def get(self, version: dict):
         change_log = change_log_path(self.cfg.resolved_state_dir(), version["id"])
         return self.indexes.get_or_load(version["id"], lambda: LiveIndex(
-            version["index"], self.cfg.resolved_prepared_dir(), change_log, use_gpu=self.cfg.use_gpu))
+            version["index"], self.cfg.resolved_prepared_dir(), change_log, use_gpu=self.cfg.use_gpu,
+            lexical=self.stage.mode != "dense"))
 
-    async def search(self, version: dict, vectors: np.ndarray, k: int, exclude: list[list[str]]) -> list[list[tuple]]:
+    async def search(self, version: dict, vectors: np.ndarray, texts: list[str], k: int,
+                     exclude: list[list[str]]) -> list[list[dict]]:
+        """Per text: the first stage's top-k as {id, title, text, score, dense, lexical}."""
         import asyncio
 
-        rows = await asyncio.gather(*(self.search_one((version, v, k, e)) for v, e in zip(vectors, exclude)))
+        rows = await asyncio.gather(*(self.search_one((version, v, t, k, e))
+                                      for v, t, e in zip(vectors, texts, exclude)))
         return list(rows)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
-    async def search_one(self, requests: list[tuple]) -> list[list[tuple]]:
-        """Requests arriving together are searched as one FAISS batch (far cheaper per query)."""
+    async def search_one(self, requests: list[tuple]) -> list[list[dict]]:
+        """Requests arriving together are searched as one FAISS / BM25 batch (far cheaper per query)."""
         start = time.perf_counter()
         out: list = [None] * len(requests)
         for rows in rows_by(r[0]["id"] for r in requests).values():
             index = self.get(requests[rows[0]][0])
-            k = max(requests[i][2] for i in rows)
-            hits = index.search(np.stack([requests[i][1] for i in rows]), k, [set(requests[i][3]) for i in rows])
+            k = max(requests[i][3] for i in rows)
+            hits = index.search(np.stack([requests[i][1] for i in rows]), [requests[i][2] for i in rows], k,
+                                self.stage, [set(requests[i][4]) for i in rows])
             for i, row in zip(rows, hits):
-                out[i] = row[: requests[i][2]]
+                out[i] = row[: requests[i][3]]
             self.items.set(len(index))
         self.search_ms.observe(1000 * (time.perf_counter() - start))
         return out
@@ -68,6 +75,7 @@ class Retriever:
     def info(self, version: dict) -> dict:
         index = self.get(version)
         return {"items": len(index), "dim": index.dim, "kind": index.base.manifest.get("kind"),
+                "first_stage": self.stage.mode,
                 "on_gpu": index.base.on_gpu, "added": len(index.overlay), "deleted": len(index.deleted_ids())}
 
     def added_items(self, version: dict) -> list[dict]:

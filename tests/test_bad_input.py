@@ -8,9 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data_pipeline.readers import CatalogueSpec, JudgmentSpec, check_catalogue, check_judgments
-from firstlight.cli import main
 from common.errors import DataError
+from data_pipeline.readers import (
+    CatalogueSpec,
+    JudgmentSpec,
+    check_catalogue,
+    check_judgments,
+)
+from firstlight.cli import main
 
 
 def write(path: Path, text: str | bytes) -> Path:

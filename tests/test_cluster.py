@@ -97,7 +97,6 @@ def test_rayservice_serve_config_is_valid_and_fits_its_workers():
 
 def test_job_runtime_env_pins_what_pyproject_pins_and_ray_accepts_it():
     import tomllib
-
     from ray.runtime_env import RuntimeEnv
 
     env = yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text())

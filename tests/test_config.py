@@ -10,7 +10,6 @@ import pytest
 from common.config import load_config
 from common.errors import ConfigError
 from firstlight.cli import build_parser, main
-from firstlight.pipeline import DemoConfig
 from train.config import TrainConfig
 
 RECIPE = Path(__file__).resolve().parent.parent / "train" / "recipe.yaml"

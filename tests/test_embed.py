@@ -9,9 +9,9 @@ import ray
 import torch
 from transformers import AutoModel
 
+from common.errors import ConfigError
 from data_pipeline.embed import EmbedConfig, embed_dataset, load_embeddings, run_embed
 from data_pipeline.prepare import PrepareConfig, run_prepare
-from common.errors import ConfigError
 from model.encoder import TextEncoder
 
 

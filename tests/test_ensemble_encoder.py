@@ -63,9 +63,14 @@ def prepared(tmp_path_factory, ray_session) -> Path:
 
 
 def test_embed_and_index_take_an_ensemble_as_their_model(ensemble_dir, prepared, tmp_path):
-    from data_pipeline.embed import EmbedConfig, load_embeddings, model_fingerprint, run_embed
-    from data_pipeline.prepare import load_catalogue
+    from data_pipeline.embed import (
+        EmbedConfig,
+        load_embeddings,
+        model_fingerprint,
+        run_embed,
+    )
     from data_pipeline.index import IndexConfig, ProductIndex, run_index
+    from data_pipeline.prepare import load_catalogue
     from model.encoder import TextEncoder
 
     emb = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(tmp_path / "emb"), model=str(ensemble_dir)))
@@ -107,8 +112,8 @@ def test_bad_ensemble_input_names_the_field(overrides, field, tiny_model_dir, wi
 def test_an_ensemble_missing_a_member_or_asked_to_train_says_what_to_do(ensemble_dir, prepared, tmp_path):
     import shutil
 
-    from tests.test_train import tiny_config
     from model.encoder import TextEncoder
+    from tests.test_train import tiny_config
 
     broken = tmp_path / "broken"
     shutil.copytree(ensemble_dir, broken)
@@ -123,9 +128,9 @@ def test_the_gateway_counts_an_ensembles_tokens_with_every_members_tokenizer(ens
     """The server refuses over-long texts by token count; an ensemble has a tokenizer per member."""
     from types import SimpleNamespace
 
+    from model.folders import tokenizer_folders
     from serve.api import ApiError
     from serve.gateway import Gateway
-    from model.folders import tokenizer_folders
 
     assert tokenizer_folders(tiny_model_dir) == [tiny_model_dir]
     assert tokenizer_folders(ensemble_dir) == [ensemble_dir / "member-0", ensemble_dir / "member-1"]
@@ -144,11 +149,11 @@ def test_the_server_answers_and_adds_items_with_an_ensemble(ensemble_dir, prepar
     every member), and refuse a text too long for a member's tokenizer, all over real HTTP."""
     import requests
 
-    from data_pipeline.prepare import load_catalogue
-    from serve.config import ServeConfig
     from data_pipeline.index import ProductIndex
-    from tests.test_serve import free_port, served
+    from data_pipeline.prepare import load_catalogue
     from model.encoder import TextEncoder
+    from serve.config import ServeConfig
+    from tests.test_serve import free_port, served
 
     catalogue = load_catalogue(prepared)
     encoder = TextEncoder.load(str(ensemble_dir))

@@ -11,14 +11,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # each package and the packages it may import (below it)
-LAYERS = ["common", "model", "data_pipeline", "evaluation", "train", "serve", "firstlight"]
+LAYERS = ["common", "model", "data_pipeline", "ranking", "evaluation", "train", "serve", "firstlight"]
 ALLOWED = {
     "common": set(),
     "model": {"common"},
     "data_pipeline": {"common", "model"},
-    "evaluation": {"common", "model", "data_pipeline"},
-    "train": {"common", "model", "data_pipeline", "evaluation"},
-    "serve": {"common", "model", "data_pipeline"},
+    "ranking": {"common", "model", "data_pipeline"},
+    "evaluation": {"common", "model", "data_pipeline", "ranking"},
+    "train": {"common", "model", "data_pipeline", "ranking", "evaluation"},
+    "serve": {"common", "model", "data_pipeline", "ranking"},
     "firstlight": set(LAYERS) - {"firstlight"},
 }
 
@@ -72,8 +73,9 @@ def test_modules_import_each_other_without_a_cycle():
 
 
 @pytest.mark.parametrize("module", ["serve.gateway", "serve.retriever_deployment"])
-def test_only_the_encoder_replica_loads_torch(module):
-    """The gateway validates and routes, the Retriever searches FAISS: only the Encoder needs torch's memory."""
+def test_only_the_model_replicas_load_torch(module):
+    """The gateway validates and routes, the Retriever searches FAISS and BM25: only the Encoder and
+    the Reranker need torch's memory."""
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

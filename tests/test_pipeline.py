@@ -23,7 +23,7 @@ def test_demo_end_to_end_then_reuses_finished_stages(small_homedepot, tiny_model
     assert saved["queries"] == results["queries"] > 10
     for name in ("bm25", "dense", "fusion"):
         means = saved["systems"][name]["mean"]
-        assert set(means) == {"ndcg@10", "recall@100", "mrr@10", "ndcg@10_judged"}
+        assert set(means) == {"ndcg@10", "recall@100", "mrr@10", "p@10", "judged@10", "ndcg@10_judged"}
         assert all(0.0 <= v <= 1.0 for v in means.values())
         assert len(saved["systems"][name]["per_query"]["ndcg@10"]) == saved["queries"]
     bm25 = saved["systems"]["bm25"]["mean"]
@@ -50,6 +50,45 @@ def test_demo_end_to_end_then_reuses_finished_stages(small_homedepot, tiny_model
     assert tuned["systems"]["bm25"]["mean"] == pytest.approx(bm25)
     assert main([*flags, "--tune-fusion-on", "test"]) == 2
     assert "tune_fusion_on" in capsys.readouterr().err
+
+    # A shop's own held-out file, its columns mapped, scored on the prepared catalogue with the reranker;
+    # the same judgments as the test split give the same figures, and a TREC run lands beside them.
+    from data_pipeline.prepare import load_split
+
+    held_out = load_split(work / "data", "test").rename(columns={"query": "q", "product_id": "sku", "relevance": "grade"})
+    held_out.to_csv(tmp_path / "held_out.csv", index=False)
+    reranker = _tiny_reranker(tiny_model_dir, tmp_path / "reranker")
+    out = tmp_path / "held_out.json"
+    assert main(["evaluate", "--prepared-dir", str(work / "data"), "--index-dir", str(work / "index"), "--max-length",
+                 "32", "--judgments", str(tmp_path / "held_out.csv"), "--query-column", "q", "--product-id-column",
+                 "sku", "--relevance-column", "grade", "--systems", "bm25,fusion,rerank", "--reranker", str(reranker),
+                 "--rerank-depth", "10", "--output", str(out)]) == 0
+    mine = json.loads(out.read_text())
+    assert mine["queries"] == saved["queries"] and mine["judgments"] == str(tmp_path / "held_out.csv")
+    assert mine["systems"]["bm25"]["mean"] == pytest.approx(bm25)
+    assert "| rerank |" in capsys.readouterr().out
+    lines = (tmp_path / "held_out.rerank.trec").read_text().splitlines()
+    qid, q0, pid, rank, score, system = lines[0].split()
+    assert (qid, q0, rank, system) == ("0", "Q0", "1", "rerank") and float(score) > 0
+    assert len({ln.split()[0] for ln in lines}) == saved["queries"]
+    # the reranker reordered each query's top 10 and left the rest of the first stage as it was
+    fusion = [ln.split()[2] for ln in (tmp_path / "held_out.fusion.trec").read_text().splitlines() if ln.startswith("0 ")]
+    reranked = [ln.split()[2] for ln in lines if ln.startswith("0 ")]
+    assert set(reranked[:10]) == set(fusion[:10]) and reranked[10:] == fusion[10:]
+    assert main(["evaluate", "--prepared-dir", str(work / "data"), "--systems", "bm25", "--judgments",
+                 str(tmp_path / "held_out.csv")]) == 2
+    assert "'query'" in capsys.readouterr().err  # the unmapped column is named
+
+
+def _tiny_reranker(tiny_model_dir, out):
+    import torch
+    from transformers import AutoTokenizer
+
+    from model.reranker import export_reranker, new_reranker
+
+    torch.manual_seed(0)
+    return export_reranker(new_reranker(str(tiny_model_dir)), AutoTokenizer.from_pretrained(tiny_model_dir), out,
+                           max_length=64)
 
 
 def test_evaluate_cli_runs_bm25_alone(small_homedepot, tmp_path, ray_session, capsys):

@@ -6,8 +6,8 @@ import zipfile
 
 import pytest
 
-from firstlight.cli import main
 from common.errors import ConfigError, DataError
+from firstlight.cli import main
 from model.folders import resolve_model_path
 from model.pretrained import FetchModelConfig, PackagedModel, run_fetch_model
 

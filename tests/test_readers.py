@@ -5,8 +5,13 @@ import json
 import pandas as pd
 import pytest
 
-from data_pipeline.readers import (CatalogueSpec, JudgmentSpec, homedepot_specs, read_dataset,
-                                   wands_specs)
+from data_pipeline.readers import (
+    CatalogueSpec,
+    JudgmentSpec,
+    homedepot_specs,
+    read_dataset,
+    wands_specs,
+)
 
 
 def test_homedepot_reader_on_real_rows(small_homedepot, ray_session):

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 import pytest
 import requests
 
+from data_pipeline.index import ProductIndex
 from data_pipeline.prepare import PrepareConfig, load_catalogue, run_prepare
 from serve.config import ServeConfig
-from data_pipeline.index import ProductIndex
 
 TOKEN = "s3cret-admin-token"
 
@@ -28,8 +28,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def artifacts(small_homedepot, tmp_path_factory, ray_session):
     """prepare -> embed (MiniLM) -> two saved indexes (two versions to switch between)."""
-    from model.folders import DEFAULT_MODEL
     from model.encoder import TextEncoder
+    from model.folders import DEFAULT_MODEL
 
     root = tmp_path_factory.mktemp("serve")
     prepared = run_prepare(PrepareConfig(dataset="homedepot", data_dir=str(small_homedepot),
@@ -107,7 +107,7 @@ def test_openapi_schema_documents_the_api(service):
     assert {"/v1/recommend", "/v1/recommend/batch", "/v1/items", "/v1/items/{product_id}", "/v1/admin/reload",
             "/healthz", "/readyz"} <= set(schema["paths"])
     body = schema["paths"]["/v1/recommend"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body["properties"]) == {"text", "k", "exclude"} and body["required"] == ["text"]
+    assert set(body["properties"]) == {"text", "k", "exclude", "rerank"} and body["required"] == ["text"]
     assert requests.get(service + "/healthz", timeout=30).json() == {"status": "ok"}
     assert requests.get(service + "/readyz", timeout=30).json()["status"] == "ready"
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from firstlight.cli import main
 from common.errors import ConfigError
+from firstlight.cli import main
 from model.encoder import TextEncoder
 from model.export import export_sentence_transformer
 from model.soup import SoupConfig, run_soup

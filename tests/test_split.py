@@ -2,9 +2,14 @@
 
 import pandas as pd
 
-from data_pipeline.prepare import PrepareConfig, load_split, prepared_manifest, run_prepare
-from data_pipeline.split import SPLITS, split_of
 from common.text import normalize_text
+from data_pipeline.prepare import (
+    PrepareConfig,
+    load_split,
+    prepared_manifest,
+    run_prepare,
+)
+from data_pipeline.split import SPLITS, split_of
 
 
 def splits_of(folder):

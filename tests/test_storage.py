@@ -100,9 +100,9 @@ def test_an_unreachable_storage_root_is_a_clear_error():
 def test_every_stage_reads_and_writes_an_s3_storage_root(s3, small_homedepot, tiny_model_dir,
                                                           tmp_path):
     from data_pipeline.embed import EmbedConfig, run_embed
+    from data_pipeline.index import IndexConfig, ProductIndex, run_index
     from data_pipeline.prepare import PrepareConfig, run_prepare
     from evaluation.evaluate import EvalConfig, run_evaluate
-    from data_pipeline.index import IndexConfig, ProductIndex, run_index
     from model.folders import resolve_model_path
 
     root = f"s3://{BUCKET}/shop"
@@ -194,8 +194,8 @@ def test_soups_and_ensembles_combine_models_in_the_bucket_into_the_bucket(s3, ti
 
 
 def test_a_cloud_input_needs_a_named_output(s3):
-    from data_pipeline.embed import EmbedConfig, run_embed
     from common.errors import ConfigError
+    from data_pipeline.embed import EmbedConfig, run_embed
 
     with pytest.raises(ConfigError, match="output_dir"):
         run_embed(EmbedConfig(prepared_dir=f"s3://{BUCKET}/shop/data"))
@@ -236,8 +236,8 @@ def test_serving_reads_its_index_and_catalogue_from_the_bucket(s3, s3_pipeline, 
     import numpy as np
 
     from common.errors import ConfigError
-    from serve.config import ServeConfig
     from data_pipeline.index import ProductIndex
+    from serve.config import ServeConfig
     from serve.live_index import LiveIndex
 
     index_uri = f"s3://{BUCKET}/pipeline/homedepot/index"

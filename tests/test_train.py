@@ -92,8 +92,8 @@ def test_bf16_on_cpu_learns_and_exports_the_fp32_master_weights(prepared, tiny_m
     import torch
     from safetensors.torch import load_file
 
-    from train.progress import read_history
     from train.driver import run_train
+    from train.progress import read_history
 
     cfg = tiny_config(prepared, tiny_model_dir, tmp_path, precision="bf16", zero_stage=1, num_workers=1,
                       cpus_per_worker=1, grad_accum=1, batch_size=16, max_steps=10, checkpoint_every=10,

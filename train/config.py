@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from common.config import check_choice, check_range
 from common.errors import ConfigError
@@ -27,6 +28,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 @dataclass
 class TrainConfig:
+    TASK: ClassVar[str] = "encoder"  # what is trained: the bi-encoder here, the reranker in a subclass
+
     prepared_dir: str | None = field(default=None, metadata={"help": "output of `prepare` (train/val splits)"})
     output_dir: str | None = field(default=None, metadata={"help": "default: PREPARED/../train"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "encoder to start from (folder or hub name)"})

@@ -23,14 +23,21 @@ import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
+
 from common import storage
 from common.errors import ConfigError
+from data_pipeline.prepare import load_split
+from evaluation.metrics import judged_from_frame
 from model.folders import resolve_model_path
+from ranking.offline import OfflineRanker
 from train.checkpoints import check_earlier_run, export_checkpoint
 from train.config import TrainConfig
 from train.loop import train_loop
 from train.pairs import build_pairs, tokenized_dataset
 from train.progress import write_curves
+from train.rerank_config import RerankerConfig
+from train.rerank_lists import mine_lists, tokenized_lists
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +57,21 @@ def fit(cfg: TrainConfig):
     check_earlier_run(cfg, output_uri)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "firstlight" / "torch_extensions"))
     model_path = resolve_model_path(cfg.model)
-    pairs = build_pairs(cfg.prepared_dir, cfg)
-    if len(pairs) < cfg.batch_size * cfg.num_workers:
-        raise ConfigError("batch_size", f"only {len(pairs)} training pairs for {cfg.num_workers} worker(s) x "
+    tokens, count, extra = (_reranker_data if cfg.TASK == "reranker" else _encoder_data)(cfg, model_path)
+    if count < cfg.batch_size * cfg.num_workers:
+        raise ConfigError("batch_size", f"only {count} training examples for {cfg.num_workers} worker(s) x "
                           f"batch {cfg.batch_size}", "lower --batch-size or add judgments")
-    steps_per_epoch = len(pairs) // (cfg.batch_size * cfg.num_workers * cfg.grad_accum)
+    steps_per_epoch = count // (cfg.batch_size * cfg.num_workers * cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps) if total_steps else cfg.max_steps
-    log.info("[train] %d pairs (%d with a hard negative); %d worker(s) x batch %d x accumulation %d; %d steps",
-             len(pairs), int(pairs["has_negative"].sum()), cfg.num_workers, cfg.batch_size, cfg.grad_accum,
-             total_steps)
+    log.info("[train] %d worker(s) x batch %d x accumulation %d; %d steps", cfg.num_workers, cfg.batch_size,
+             cfg.grad_accum, total_steps)
     if cfg.strategy == "deepspeed":
         log.info("[train] DeepSpeed ZeRO-%d%s, %s%s", cfg.zero_stage_in_use,
                  f" (asked {cfg.zero_stage}: one worker has nothing to shard)" if cfg.zero_stage_in_use != cfg.zero_stage
                  else "", cfg.precision, " by autocast over fp32 weights" if cfg.autocast else "")
     out = cfg.resolved_output_dir()
-    tokens = tokenized_dataset(pairs, model_path, cfg)
     if cfg.pretokenize:  # on few cores a tokeniser running beside the training loop slows every step
         tokens = tokens.materialize()
     trainer = TorchTrainer(
@@ -74,7 +79,8 @@ def fit(cfg: TrainConfig):
         # a worker on another node fetches its own copy of cloud inputs (validation reads the val split)
         train_loop_config={"cfg": asdict(replace(cfg, prepared_dir=prepared_uri or cfg.prepared_dir)),
                            "model_path": model_path, "total_steps": max(total_steps, 1),
-                           "fail_marker": str(out / ".failed_once"), "output_uri": output_uri},
+                           "fail_marker": str(out / ".failed_once"), "output_uri": output_uri,
+                           "task": cfg.TASK, **extra},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker},
                                      placement_strategy=cfg.placement_strategy),
@@ -87,6 +93,34 @@ def fit(cfg: TrainConfig):
             failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )
     return trainer.fit()
+
+
+def _encoder_data(cfg: TrainConfig, model_path: str):
+    """(tokenised pairs, pair count, extra loop config) for the bi-encoder."""
+    pairs = build_pairs(cfg.prepared_dir, cfg)
+    log.info("[train] %d pairs (%d with a hard negative)", len(pairs), int(pairs["has_negative"].sum()))
+    return tokenized_dataset(pairs, model_path, cfg), len(pairs), {}
+
+
+def _reranker_data(cfg: RerankerConfig, model_path: str):
+    """(tokenised query groups, group count, the validation lists) for the reranker, mined from the
+    first stage the server runs."""
+    ranker = OfflineRanker(cfg.prepared_dir, cfg.first_stage_index_dir, spell_correct=cfg.spell_correct)
+    lists = mine_lists(cfg, ranker, "train").sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
+    if cfg.max_pairs:  # here: query groups
+        lists = lists.head(cfg.max_pairs)
+    extra = {"val_lists": [], "val_judged": None}
+    if cfg.val_queries:
+        judged = judged_from_frame(load_split(cfg.prepared_dir, "val"))
+        rng = np.random.default_rng(cfg.seed)
+        queries = sorted(rng.choice(judged.queries, size=min(cfg.val_queries, len(judged.queries)),
+                                    replace=False).tolist())
+        texts, candidates = ranker.candidates(queries, cfg.first_stage, cfg.rerank_depth)
+        extra["val_lists"] = [{"key": q, "query": t, "ids": [c["id"] for c in cands],
+                               "texts": [c["text"] for c in cands]} for q, t, cands in zip(queries, texts, candidates)]
+        extra["val_judged"] = {name: {q: getattr(judged, name)[q] for q in queries}
+                               for name in ("graded", "binary", "candidates")}
+    return tokenized_lists(lists, model_path, cfg), len(lists), extra
 
 
 def _on_local_paths(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from model.encoder import TextEncoder
+from model.reranker import new_reranker
 from train.config import TrainConfig
 from train.lora import add_adapters
 
@@ -20,13 +21,17 @@ _NO_DECAY = ("bias", "LayerNorm.weight")
 
 
 def load_trainable(cfg: TrainConfig, model_path: str):
-    """The encoder to train: in training mode (dropout as --dropout says), with LoRA adapters if asked."""
+    """The model to train (the encoder, or for the reranker a one-logit cross-encoder on the encoder's
+    weights): in training mode (dropout as --dropout says), with LoRA adapters if asked."""
     from transformers import AutoModel
 
     # On CPU, PyTorch's fused (flash) attention backward is slow in bf16: MiniLM's backward took 238-276 ms
     # a step with it against 131-148 in the plain matrix-product form. (With dropout on, the fused kernel
     # falls back to that form anyway.) GPUs keep transformers' own choice.
-    model = AutoModel.from_pretrained(model_path, attn_implementation=None if cfg.use_gpu else "eager")
+    attention = None if cfg.use_gpu else "eager"
+    if cfg.TASK == "reranker":
+        return new_reranker(model_path, attn_implementation=attention).train(cfg.dropout)
+    model = AutoModel.from_pretrained(model_path, attn_implementation=attention)
     if cfg.lora_rank:
         model = add_adapters(model, cfg)
     return model.train(cfg.dropout)  # from_pretrained hands back a model in eval mode: dropout off
@@ -115,6 +120,13 @@ class Engine:
         ids, mask = ids[:, :length].to(self.device), mask[:, :length].to(self.device)
         out = self.engine(input_ids=ids, attention_mask=mask)
         return TextEncoder.pool(out.last_hidden_state, mask)
+
+    def score(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """The cross-encoder's relevance logit per (query, product) pair."""
+        length = int(mask.sum(dim=1).max().item())
+        out = self.engine(input_ids=ids[:, :length].to(self.device), attention_mask=mask[:, :length].to(self.device),
+                          token_type_ids=types[:, :length].to(self.device))
+        return out.logits[:, 0]
 
     def backward_step(self, loss: torch.Tensor, whole: bool = False) -> bool:
         """Backward and (on an accumulation boundary) step; True when the optimizer stepped.

@@ -29,6 +29,8 @@ from train.config import TrainConfig
 from train.engine import Engine, load_trainable
 from train.losses import make_loss, world
 from train.progress import RunLog
+from train.rerank_config import RerankerConfig
+from train.rerank_losses import RerankLoss, RerankValidator
 from train.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ def train_loop(config: dict) -> None:
     from transformers import AutoTokenizer
 
     setup_logging()  # a worker's progress lines reach the driver's terminal through Ray's log forwarding
-    cfg = TrainConfig(**config["cfg"])
+    cfg = config_class(config.get("task", "encoder"))(**config["cfg"])
     if storage.is_uri(cfg.prepared_dir):  # this node's mirror (fetched once per node)
         cfg = replace(cfg, prepared_dir=str(storage.pull(cfg.prepared_dir)))
     model_path = resolve_model_path(cfg.model) if storage.is_uri(cfg.model) else config["model_path"]
@@ -57,8 +59,13 @@ def train_loop(config: dict) -> None:
     _record_nodes(rank, world_size, output_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     engine = Engine(cfg, load_trainable(cfg, model_path), config["total_steps"], world_size)
-    loss_fn = make_loss(cfg)
-    validator = Validator(cfg, tokenizer) if cfg.val_queries else None
+    if cfg.TASK == "reranker":
+        loss_fn = RerankLoss(cfg.loss)
+        validator = RerankValidator(config["val_lists"], config["val_judged"], tokenizer, cfg.pair_max_length) \
+            if cfg.val_queries else None
+    else:
+        loss_fn = make_loss(cfg)
+        validator = Validator(cfg, tokenizer) if cfg.val_queries else None
     state = restore(engine, cfg, rank, output_dir)
 
     def checkpoint(metrics: dict) -> None:
@@ -82,7 +89,7 @@ def train_loop(config: dict) -> None:
                 started = time.perf_counter()  # throughput counts from the first batch, not data start-up
             loss, logged, stepped = loss_fn.step(engine, batch)
             state["micro_in_epoch"] += 1
-            pairs_seen += len(batch["query_ids"]) * world_size
+            pairs_seen += _pairs_in(batch) * world_size
             if not stepped:
                 continue
             state["step"] += 1
@@ -109,6 +116,17 @@ def train_loop(config: dict) -> None:
         checkpoint({"step": state["step"], "epoch": state["epoch"]})
     if run_log is not None:
         run_log.close()
+
+
+def config_class(task: str) -> type[TrainConfig]:
+    return RerankerConfig if task == RerankerConfig.TASK else TrainConfig
+
+
+def _pairs_in(batch: dict) -> int:
+    """Training pairs in a micro-batch: (query, product) pairs of the bi-encoder or the reranker."""
+    if "pair_ids" in batch:
+        return int(batch["valid"].sum().item())
+    return len(batch["query_ids"])
 
 
 def _maybe_fail(cfg: TrainConfig, step: int, marker: str) -> None:
