@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(default_workdir() / "homedepot"))
     parser.add_argument("--index-dir", default=None, help="default WORKDIR/finetuned-train/index")
     parser.add_argument("--reranker", required=True)
-    parser.add_argument("--depth", type=int, default=30, help="the default rerank depth (replayed)")
+    parser.add_argument("--depth", type=int, default=20, help="the default rerank depth (replayed)")
     parser.add_argument("--seconds", type=float, default=15)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,7 +77,7 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     base = dict(index_dir=index_dir, encoder_num_cpus=0.5, retriever_num_cpus=0.25, gateway_num_cpus=0.25,
-                reranker_num_cpus=1, encoder_max_replicas=1, reranker_max_replicas=1, port=port)
+                reranker_num_cpus=1, reranker_threads=2, encoder_max_replicas=1, reranker_max_replicas=1, port=port)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
 
     def deploy(**settings):
@@ -117,7 +117,7 @@ rankings scored like the offline evaluation of the same settings ({replay_s:.0f}
 |---|---|---|---|
 {chr(10).join(rows)}
 
-Latency through HTTP on this machine (Encoder 0.5 CPU, Reranker 1 CPU, Retriever and gateway 0.25 CPU each;
+Latency through HTTP on this machine (Encoder 0.5 CPU, Reranker 1 CPU with 2 torch threads, Retriever and gateway 0.25 CPU each;
 one replica each; {args.seconds:.0f} s per level; real test queries, k=10):
 
 | mode | 1 client p50 ms | p99 ms | QPS | 32 clients p50 ms | p99 ms | QPS | errors |

@@ -1,6 +1,8 @@
 """Quality of the ranking path, stage by stage, on both yardsticks: the crowd labels of the test split
 (835 queries, full catalogue) and the densely judged pool (80 test queries, every pooled top-10
-product graded; shared/data/homedepot/judged_pool).
+product graded; shared/data/homedepot/judged_pool), plus `benchmarks/results/pool_supplement.csv`,
+the products FirstLight's rankers put in their top 10 that the pool had not graded, graded blind by
+the pool's guideline.
 
 Rows: BM25, the fine-tuned encoder alone, the hybrid first stage (RRF, and the weighted sum tuned on
 val), the reranker over the hybrid at depths 20/30/50/100, the reranker blended with the first stage
@@ -39,11 +41,20 @@ def main() -> None:
     parser.add_argument("--default-depth", type=int, default=30)
     args = parser.parse_args()
 
+    import pandas as pd
+
+    from benchmarks.pool_unjudged import SUPPLEMENT
     from common.runtime import setup_logging
     from data_pipeline.prepare import load_catalogue, load_split
     from data_pipeline.readers import JudgmentSpec, read_judgments_frame
     from evaluation.compare import paired_bootstrap
-    from evaluation.metrics import EXTRA_METRICS, METRICS, evaluate_run, judged_from_frame, tune_fusion
+    from evaluation.metrics import (
+        EXTRA_METRICS,
+        METRICS,
+        evaluate_run,
+        judged_from_frame,
+        tune_fusion,
+    )
     from model.reranker import Reranker
     from ranking.fusion import fuse_runs
     from ranking.hybrid import FirstStage
@@ -56,9 +67,12 @@ def main() -> None:
     index_dir = args.index_dir or str(root / "finetuned-train" / "index")
     ranker = OfflineRanker(str(prepared), index_dir)
     known = frozenset(load_catalogue(prepared)["product_id"])
+    pool = [read_judgments_frame(JudgmentSpec(args.pool, "search_term", "product_uid"), known)]
+    if SUPPLEMENT.exists():  # products the pool did not grade, graded blind by the same guideline
+        pool.append(read_judgments_frame(JudgmentSpec(str(SUPPLEMENT), "search_term", "product_uid"), known))
     sets = {"val": judged_from_frame(load_split(prepared, "val")),
             "test": judged_from_frame(load_split(prepared, "test")),
-            "pool": judged_from_frame(read_judgments_frame(JudgmentSpec(args.pool, "search_term", "product_uid"), known))}
+            "pool": judged_from_frame(pd.concat(pool, ignore_index=True))}
     stage = FirstStage()
     sides = {name: ranker.sides(j.queries, stage) for name, j in sets.items()}
 
@@ -103,7 +117,9 @@ def main() -> None:
         return {q: as_run(rerank(c, s[:depth], depth, w)) for q, c, s in zip(sets[name].queries, cands, scores)}
 
     runs = {name: dict(first_stage[name]) for name in ("test", "pool")}
-    default_scores = {name: scored(args.reranker, name, max(DEPTHS)) for name in ("val", "test", "pool")}
+    # val only tunes the blend at the default depth; test and pool are scored once at the deepest depth
+    default_scores = {name: scored(args.reranker, name, args.default_depth if name == "val" else max(DEPTHS))
+                      for name in ("val", "test", "pool")}
     for depth in DEPTHS:
         for name in ("test", "pool"):
             runs[name][f"+ rerank depth {depth}"] = reranked_run(name, *default_scores[name], depth)
@@ -117,9 +133,10 @@ def main() -> None:
             reranked_run(name, *default_scores[name], args.default_depth, blend)
     if args.variants:
         for folder in sorted(Path(args.variants).glob("*/model")):
+            same = folder.resolve() == Path(args.reranker).resolve()  # its scores are already there
             for name in ("test", "pool"):
-                runs[name][f"variant {folder.parent.name}, depth 30"] = reranked_run(
-                    name, *scored(str(folder), name, 30), 30)
+                cands, scores = default_scores[name] if same else scored(str(folder), name, 30)
+                runs[name][f"variant {folder.parent.name}, depth 30"] = reranked_run(name, cands, scores, 30)
 
     def table(name):
         cols = [*METRICS, *EXTRA_METRICS]
@@ -147,10 +164,38 @@ def main() -> None:
     body.append(f"First stage: dense weight {weight:.2f} (wsum) and RRF k={rrf_k} tuned for nDCG@10 on "
                 f"{len(sets['val'].queries)} val queries; reranker blend weight {blend:.1f} tuned on val "
                 f"(val nDCG@10 by weight: {', '.join(f'{w}: {v:.3f}' for w, v in zip(grid, val_scores))}).")
+    write_disagreements(runs["pool"], sets["pool"], hybrid_name, served, ranker.hybrid.titles,
+                        raw["pool"], Path(__file__).resolve().parent / "results" / "rerank_disagreements.md")
     update_section("rerank", "Ranking path: hybrid first stage and cross-encoder reranker",
                    "python benchmarks/bench_rerank.py --reranker " + args.reranker +
                    (f" --variants {args.variants}" if args.variants else ""), "\n\n".join(body), raw)
     print(json.dumps({"dense_weight": weight, "rrf_k": rrf_k, "blend": blend}))
+
+
+def write_disagreements(runs: dict, judged, first: str, second: str, titles: dict, means: dict, path: Path) -> None:
+    """The pool queries where the two rankings' nDCG@10 differ most (both ways), with each top 5 and
+    its grades (gain 0-2; '?' = ungraded), to read what the reranker does."""
+    from evaluation.metrics import evaluate_run
+
+    a = evaluate_run(runs[first], judged, per_query=True)["ndcg@10"]
+    b = evaluate_run(runs[second], judged, per_query=True)["ndcg@10"]
+    order = sorted(range(len(a)), key=lambda i: b[i] - a[i])
+    picked = order[:6] + order[-6:]
+    lines = [f"# Where `{second}` and `{first}` disagree most (densely judged pool)\n",
+             "Grades: the pool's gain (relevance - 1: 0 irrelevant, 1 partly, 2 exact); ? = not graded.\n"]
+    for i in picked:
+        q = judged.queries[i]
+        lines.append(f"## {q!r}: nDCG@10 {a[i]:.2f} -> {b[i]:.2f}\n")
+        for name in (first, second):
+            top = sorted(runs[name][q].items(), key=lambda h: -h[1])[:5]
+            graded = judged.graded[q]
+            known = set(judged.candidates[q])
+            cells = [f"{titles.get(p, p)} [{graded.get(p, 0) / 12:.1f}]" if p in known else f"{titles.get(p, p)} [?]"
+                     for p, _ in top]
+            lines.append(f"- {name}: " + "; ".join(cells))
+        lines.append("")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

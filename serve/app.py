@@ -1,4 +1,5 @@
-"""The FirstLight Ray Serve application: Gateway (HTTP) -> Encoder (autoscaled) + Retriever (FAISS).
+"""The FirstLight Ray Serve application: Gateway (HTTP) -> Encoder (autoscaled) + Retriever (FAISS + BM25)
++ Reranker (autoscaled, when a cross-encoder is configured).
 
 Start it with one command:
 
@@ -29,32 +30,30 @@ def build_app(args: dict | ServeConfig):
     cfg = cfg.absolute()
     cfg.resolved_model()  # an index without a recorded model is refused here, not in a replica
     config = asdict(cfg)
-    encoder = Encoder.options(
-        autoscaling_config={"min_replicas": cfg.encoder_min_replicas, "max_replicas": cfg.encoder_max_replicas,
-                            "target_ongoing_requests": cfg.encoder_target_ongoing_requests,
-                            "upscale_delay_s": cfg.upscale_delay_s, "downscale_delay_s": cfg.downscale_delay_s,
-                            "metrics_interval_s": 1.0, "look_back_period_s": 5.0},
-        # a replica must accept a full batch's worth of requests for dynamic batching to fill it
-        max_ongoing_requests=max(2 * cfg.batch_max_size, int(2 * cfg.encoder_target_ongoing_requests)),
-        ray_actor_options={"num_cpus": cfg.encoder_num_cpus, "num_gpus": cfg.encoder_num_gpus},
-    ).bind(config)
+    encoder = _autoscaled(Encoder, cfg, "encoder", cfg.batch_max_size).bind(config)
     retriever = Retriever.options(
         num_replicas=1, max_ongoing_requests=256,
         ray_actor_options={"num_cpus": cfg.retriever_num_cpus, "num_gpus": cfg.retriever_num_gpus},
     ).bind(config)
-    reranker = None
-    if cfg.reranker:
-        reranker = Reranker.options(
-            autoscaling_config={"min_replicas": cfg.reranker_min_replicas, "max_replicas": cfg.reranker_max_replicas,
-                                "target_ongoing_requests": cfg.reranker_target_ongoing_requests,
-                                "upscale_delay_s": cfg.upscale_delay_s, "downscale_delay_s": cfg.downscale_delay_s,
-                                "metrics_interval_s": 1.0, "look_back_period_s": 5.0},
-            max_ongoing_requests=max(2 * cfg.reranker_batch_max_size, int(2 * cfg.reranker_target_ongoing_requests)),
-            ray_actor_options={"num_cpus": cfg.reranker_num_cpus, "num_gpus": cfg.reranker_num_gpus},
-        ).bind(config)
+    reranker = _autoscaled(Reranker, cfg, "reranker", cfg.reranker_batch_max_size).bind(config) \
+        if cfg.reranker else None
     return Gateway.options(num_replicas=cfg.gateway_replicas, max_ongoing_requests=512,
                            ray_actor_options={"num_cpus": cfg.gateway_num_cpus}).bind(config, encoder, retriever,
                                                                                       reranker)
+
+
+def _autoscaled(deployment, cfg: ServeConfig, name: str, batch_max_size: int):
+    """A model-holding deployment (``name`` encoder or reranker) with its replicas, autoscaling and CPUs/GPUs."""
+    setting = lambda key: getattr(cfg, f"{name}_{key}")  # noqa: E731
+    return deployment.options(
+        autoscaling_config={"min_replicas": setting("min_replicas"), "max_replicas": setting("max_replicas"),
+                            "target_ongoing_requests": setting("target_ongoing_requests"),
+                            "upscale_delay_s": cfg.upscale_delay_s, "downscale_delay_s": cfg.downscale_delay_s,
+                            "metrics_interval_s": 1.0, "look_back_period_s": 5.0},
+        # a replica must accept a full batch's worth of requests for dynamic batching to fill it
+        max_ongoing_requests=max(2 * batch_max_size, int(2 * setting("target_ongoing_requests"))),
+        ray_actor_options={"num_cpus": setting("num_cpus"), "num_gpus": setting("num_gpus")},
+    )
 
 
 def run_serve(cfg: ServeConfig, blocking: bool = True) -> str:

@@ -26,7 +26,7 @@ class Reranker:
         import torch
 
         self.cfg = ServeConfig(**config)
-        torch.set_num_threads(max(1, int(self.cfg.reranker_num_cpus)))
+        torch.set_num_threads(self.cfg.reranker_threads or max(1, int(self.cfg.reranker_num_cpus)))
         self.models = VersionCache()
         self.score_one.set_max_batch_size(self.cfg.reranker_batch_max_size)
         self.score_one.set_batch_wait_timeout_s(self.cfg.batch_wait_s)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from data_pipeline.prepare import load_split
 from ranking.offline import OfflineRanker
+from train.pairs import tokenize_on_ray
 
 log = logging.getLogger(__name__)
 IRRELEVANT = 1.0
@@ -83,9 +84,5 @@ class TokenizeGroups:
 
 
 def tokenized_lists(lists: pd.DataFrame, model_path: str, cfg):
-    import ray.data
-
-    return ray.data.from_pandas(lists).map_batches(
-        TokenizeGroups, fn_constructor_kwargs={"model_path": model_path, "group_size": cfg.group_size,
-                                               "max_length": cfg.pair_max_length},
-        batch_size=256, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
+    return tokenize_on_ray(lists, TokenizeGroups, {"model_path": model_path, "group_size": cfg.group_size,
+                                                   "max_length": cfg.pair_max_length}, 256, "pandas")

@@ -21,7 +21,6 @@ from torch import nn
 
 from evaluation.metrics import Judged, evaluate_run
 
-
 LISTNET_GAIN = 1.5  # relevance 1..3 -> gains 0..3
 CHUNKS = 2  # pairs are scored in length-sorted chunks: a batch pads to its longest pair, twice the mean here
 
