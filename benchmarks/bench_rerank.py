@@ -9,7 +9,8 @@ val), the reranker over the hybrid at depths 20/30/50/100, the reranker blended 
 (weight tuned on val), and the reranker variants (loss x start weights) at depth 30. Each query's
 candidates are scored once at the deepest depth and every row reuses them through the same
 ``ranking.rerank.rerank`` the server applies (a reranker's score of a product does not depend on the
-depth). Paired bootstraps compare the served default with the encoder alone and the best fusion.
+depth). Paired bootstraps compare the reranker at ``--default-depth`` with the encoder alone and the
+best fusion; the served default itself is measured by `bench_served_default.py`.
 
     python benchmarks/bench_rerank.py --reranker artifacts/homedepot/reranker/model
 """
@@ -158,7 +159,7 @@ def main() -> None:
         for other in ("dense", hybrid_name):
             for metric in ("ndcg@10", "recall@100" if name == "test" else "p@10"):
                 b = paired_bootstrap(results[served][metric], results[other][metric])
-                compare.append(f"- served ({served.strip('+ ')}) vs {other}, {metric}: {b['mean_diff']:+.3f} "
+                compare.append(f"- {served.strip('+ ')} vs {other}, {metric}: {b['mean_diff']:+.3f} "
                                f"(95% CI {b['ci_low']:+.3f} to {b['ci_high']:+.3f})")
         body.append(f"### {title}\n\n{text}\n\nPaired bootstrap (10,000 resamples over queries):\n" + "\n".join(compare))
     body.append(f"First stage: dense weight {weight:.2f} (wsum) and RRF k={rrf_k} tuned for nDCG@10 on "

@@ -75,7 +75,7 @@ class EvalConfig:
     tune_fusion_on: str | None = field(default=None, metadata={
         "help": "tune rrf_k or dense_weight for nDCG@10 on this split (val) before evaluating"})
     reranker: str | None = field(default=None, metadata={"help": "rerank: the cross-encoder folder (train-reranker's)"})
-    rerank_depth: int = field(default=20, metadata={"help": "rerank: first-stage products reordered per query"})
+    rerank_depth: int = field(default=10, metadata={"help": "rerank: first-stage products reordered per query"})
     reranker_precision: str = field(default="auto", metadata={
         "help": "rerank: fp32, bf16 (autocast) or auto (bf16 where the hardware has it, as served)"})
     rerank_weight: float = field(default=0.6, metadata={

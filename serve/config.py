@@ -39,7 +39,7 @@ class ServeConfig:
         "help": "products each first-stage side retrieves before fusing"})
     reranker: str | None = field(default=None, metadata={
         "help": "cross-encoder folder (`firstlight train-reranker`'s OUTPUT/model); none = no second stage"})
-    rerank_depth: int = field(default=20, metadata={"help": "first-stage products the reranker reorders per request"})
+    rerank_depth: int = field(default=10, metadata={"help": "first-stage products the reranker reorders per request"})
     rerank_weight: float = field(default=0.6, metadata={
         "help": "the reranker's share of a blended score with the first stage's (1 = reranker alone)"})
     rerank_timeout_s: float = field(default=2.0, metadata={

@@ -95,15 +95,17 @@ def test_evaluate_cli_runs_bm25_alone(small_homedepot, tmp_path, ray_session, ca
     code = main(["prepare", "--dataset", "homedepot", "--data-dir", str(small_homedepot),
                  "--output-dir", str(tmp_path / "data")])
     assert code == 0
-    code = main(["evaluate", "--prepared-dir", str(tmp_path / "data"), "--systems", "bm25", "--split", "val"])
+    code = main(["evaluate", "--prepared-dir", str(tmp_path / "data"), "--systems", "bm25", "--split", "val",
+                 "--spell-correct", "false"])
     out = capsys.readouterr().out
     assert code == 0 and "| bm25 |" in out and "| dense |" not in out
     plain = json.loads((tmp_path / "eval" / "val.json").read_text())
     assert plain["split"] == "val" and "spell_correct" not in plain
 
-    # with spelling correction: real misspelt queries are corrected, results stay keyed by what was typed
+    # with spelling correction (the default, as served): real misspelt queries are corrected, results
+    # stay keyed by what was typed
     code = main(["evaluate", "--prepared-dir", str(tmp_path / "data"), "--systems", "bm25", "--split", "val",
-                 "--spell-correct", "true", "--output", str(tmp_path / "spelled.json")])
+                 "--output", str(tmp_path / "spelled.json")])
     assert code == 0
     spelled = json.loads((tmp_path / "spelled.json").read_text())
     assert spelled["query_order"] == plain["query_order"]

@@ -29,7 +29,7 @@ def ranked_service(artifacts, reranker_dir):  # noqa: F811
     root, _ = artifacts
     cfg = ServeConfig(index_dir=str(root / "index"), state_dir=str(root / "ranking_state"),
                       admin_token_file=str(root / "token"), reranker=str(reranker_dir), rerank_depth=8,
-                      reranker_precision="fp32",
+                      reranker_precision="fp32", rerank_weight=1.0,
                       encoder_num_cpus=0.25, retriever_num_cpus=0.25, gateway_num_cpus=0.1, reranker_num_cpus=0.25,
                       encoder_max_replicas=1, reranker_max_replicas=1, port=free_port())
     with served(cfg, name="firstlight-ranked") as url:

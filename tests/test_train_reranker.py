@@ -77,8 +77,9 @@ def test_two_worker_zero2_run_recovers_from_a_failure_and_exports_a_cross_encode
     model_dir = Path(run_train(cfg))
     assert (tmp_path / ".failed_once").exists() and (tmp_path / "resumed_from.txt").read_text().strip() == "2"
     history = read_history(tmp_path)
-    assert [h["step"] for h in history][-1] == 4 and all(np.isfinite(h["loss"]) for h in history)
-    assert all(0.0 <= h["val_ndcg@10"] <= 1.0 for h in history if "val_ndcg@10" in h)
+    assert history["step"].iloc[-1] == 4 and np.isfinite(history["loss"]).all()
+    validated = history["val_ndcg@10"].dropna()
+    assert len(validated) >= 1 and validated.between(0.0, 1.0).all()
     saved = json.loads((model_dir / "firstlight.json").read_text())
     assert saved["kind"] == "reranker" and saved["loss"] == "listnet" and saved["step"] in (2, 4)
     shards = list((tmp_path / "run").glob("checkpoint_*/state/*zero_pp_rank_1_*optim_states.pt"))
