@@ -237,6 +237,7 @@ def test_serving_reads_its_index_and_catalogue_from_the_bucket(s3, s3_pipeline, 
 
     from common.errors import ConfigError
     from data_pipeline.index import ProductIndex
+    from ranking.hybrid import FirstStage
     from serve.config import ServeConfig
     from serve.live_index import LiveIndex
 
@@ -254,4 +255,5 @@ def test_serving_reads_its_index_and_catalogue_from_the_bucket(s3, s3_pipeline, 
     query = np.random.default_rng(0).standard_normal((1, live.dim)).astype("float32")
     query /= np.linalg.norm(query)
     _, ids = local.search(query, 5)
-    assert [hit[0] for hit in live.search(query, 5)[0]] == list(ids[0])
+    dense = FirstStage(mode="dense")  # the saved FAISS index's own ranking
+    assert [hit["id"] for hit in live.search(query, ["any text"], 5, dense)[0]] == list(ids[0])
