@@ -78,7 +78,7 @@ def main() -> None:
     sides = {name: ranker.sides(j.queries, stage) for name, j in sets.items()}
 
     def base_runs(name):
-        texts, dense, lexical = sides[name]
+        texts, _, dense, lexical = sides[name]
         q = sets[name].queries
         return dict(zip(q, dense)), dict(zip(q, lexical))
 

@@ -138,14 +138,15 @@ def _judged(cfg: EvalConfig, prepared: Path, split: str | None):
 
 
 def _runs(cfg: EvalConfig, ranker: OfflineRanker, judged, need_dense: bool, need_lexical: bool):
-    """(texts as ranked, bm25 run, dense run) for the judged queries."""
+    """(texts as ranked, their query vectors, bm25 run, dense run) for the judged queries."""
     mode = "hybrid" if need_dense and need_lexical else ("dense" if need_dense else "lexical")
     queries = judged.queries
-    texts, dense, lexical = ranker.sides(queries, cfg.first_stage(mode))
-    return texts, (dict(zip(queries, lexical)) if lexical else None), (dict(zip(queries, dense)) if dense else None)
+    texts, vectors, dense, lexical = ranker.sides(queries, cfg.first_stage(mode))
+    return (texts, vectors, dict(zip(queries, lexical)) if lexical else None,
+            dict(zip(queries, dense)) if dense else None)
 
 
-def _candidate_scores(cfg: EvalConfig, ranker: OfflineRanker, judged, texts, reranker) -> dict:
+def _candidate_scores(cfg: EvalConfig, ranker: OfflineRanker, judged, texts, q_vectors, reranker) -> dict:
     """Each system's scores of each query's judged products (the rerank protocol's nDCG@10_judged)."""
     queries = judged.queries
     out = {}
@@ -155,7 +156,6 @@ def _candidate_scores(cfg: EvalConfig, ranker: OfflineRanker, judged, texts, rer
         emb_dir = Path(cfg.embeddings_dir) if cfg.embeddings_dir else Path(cfg.index_dir).parent / "embeddings"
         product_ids, vectors = load_embeddings(emb_dir / "vectors")
         row = {p: i for i, p in enumerate(product_ids)}
-        q_vectors = ranker.encoder.encode(texts, batch_size=128)
         out["dense"] = {}
         for q, qv in zip(queries, q_vectors):
             cands = [p for p in judged.candidates[q] if p in row]
@@ -200,7 +200,7 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
         info["model"] = ranker.model
     if cfg.tune_fusion_on:
         tuning = _judged(cfg, prepared, cfg.tune_fusion_on)
-        _, tune_bm25, tune_dense = _runs(cfg, ranker, tuning, True, True)
+        _, _, tune_bm25, tune_dense = _runs(cfg, ranker, tuning, True, True)
         params = tune_fusion([tune_dense, tune_bm25], tuning, cfg.fusion, cfg.depth)
         if cfg.fusion == "wsum":  # the weights follow the runs' order: dense first, BM25 second
             cfg = replace(cfg, dense_weight=params["weights"][0])
@@ -208,7 +208,7 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
             cfg = replace(cfg, rrf_k=int(params["k"]))
         log.info("[evaluate] fusion %s tuned on %d %s queries: %s", cfg.fusion, len(tuning.queries),
                  cfg.tune_fusion_on, params)
-    texts, bm25_run, dense_run = _runs(cfg, ranker, judged, need_dense, need_lexical)
+    texts, q_vectors, bm25_run, dense_run = _runs(cfg, ranker, judged, need_dense, need_lexical)
     if cfg.spell_correct:
         info["spell_correct"] = {"queries_changed": sum(t != q for q, t in zip(queries, texts)), "queries": len(queries)}
     runs = {"bm25": bm25_run, "dense": dense_run}
@@ -224,7 +224,7 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
         reranked = rerank_all(reranker, texts, candidates, cfg.rerank_depth, cfg.rerank_weight)
         runs["rerank"] = {q: as_run(r) for q, r in zip(queries, reranked)}
         info["rerank"] = {"model": cfg.reranker, "depth": cfg.rerank_depth, "weight": cfg.rerank_weight}
-    candidate_runs = _candidate_scores(cfg, ranker, judged, texts, reranker)
+    candidate_runs = _candidate_scores(cfg, ranker, judged, texts, q_vectors, reranker)
 
     results = {"split": cfg.split if not cfg.judgments else None, "judgments": cfg.judgments,
                "queries": len(queries), "dataset": manifest.get("dataset"),

@@ -48,18 +48,18 @@ class OfflineRanker:
         return [self.speller.correct(q) for q in queries] if self.speller else list(queries)
 
     def sides(self, queries: list[str], stage: FirstStage):
-        """(texts as ranked, dense lists, lexical lists) for the queries."""
+        """(texts as ranked, their query vectors (None for lexical), dense lists, lexical lists)."""
         texts = self.corrected(queries)
         start = time.perf_counter()
         vectors = self.encoder.encode(texts, batch_size=128) if stage.mode != "lexical" else None
         dense, lexical = self.hybrid.sides(vectors, texts, stage)
         log.info("[rank] first stage (%s) for %d queries in %.1fs", stage.mode, len(queries),
                  time.perf_counter() - start)
-        return texts, dense, lexical
+        return texts, vectors, dense, lexical
 
     def candidates(self, queries: list[str], stage: FirstStage, k: int) -> tuple[list[str], list[list[dict]]]:
         """(texts as ranked, the first stage's top-k candidate dicts per query)."""
-        texts, dense, lexical = self.sides(queries, stage)
+        texts, _, dense, lexical = self.sides(queries, stage)
         fused = HybridIndex.fused(dense, lexical, stage)
         return texts, [[{"id": p, "text": self.hybrid.texts.get(p, ""), "title": self.hybrid.titles.get(p, ""),
                          "score": s} for p, s in list(ranking.items())[:k]] for ranking in fused]

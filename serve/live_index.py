@@ -108,9 +108,6 @@ class LiveIndex:
         self.refresh()
         return self.hybrid.search(vectors, texts, k, stage, exclude)
 
-    def title(self, product_id: str) -> str:
-        return self.hybrid.titles.get(product_id, "")
-
 
 class ChangeLogTail:
     """The complete records appended to a change log since the last read (other replicas append too)."""

@@ -38,6 +38,7 @@ from train.pairs import build_pairs, tokenized_dataset
 from train.progress import write_curves
 from train.rerank_config import RerankerConfig
 from train.rerank_lists import mine_lists, tokenized_lists
+from train.validation import sample_queries
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,7 @@ def _reranker_data(cfg: RerankerConfig, model_path: str):
     extra = {"val_lists": [], "val_judged": None}
     if cfg.val_queries:
         judged = judged_from_frame(load_split(cfg.prepared_dir, "val"))
-        rng = np.random.default_rng(cfg.seed)
-        queries = sorted(rng.choice(judged.queries, size=min(cfg.val_queries, len(judged.queries)),
-                                    replace=False).tolist())
+        queries = sample_queries(judged, cfg.val_queries, np.random.default_rng(cfg.seed))
         texts, candidates = ranker.candidates(queries, cfg.first_stage, cfg.rerank_depth)
         extra["val_lists"] = [{"key": q, "query": t, "ids": [c["id"] for c in cands],
                                "texts": [c["text"] for c in cands]} for q, t, cands in zip(queries, texts, candidates)]

@@ -16,12 +16,18 @@ from evaluation.metrics import Judged, evaluate_run, judged_from_frame
 from model.encoder import TextEncoder
 
 
+def sample_queries(judged: Judged, count: int, rng: np.random.Generator) -> list[str]:
+    """The fixed sample of val queries a run validates on (the encoder's and the reranker's alike)."""
+    if not judged.queries:
+        return []
+    return sorted(rng.choice(judged.queries, size=min(count, len(judged.queries)), replace=False).tolist())
+
+
 class Validator:
     def __init__(self, cfg, tokenizer):
         rng = np.random.default_rng(cfg.seed)
         judged = judged_from_frame(load_split(cfg.prepared_dir, "val"))
-        queries = sorted(rng.choice(judged.queries, size=min(cfg.val_queries, len(judged.queries)),
-                                    replace=False).tolist()) if judged.queries else []
+        queries = sample_queries(judged, cfg.val_queries, rng)
         self.judged = Judged({q: judged.graded[q] for q in queries}, {q: judged.binary[q] for q in queries},
                              {q: judged.candidates[q] for q in queries})
         catalogue = load_catalogue(cfg.prepared_dir)
