@@ -33,7 +33,7 @@ def make_app(index_dir: str, prepared_dir: str):
 
     @app.post("/v1/recommend")
     def recommend(req: Request):
-        scores, ids = index.search(encoder.encode([req.text]), req.k)
+        scores, ids = index.search(encoder.encode([req.text], role="query"), req.k)
         return {"items": [{"id": p, "title": titles.get(p, ""), "score": float(s)} for p, s in zip(ids[0], scores[0])]}
 
     @app.get("/healthz")

@@ -40,7 +40,7 @@ def main() -> None:
         sys.exit(f"no embeddings in {root}; run `firstlight demo` first")
     ids, vectors = load_embeddings(root / "embeddings" / "vectors")
     queries = sorted(set(load_split(root / "data", "test")["query"]))
-    q = TextEncoder.load().encode(queries)
+    q = TextEncoder.load().encode(queries, role="query")
     exact_top = None
     rows = []
     for cfg in (IndexConfig(kind="flat"), IndexConfig(kind="ivf", nlist=1024, nprobe=32),

@@ -38,14 +38,14 @@ def main() -> None:
     rows, raw = [], {}
     for model in [m for m in args.models.split(",") if m]:
         encoder = TextEncoder.load(model, device="cpu")
-        encoder.encode(queries[:10])  # warm-up: first calls allocate
+        encoder.encode(queries[:10], role="query")  # warm-up: first calls allocate
         single = []
         for q in queries:
             start = time.perf_counter()
-            encoder.encode([q])
+            encoder.encode([q], role="query")
             single.append(time.perf_counter() - start)
         start = time.perf_counter()
-        encoder.encode(queries, batch_size=64)
+        encoder.encode(queries, batch_size=64, role="query")
         batched = len(queries) / (time.perf_counter() - start)
         p50, p95 = (1e3 * float(np.percentile(single, p)) for p in (50, 95))
         raw[model] = {"p50_ms": p50, "p95_ms": p95, "batched_queries_per_s": batched, "dim": encoder.dim}

@@ -4,8 +4,8 @@ Shoppers misspell ("cieling fan", "moen dhower faucet") and run words together (
 product title never does. A word of the query that is neither in the catalogue nor an English word is
 replaced by the catalogue word one edit away (the most frequent in the catalogue), else split into
 catalogue words ("wiremesh" -> "wire mesh"), else by a catalogue word two edits away (long words
-only). Everything else (numbers, sizes like "2x4", punctuation, words the catalogue or English
-knows) is kept as typed, case included; a corrected word is lower case. Edit-distance lookup is
+only). Everything else (numbers, sizes like "2x4", punctuation, Chinese / Japanese / Korean text,
+words the catalogue or English knows) is kept as typed, case included; a corrected word is lower case. Edit-distance lookup is
 SymSpell (symspellpy), whose bundled English frequency list is the "English word" test.
 """
 
@@ -76,6 +76,7 @@ class QuerySpeller:
         """The query with each unknown word replaced by its correction."""
         out = []
         for token in _TOKENS.findall(query):
-            fixed = self.correct_word(token.lower()) if token.isalpha() else token
+            # only Latin words are corrected: a CJK run has no spaces to tell its words apart
+            fixed = self.correct_word(token.lower()) if token.isascii() and token.isalpha() else token
             out.append(token if fixed == token.lower() else fixed)
         return "".join(out)

@@ -89,7 +89,7 @@ class EncoderActor:
         self.encoder = TextEncoder.load(model, max_length=max_length, dtype=dtype)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        vectors = self.encoder.encode(batch["text"].to_pylist(), batch_size=64)
+        vectors = self.encoder.encode(batch["text"].to_pylist(), batch_size=64, role="passage")
         return pa.table({"product_id": batch["product_id"], "embedding": vectors_to_arrow(vectors)})
 
 

@@ -38,18 +38,20 @@ from data_pipeline.readers import (
     homedepot_specs,
     read_dataset,
     wands_specs,
+    zh_demo_specs,
 )
 from data_pipeline.split import SPLITS, assign_splits, only_split, query_set_sha256
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("homedepot", "wands", "files")
+DATASETS = ("homedepot", "wands", "zh-demo", "files")
 
 
 @dataclass
 class PrepareConfig:
     dataset: str = field(default="homedepot", metadata={
-        "help": "homedepot, wands (downloaded when absent and the network allows) or files (your own)"})
+        "help": "homedepot, wands (downloaded when absent and the network allows), zh-demo (the Chinese "
+                "demo catalogue shipped with FirstLight) or files (your own)"})
     data_dir: str | None = field(default=None, metadata={
         "help": f"folder of the dataset's files; homedepot defaults to ${HOMEDEPOT_ENV} or ../shared/data/homedepot"})
     output_dir: str | None = field(default=None, metadata={"help": "where to write; default WORKDIR/<dataset>/data"})
@@ -95,6 +97,8 @@ class PrepareConfig:
             if not wands_present(folder):
                 download_wands(folder)
             return wands_specs(folder)
+        if self.dataset == "zh-demo":
+            return zh_demo_specs(self.data_dir)
         return (CatalogueSpec(self.catalogue, id_column=self.product_id_column, title_column=self.title_column,
                               description_column=self.description_column,
                               attribute_columns=tuple(self.attribute_columns)),

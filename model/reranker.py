@@ -21,7 +21,6 @@ from common.text import normalize_text
 from model.encoder import pick_device
 from model.folders import resolve_model_path
 
-
 PRECISIONS = ("auto", "fp32", "bf16")
 
 

@@ -27,6 +27,7 @@ from common.errors import ConfigError
 from model.export import export_sentence_transformer
 from model.folders import (
     check_model_folders,
+    read_prompts,
     run_on_local_copies,
     source_of,
     uses_bucket,
@@ -115,6 +116,7 @@ def run_soup(cfg: SoupConfig) -> Path | str:
                     sorted(lengths), max(lengths))
     out = export_sentence_transformer(base, AutoTokenizer.from_pretrained(folders[0]), Path(cfg.output_dir),
                                       max(lengths), extra={**_base_model(folders[0]),
-                                                           "soup_of": [source_of(f) for f in folders]})
+                                                           "soup_of": [source_of(f) for f in folders]},
+                                      prompts=read_prompts(folders[0]))
     log.info("[soup] the mean of %d encoders is in %s", len(folders), out)
     return out

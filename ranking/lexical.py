@@ -1,5 +1,6 @@
-"""The lexical side: BM25 over product texts (bm25s, English stopwords, Snowball stemming), plus
-products added, changed or deleted while it serves.
+"""The lexical side: BM25 over product texts (bm25s; the tokens of ranking/tokens.py: English words
+stemmed, CJK text as character unigrams + bigrams), plus products added, changed or deleted while it
+serves.
 
 bm25s builds a static index, so live changes sit beside it the way the FAISS side keeps them:
 - deleted (or replaced) saved products are masked out of bm25s's results (its ``weight_mask``);
@@ -16,7 +17,7 @@ from collections import Counter
 
 import numpy as np
 
-from common.text import normalize_text
+from ranking.tokens import LexicalTokenizer
 
 
 class LexicalIndex:
@@ -24,24 +25,22 @@ class LexicalIndex:
 
     def __init__(self, ids: list[str], texts: list[str], k1: float = 1.5, b: float = 0.75):
         import bm25s
-        import Stemmer
 
         # bm25s logs every query with no searchable word (all stopwords) at INFO: nothing to act on
         logging.getLogger("bm25s").setLevel(logging.WARNING)
-        self._bm25s = bm25s
         self.k1, self.b = k1, b
-        self.stemmer = Stemmer.Stemmer("english")
+        self.tokenizer = LexicalTokenizer()
         self.ids = np.asarray(ids, dtype=object)
         self._row = {pid: i for i, pid in enumerate(ids)}
-        tokens = bm25s.tokenize([normalize_text(t) for t in texts], stopwords="en", stemmer=self.stemmer,
-                                show_progress=False)
+        docs = self.tokenizer.many(texts)
+        self._vocab: dict[str, int] = {}
+        doc_ids = [[self._vocab.setdefault(t, len(self._vocab)) for t in doc] for doc in docs]
         self.retriever = bm25s.BM25(k1=k1, b=b)
-        self.retriever.index(tokens, show_progress=False)
+        self.retriever.index(bm25s.tokenization.Tokenized(ids=doc_ids, vocab=self._vocab), show_progress=False)
         # the saved catalogue's statistics, for scoring products added later on the same scale
-        self._vocab = tokens.vocab
         self._df = np.diff(self.retriever.scores["indptr"])
         self._n = len(ids)
-        self._avgdl = max(1e-9, float(np.mean([len(t) for t in tokens.ids]))) if len(tokens.ids) else 1.0
+        self._avgdl = max(1e-9, float(np.mean([len(d) for d in docs]))) if docs else 1.0
         self._mask = np.ones(len(ids), dtype=np.float32)
         self.masked: set[str] = set()
         self.added: dict[str, Counter] = {}  # id -> its token counts
@@ -70,8 +69,7 @@ class LexicalIndex:
 
     # -- ranking ---------------------------------------------------------------------------------
     def _tokens(self, texts: list[str]) -> list[list[str]]:
-        return self._bm25s.tokenize([normalize_text(t) for t in texts], stopwords="en", stemmer=self.stemmer,
-                                    return_ids=False, show_progress=False)
+        return self.tokenizer.many(texts)
 
     def search(self, queries: list[str], k: int) -> list[dict]:
         """Top-k products per query as {product_id: score} (products with score 0 are left out)."""

@@ -51,7 +51,7 @@ class OfflineRanker:
         """(texts as ranked, their query vectors (None for lexical), dense lists, lexical lists)."""
         texts = self.corrected(queries)
         start = time.perf_counter()
-        vectors = self.encoder.encode(texts, batch_size=128) if stage.mode != "lexical" else None
+        vectors = self.encoder.encode(texts, batch_size=128, role="query") if stage.mode != "lexical" else None
         dense, lexical = self.hybrid.sides(vectors, texts, stage)
         log.info("[rank] first stage (%s) for %d queries in %.1fs", stage.mode, len(queries),
                  time.perf_counter() - start)

@@ -44,22 +44,24 @@ class Encoder:
                                                                       device=device))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def encode_one(self, requests: list[tuple[str, str]]) -> list[np.ndarray]:
-        """Each request is (model, text); one batch may mix models right after a reload."""
+    async def encode_one(self, requests: list[tuple[str, str, str]]) -> list[np.ndarray]:
+        """Each request is (model, role, text); one batch may mix models right after a reload, and
+        shoppers' queries with products added through the API."""
         start = time.perf_counter()
         out: list[np.ndarray | None] = [None] * len(requests)
-        for name, rows in rows_by(m for m, _ in requests).items():
-            vectors = self.model(name).encode([requests[i][1] for i in rows], batch_size=len(rows))
+        for (name, role), rows in rows_by((m, r) for m, r, _ in requests).items():
+            vectors = self.model(name).encode([requests[i][2] for i in rows], batch_size=len(rows), role=role)
             for i, v in zip(rows, vectors):
                 out[i] = v
         self.batch_sizes.observe(len(requests))
         self.encode_ms.observe(1000 * (time.perf_counter() - start))
         return out
 
-    async def encode(self, model: str, texts: list[str]) -> np.ndarray:
+    async def encode(self, model: str, texts: list[str], role: str) -> np.ndarray:
+        """``role``: "query" for shopper text, "passage" for products (the model's prompts)."""
         import asyncio
 
-        return np.stack(await asyncio.gather(*(self.encode_one((model, t)) for t in texts)))
+        return np.stack(await asyncio.gather(*(self.encode_one((model, role, t)) for t in texts)))
 
     def dim(self, model: str) -> int:
         return self.model(model).dim

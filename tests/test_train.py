@@ -378,3 +378,56 @@ def test_gpu_benchmark_script_runs_its_whole_path_on_cpu(prepared, tiny_model_di
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 6
     assert RESULTS.read_text() == before  # a CPU check never writes a GPU figure
+
+
+@pytest.fixture(scope="module")
+def tiny_e5_dir(tmp_path_factory, e5_model_dir):
+    """A 2-layer, 32-wide random BERT with multilingual-e5-small's tokenizer and query / passage prompts."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny_e5")
+    tokenizer = AutoTokenizer.from_pretrained(e5_model_dir)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    shutil.copy(Path(e5_model_dir) / "config_sentence_transformers.json", out)
+    return out
+
+
+def test_a_prompted_multilingual_model_trains_with_its_prompts_and_keeps_them(prepared, tiny_e5_dir, tmp_path):
+    import pyarrow as pa
+    from transformers import AutoTokenizer
+
+    from model.folders import read_prompts
+    from train.checkpoints import export_checkpoint
+    from train.driver import fit
+    from train.pairs import Tokenize
+
+    tokenize = Tokenize(str(tiny_e5_dir), query_max_length=16, product_max_length=16)
+    batch = pa.table({"query": ["春游外套"], "positive": ["轻薄夹克"], "negative": ["羽绒服"], "has_negative": [True],
+                      **{f"{c}_key": [1] for c in ("query", "positive", "negative")}})
+    out = tokenize(batch)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_e5_dir)
+    text = lambda column: tokenizer.decode(out[f"{column}_ids"][0], skip_special_tokens=True)  # noqa: E731
+    assert text("query") == "query: 春游外套" and text("positive") == "passage: 轻薄夹克"
+    cfg = tiny_config(prepared, tiny_e5_dir, tmp_path / "run", num_workers=1, cpus_per_worker=1, grad_accum=1,
+                      max_steps=4, checkpoint_every=4, val_queries=10, lora_rank=4, lora_alpha=8)
+    result = fit(cfg)
+    folder = export_checkpoint(Path(result.checkpoint.path), tmp_path / "model")
+    assert read_prompts(folder) == {"query": "query: ", "passage": "passage: "}
+
+
+def test_lora_default_targets_fit_multilingual_e5(e5_model_dir):
+    from transformers import AutoModel
+
+    from train.lora import add_adapters
+
+    model = add_adapters(AutoModel.from_pretrained(e5_model_dir), TrainConfig(lora_rank=4))
+    adapted = {name.rsplit(".lora_A", 1)[0] for name, _ in model.named_modules() if name.endswith("lora_A")}
+    # every layer's query, key, value and three dense projections (the pooler's too, unused by mean pooling)
+    assert len([n for n in adapted if ".layer." in n]) == 12 * 6

@@ -19,6 +19,7 @@ import torch
 from common import storage
 from common.errors import ConfigError
 from model.export import export_sentence_transformer
+from model.folders import read_prompts, resolve_model_path
 from model.reranker import export_reranker
 from train.config import TrainConfig
 from train.engine import STATE_TAG
@@ -163,4 +164,5 @@ def export_checkpoint(checkpoint_dir: Path, out: Path) -> Path:
     return export_sentence_transformer(model, AutoTokenizer.from_pretrained(folder / "tokenizer"), out,
                                        max_length=cfg.product_max_length,
                                        extra={"base_model": cfg.model, "step": state["step"],
-                                              "val_ndcg@10": state.get("best")})
+                                              "val_ndcg@10": state.get("best")},
+                                       prompts=read_prompts(resolve_model_path(cfg.model)))

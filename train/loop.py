@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from common import storage
 from common.runtime import setup_logging
-from model.folders import resolve_model_path
+from model.folders import read_prompts, resolve_model_path
 from train.batching import length_grouped
 from train.checkpoints import restore, save_checkpoint
 from train.config import TrainConfig
@@ -65,7 +65,7 @@ def train_loop(config: dict) -> None:
             if cfg.val_queries else None
     else:
         loss_fn = make_loss(cfg)
-        validator = Validator(cfg, tokenizer) if cfg.val_queries else None
+        validator = Validator(cfg, tokenizer, read_prompts(model_path)) if cfg.val_queries else None
     state = restore(engine, cfg, rank, output_dir)
 
     def checkpoint(metrics: dict) -> None:

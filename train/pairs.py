@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from common.text import normalize_text
 from data_pipeline.index import ProductIndex
 from data_pipeline.prepare import load_catalogue, load_split
-from model.encoder import TextEncoder
+from model.encoder import TextEncoder, prompted
+from model.folders import read_prompts
 from train.config import JUDGED_MODES
 from train.losses import TEXTS
 
@@ -41,7 +41,7 @@ def mine_near_misses(queries: list[str], index_dir: Path, known: dict, depth: in
     index = ProductIndex.load(Path(index_dir), use_gpu="no")
     encoder = TextEncoder.load(index.manifest["model"])
     log.info("[train] mining near-miss negatives for %d queries from %s", len(queries), index_dir)
-    vectors = encoder.encode(queries, batch_size=256, progress="[train] mining near-misses")
+    vectors = encoder.encode(queries, batch_size=256, progress="[train] mining near-misses", role="query")
     _, ids = index.search(vectors, depth)
     return {q: [p for p in row[skip:] if p is not None and p not in known.get(q, ())] for q, row in zip(queries, ids)}
 
@@ -88,14 +88,16 @@ class Tokenize:
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.prompts = read_prompts(model_path)
         self.query_max_length, self.product_max_length = query_max_length, product_max_length
 
     def __call__(self, batch: pa.Table) -> dict:
         out = {"has_negative": np.asarray(batch["has_negative"].to_numpy(zero_copy_only=False), dtype=bool)}
         for column in TEXTS:
             out[f"{column}_key"] = np.asarray(batch[f"{column}_key"].to_numpy(zero_copy_only=False), dtype=np.int64)
-            length = self.query_max_length if column == "query" else self.product_max_length
-            enc = self.tokenizer([normalize_text(t) for t in batch[column].to_pylist()], padding="max_length",
+            role = "query" if column == "query" else "passage"
+            length = self.query_max_length if role == "query" else self.product_max_length
+            enc = self.tokenizer(prompted(batch[column].to_pylist(), self.prompts, role), padding="max_length",
                                  truncation=True, max_length=length, return_tensors="np")
             out[f"{column}_ids"] = enc["input_ids"].astype(np.int64)
             out[f"{column}_mask"] = enc["attention_mask"].astype(np.int64)

@@ -24,7 +24,7 @@ def sample_queries(judged: Judged, count: int, rng: np.random.Generator) -> list
 
 
 class Validator:
-    def __init__(self, cfg, tokenizer):
+    def __init__(self, cfg, tokenizer, prompts: dict | None = None):
         rng = np.random.default_rng(cfg.seed)
         judged = judged_from_frame(load_split(cfg.prepared_dir, "val"))
         queries = sample_queries(judged, cfg.val_queries, rng)
@@ -39,6 +39,7 @@ class Validator:
         self.texts = products["text"].tolist()
         self.queries = queries
         self.tokenizer = tokenizer
+        self.prompts = prompts or {}
         self.cfg = cfg
 
     @torch.no_grad()
@@ -47,10 +48,11 @@ class Validator:
             return 0.0
         model = engine.module
         was_training = model.training
-        encode = lambda texts, n: TextEncoder(model, self.tokenizer, max_length=n, device=engine.device).encode(  # noqa: E731
-            texts, batch_size=128)
-        products = encode(self.texts, self.cfg.product_max_length)
-        queries = encode(self.queries, self.cfg.query_max_length)
+        encode = lambda texts, n, role: TextEncoder(  # noqa: E731
+            model, self.tokenizer, max_length=n, device=engine.device, prompts=self.prompts).encode(
+            texts, batch_size=128, role=role)
+        products = encode(self.texts, self.cfg.product_max_length, "passage")
+        queries = encode(self.queries, self.cfg.query_max_length, "query")
         model.train(was_training)
         scores = queries @ products.T
         top = np.argsort(-scores, axis=1)[:, :100]

@@ -1,0 +1,89 @@
+"""A Chinese shop end to end over real HTTP: the zh-demo catalogue, multilingual-e5-small and the
+CJK-aware lexical side behind FirstLight's endpoint."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from data_pipeline.index import ProductIndex
+from data_pipeline.prepare import PrepareConfig, load_catalogue, run_prepare
+from model.encoder import TextEncoder
+from serve.config import ServeConfig
+from tests.test_serve import TOKEN, free_port, post, served
+
+OUTERWEAR = "服装/外套/"
+
+
+# first in the module: the demo needs every CPU, which the served application below holds some of
+def test_the_demo_runs_on_the_chinese_catalogue_with_the_multilingual_encoder(tmp_path, ray_session, e5_model_dir,
+                                                                              capsys):
+    from firstlight.pipeline import DemoConfig, run_demo
+
+    results = run_demo(DemoConfig(dataset="zh-demo", workdir=str(tmp_path)))
+    assert "| dense |" in capsys.readouterr().out
+    assert results["model"] == str(e5_model_dir) and results["queries"] >= 15  # half of the 40 queries
+    means = {name: r["mean"] for name, r in results["systems"].items()}
+    # Chinese words reach both sides: BM25 through character pairs, the encoder through its vocabulary
+    assert means["bm25"]["ndcg@10"] > 0.3 and means["dense"]["ndcg@10"] > 0.5
+    assert means["fusion"]["recall@100"] >= means["bm25"]["recall@100"]
+
+
+@pytest.fixture(scope="module")
+def zh_artifacts(tmp_path_factory, ray_session, e5_model_dir):
+    root = tmp_path_factory.mktemp("zh_demo")
+    prepared = run_prepare(PrepareConfig(dataset="zh-demo", output_dir=str(root / "data"), test_fraction=0.5))
+    catalogue = load_catalogue(prepared)
+    encoder = TextEncoder.load(str(e5_model_dir), max_length=64, device="cpu")
+    vectors = encoder.encode(catalogue["text"].tolist(), batch_size=64, role="passage")
+    ProductIndex.build(catalogue["product_id"].tolist(), vectors, model=str(e5_model_dir)).save(root / "index")
+    (root / "token").write_text(TOKEN + "\n")
+    return root, catalogue
+
+
+@pytest.fixture(scope="module")
+def zh_service(zh_artifacts):
+    root, _ = zh_artifacts
+    cfg = ServeConfig(index_dir=str(root / "index"), admin_token_file=str(root / "token"), encoder_num_cpus=0.25,
+                      retriever_num_cpus=0.25, gateway_num_cpus=0.1, encoder_max_replicas=1, max_text_tokens=32,
+                      port=free_port())
+    with served(cfg, name="firstlight-zh") as url:
+        yield url
+
+
+def test_a_spring_outing_jacket_request_returns_outerwear(zh_service, zh_artifacts):
+    _, catalogue = zh_artifacts
+    category = dict(zip(catalogue["product_id"], catalogue["text"]))
+    reply = post(zh_service, "/v1/recommend", {"text": "我需要一件适合春游的外套", "k": 5})
+    assert reply.status_code == 200, reply.text
+    items = reply.json()["items"]
+    outerwear = [i for i in items if OUTERWEAR in category[i["id"]]]
+    assert len(outerwear) >= 3, [i["title"] for i in items]
+    assert OUTERWEAR in category[items[0]["id"]]
+
+
+def test_a_mixed_script_query_finds_the_phone_case(zh_service):
+    items = post(zh_service, "/v1/recommend", {"text": "iPhone 手机壳", "k": 3}).json()["items"]
+    assert "iPhone" in items[0]["title"] and "壳" in items[0]["title"], [i["title"] for i in items]
+
+
+def test_a_new_chinese_product_is_found_at_once(zh_service):
+    item = {"id": "zh-new-1", "title": "折叠电动滑板车 成人 代步 长续航"}
+    assert post(zh_service, "/v1/items", {"items": [item]}, token=TOKEN).status_code == 200
+    items = post(zh_service, "/v1/recommend", {"text": "电动滑板车", "k": 3}).json()["items"]
+    assert items[0]["id"] == "zh-new-1"
+
+
+def test_chinese_and_emoji_within_the_token_limit_pass_and_over_it_get_a_422(zh_service):
+    reply = post(zh_service, "/v1/recommend", {"text": "春天 🌸 出去玩 想买件外套 🧥", "k": 3})
+    assert reply.status_code == 200, reply.text
+    long_text = "我想买一件适合春天出去玩的轻薄外套，最好是防风的，颜色要浅一点，价格不要太贵，" * 3
+    assert len(long_text) < 1000  # within the character limit: the token count is what refuses it
+    reply = post(zh_service, "/v1/recommend", {"text": long_text, "k": 3})
+    assert reply.status_code == 422
+    error = reply.json()["error"]
+    assert error["code"] == "too_many_tokens" and error["field"] == "text" and error["limit"] == 32
+    emoji = post(zh_service, "/v1/recommend", {"text": "😀" * 40, "k": 3})  # one token each
+    assert emoji.status_code == 422 and emoji.json()["error"]["code"] == "too_many_tokens"
+    assert requests.get(zh_service + "/readyz", timeout=30).json()["status"] == "ready"
+
