@@ -33,12 +33,12 @@ def zh_part(workdir: Path) -> str:
     import Stemmer
 
     from common.runtime import ensure_ray, setup_logging
-    from data_pipeline.index import ProductIndex
+    from data_pipeline.embed import EmbedConfig, run_embed
+    from data_pipeline.index import IndexConfig, run_index
     from data_pipeline.prepare import PrepareConfig, load_catalogue, run_prepare
     from data_pipeline.readers import ZH_DEMO_DIR
     from evaluation.evaluate import EvalConfig, run_evaluate
     from evaluation.metrics import evaluate_run, judged_from_frame
-    from model.encoder import TextEncoder
     from model.folders import DEFAULT_MODEL
     from model.pretrained import MULTILINGUAL_MODEL, FetchModelConfig, run_fetch_model
 
@@ -51,10 +51,11 @@ def zh_part(workdir: Path) -> str:
     e5 = str(run_fetch_model(FetchModelConfig(name=MULTILINGUAL_MODEL, output_dir=str(workdir / "models"))))
     rows = {}
     for label, model in (("e5", e5), ("minilm", DEFAULT_MODEL)):
-        encoder = TextEncoder.load(model, max_length=64, device="cpu")
-        vectors = encoder.encode(catalogue["text"].tolist(), role="passage")
-        ProductIndex.build(catalogue["product_id"].tolist(), vectors, model=model).save(root / f"index_{label}")
+        embeddings = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(root / f"embeddings_{label}"),
+                                           model=model))
+        run_index(IndexConfig(embeddings_dir=str(embeddings), output_dir=str(root / f"index_{label}")))
         result = run_evaluate(EvalConfig(prepared_dir=str(prepared), index_dir=str(root / f"index_{label}"),
+                                         embeddings_dir=str(embeddings),
                                          judgments=str(ZH_DEMO_DIR / "judgments.csv"),
                                          systems=("bm25", "dense", "fusion"),
                                          output=str(root / "eval" / f"all_{label}.json")), show_table=False)
