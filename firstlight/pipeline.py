@@ -62,9 +62,9 @@ class DemoConfig:
         if self.finetune:  # bad training settings fail before any work (the folders when training starts)
             self.train.validate_settings()
 
-    def train_config(self, prepared: str, output: str, model: str) -> TrainConfig:
-        """The recipe, pointed at this run's folders and model."""
-        return replace(self.train, prepared_dir=prepared, output_dir=output, model=model)
+    def train_config(self, prepared: str, output: str, model: str | None = None) -> TrainConfig:
+        """The recipe, pointed at this run's folders and model (default: the demo's encoder)."""
+        return replace(self.train, prepared_dir=prepared, output_dir=output, model=model or self.resolved_model())
 
     def resolved_model(self) -> str:
         """The encoder: ``--model``, else the dataset's default (fetched first where it must be)."""

