@@ -90,12 +90,8 @@ class TextEncoder:
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
 
-    def prompted(self, texts: list[str], role: str | None) -> list[str]:
-        """The texts as the model reads them: normalised, after the role's prompt if it has one."""
-        return prompted(texts, self.prompts, role)
-
     def tokenize(self, texts: list[str], role: str | None = None) -> dict:
-        return self.tokenizer(self.prompted(texts, role), padding=True, truncation=True,
+        return self.tokenizer(prompted(texts, self.prompts, role), padding=True, truncation=True,
                               max_length=self.max_length, return_tensors="pt")
 
     @staticmethod

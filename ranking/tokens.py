@@ -25,10 +25,6 @@ _RUNS = re.compile(f"([{CJK_CHARS}]+)")
 _WORD = re.compile(r"(?u)\b\w\w+\b")  # bm25s's default token pattern
 
 
-def has_cjk(text: str) -> bool:
-    return bool(_RUNS.search(text))
-
-
 def cjk_grams(run: str) -> list[str]:
     """A CJK run's characters, then its overlapping character pairs."""
     return list(run) + [run[i:i + 2] for i in range(len(run) - 1)]
@@ -39,10 +35,10 @@ class LexicalTokenizer:
     tokens (benchmarks/bench_multilingual.py measures a word segmenter there)."""
 
     def __init__(self, cjk=cjk_grams):
-        self._cjk = cjk
         import Stemmer
         from bm25s.stopwords import STOPWORDS_EN
 
+        self._cjk = cjk
         self._stopwords = frozenset(STOPWORDS_EN)
         self._stemmer = Stemmer.Stemmer("english")
         self._stem = lru_cache(maxsize=200_000)(self._stemmer.stemWord)

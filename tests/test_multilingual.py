@@ -33,7 +33,7 @@ def _texts() -> list[str]:
         titles = [row["title"] for row in csv.DictReader(fh)]
     with open(ZH_DEMO_DIR / "judgments.csv", encoding="utf-8") as fh:
         queries = sorted({row["query"] for row in csv.DictReader(fh)})
-    chinese = [t for t in titles[::7] if t.isascii() is False][:20] + queries[:10]
+    chinese = [t for t in titles[::7] if not t.isascii()][:20] + queries[:10]
     return chinese + ENGLISH + MIXED
 
 
