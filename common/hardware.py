@@ -9,6 +9,19 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from common.errors import ConfigError
+
+# Inference backends (model/backends.py says what each is); here so that configs loaded without torch
+# (the serve gateway's) can check the choice.
+BACKENDS = ("auto", "fp32", "bf16", "int8")
+
+
+def check_backend(field_name: str, backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(field_name, f"{backend!r} is not an inference backend",
+                          f"use one of {', '.join(BACKENDS)} (auto: int8 on a CPU, bf16 on a GPU with bf16 units)")
+
+
 BF16_FLAGS = (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 from common import storage
 from common.config import check_range
 from common.errors import ConfigError, FirstLightError
+from common.hardware import check_backend
 from common.manifest import atomic_folder, read_manifest, up_to_date, write_json
 from data_pipeline.vectors import load_embeddings, vectors_to_arrow
 from model.encoder import TextEncoder
@@ -40,9 +41,9 @@ class EmbedConfig:
     threads_per_actor: int = field(default=0, metadata={
         "help": "torch threads per CPU actor; 0 = the CPUs this node has left to the actors"})
     gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs each actor reserves (0 = CPU)"})
-    dtype: str = field(default="float32", metadata={
-        "help": "float32; bfloat16 on GPUs and on CPUs with bf16 instructions (all-mpnet-base-v2 embedded 3x "
-                "faster so on AVX512-BF16); float16 on GPU"})
+    backend: str = field(default="auto", metadata={
+        "help": "inference backend: auto (int8 on a CPU, bf16 on a GPU with bf16 units), fp32, bf16 or int8 "
+                "(ONNX Runtime, CPU); docs/speed.md"})
 
     def validate(self) -> None:
         check_range("max_length", self.max_length, 1, 8192)
@@ -51,6 +52,7 @@ class EmbedConfig:
         check_range("cpus_per_actor", self.cpus_per_actor, 0.0, 1024)
         check_range("gpus_per_actor", self.gpus_per_actor, 0.0, 64)
         check_range("threads_per_actor", self.threads_per_actor, 0, 1024)
+        check_backend("backend", self.backend)
 
     def check_fits(self, cluster: dict) -> None:
         """Fail before starting when the actor pool would starve the read/write tasks (a silent hang)."""
@@ -81,12 +83,12 @@ class EmbedConfig:
 class EncoderActor:
     """Ray Data callable class: one encoder per actor, reused for every batch it receives."""
 
-    def __init__(self, model: str, max_length: int, dtype: str, threads: int):
+    def __init__(self, model: str, max_length: int, backend: str, threads: int):
         import torch
 
         if threads > 0:
             torch.set_num_threads(threads)
-        self.encoder = TextEncoder.load(model, max_length=max_length, dtype=dtype)
+        self.encoder = TextEncoder.load(model, max_length=max_length, backend=backend)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         vectors = self.encoder.encode(batch["text"].to_pylist(), batch_size=64, role="passage")
@@ -112,7 +114,7 @@ def embed_dataset(ds, cfg: EmbedConfig):
         EncoderActor,
         # a local folder by its absolute path: actors do not share the driver's working directory
         fn_constructor_kwargs={"model": _absolute_if_folder(cfg.model), "max_length": cfg.max_length,
-                               "dtype": cfg.dtype, "threads": threads},
+                               "backend": cfg.backend, "threads": threads},
         batch_size=cfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.actors),
         num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor)
@@ -152,7 +154,7 @@ def run_embed(cfg: EmbedConfig) -> Path:
         raise FirstLightError(f"{prepared} holds no prepared data. Fix: run `firstlight prepare` first")
     out = cfg.resolved_output_dir()
     key = {"catalogue": source["inputs_key"]["inputs"], "model": model_fingerprint(cfg.model),
-           "max_length": cfg.max_length, "dtype": cfg.dtype}
+           "max_length": cfg.max_length, "backend": cfg.backend}
     if up_to_date(out, key):
         log.info("[embed] %s is up to date; reusing it", out)
         return out

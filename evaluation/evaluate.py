@@ -28,6 +28,7 @@ from pathlib import Path
 from common import storage
 from common.config import check_choice, check_range
 from common.errors import ConfigError, FirstLightError
+from common.hardware import check_backend
 from common.manifest import write_json
 from data_pipeline.prepare import load_catalogue, load_split, prepared_manifest
 from data_pipeline.readers import JudgmentSpec, read_judgments_frame
@@ -76,8 +77,9 @@ class EvalConfig:
         "help": "tune rrf_k or dense_weight for nDCG@10 on this split (val) before evaluating"})
     reranker: str | None = field(default=None, metadata={"help": "rerank: the cross-encoder folder (train-reranker's)"})
     rerank_depth: int = field(default=10, metadata={"help": "rerank: first-stage products reordered per query"})
-    reranker_precision: str = field(default="auto", metadata={
-        "help": "rerank: fp32, bf16 (autocast) or auto (bf16 where the hardware has it, as served)"})
+    backend: str = field(default="auto", metadata={
+        "help": "inference backend of the encoder and the reranker: auto (int8 on a CPU, bf16 on a GPU with "
+                "bf16 units; as embedded and served), fp32, bf16 or int8 (ONNX Runtime)"})
     rerank_weight: float = field(default=0.6, metadata={
         "help": "rerank: the reranker's share of a blended score (1 = reranker alone; the first stage keeps the rest)"})
     spell_correct: bool = field(default=True, metadata={
@@ -89,6 +91,7 @@ class EvalConfig:
         for s in self.systems:
             check_choice("systems", s, SYSTEMS)
         check_range("depth", self.depth, 100)
+        check_backend("backend", self.backend)
         check_range("rrf_k", self.rrf_k, 1)
         check_choice("fusion", self.fusion, FUSION_METHODS)
         check_range("dense_weight", self.dense_weight, 0.0, 1.0)
@@ -194,7 +197,8 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
     need_dense = bool(set(cfg.systems) & {"dense", "fusion", "rerank"})
     need_lexical = bool(set(cfg.systems) & {"bm25", "fusion", "rerank"})
     ranker = OfflineRanker(str(prepared), cfg.index_dir if need_dense else None, model=cfg.model,
-                           spell_correct=cfg.spell_correct, max_length=cfg.max_length, lexical=need_lexical)
+                           spell_correct=cfg.spell_correct, max_length=cfg.max_length, lexical=need_lexical,
+                           backend=cfg.backend)
     info = {}
     if need_dense:
         info["model"] = ranker.model
@@ -218,7 +222,7 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
         info["fusion"] = {"method": cfg.fusion, "params": stage.params, "tuned_on": cfg.tune_fusion_on}
     reranker = None
     if "rerank" in cfg.systems:
-        reranker = Reranker.load(cfg.reranker, precision=cfg.reranker_precision)
+        reranker = Reranker.load(cfg.reranker, backend=cfg.backend)
         candidates = [[{"id": p, "text": ranker.hybrid.texts.get(p, ""), "score": s} for p, s in runs["fusion"][q].items()]
                       for q in queries]
         reranked = rerank_all(reranker, texts, candidates, cfg.rerank_depth, cfg.rerank_weight)

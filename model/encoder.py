@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import ConfigError
+from common.hardware import check_backend
 from common.text import normalize_text
+from model.backends import OnnxInt8, resolve_backend
 from model.folders import (
     DEFAULT_MODEL,
     ensemble_members,
@@ -49,8 +51,10 @@ class TextEncoder:
     """Mean-pooled, L2-normalised embeddings from a transformer encoder."""
 
     def __init__(self, model, tokenizer, *, max_length: int = 64, name: str = "", device="cpu",
-                 prompts: dict | None = None):
+                 prompts: dict | None = None, backend: str = "fp32", runner=None):
         self.model = model.eval()
+        self.backend = backend  # fp32, bf16 or int8 (model/backends.py); int8 runs ``runner``
+        self.runner = runner
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.name = name
@@ -59,22 +63,21 @@ class TextEncoder:
 
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, *, max_length: int = 64, device: str = "auto",
-             dtype: str = "float32") -> "TextEncoder":
-        """Load an encoder folder or hub name. ``dtype`` float16/bfloat16 halves memory on GPU."""
+             backend: str = "fp32") -> "TextEncoder":
+        """Load an encoder folder or hub name. ``backend``: fp32, bf16, int8 or auto (model/backends.py)."""
         from transformers import AutoModel, AutoTokenizer
 
         if max_length < 1:
             raise ConfigError("max_length", f"{max_length} is not a positive token count", "use e.g. 32-256")
         path = resolve_model_path(model)
         if is_ensemble(path):  # several encoders as one (model/ensemble.py)
-            return EnsembleEncoder.load(path, max_length=max_length, device=device, dtype=dtype)
+            return EnsembleEncoder.load(path, max_length=max_length, device=device, backend=backend)
+        check_backend("backend", backend)
         dev = pick_device(device)
-        torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
-        if torch_dtype is None:
-            raise ConfigError("dtype", f"{dtype!r} is not a dtype", "use float32, float16 or bfloat16")
+        backend = resolve_backend(backend, dev)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            net = AutoModel.from_pretrained(path, dtype=torch_dtype)
+            net = AutoModel.from_pretrained(path, dtype=torch.bfloat16 if backend == "bf16" else torch.float32)
         except OSError as err:
             raise ConfigError("model", f"could not load {model!r} ({str(err).splitlines()[0]})",
                               "pass a local model folder (a Hugging Face or sentence-transformers folder), "
@@ -83,8 +86,9 @@ class TextEncoder:
         if limit and max_length > limit:
             raise ConfigError("max_length", f"{max_length} exceeds the model's {limit} positions",
                               f"use a max_length of at most {limit}")
+        runner = OnnxInt8.from_torch(net, path, "encoder") if backend == "int8" else None
         return cls(net.to(dev), tokenizer, max_length=max_length, name=str(model), device=dev,
-                   prompts=read_prompts(path))
+                   prompts=read_prompts(path), backend=backend, runner=runner)
 
     @property
     def dim(self) -> int:
@@ -107,6 +111,9 @@ class TextEncoder:
         return F.normalize(mean, p=2, dim=-1)
 
     def forward(self, batch: dict) -> torch.Tensor:
+        if self.runner is not None:  # int8: ONNX Runtime on the CPU
+            states = torch.from_numpy(self.runner({k: v.numpy() for k, v in batch.items()}))
+            return self.pool(states, batch["attention_mask"])
         batch = {k: v.to(self.device) for k, v in batch.items()}
         out = self.model(**batch)
         return self.pool(out.last_hidden_state, batch["attention_mask"])
@@ -168,7 +175,7 @@ class EnsembleEncoder:
 
     @classmethod
     def load(cls, folder, **kwargs) -> "EnsembleEncoder":
-        """``kwargs`` (max_length, device, dtype) go to every member's ``TextEncoder.load``."""
+        """``kwargs`` (max_length, device, backend) go to every member's ``TextEncoder.load``."""
         found = ensemble_members(folder)
         return cls([TextEncoder.load(str(p), **kwargs) for p, _ in found], [w for _, w in found], name=str(folder))
 

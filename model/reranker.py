@@ -15,39 +15,30 @@ import numpy as np
 import torch
 
 from common.errors import ConfigError
-from common.hardware import cpu_has_bf16, gpu_has_bf16
+from common.hardware import check_backend
 from common.manifest import atomic_folder, write_json
 from common.text import normalize_text
+from model.backends import OnnxInt8, resolve_backend
 from model.encoder import pick_device
 from model.folders import resolve_model_path
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 autocast where the hardware computes bf16 natively (AMX / AVX512-BF16 CPUs, recent
-    GPUs), fp32 elsewhere (emulated bf16 is slower than fp32)."""
-    if precision != "auto":
-        return precision
-    native = gpu_has_bf16() if device.type == "cuda" else cpu_has_bf16()
-    return "bf16" if native else "fp32"
 
 
 class Reranker:
     """Relevance logits for (query, product text) pairs."""
 
     def __init__(self, model, tokenizer, *, max_length: int = 128, name: str = "", device="cpu",
-                 precision: str = "fp32"):
+                 backend: str = "fp32", runner=None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.name = name
         self.device = torch.device(device)
-        self.precision = precision
+        self.backend = backend  # fp32, bf16 or int8 (model/backends.py); int8 runs ``runner``
+        self.runner = runner
 
     @classmethod
-    def load(cls, model: str, *, max_length: int = 128, device: str = "auto", precision: str = "auto") -> "Reranker":
-        """``precision``: fp32, bf16 (autocast) or auto (bf16 where the hardware has it natively)."""
+    def load(cls, model: str, *, max_length: int = 128, device: str = "auto", backend: str = "auto") -> "Reranker":
+        """``backend``: fp32, bf16, int8 or auto (bf16 where the hardware has it natively; model/backends.py)."""
         from transformers import (
             AutoConfig,
             AutoModelForSequenceClassification,
@@ -64,12 +55,14 @@ class Reranker:
         if getattr(AutoConfig.from_pretrained(path), "num_labels", None) != 1:
             raise ConfigError("reranker", f"{model} is not a one-score cross-encoder (num_labels != 1)",
                               "pass a folder written by `firstlight train-reranker`")
-        if precision not in PRECISIONS:
-            raise ConfigError("reranker_precision", f"{precision!r} is not a choice", f"use one of {PRECISIONS}")
+        check_backend("backend", backend)
         dev = pick_device(device)
-        net = AutoModelForSequenceClassification.from_pretrained(path).to(dev)
+        backend = resolve_backend(backend, dev)
+        net = AutoModelForSequenceClassification.from_pretrained(path)
+        runner = OnnxInt8.from_torch(net, path, "reranker") if backend == "int8" else None
+        net = net.to(dev, dtype=torch.bfloat16 if backend == "bf16" else torch.float32)
         return cls(net, AutoTokenizer.from_pretrained(path), max_length=max_length, name=str(model), device=dev,
-                   precision=resolve_precision(precision, dev))
+                   backend=backend, runner=runner)
 
     def tokenize(self, queries: list[str], texts: list[str]) -> dict:
         return self.tokenizer([normalize_text(q) for q in queries], [normalize_text(t) for t in texts],
@@ -82,8 +75,10 @@ class Reranker:
         out = []
         for start in range(0, len(texts), batch_size):
             batch = self.tokenize(queries[start:start + batch_size], texts[start:start + batch_size])
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits
+            if self.runner is not None:  # int8: ONNX Runtime on the CPU
+                out.append(self.runner({k: v.numpy() for k, v in batch.items()})[:, 0].astype(np.float32))
+                continue
+            logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits
             out.append(logits[:, 0].float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 class OfflineRanker:
     def __init__(self, prepared_dir: str, index_dir: str | None, model: str | None = None, spell_correct: bool = True,
-                 max_length: int = 64, lexical: bool = True):
+                 max_length: int = 64, lexical: bool = True, backend: str = "auto"):
         """``index_dir`` None: the lexical side only (BM25 needs no index or encoder)."""
         catalogue = load_catalogue(Path(prepared_dir))
         index = ProductIndex.load(Path(index_dir)) if index_dir else None
@@ -36,12 +36,12 @@ class OfflineRanker:
         self.hybrid = HybridIndex(index, catalogue["product_id"].tolist(), catalogue["title"].tolist(),
                                   catalogue["text"].tolist(), lexical=lexical)
         self.speller = QuerySpeller(catalogue["text"]) if spell_correct else None
-        self._encoder, self._max_length = None, max_length
+        self._encoder, self._max_length, self._backend = None, max_length, backend
 
     @property
     def encoder(self) -> TextEncoder:
         if self._encoder is None:
-            self._encoder = TextEncoder.load(self.model, max_length=self._max_length)
+            self._encoder = TextEncoder.load(self.model, max_length=self._max_length, backend=self._backend)
         return self._encoder
 
     def corrected(self, queries: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from common.config import check_choice, check_range
 from common.errors import ConfigError
+from common.hardware import check_backend
 from common.storage import exists, is_uri, join, parent, read_text
 from ranking.hybrid import FirstStage
 
@@ -26,6 +27,9 @@ class ServeConfig:
         "help": "live state: active version and item changes, shared by all replicas; default INDEX/../serve_state"})
     max_length: int = field(default=64, metadata={"help": "tokens the encoder keeps per text"})
     use_gpu: str = field(default="auto", metadata={"help": "FAISS and encoder on GPU: auto, yes or no"})
+    backend: str = field(default="auto", metadata={
+        "help": "inference backend of the encoder and the reranker: auto (int8 on a CPU, bf16 on a GPU with "
+                "bf16 units), fp32, bf16 or int8 (ONNX Runtime, CPU); docs/speed.md"})
     spell_correct: bool = field(default=True, metadata={
         "help": "correct query words unknown to the catalogue (and to English) before encoding"})
     # the ranking path (ranking/): first stage, then the reranker
@@ -45,8 +49,6 @@ class ServeConfig:
     rerank_timeout_s: float = field(default=2.0, metadata={
         "help": "longest wait for the reranker before answering with the first-stage ranking"})
     reranker_max_length: int = field(default=128, metadata={"help": "tokens per (query, product) pair"})
-    reranker_precision: str = field(default="auto", metadata={
-        "help": "fp32, bf16 (autocast) or auto (bf16 on CPUs/GPUs with native bf16 units)"})
     # request limits
     max_text_chars: int = field(default=1000, metadata={"help": "characters allowed per text"})
     max_text_tokens: int = field(default=128, metadata={"help": "tokens allowed per text (longer is an error)"})
@@ -100,6 +102,7 @@ class ServeConfig:
             raise ConfigError("prepared_dir", f"{self.resolved_prepared_dir()} holds no prepared catalogue",
                               "pass --prepared-dir (the output of `firstlight prepare`)")
         check_choice("use_gpu", self.use_gpu, ("auto", "yes", "no"))
+        check_backend("backend", self.backend)
         stage = self.first_stage()
         stage.validate()
         if self.reranker is not None:
@@ -107,7 +110,6 @@ class ServeConfig:
                 raise ConfigError("reranker", f"{self.reranker} holds no model (config.json)",
                                   "pass the model folder `firstlight train-reranker` wrote, or leave it unset")
             check_range("rerank_depth", self.rerank_depth, 1, self.max_k_candidates())
-            check_choice("reranker_precision", self.reranker_precision, ("auto", "fp32", "bf16"))
             check_range("rerank_weight", self.rerank_weight, 0.0, 1.0)
             check_range("rerank_timeout_s", self.rerank_timeout_s, 0.0, low_inclusive=False)
             for name in ("reranker_max_length", "reranker_min_replicas", "reranker_batch_max_size"):

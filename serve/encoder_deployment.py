@@ -41,7 +41,7 @@ class Encoder:
     def model(self, name: str):
         device = "cpu" if self.cfg.use_gpu == "no" else "auto"
         return self.models.get_or_load(name, lambda: TextEncoder.load(name, max_length=self.cfg.max_length,
-                                                                      device=device))
+                                                                      device=device, backend=self.cfg.backend))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def encode_one(self, requests: list[tuple[str, str, str]]) -> list[np.ndarray]:

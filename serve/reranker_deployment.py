@@ -37,7 +37,7 @@ class Reranker:
     def model(self, name: str) -> CrossEncoderModel:
         device = "cpu" if self.cfg.use_gpu == "no" else "auto"
         return self.models.get_or_load(name, lambda: CrossEncoderModel.load(
-            name, max_length=self.cfg.reranker_max_length, device=device, precision=self.cfg.reranker_precision))
+            name, max_length=self.cfg.reranker_max_length, device=device, backend=self.cfg.backend))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def score_one(self, requests: list[tuple[str, str, list[str]]]) -> list[np.ndarray]:

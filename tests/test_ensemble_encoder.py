@@ -160,7 +160,8 @@ def test_the_server_answers_and_adds_items_with_an_ensemble(ensemble_dir, prepar
     ProductIndex.build(catalogue["product_id"].tolist(), encoder.encode(catalogue["text"].tolist()),
                        model=str(ensemble_dir)).save(tmp_path / "index")
     (tmp_path / "token").write_text("ensemble-token\n")
-    cfg = ServeConfig(index_dir=str(tmp_path / "index"), prepared_dir=str(prepared), port=free_port(),
+    cfg = ServeConfig(backend="fp32",  # scores compared with fp32 to 1e-5
+                      index_dir=str(tmp_path / "index"), prepared_dir=str(prepared), port=free_port(),
                       admin_token_file=str(tmp_path / "token"), encoder_num_cpus=0.25, retriever_num_cpus=0.25,
                       gateway_num_cpus=0.1, encoder_max_replicas=1, max_text_tokens=16, spell_correct=False,
                       first_stage_mode="dense")  # scores are then the ensemble's cosine similarities

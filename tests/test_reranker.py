@@ -31,7 +31,7 @@ def reranker_dir(tmp_path_factory, tiny_model_dir):
 def test_export_loads_in_sentence_transformers_with_the_same_scores(reranker_dir):
     from sentence_transformers import CrossEncoder
 
-    ours = Reranker.load(str(reranker_dir), max_length=64, device="cpu", precision="fp32")
+    ours = Reranker.load(str(reranker_dir), max_length=64, device="cpu", backend="fp32")
     theirs = CrossEncoder(str(reranker_dir), device="cpu", max_length=64)
     queries, texts = [q for q, _ in PAIRS], [t for _, t in PAIRS]
     mine = ours.score_pairs(queries, texts)

@@ -62,7 +62,8 @@ def served(cfg: ServeConfig, name: str = "firstlight"):
 def service(artifacts):
     root, _ = artifacts
     port = free_port()
-    cfg = ServeConfig(index_dir=str(root / "index"), admin_token_file=str(root / "token"), encoder_num_cpus=0.25,
+    cfg = ServeConfig(backend="fp32",  # scores compared with fp32 to 1e-5
+                      index_dir=str(root / "index"), admin_token_file=str(root / "token"), encoder_num_cpus=0.25,
                       retriever_num_cpus=0.25, gateway_num_cpus=0.1, encoder_max_replicas=2, max_text_chars=500,
                       encoder_target_ongoing_requests=2, upscale_delay_s=1, downscale_delay_s=4,
                       max_batch_texts=8, max_body_bytes=20000, spell_correct=True, port=port)

@@ -29,7 +29,7 @@ def ranked_service(artifacts, reranker_dir):  # noqa: F811
     root, _ = artifacts
     cfg = ServeConfig(index_dir=str(root / "index"), state_dir=str(root / "ranking_state"),
                       admin_token_file=str(root / "token"), reranker=str(reranker_dir), rerank_depth=8,
-                      reranker_precision="fp32", rerank_weight=1.0,
+                      backend="fp32", rerank_weight=1.0,
                       encoder_num_cpus=0.25, retriever_num_cpus=0.25, gateway_num_cpus=0.1, reranker_num_cpus=0.25,
                       encoder_max_replicas=1, reranker_max_replicas=1, port=free_port())
     with served(cfg, name="firstlight-ranked") as url:
@@ -44,7 +44,7 @@ def test_the_reranker_reorders_the_first_stage_by_its_scores(ranked_service, art
     served_reply = post(ranked_service, "/v1/recommend", {"text": "cordless drill", "k": 8}).json()
     assert served_reply["reranked"] is True and "rerank" in served_reply["timing_ms"]
     ids = [i["id"] for i in first["items"]]
-    reranker = Reranker.load(str(reranker_dir), max_length=128, device="cpu", precision="fp32")
+    reranker = Reranker.load(str(reranker_dir), max_length=128, device="cpu", backend="fp32")
     scores = reranker.score(first["query"] or "cordless drill", [text[p] for p in ids])
     expected = [ids[i] for i in np.argsort(-scores, kind="stable")]
     assert [i["id"] for i in served_reply["items"]] == expected != ids  # the same products, reordered

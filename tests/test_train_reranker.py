@@ -85,7 +85,7 @@ def test_two_worker_zero2_run_recovers_from_a_failure_and_exports_a_cross_encode
     shards = list((tmp_path / "run").glob("checkpoint_*/state/*zero_pp_rank_1_*optim_states.pt"))
     assert shards  # both ranks' ZeRO-2 shards are in the checkpoint
     pairs = [("cordless drill", "DEWALT 20-Volt MAX Cordless Drill Kit"), ("paint", "Husky Ratchet Set")]
-    ours = Reranker.load(str(model_dir), device="cpu", precision="fp32").score_pairs(*map(list, zip(*pairs)))
+    ours = Reranker.load(str(model_dir), device="cpu", backend="fp32").score_pairs(*map(list, zip(*pairs)))
     theirs = CrossEncoder(str(model_dir), device="cpu").predict(pairs, activation_fn=torch.nn.Identity())
     assert np.allclose(ours, theirs, atol=1e-5)
 

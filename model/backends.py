@@ -1,0 +1,141 @@
+"""How a model's forward pass runs: the inference backend, one switch shared by embed, evaluate and serve.
+
+- ``fp32``: torch, float32 weights. The reference every other backend is measured against.
+- ``bf16``: torch with bfloat16 weights (pooling and scores stay float32). On CPUs with bf16 units
+  (AVX512-BF16, AMX) MiniLM encodes ~1.9x faster than fp32 with cosine >= 0.9999 to it; on CPUs
+  without them bf16 is emulated and slower. On GPUs from Ampere on it is the fast path.
+- ``int8``: ONNX Runtime on the CPU, weights quantised to int8 dynamically (per channel), the way
+  ``onnxruntime.quantization.quantize_dynamic`` and sentence-transformers' ONNX export make them.
+  Vectors move more than in bf16 (mean cosine ~0.992 to fp32), rankings did not: on Home Depot's
+  test split no figure of the encoder, the hybrid first stage or the reranker moved more than 0.0012
+  from fp32, while titles/s went 2.4x, a query 8.8 -> 1.1 ms and a rerank of 10 64 -> 21 ms on 2 cores
+  (benchmarks/RESULTS.md, "Inference backends"). A model of your own may quantise less well:
+  ``firstlight evaluate --backend fp32`` and ``--backend int8`` side by side say.
+- ``auto``: int8 on a CPU, bf16 on a GPU that computes it natively, fp32 on other GPUs.
+
+OpenVINO and ONNX Runtime fp32 were measured too and bought nothing over torch here (see RESULTS.md,
+"Tried and removed"), so they are not choices.
+
+The int8 file is exported from the model folder once and cached (``FIRSTLIGHT_CACHE``, default
+``~/.cache/firstlight/onnx``), keyed by the folder's path and weights' modification time; the write is
+atomic, so encoder actors starting together cannot read a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.errors import ConfigError
+from common.hardware import check_backend, gpu_has_bf16
+
+log = logging.getLogger(__name__)
+
+def resolve_backend(backend: str, device: torch.device, field_name: str = "backend") -> str:
+    """The backend that will run: ``auto`` decided by the device; int8 refused on a GPU."""
+    check_backend(field_name, backend)
+    if backend == "auto":
+        if device.type == "cpu":
+            return "int8"
+        return "bf16" if gpu_has_bf16() else "fp32"
+    if backend == "int8" and device.type != "cpu":
+        raise ConfigError(field_name, "int8 runs on the CPU (ONNX Runtime), not on a GPU",
+                          "use auto or bf16 on a GPU, or --device cpu")
+    return backend
+
+
+def cache_dir() -> Path:
+    """$FIRSTLIGHT_CACHE/onnx, else ~/.cache/firstlight/onnx, else (a read-only home, as in some
+    containers) the temporary directory."""
+    if os.environ.get("FIRSTLIGHT_CACHE"):
+        return Path(os.environ["FIRSTLIGHT_CACHE"]) / "onnx"
+    home = Path.home() / ".cache" / "firstlight" / "onnx"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+    except OSError:
+        return Path(tempfile.gettempdir()) / "firstlight-onnx"
+
+
+def _weights_stamp(folder: Path) -> str:
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    return ";".join(f"{f.name}:{f.stat().st_mtime_ns}:{f.stat().st_size}" for f in files)
+
+
+class OnnxInt8:
+    """A transformer's forward pass in ONNX Runtime with int8 weights: feeds the tokenizer's numpy
+    arrays, returns the first output (last hidden states for an encoder, logits for a reranker)."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.path = path
+
+    def __call__(self, batch: dict) -> np.ndarray:
+        ids = np.asarray(batch["input_ids"], dtype=np.int64)
+        feed = {k: np.asarray(batch[k], dtype=np.int64) if k in batch else np.zeros_like(ids) for k in self.inputs}
+        return self.session.run(None, feed)[0]
+
+    @classmethod
+    def from_torch(cls, net: torch.nn.Module, folder: str, kind: str, threads: int | None = None) -> "OnnxInt8":
+        """Export ``net`` (loaded from ``folder``) to ONNX, quantise, cache, load. ``kind``: "encoder"
+        (outputs last_hidden_state) or "reranker" (outputs logits)."""
+        folder_path = Path(folder).resolve()
+        key = hashlib.sha1(f"{kind}|{folder_path}|{_weights_stamp(folder_path)}".encode()).hexdigest()[:16]
+        target = cache_dir() / f"{folder_path.name}-{kind}-{key}" / "model_qint8.onnx"
+        if not target.exists():
+            log.info("exporting %s to ONNX int8 (once; cached in %s)", folder_path.name, target.parent)
+            _export_int8(net, kind, target)
+        return cls(target, threads or torch.get_num_threads())
+
+
+class _Outputs(torch.nn.Module):
+    """Named inputs in, one tensor out: what the ONNX exporter traces."""
+
+    def __init__(self, net, kind: str, inputs: list[str]):
+        super().__init__()
+        self.net, self.kind, self.names = net, kind, inputs
+
+    def forward(self, *tensors):
+        out = self.net(**dict(zip(self.names, tensors)))
+        return out.last_hidden_state if self.kind == "encoder" else out.logits
+
+
+def _export_int8(net: torch.nn.Module, kind: str, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    net = net.float().eval()
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in inspect.signature(net.forward).parameters:
+        names.append("token_type_ids")
+    example = tuple(torch.ones(2, 8, dtype=torch.int64) if n == "attention_mask" else
+                    torch.zeros(2, 8, dtype=torch.int64) for n in names)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        axes = {n: {0: "batch", 1: "tokens"} for n in names}
+        axes["output"] = {0: "batch", 1: "tokens"} if kind == "encoder" else {0: "batch"}
+        with torch.no_grad():
+            torch.onnx.export(_Outputs(net, kind, names), example, str(fp32), input_names=names,
+                              output_names=["output"], dynamic_axes=axes, opset_version=17, dynamo=False)
+        quantized = Path(tmp) / target.name
+        previous = logging.root.manager.disable
+        logging.disable(logging.INFO)  # the quantiser logs a line per tensor on the root logger
+        try:
+            quantize_dynamic(str(fp32), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
+                             extra_options={"DefaultTensorType": 1})
+        finally:
+            logging.disable(previous)
+        os.replace(quantized, target)  # atomic: a concurrent loader sees the whole file or none
