@@ -42,6 +42,9 @@ class LexicalIndex:
         self._n = len(ids)
         self._avgdl = max(1e-9, float(np.mean([len(d) for d in docs]))) if docs else 1.0
         self._mask = np.ones(len(ids), dtype=np.float32)
+        # BM25 ties often (a one-word query, titles of one length): broken in a fixed random order of
+        # the rows, never by row order, which in a catalogue file tracks age and with it being judged
+        self._tiebreak = np.random.default_rng(0).permutation(len(ids))
         self.masked: set[str] = set()
         self.added: dict[str, Counter] = {}  # id -> its token counts
         self._added_len: dict[str, int] = {}
@@ -74,17 +77,28 @@ class LexicalIndex:
     def search(self, queries: list[str], k: int) -> list[dict]:
         """Top-k products per query as {product_id: score} (products with score 0 are left out)."""
         tokens = self._tokens(queries)
-        saved = min(k, self._n)
-        kwargs = {"weight_mask": self._mask} if self.masked else {}
-        rows, scores = self.retriever.retrieve(tokens, k=saved, show_progress=False, n_threads=0, **kwargs)
         out = []
-        for query_tokens, rr, ss in zip(tokens, rows, scores):
+        for query_tokens in tokens:
+            rr, ss = self._top(query_tokens, k)
             hits = {self.ids[r]: float(s) for r, s in zip(rr, ss) if s > 0}
             if self.added:
                 hits.update({p: s for p, s in self._added_scores(query_tokens).items() if s > 0})
                 hits = dict(sorted(hits.items(), key=lambda h: -h[1])[:k])
             out.append(hits)
         return out
+
+    def _top(self, query_tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and scores of the k best saved products, best first. bm25s computes the
+        scores; the ranking is done here because bm25s's ``retrieve`` spends ~7 ms of overhead on a
+        single query, which is what a served request asks, where this takes ~0.3 ms."""
+        token_ids = self.retriever.get_tokens_ids(query_tokens)
+        if not token_ids:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        scores = self.retriever.get_scores_from_ids(token_ids, weight_mask=self._mask if self.masked else None)
+        k = min(k, self._n)
+        top = np.argpartition(-scores, k - 1)[:k] if k < self._n else np.arange(self._n)
+        top = top[np.lexsort((self._tiebreak[top], -scores[top]))]
+        return top, scores[top]
 
     def score(self, query: str, product_ids: list[str]) -> dict:
         """BM25 scores of the given products for one query."""

@@ -26,6 +26,9 @@ class Retriever:
     def __init__(self, config: dict):
         self.cfg = ServeConfig(**config)
         self.stage = self.cfg.first_stage()
+        # searches are cheaper than encodes, so the Retriever waits at most 2 ms for company, and not at
+        # all when batch_wait_s is 0 (batches then form only from requests queued behind a running one)
+        self.search_one.set_batch_wait_timeout_s(min(self.cfg.batch_wait_s, 0.002))
         self.indexes = VersionCache()
         self.search_ms = Histogram("firstlight_retrieval_ms", description="FAISS search latency (ms)",
                                    boundaries=[0.1, 0.5, 1, 2, 5, 10, 20, 50, 100])
