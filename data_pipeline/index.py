@@ -1,8 +1,12 @@
 """The product index: FAISS inner-product search over unit vectors (= cosine similarity).
 
-- ``flat``: exact search; the default, right up to a few hundred thousand products.
+- ``flat``: exact search.
 - ``ivf``: inverted lists (``nlist`` clusters, ``nprobe`` searched); for millions of products.
-- ``hnsw``: a graph index (``hnsw_m`` links, ``ef_search``); fast on CPU, memory-hungry.
+- ``ivfpq``: inverted lists of product-quantised codes (``pq_m`` bytes a product instead of 4 x dim):
+  for catalogues whose float vectors would not fit in memory, at a cost in recall.
+- ``hnsw``: a graph index (``hnsw_m`` links, ``ef_search``); fast queries, slow to build, memory-hungry.
+- ``auto`` (default): flat up to ``FLAT_UP_TO`` products, ivf beyond, with ``nlist`` ~ 4 x sqrt(products)
+  unless set. The thresholds come from the scale curves in benchmarks/RESULTS.md ("Index scale").
 
 The index moves to the GPU when faiss was built with GPU support and a GPU is visible (``use_gpu``
 = auto), and is always saved from CPU memory. On disk: ``index.faiss``, ``ids.json`` (row -> product
@@ -27,7 +31,26 @@ from data_pipeline.vectors import load_embeddings
 
 log = logging.getLogger(__name__)
 
-KINDS = ("flat", "ivf", "hnsw")
+KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
+# auto picks exact search up to this many products: on 2 cores a flat scan of 200k x 384 floats still
+# answers one query in a few ms; beyond it IVF keeps recall@100 near 0.99 at a fraction of the work.
+FLAT_UP_TO = 200_000
+
+
+TRAIN_PER_CLUSTER = 64
+
+
+def resolved_kind(kind: str, n: int) -> str:
+    if kind != "auto":
+        return kind
+    return "flat" if n <= FLAT_UP_TO else "ivf"
+
+
+def auto_nlist(n: int) -> int:
+    """~4 sqrt(n) clusters, a power of two (FAISS's guideline for IVF is 4 to 16 sqrt(n)), at most 4096:
+    k-means training and assigning every product cost products x clusters, which at 10M products and
+    16k clusters is most of an hour on 2 cores, while 4096 clusters x nprobe 32 still scan under 1%."""
+    return min(4096, int(2 ** round(np.log2(max(1.0, 4 * np.sqrt(n))))))
 
 
 def _faiss():
@@ -48,9 +71,11 @@ def gpu_count() -> int:
 class IndexConfig:
     embeddings_dir: str | None = field(default=None, metadata={"help": "output of `embed`"})
     output_dir: str | None = field(default=None, metadata={"help": "default: EMBEDDINGS/../index"})
-    kind: str = field(default="flat", metadata={"help": "flat (exact), ivf or hnsw"})
-    nlist: int = field(default=1024, metadata={"help": "ivf: clusters (capped at products/39)"})
-    nprobe: int = field(default=32, metadata={"help": "ivf: clusters searched per query"})
+    kind: str = field(default="auto", metadata={
+        "help": "auto (flat up to 200k products, ivf beyond), flat (exact), ivf, ivfpq or hnsw"})
+    nlist: int = field(default=0, metadata={"help": "ivf/ivfpq: clusters; 0 = ~4 sqrt(products) (capped at products/39)"})
+    nprobe: int = field(default=32, metadata={"help": "ivf/ivfpq: clusters searched per query"})
+    pq_m: int = field(default=48, metadata={"help": "ivfpq: bytes per product (must divide the dimension)"})
     hnsw_m: int = field(default=32, metadata={"help": "hnsw: links per node"})
     ef_search: int = field(default=128, metadata={"help": "hnsw: search breadth"})
     use_gpu: str = field(default="auto", metadata={"help": "auto, yes or no"})
@@ -58,7 +83,8 @@ class IndexConfig:
     def validate(self) -> None:
         check_choice("kind", self.kind, KINDS)
         check_choice("use_gpu", self.use_gpu, ("auto", "yes", "no"))
-        check_range("nlist", self.nlist, 1)
+        check_range("nlist", self.nlist, 0)
+        check_range("pq_m", self.pq_m, 1, 1024)
         check_range("nprobe", self.nprobe, 1)
         check_range("hnsw_m", self.hnsw_m, 2, 512)
         check_range("ef_search", self.ef_search, 1)
@@ -95,20 +121,32 @@ class ProductIndex:
             raise FirstLightError(f"index needs one vector per id: got {len(ids)} ids and {vectors.shape} vectors")
         n, dim = vectors.shape
         start = time.perf_counter()
-        if cfg.kind == "flat":
+        kind = resolved_kind(cfg.kind, n)
+        if kind == "flat":
             index = faiss.IndexFlatIP(dim)
-        elif cfg.kind == "ivf":
-            nlist = max(1, min(cfg.nlist, n // 39))  # FAISS wants ~39 training points per cluster
-            if nlist != cfg.nlist:
-                log.info("[index] ivf: %d products support %d clusters, not %d", n, nlist, cfg.nlist)
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.train(vectors)
+        elif kind in ("ivf", "ivfpq"):
+            wanted = cfg.nlist or auto_nlist(n)
+            nlist = max(1, min(wanted, n // 39))  # FAISS wants ~39 training points per cluster
+            if nlist != wanted:
+                log.info("[index] %s: %d products support %d clusters, not %d", kind, n, nlist, wanted)
+            if kind == "ivf":
+                index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            else:
+                if dim % cfg.pq_m:
+                    raise ConfigError("pq_m", f"{cfg.pq_m} does not divide the vectors' {dim} dimensions",
+                                      "use a divisor of the dimension (384: 24, 32, 48, 96)")
+                index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, cfg.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+            # k-means on at most TRAIN_PER_CLUSTER points a cluster (FAISS asks for 39 to 256): training
+            # costs points x clusters x iterations, minutes on 2 cores at millions of products
+            cap = TRAIN_PER_CLUSTER * nlist
+            sample = vectors if n <= cap else vectors[np.random.default_rng(0).choice(n, cap, replace=False)]
+            index.train(sample)
             index.nprobe = min(cfg.nprobe, nlist)
         else:
             index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efSearch = cfg.ef_search
         index.add(vectors)
-        manifest = {"kind": cfg.kind, "dim": dim, "count": n, "model": model, "config": asdict(cfg),
+        manifest = {"kind": kind, "dim": dim, "count": n, "model": model, "config": asdict(cfg),
                     "build_seconds": round(time.perf_counter() - start, 3)}
         built = cls(index, ids, manifest)
         return built.to_gpu_if_wanted(cfg.use_gpu)

@@ -50,7 +50,8 @@ class DemoConfig:
     actors: int = field(default=1, metadata={"help": "embedding actors"})
     cpus_per_actor: float = field(default=1.0, metadata={"help": "CPUs each embedding actor reserves"})
     gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs per embedding actor"})
-    index_kind: str = field(default="flat", metadata={"help": "flat, ivf or hnsw"})
+    index_kind: str = field(default="auto", metadata={
+        "help": "auto (flat up to 200k products, ivf beyond), flat, ivf, ivfpq or hnsw"})
     seed: int = field(default=2026, metadata={"help": "split seed"})
     finetune: bool = field(default=False, metadata={"help": "also fine-tune, then embed, index and evaluate again"})
     # the fine-tuning recipe: every TrainConfig setting as --train-SETTING (see `firstlight train --help`)

@@ -28,10 +28,10 @@ def test_flat_index_is_exact_cosine_search(catalogue):
     assert found[:, 0].tolist() == ids[:20]  # each noisy copy finds its product first
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq", "hnsw"])
 def test_saved_and_loaded_index_gives_the_same_top_k(catalogue, tmp_path, kind):
     ids, vectors, queries = catalogue
-    index = ProductIndex.build(ids, vectors, IndexConfig(kind=kind, nlist=16, nprobe=4), model="m")
+    index = ProductIndex.build(ids, vectors, IndexConfig(kind=kind, nlist=16, nprobe=4, pq_m=12), model="m")
     before = index.search(queries, 25)
     index.save(tmp_path / kind)
     loaded = ProductIndex.load(tmp_path / kind)
@@ -45,10 +45,29 @@ def test_saved_and_loaded_index_gives_the_same_top_k(catalogue, tmp_path, kind):
 def test_approximate_indexes_find_most_exact_neighbours(catalogue):
     ids, vectors, queries = catalogue
     exact = ProductIndex.build(ids, vectors).search(queries, 10)[1]
-    for cfg in (IndexConfig(kind="ivf", nlist=16, nprobe=8), IndexConfig(kind="hnsw")):
+    for cfg, floor in ((IndexConfig(kind="ivf", nlist=16, nprobe=8), 0.8), (IndexConfig(kind="hnsw"), 0.8),
+                       (IndexConfig(kind="ivfpq", nlist=16, nprobe=8, pq_m=24), 0.5)):
         approx = ProductIndex.build(ids, vectors, cfg).search(queries, 10)[1]
         recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
-        assert recall > 0.8, cfg.kind
+        assert recall > floor, cfg.kind
+
+
+def test_auto_kind_is_exact_for_small_catalogues_and_ivf_for_large(catalogue, monkeypatch):
+    from data_pipeline import index as index_module
+
+    ids, vectors, _ = catalogue
+    assert ProductIndex.build(ids, vectors).manifest["kind"] == "flat"
+    monkeypatch.setattr(index_module, "FLAT_UP_TO", 1000)
+    built = ProductIndex.build(ids, vectors)
+    assert built.manifest["kind"] == "ivf"
+    assert built.index.nlist == 2000 // 39  # ~4 sqrt(2000) = 128 clusters, capped at 39 points each
+    assert index_module.auto_nlist(1_000_000) == 4096 and index_module.auto_nlist(10_000_000) == 4096 and index_module.auto_nlist(54_667) == 1024
+
+
+def test_pq_bytes_must_divide_the_dimension(catalogue):
+    ids, vectors, _ = catalogue
+    with pytest.raises(ConfigError, match="'pq_m'.*48 dimensions"):
+        ProductIndex.build(ids, vectors, IndexConfig(kind="ivfpq", nlist=16, pq_m=10))
 
 
 def test_k_larger_than_catalogue_and_wrong_dimension(catalogue):
