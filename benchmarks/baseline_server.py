@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def make_app(index_dir: str, prepared_dir: str):
+def make_app(index_dir: str, prepared_dir: str, backend: str = "fp32", device: str = "cpu"):
     from fastapi import FastAPI
     from pydantic import BaseModel
 
@@ -22,7 +22,7 @@ def make_app(index_dir: str, prepared_dir: str):
     from model.encoder import TextEncoder
 
     index = ProductIndex.load(Path(index_dir), use_gpu="no")
-    encoder = TextEncoder.load(index.manifest["model"], max_length=64)
+    encoder = TextEncoder.load(index.manifest["model"], max_length=64, backend=backend, device=device)
     catalogue = load_catalogue(prepared_dir)
     titles = dict(zip(catalogue["product_id"], catalogue["title"]))
     app = FastAPI()
@@ -50,9 +50,11 @@ def main() -> None:
     parser.add_argument("--index-dir", required=True)
     parser.add_argument("--prepared-dir", default=None, help="default: INDEX/../data")
     parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--backend", default="fp32", help="fp32 (as a user would write it), or FirstLight's auto/bf16/int8")
     args = parser.parse_args()
     prepared = args.prepared_dir or str(Path(args.index_dir).parent / "data")
-    uvicorn.run(make_app(args.index_dir, prepared), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(make_app(args.index_dir, prepared, args.backend, args.device), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import update_section  # noqa: E402
+from benchmarks.report import need_bench_extra, update_section  # noqa: E402
 from common.paths import default_homedepot_dir, default_workdir  # noqa: E402
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -108,7 +108,7 @@ def bm25_run(catalogue, queries: list[str], tokenize) -> dict:
 
 def jieba_tokens():
     """FirstLight's tokeniser with jieba's search-mode words for CJK runs instead of character pairs."""
-    import jieba
+    jieba = need_bench_extra("jieba")
 
     from ranking.tokens import LexicalTokenizer
 

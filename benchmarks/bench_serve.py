@@ -1,9 +1,10 @@
 """Serving benchmark: FirstLight's Ray Serve app vs a single-process FastAPI baseline, and autoscaling.
 
 1. Throughput/latency: the same model (the index's) and the same FAISS flat index behind (a) the
-   baseline (`baseline_server.py`: FastAPI + uvicorn, one process, no Ray) and (b) FirstLight's Serve
-   application; real Home Depot test queries, k=10, at 1, 8 and 32 concurrent HTTP clients for
-   ``--seconds`` each, one after the other on this machine, in one run.
+   baseline (`baseline_server.py`: FastAPI + uvicorn, one process, no Ray), in torch fp32 and with
+   FirstLight's inference backend, and (b) FirstLight's Serve application, plain and with Ray Serve's
+   throughput-optimised mode; real Home Depot test queries, k=10, at 1, 8 and 32 concurrent HTTP
+   clients for ``--seconds`` each, one after the other on this machine, in one run.
 2. Time split of FirstLight's requests: encoding, retrieval (as the gateway measures them) and the
    rest (HTTP proxy, gateway, routing), from each response's ``timing_ms``.
 3. Autoscaling timeline: the Encoder deployment under 32 clients, then idle; replica count each second.
@@ -122,15 +123,22 @@ def autoscale_timeline(url: str, texts: list[str], load_s: float, idle_s: float)
     return timeline
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", default=str(default_workdir() / "homedepot"))
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--skip-autoscale", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--modes", default="default,no-batch-wait,throughput-optimized",
+                        help="FirstLight runs: default, no-batch-wait (batch_wait_s 0) and/or throughput-optimized "
+                             "(Ray Serve's throughput-optimised data plane, which starts its own Ray)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: encoders (baseline's and FirstLight's) on GPU 0 (section serve_gpu)")
+    args = parser.parse_args(argv)
+    gpu = args.device == "cuda"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    import ray
     from ray import serve
 
     from common.runtime import ensure_ray, setup_logging
@@ -143,84 +151,128 @@ def main() -> None:
     texts = sorted(load_split(root / "data", "test")["query"].unique())[: args.queries]
     index_dir = str(root / "index")
 
-    # (a) baseline, alone on the machine
-    port = free_port()
-    baseline = subprocess.Popen([sys.executable, str(Path(__file__).with_name("baseline_server.py")),
-                                 "--index-dir", index_dir, "--port", str(port)])
-    try:
-        wait_ready(f"http://127.0.0.1:{port}")
-        base = measure(f"http://127.0.0.1:{port}", texts, args.seconds)
-    finally:
-        baseline.terminate()
-        baseline.wait()
+    # (a) the baseline, alone on the machine: as a user would write it (torch fp32), then with
+    # FirstLight's inference backend, so the backend's gain and Ray's overhead are each visible
+    baselines = {}
+    for backend in ("fp32", "auto"):
+        port = free_port()
+        baseline = subprocess.Popen([sys.executable, str(Path(__file__).with_name("baseline_server.py")),
+                                     "--index-dir", index_dir, "--port", str(port), "--backend", backend,
+                                     "--device", args.device])
+        try:
+            wait_ready(f"http://127.0.0.1:{port}")
+            baselines[backend] = measure(f"http://127.0.0.1:{port}", texts, args.seconds)
+        finally:
+            baseline.terminate()
+            baseline.wait()
 
-    # (b) FirstLight: 2 Encoder replicas x 0.75 CPU (one torch thread each), Retriever and gateway 0.25 CPU
-    ensure_ray(num_cpus=os.cpu_count())
-    port = free_port()
+    # (b) FirstLight: 2 Encoder replicas x 0.75 CPU (one torch thread each), Retriever and gateway 0.25 CPU;
+    # then the same with Ray Serve's throughput-optimised mode (a fresh Ray started with it set)
     settings = dict(encoder_min_replicas=2, encoder_max_replicas=2, encoder_num_cpus=0.75, retriever_num_cpus=0.25,
-                    gateway_num_cpus=0.25, batch_max_size=32, batch_wait_s=0.005, port=port)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(ServeConfig(index_dir=index_dir, **settings)), name="firstlight", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url)
-    ours = measure(url, texts, args.seconds)
-    serve.delete("firstlight")
-
-    timeline, scale_settings = [], {}
-    if not args.skip_autoscale:
-        scale_settings = dict(encoder_min_replicas=1, encoder_max_replicas=3, encoder_num_cpus=0.5,
-                              encoder_target_ongoing_requests=4, upscale_delay_s=2, downscale_delay_s=10,
-                              retriever_num_cpus=0.25, gateway_num_cpus=0.25, port=port)
-        serve.run(build_app(ServeConfig(index_dir=index_dir, **scale_settings)), name="firstlight", route_prefix="/")
+                    gateway_num_cpus=0.25, batch_max_size=32, batch_wait_s=0.005)
+    if gpu:  # two Encoder replicas share the GPU; FAISS moves there too (the baseline keeps it on the CPU)
+        settings.update(encoder_num_gpus=0.5, encoder_num_cpus=1.0, use_gpu="yes")
+    ours, timeline, scale_settings = {}, [], {}
+    ray_was_up = ray.is_initialized()  # a caller's Ray (a test session) is left running
+    modes = args.modes.split(",")
+    if "throughput-optimized" in modes and ray_was_up:
+        sys.exit("the throughput-optimized mode starts a Ray of its own: run without Ray up, or --modes default")
+    for mode in modes:
+        if mode == "throughput-optimized":  # read when Ray starts: a fresh Ray for this mode
+            ray.shutdown()
+            os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+        ensure_ray(num_cpus=os.cpu_count())
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        mode_settings = {**settings, "batch_wait_s": 0.0} if mode == "no-batch-wait" else settings
+        serve.run(build_app(ServeConfig(index_dir=index_dir, port=port, **mode_settings)), name="firstlight",
+                  route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
         wait_ready(url)
-        timeline = autoscale_timeline(url, texts, load_s=45, idle_s=45)
-    serve.shutdown()
+        ours[mode] = measure(url, texts, args.seconds)
+        serve.delete("firstlight")
+        if mode == "default" and not (args.skip_autoscale or gpu):
+            scale_settings = dict(encoder_min_replicas=1, encoder_max_replicas=3, encoder_num_cpus=0.5,
+                                  encoder_target_ongoing_requests=4, upscale_delay_s=2, downscale_delay_s=10,
+                                  retriever_num_cpus=0.25, gateway_num_cpus=0.25)
+            serve.run(build_app(ServeConfig(index_dir=index_dir, port=port, **scale_settings)), name="firstlight",
+                      route_prefix="/")
+            wait_ready(url)
+            timeline = autoscale_timeline(url, texts, load_s=45, idle_s=45)
+        serve.shutdown()
+    if not ray_was_up:
+        ray.shutdown()
+    os.environ.pop("RAY_SERVE_THROUGHPUT_OPTIMIZED", None)
 
+    names = {"default": "FirstLight", "no-batch-wait": "FirstLight, no batch wait",
+             "throughput-optimized": "FirstLight, throughput-optimised Serve"}
+    columns = [("baseline, torch fp32", baselines["fp32"]), ("baseline, FirstLight's backend", baselines["auto"]),
+               *[(names[m], ours[m]) for m in modes]]
+    best = max(ours, key=lambda m: ours[m][-1]["qps"])
     rows = []
-    for b, o in zip(base, ours):
-        rows.append(f"| {b['clients']} | {b['qps']:.1f} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} | {o['qps']:.1f} | "
-                    f"{o['p50_ms']:.1f} | {o['p99_ms']:.1f} | **{o['qps'] / b['qps']:.2f}** | "
-                    f"{b['p50_ms'] / o['p50_ms']:.2f} | {o['errors'] + b['errors']} |")
-    split = [f"| {o['clients']} | {o['split_ms']['client']:.1f} | {o['split_ms']['encode']:.1f} | "
+    for i, clients in enumerate(CONCURRENCY):
+        cells = " | ".join(f"{c[i]['qps']:.1f} / {c[i]['p50_ms']:.1f} / {c[i]['p99_ms']:.1f}" for _, c in columns)
+        o, b, bb = ours[best][i], baselines["fp32"][i], baselines["auto"][i]
+        rows.append(f"| {clients} | {cells} | **{o['qps'] / b['qps']:.2f}** / {o['p50_ms'] / b['p50_ms']:.2f} | "
+                    f"{o['qps'] / bb['qps']:.2f} / {o['p50_ms'] / bb['p50_ms']:.2f} | "
+                    f"{sum(c[i]['errors'] for _, c in columns)} |")
+    split = [f"| {mode} | {o['clients']} | {o['split_ms']['client']:.1f} | {o['split_ms']['encode']:.1f} | "
              f"{o['split_ms']['retrieve']:.1f} | "
-             f"{o['split_ms']['client'] - o['split_ms']['encode'] - o['split_ms']['retrieve']:.1f} |" for o in ours]
+             f"{o['split_ms']['client'] - o['split_ms']['encode'] - o['split_ms']['retrieve']:.1f} |"
+             for mode in ours for o in ours[mode]]
     body = f"""
-{len(texts)} real Home Depot test queries, k=10, all-MiniLM-L6-v2 + FAISS flat over 54,667 products,
-{args.seconds:.0f} s per level, HTTP clients (aiohttp) on the same machine. Baseline: `benchmarks/baseline_server.py`
-(FastAPI + uvicorn, one process, no Ray, no batching). FirstLight: `serve/app.py` with
-{json.dumps({k: v for k, v in settings.items() if k != 'port'})}.
+{len(texts)} real Home Depot test queries, k=10, the index's model + FAISS flat ({"encoders on GPU 0" if gpu else "CPU"}),
+{args.seconds:.0f} s per level, HTTP clients (aiohttp) on the same machine, all in one run. Baseline:
+`benchmarks/baseline_server.py` (FastAPI + uvicorn, one process, no Ray, no batching), first in torch fp32
+as a user would write it, then with FirstLight's default inference backend (`auto`: {resolved_backend(args.device)} here).
+FirstLight: `serve/app.py` with {json.dumps(settings)} and the default backend; then the same with
+`batch_wait_s` 0 (no wait to fill a batch: batches form only from requests queued behind a running
+one), and with `RAY_SERVE_THROUGHPUT_OPTIMIZED=1` (Ray Serve's throughput-optimised data plane; a Ray
+started with it).
 
 Why these settings: two Encoder replicas of 0.75 CPU with one torch thread each keep both cores
 busy with the model without oversubscribing them; batches of up to 32 texts with a 5 ms wait fill
-within the wait at 32 clients (one MiniLM forward pass over 32 short queries costs little more than
-over one) while a lone request waits at most 5 ms; the Retriever (which also batches concurrent
-searches into one FAISS call) and the gateway mostly wait on I/O and share the remaining 0.5 CPU.
+within the wait at 32 clients while a lone request waits at most 5 ms; the Retriever (which also
+batches concurrent searches into one FAISS call) and the gateway share the remaining 0.5 CPU.
 
-| clients | baseline QPS | p50 ms | p99 ms | FirstLight QPS | p50 ms | p99 ms | QPS ratio | p50 speed-up | errors |
-|---|---|---|---|---|---|---|---|---|---|
+Each cell: QPS / p50 ms / p99 ms. Ratios use the faster FirstLight mode ({best}): QPS ratio / p50 ratio.
+
+| clients | {" | ".join(n for n, _ in columns)} | vs fp32 baseline | vs same-backend baseline | errors |
+|---|---|---|{"---|" * len(columns)}
 {chr(10).join(rows)}
 
 Where a FirstLight request's time goes (means; "encode" includes waiting for a batch to fill and
 queueing at the Encoder, "other" is the HTTP proxy, the gateway and routing):
 
-| clients | client-side ms | encode ms | retrieve ms | other ms |
-|---|---|---|---|---|
+| mode | clients | client-side ms | encode ms | retrieve ms | other ms |
+|---|---|---|---|---|---|
 {chr(10).join(split)}
 """
     if timeline:
         changes = [t for i, t in enumerate(timeline) if i == 0 or t[1] != timeline[i - 1][1]]
         body += f"""
-Autoscaling ({json.dumps({k: v for k, v in scale_settings.items() if k != 'port'})}): 32 clients for 45 s,
+Autoscaling ({json.dumps(scale_settings)}): 32 clients for 45 s,
 then idle for 45 s; Encoder replicas RUNNING when they changed (seconds from the start):
 
 | t (s) | replicas | phase |
 |---|---|---|
 {chr(10).join(f"| {t} | {n} | {p} |" for t, n, p in changes)}
 """
-    update_section("serve", "Serving: FirstLight (Ray Serve) vs a single-process FastAPI baseline",
-                   "python benchmarks/bench_serve.py", body,
-                   {"baseline": base, "firstlight": ours, "settings": settings, "autoscale": timeline,
-                    "autoscale_settings": scale_settings})
+    name, title = (("serve_gpu", "Serving with the encoder on a GPU") if gpu else
+                   ("serve", "Serving: FirstLight (Ray Serve) vs a single-process FastAPI baseline"))
+    raw = {"baseline": baselines, "firstlight": ours, "settings": settings, "autoscale": timeline,
+           "autoscale_settings": scale_settings}
+    update_section(name, title, "python benchmarks/bench_serve.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                   body, raw)
+    return {**raw, "table": body}
+
+
+def resolved_backend(device: str = "cpu") -> str:
+    import torch
+
+    from model.backends import resolve_backend
+
+    return resolve_backend("auto", torch.device(device))
 
 
 if __name__ == "__main__":

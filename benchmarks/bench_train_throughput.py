@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import update_section  # noqa: E402
+from benchmarks.report import need_bench_extra, update_section  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 
@@ -48,8 +48,8 @@ def loop_rate(output_dir: Path, global_batch: int, warmup: int) -> float:
 
 
 def sentence_transformers_rate(pairs, args, steps: int, out: Path) -> tuple[float, float]:
+    Dataset = need_bench_extra("datasets").Dataset
     import torch
-    from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
         SentenceTransformerTrainer,

@@ -12,6 +12,28 @@ import torch
 from common.hardware import cpu_bf16_units
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+# FIRSTLIGHT_RESULTS names another file: a dry run (gpu_check.py --device cpu) writes there, never here.
+RESULTS_ENV = "FIRSTLIGHT_RESULTS"
+
+
+BENCH_EXTRA = "FIRSTLIGHT_EXTRA=cpu,bench bash scripts/setup.sh"
+
+
+def need_bench_extra(module: str):
+    """Import a package of the `bench` extra, or stop with the one command that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SystemExit(f"this benchmark needs {module!r} from the bench extra: run `{BENCH_EXTRA}` "
+                         "(or .venv/bin/pip install -e '.[cpu,dev,bench]')") from None
+
+
+def results_file() -> Path:
+    import os
+
+    return Path(os.environ.get(RESULTS_ENV) or RESULTS)
 HEADER = "# FirstLight benchmark results\n\nEach section is written by the script it names; rerun the script to refresh it.\n"
 
 
@@ -25,7 +47,8 @@ def machine() -> str:
 
 
 def update_section(name: str, title: str, command: str, body: str, raw: dict | None = None) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    results = results_file()
+    text = results.read_text() if results.exists() else HEADER
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     section = (f"{start}\n## {title}\n\nCommand: `{command}`  \nMeasured {time.strftime('%Y-%m-%d')} on "
                f"{machine()}.\n\n{body.strip()}\n{end}")
@@ -34,9 +57,9 @@ def update_section(name: str, title: str, command: str, body: str, raw: dict | N
         text = before + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
+    results.write_text(text)
     if raw is not None:
-        out = RESULTS.parent / "results"
+        out = results.parent / "results"
         out.mkdir(exist_ok=True)
         (out / f"{name}.json").write_text(json.dumps(raw, indent=2) + "\n")
     print(body)
