@@ -73,7 +73,8 @@ def test_embed_and_index_take_an_ensemble_as_their_model(ensemble_dir, prepared,
     from data_pipeline.prepare import load_catalogue
     from model.encoder import TextEncoder
 
-    emb = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(tmp_path / "emb"), model=str(ensemble_dir)))
+    emb = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(tmp_path / "emb"), model=str(ensemble_dir),
+                                backend="fp32"))  # compared with fp32 to 1e-5
     ids, vectors = load_embeddings(emb / "vectors")
     catalogue = load_catalogue(prepared).set_index("product_id")
     encoder = TextEncoder.load(str(ensemble_dir))
