@@ -63,27 +63,16 @@ def synthetic_chunks(seeds: np.ndarray, n: int):
         yield start, np.ascontiguousarray(x, dtype=np.float32)
 
 
-def build(kind: str, chunks, n: int, dim: int, seeds: np.ndarray):
-    import faiss
+def build(kind: str, chunks, n: int, dim: int):
+    """ProductIndex.build's index with its default settings, filled chunk by chunk."""
+    from data_pipeline.index import IndexConfig, new_faiss_index, training_sample
 
-    from data_pipeline.index import TRAIN_PER_CLUSTER, IndexConfig, auto_nlist
-
-    cfg = IndexConfig()
-    nlist = min(auto_nlist(n), n // 39)
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = cfg.ef_search
-    else:
-        quantizer = faiss.IndexFlatIP(dim)
-        index = (faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT) if kind == "ivf" else
-                 faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, 8, faiss.METRIC_INNER_PRODUCT))
-        index.train(next(iter(chunks()))[1][: TRAIN_PER_CLUSTER * nlist])  # as ProductIndex.build does
-        index.nprobe = cfg.nprobe
+    index, nlist = new_faiss_index(kind, dim, n, IndexConfig())
+    if nlist:
+        index.train(training_sample(next(iter(chunks()))[1], nlist))
     for _, x in chunks():
         index.add(x)
-    return index, nlist if kind in ("ivf", "ivfpq") else None
+    return index, nlist
 
 
 def exact_top(chunks, queries: np.ndarray, k: int) -> np.ndarray:
@@ -177,7 +166,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 continue
             base = rss_gb()
             start = time.perf_counter()
-            index, nlist = build(kind, chunks, n, dim, seeds)
+            index, nlist = build(kind, chunks, n, dim)
             single = args.single if n <= 1_000_000 else max(5, args.single // 5)  # a flat 10M scan: ~1 s each
             if gpu and kind in ("flat", "ivf"):
                 index = faiss.index_cpu_to_gpu(resources, 0, index)

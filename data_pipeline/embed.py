@@ -22,7 +22,7 @@ from common.hardware import check_backend
 from common.manifest import atomic_folder, read_manifest, up_to_date, write_json
 from data_pipeline.vectors import load_embeddings, vectors_to_arrow
 from model.encoder import TextEncoder
-from model.folders import DEFAULT_MODEL
+from model.folders import DEFAULT_MODEL, absolute_if_folder, model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -113,30 +113,11 @@ def embed_dataset(ds, cfg: EmbedConfig):
     return ds.map_batches(
         EncoderActor,
         # a local folder by its absolute path: actors do not share the driver's working directory
-        fn_constructor_kwargs={"model": _absolute_if_folder(cfg.model), "max_length": cfg.max_length,
+        fn_constructor_kwargs={"model": absolute_if_folder(cfg.model), "max_length": cfg.max_length,
                                "backend": cfg.backend, "threads": threads},
         batch_size=cfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.actors),
         num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor)
-
-
-def _absolute_if_folder(model: str) -> str:
-    folder = Path(model).expanduser()
-    return str(folder.resolve()) if folder.is_dir() else model
-
-
-def model_fingerprint(model: str):
-    """What tells the embedding cache which weights made the vectors. A local folder counts by its
-    resolved path and its weight files' sizes and modification times, so the same folder named by
-    another relative path is reused, and a model retrained into the same folder is embedded again;
-    anything else (a packaged or hub name, a URI) by its name."""
-    folder = Path(model).expanduser()
-    if not folder.is_dir():
-        return model
-    # rglob: an ensemble folder (model/ensemble.py) keeps its members' weights in subfolders
-    weights = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt"))
-    return {"folder": _absolute_if_folder(model),
-            "weights": {p.relative_to(folder).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns] for p in weights}}
 
 
 def run_embed(cfg: EmbedConfig) -> Path:

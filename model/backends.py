@@ -17,7 +17,8 @@ OpenVINO and ONNX Runtime fp32 were measured too and bought nothing over torch h
 "Tried and removed"), so they are not choices.
 
 The int8 file is exported from the model folder once and cached (``FIRSTLIGHT_CACHE``, default
-``~/.cache/firstlight/onnx``), keyed by the folder's path and weights' modification time; the write is
+``~/.cache/firstlight/onnx``), keyed as the embed stage keys its vectors (``model_fingerprint``: the
+folder's path and its weight files' sizes and modification times); the write is
 atomic, so encoder actors starting together cannot read a half-written file.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import logging
 import os
 import tempfile
@@ -35,6 +37,7 @@ import torch
 
 from common.errors import ConfigError
 from common.hardware import check_backend, gpu_has_bf16
+from model.folders import model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +67,6 @@ def cache_dir() -> Path:
         return Path(tempfile.gettempdir()) / "firstlight-onnx"
 
 
-def _weights_stamp(folder: Path) -> str:
-    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-    return ";".join(f"{f.name}:{f.stat().st_mtime_ns}:{f.stat().st_size}" for f in files)
-
-
 class OnnxInt8:
     """A transformer's forward pass in ONNX Runtime with int8 weights: feeds the tokenizer's numpy
     arrays, returns the first output (last hidden states for an encoder, logits for a reranker)."""
@@ -93,7 +91,8 @@ class OnnxInt8:
         """Export ``net`` (loaded from ``folder``) to ONNX, quantise, cache, load. ``kind``: "encoder"
         (outputs last_hidden_state) or "reranker" (outputs logits)."""
         folder_path = Path(folder).resolve()
-        key = hashlib.sha1(f"{kind}|{folder_path}|{_weights_stamp(folder_path)}".encode()).hexdigest()[:16]
+        stamp = json.dumps(model_fingerprint(str(folder_path)), sort_keys=True)  # the embed cache's key too
+        key = hashlib.sha1(f"{kind}|{stamp}".encode()).hexdigest()[:16]
         target = cache_dir() / f"{folder_path.name}-{kind}-{key}" / "model_qint8.onnx"
         if not target.exists():
             log.info("exporting %s to ONNX int8 (once; cached in %s)", folder_path.name, target.parent)

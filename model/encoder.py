@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import ConfigError
-from common.hardware import check_backend
 from common.text import normalize_text
 from model.backends import OnnxInt8, resolve_backend
 from model.folders import (
@@ -72,7 +71,6 @@ class TextEncoder:
         path = resolve_model_path(model)
         if is_ensemble(path):  # several encoders as one (model/ensemble.py)
             return EnsembleEncoder.load(path, max_length=max_length, device=device, backend=backend)
-        check_backend("backend", backend)
         dev = pick_device(device)
         backend = resolve_backend(backend, dev)
         try:

@@ -150,3 +150,23 @@ def run_on_local_copies(run, cfg, marker: str) -> str:
         storage.push(Path(built), cfg.output_dir, marker=marker)
     log.info("[storage] %s is in place", cfg.output_dir)
     return cfg.output_dir
+
+
+def absolute_if_folder(model: str) -> str:
+    folder = Path(model).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else model
+
+
+def model_fingerprint(model: str):
+    """What tells a cache which weights made what it holds (the embed stage's vectors, the int8 ONNX
+    file of model/backends.py). A local folder counts by its
+    resolved path and its weight files' sizes and modification times, so the same folder named by
+    another relative path is reused, and a model retrained into the same folder is embedded again;
+    anything else (a packaged or hub name, a URI) by its name."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return model
+    # rglob: an ensemble folder (model/ensemble.py) keeps its members' weights in subfolders
+    weights = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt"))
+    return {"folder": absolute_if_folder(model),
+            "weights": {p.relative_to(folder).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns] for p in weights}}

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from common.errors import ConfigError
-from common.hardware import check_backend
 from common.manifest import atomic_folder, write_json
 from common.text import normalize_text
 from model.backends import OnnxInt8, resolve_backend
@@ -38,7 +37,7 @@ class Reranker:
 
     @classmethod
     def load(cls, model: str, *, max_length: int = 128, device: str = "auto", backend: str = "auto") -> "Reranker":
-        """``backend``: fp32, bf16, int8 or auto (bf16 where the hardware has it natively; model/backends.py)."""
+        """``backend``: fp32, bf16, int8 or auto (model/backends.py)."""
         from transformers import (
             AutoConfig,
             AutoModelForSequenceClassification,
@@ -55,7 +54,6 @@ class Reranker:
         if getattr(AutoConfig.from_pretrained(path), "num_labels", None) != 1:
             raise ConfigError("reranker", f"{model} is not a one-score cross-encoder (num_labels != 1)",
                               "pass a folder written by `firstlight train-reranker`")
-        check_backend("backend", backend)
         dev = pick_device(device)
         backend = resolve_backend(backend, dev)
         net = AutoModelForSequenceClassification.from_pretrained(path)
