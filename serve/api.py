@@ -58,9 +58,16 @@ class Product(BaseModel):
     score: float
 
 
+class VersionInfo(BaseModel):
+    """The model + index pair that answered: an id and folder names (full paths only to admins)."""
+    id: str
+    model: str
+    index: str
+
+
 class RecommendResponse(BaseModel):
     items: list[Product]
-    version: dict
+    version: VersionInfo
     timing_ms: dict
     query: str | None = None  # the text as ranked, when spelling correction is on
     reranked: bool = False  # whether the reranker ordered the top products
@@ -69,11 +76,59 @@ class RecommendResponse(BaseModel):
 
 class BatchResponse(BaseModel):
     results: list[list[Product]]
-    version: dict
+    version: VersionInfo
     timing_ms: dict
     queries: list[str] | None = None  # the texts as ranked, when spelling correction is on
     reranked: bool = False
     fallback: str | None = None
+
+
+class ItemsResponse(BaseModel):
+    upserted: list[str]
+    items_in_index: int
+    version: VersionInfo
+
+
+class DeleteResponse(BaseModel):
+    deleted: str
+    version: VersionInfo
+
+
+class ReloadResponse(BaseModel):
+    previous: VersionInfo
+    active: VersionInfo
+    items_in_index: int
+    carried_over: str = Field(description="what happened to the products added or deleted through the API")
+
+
+class StatsResponse(BaseModel):
+    version: VersionInfo
+    index: dict
+    rejected: dict[str, int]
+    reranker: dict
+    dropped_at_start: str | None = Field(None, description="a saved reload that could not be served at start")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    version: VersionInfo | None = None
+    reason: str | None = Field(None, description="why not, when the status is 'not ready' (HTTP 503)")
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    code: str = Field(description="a stable, machine-readable reason: too_long, out_of_range, unauthorized, ...")
+    field: str = Field(description="the field, header or path part at fault")
+    message: str = Field(description="what is wrong and how to fix it")
+    limit: int | None = Field(None, description="the limit that was broken, when one was")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
 
 
 class ApiError(Exception):
@@ -88,10 +143,32 @@ class ApiError(Exception):
         return {"error": error}
 
 
-def parse_body(raw: bytes, content_type: str | None, model: type[BaseModel], max_bytes: int) -> BaseModel:
-    if len(raw) > max_bytes:
-        raise ApiError(413, "body_too_large", "body", f"the body has {len(raw)} bytes; at most {max_bytes} are "
-                       "accepted", max_bytes)
+async def read_body(request, max_bytes: int) -> bytes:
+    """The body, refused with 413 by its Content-Length before a byte is read, and a chunked body
+    the moment it passes the cap: a 200 MB upload is never held in memory to be refused."""
+    declared = request.headers.getlist("content-length")
+    if len(set(declared)) > 1:
+        raise ApiError(400, "invalid_header", "Content-Length", "send one Content-Length header")
+    if declared:
+        if not declared[0].strip().isdigit():
+            raise ApiError(400, "invalid_header", "Content-Length", f"Content-Length {declared[0][:40]!r} is not a "
+                           "byte count")
+        size = declared[0].strip()
+        if len(size) > 18 or int(size) > max_bytes:
+            raise ApiError(413, "body_too_large", "body", f"the body has {size[:20]} bytes; at most {max_bytes} are "
+                           "accepted", max_bytes)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, "body_too_large", "body", f"the body passed {max_bytes} bytes, the most accepted; "
+                           "reading stopped there", max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_body(raw: bytes, content_type: str | None, model: type[BaseModel]) -> BaseModel:
+    """A request model from a body already read within the size cap (``read_body``)."""
     if (content_type or "").split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported_media_type", "Content-Type",
                        f"send JSON with Content-Type: application/json (got {content_type or 'none'!r})")
@@ -105,8 +182,15 @@ def parse_body(raw: bytes, content_type: str | None, model: type[BaseModel], max
     except json.JSONDecodeError as err:
         raise ApiError(400, "invalid_json", "body", f"the body is not valid JSON ({err.msg} at line {err.lineno}, "
                        f"column {err.colno})") from None
+    except RecursionError:  # json's decoder recurses once per level: tens of thousands of [[[...
+        raise ApiError(400, "too_deep", "body", "the body's JSON is nested too deeply; no request nests more "
+                       f"than {MAX_DEPTH} levels") from None
+    except ValueError:  # Python refuses to read integers of more than 4300 digits
+        raise ApiError(400, "invalid_json", "body", "the body holds a number of more than 4300 digits; send "
+                       "numbers of at most 16 digits") from None
     if not isinstance(data, dict):
         raise ApiError(422, "wrong_type", "body", f"the body must be a JSON object, not {type(data).__name__}")
+    check_structure(data)
     try:
         return model.model_validate(data)
     except ValidationError as err:
@@ -117,6 +201,45 @@ def parse_body(raw: bytes, content_type: str | None, model: type[BaseModel], max
         message = {"missing": f"'{field}' is required", "extra_forbidden": f"'{field}' is not a field of this request"
                    }.get(kind, f"'{field}': {first['msg']}")
         raise ApiError(422, code, field, message) from None
+
+
+MAX_DEPTH = 8  # the deepest request (items.0.title) nests 3 levels; anything far deeper is not a request
+MAX_INT = 2**53  # the largest integer every JSON client reads exactly
+
+
+def check_structure(data) -> None:
+    """Refuse what no model field can hold but would break later: lone UTF-16 surrogates ("\\ud800",
+    valid JSON escapes that no UTF-8 encoder accepts), integers past 2**53, and deep nesting."""
+    stack = [(data, "", 0)]
+    while stack:  # iterative: a deep body must not exhaust Python's recursion on the way to its error
+        node, path, depth = stack.pop()
+        name = path or "body"
+        if depth > MAX_DEPTH:
+            raise ApiError(400, "too_deep", name, f"'{name}' nests more than {MAX_DEPTH} levels; no field of this "
+                           "request is nested like that", MAX_DEPTH)
+        if isinstance(node, str):
+            _check_surrogates(node, name)
+        elif isinstance(node, bool):
+            continue
+        elif isinstance(node, int) and abs(node) > MAX_INT:
+            raise ApiError(422, "out_of_range", name, f"'{name}' is an integer of {len(str(abs(node)))} digits; "
+                           f"integers above 2**53 are refused", MAX_INT)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                _check_surrogates(key, name)  # a key's fault is its object's
+                stack.append((value, f"{path}.{key}" if path else str(key), depth + 1))
+        elif isinstance(node, list):
+            stack.extend((value, f"{path}.{i}", depth + 1) for i, value in enumerate(node))
+
+
+def _check_surrogates(text: str, field: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ApiError(422, "invalid_characters", field.encode("utf-8", "backslashreplace").decode(),
+                       f"'{field.encode('utf-8', 'backslashreplace').decode()}' holds a lone UTF-16 surrogate "
+                       f"(\\u{ord(text[err.start]):04x} at character {err.start}); send whole characters "
+                       "(a surrogate pair, or the character itself)") from None
 
 
 def check_text(text: str, field: str, max_chars: int) -> str:
@@ -140,6 +263,17 @@ def check_count(values: list, field: str, low: int, high: int) -> None:
 def check_k(k: int, max_k: int) -> None:
     if not 1 <= k <= max_k:
         raise ApiError(422, "out_of_range", "k", f"k={k} is outside 1..{max_k}", max_k)
+
+
+ID_RULE = "1 to 200 characters, no control characters and no leading or trailing spaces"
+
+
+def check_id(product_id: str, field: str) -> str:
+    """A product id as stored: any other character is allowed; DELETE takes it percent-encoded."""
+    if not 1 <= len(product_id) <= 200 or product_id != product_id.strip() \
+            or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in product_id):
+        raise ApiError(422, "invalid_id", field, f"'{field}' is not a valid product id: ids are {ID_RULE}", 200)
+    return product_id
 
 
 def openapi_body(model: type[BaseModel]) -> dict:

@@ -32,7 +32,7 @@ def build_app(args: dict | ServeConfig):
     config = asdict(cfg)
     encoder = _autoscaled(Encoder, cfg, "encoder", cfg.batch_max_size).bind(config)
     retriever = Retriever.options(
-        num_replicas=1, max_ongoing_requests=256,
+        num_replicas=cfg.retriever_replicas, max_ongoing_requests=256,
         ray_actor_options={"num_cpus": cfg.retriever_num_cpus, "num_gpus": cfg.retriever_num_gpus},
     ).bind(config)
     reranker = _autoscaled(Reranker, cfg, "reranker", cfg.reranker_batch_max_size).bind(config) \

@@ -81,9 +81,13 @@ class ServeConfig:
                 "lowers latency on a small machine where requests rarely overlap"})
     reranker_num_gpus: float = field(default=0.0, metadata={"help": "GPUs per Reranker replica"})
     reranker_batch_max_size: int = field(default=8, metadata={"help": "requests scored together at most"})
-    retriever_num_cpus: float = field(default=0.5, metadata={"help": "CPUs for the Retriever replica"})
+    retriever_replicas: int = field(default=1, metadata={
+        "help": "Retriever replicas (each holds the index; two or more survive losing one)"})
+    retriever_num_cpus: float = field(default=0.5, metadata={"help": "CPUs per Retriever replica"})
     retriever_num_gpus: float = field(default=0.0, metadata={"help": "GPUs for the Retriever replica"})
     gateway_replicas: int = field(default=1, metadata={"help": "HTTP gateway replicas"})
+    retries: int = field(default=2, metadata={
+        "help": "times a read (encode, search, rerank) is retried on another replica when its replica dies"})
     gateway_num_cpus: float = field(default=0.25, metadata={"help": "CPUs per gateway replica"})
     host: str = field(default="127.0.0.1", metadata={"help": "HTTP host (0.0.0.0 to listen on all interfaces)"})
     port: int = field(default=8000, metadata={"help": "HTTP port"})
@@ -118,9 +122,11 @@ class ServeConfig:
             check_range("reranker_num_cpus", self.reranker_num_cpus, 0.0, low_inclusive=False)
             check_range("reranker_threads", self.reranker_threads, 0)
         for name in ("max_length", "max_text_chars", "max_text_tokens", "max_k", "max_batch_texts",
-                     "max_body_bytes", "encoder_min_replicas", "batch_max_size", "gateway_replicas"):
+                     "max_body_bytes", "encoder_min_replicas", "batch_max_size", "gateway_replicas",
+                     "retriever_replicas"):
             check_range(name, getattr(self, name), 1)
         check_range("max_exclude", self.max_exclude, 0)
+        check_range("retries", self.retries, 0)
         check_range("encoder_max_replicas", self.encoder_max_replicas, self.encoder_min_replicas)
         check_range("encoder_target_ongoing_requests", self.encoder_target_ongoing_requests, 0.0, low_inclusive=False)
         for name in ("encoder_num_cpus", "retriever_num_cpus", "gateway_num_cpus"):

@@ -14,7 +14,9 @@ on the same catalogue: before each search a replica replays whatever was appende
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -26,6 +28,8 @@ from common.storage import local_folder
 from data_pipeline.index import ProductIndex
 from data_pipeline.prepare import load_catalogue
 from ranking.hybrid import FirstStage, HybridIndex
+
+log = logging.getLogger("ray.serve")
 
 
 class LiveIndex:
@@ -75,21 +79,45 @@ class LiveIndex:
         return self.hybrid.contains(product_id)
 
     def _append(self, records: list[dict]) -> None:
-        with self._lock, open(self.change_log, "a", encoding="utf-8") as fh:
-            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-            fh.flush()
-            os.fsync(fh.fileno())
+        """Append whole records and fsync them, or append nothing and raise StorageFull."""
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        with self._lock, open(self.change_log, "ab", buffering=0) as fh:  # unbuffered: a failed write leaves
+            # nothing behind in a buffer to be flushed later, after the rollback
+            fcntl.flock(fh, fcntl.LOCK_EX)  # replicas sharing the log append one at a time
+            try:
+                start = _drop_torn_tail(fh, self.change_log)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[fh.write(view):]
+                    os.fsync(fh.fileno())
+                except OSError as err:  # a full disk, a quota, a file-size limit: undo the partial record
+                    fh.truncate(start)
+                    os.fsync(fh.fileno())
+                    raise StorageFull(f"the change log {self.change_log} could not be written "
+                                      f"({os.strerror(err.errno) if err.errno else err}); nothing was changed") \
+                        from None
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
         self.refresh()
 
     def refresh(self) -> None:
         """Apply whatever the change log gained since the last look (other replicas write it too)."""
         with self._lock:
-            for record in self._tail.read():
-                if record["op"] == "upsert":
-                    self.hybrid.upsert(record["id"], record.get("title", ""), record.get("text", ""),
-                                       np.asarray(record["vector"], dtype=np.float32))
-                else:
-                    self.hybrid.delete(record["id"])
+            for line, record in self._tail.read():
+                try:
+                    if record["op"] == "upsert":
+                        vector = np.asarray(record["vector"], dtype=np.float32)
+                        if vector.shape != (self.dim,):
+                            raise ValueError(f"a vector of shape {vector.shape} for a {self.dim}-dim index")
+                        self.hybrid.upsert(str(record["id"]), str(record.get("title", "")),
+                                           str(record.get("text", "")), vector)
+                    elif record["op"] == "delete":
+                        self.hybrid.delete(str(record["id"]))
+                    else:
+                        raise ValueError(f"unknown op {record['op']!r}")
+                except (KeyError, TypeError, ValueError) as err:
+                    log.warning("firstlight: %s line %d skipped: %s", self.change_log, line, err)
 
     def added_items(self) -> list[dict]:
         """Products added or changed through the API (to carry over when the model changes)."""
@@ -109,14 +137,45 @@ class LiveIndex:
         return self.hybrid.search(vectors, texts, k, stage, exclude)
 
 
+class StorageFull(OSError):
+    """The change log could not take a record (disk full, quota, size limit); nothing was written."""
+
+
+def _drop_torn_tail(fh, path: Path) -> int:
+    """Cut a last line that lacks its newline (a writer died mid-append: it was never acknowledged,
+    since acknowledging waits for the fsync) so that no record is ever joined onto it. Called with
+    the log locked, so no live writer is mid-line. Returns the size to append at."""
+    size = os.fstat(fh.fileno()).st_size
+    if size == 0:
+        return 0
+    with open(path, "rb") as reader:
+        reader.seek(max(0, size - 65536))
+        tail = reader.read()
+    if tail.endswith(b"\n"):
+        return size
+    cut = tail.rfind(b"\n")
+    if cut < 0 and size > len(tail):  # a torn record longer than 64 KiB: find its line's start
+        with open(path, "rb") as reader:
+            keep = reader.read().rfind(b"\n") + 1
+    else:
+        keep = size - len(tail) + cut + 1
+    log.warning("firstlight: %s ended in a torn record (%d bytes, never acknowledged): removed", path, size - keep)
+    fh.truncate(keep)
+    os.fsync(fh.fileno())
+    return keep
+
+
 class ChangeLogTail:
-    """The complete records appended to a change log since the last read (other replicas append too)."""
+    """The complete records appended to a change log since the last read (other replicas append too),
+    as (line number, record). A line that is not a JSON object is skipped with a warning naming the
+    file and line: a damaged record must not stop the service or hide the records after it."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._offset = 0
+        self._line = 0
 
-    def read(self) -> list[dict]:
+    def read(self) -> list[tuple[int, dict]]:
         if not self.path.exists() or self.path.stat().st_size == self._offset:
             return []
         with open(self.path, "rb") as fh:
@@ -124,7 +183,21 @@ class ChangeLogTail:
             data = fh.read()
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
         self._offset += end
-        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+        records = []
+        for raw in data[:end].split(b"\n")[:-1]:
+            self._line += 1
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+                if not isinstance(record, dict):
+                    raise ValueError(f"a JSON {type(record).__name__}, not an object")
+            except (ValueError, RecursionError) as err:
+                log.warning("firstlight: %s line %d is damaged and was skipped (%s)", self.path, self._line,
+                            str(err)[:200])
+                continue
+            records.append((self._line, record))
+        return records
 
 
 class LiveSpeller:
@@ -140,9 +213,9 @@ class LiveSpeller:
 
     def correct(self, texts: list[str]) -> list[str]:
         with self._lock:
-            for record in self._tail.read():
-                if record["op"] == "upsert":
-                    self.speller.add_texts([record.get("title", ""), record.get("text", "")])
+            for _, record in self._tail.read():
+                if record.get("op") == "upsert":
+                    self.speller.add_texts([str(record.get("title", "")), str(record.get("text", ""))])
         return [self.speller.correct(t) for t in texts]
 
 

@@ -15,7 +15,7 @@ from ray import serve
 from ray.serve.metrics import Gauge, Histogram
 
 from serve.config import ServeConfig
-from serve.live_index import LiveIndex, change_log_path
+from serve.live_index import LiveIndex, StorageFull, change_log_path
 from serve.versions import Version, VersionCache, rows_by
 
 
@@ -66,14 +66,28 @@ class Retriever:
         self.search_ms.observe(1000 * (time.perf_counter() - start))
         return out
 
-    def upsert(self, version: dict, items: list[dict]) -> int:
+    def upsert(self, version: dict, items: list[dict]) -> dict:
+        """{"items": products now searchable}, or {"refused": why} when the change log cannot take them."""
         index = self.get(version)
-        index.upsert(items)
+        try:
+            index.upsert(items)
+        except StorageFull as err:
+            return {"refused": str(err)}
         self.items.set(len(index))
-        return len(index)
+        return {"items": len(index)}
 
-    def delete(self, version: dict, product_id: str) -> bool:
-        return self.get(version).delete(product_id)
+    def delete(self, version: dict, product_id: str) -> dict:
+        """{"deleted": whether it was there}, or {"refused": why}."""
+        try:
+            return {"deleted": self.get(version).delete(product_id)}
+        except StorageFull as err:
+            return {"refused": str(err)}
+
+    def ready(self, version: dict) -> int:
+        """A real search on ``version`` (change log replayed first): raises whatever would fail a request."""
+        index = self.get(version)
+        index.search(np.zeros((1, index.dim), dtype=np.float32), ["ready"], 1, self.stage)
+        return len(index)
 
     def info(self, version: dict) -> dict:
         index = self.get(version)

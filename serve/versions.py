@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+log = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)
@@ -30,18 +33,50 @@ class Version:
     def describe(self) -> dict:
         return {"id": self.id, "model": self.model, "index": self.index_dir}
 
+    def public(self) -> dict:
+        """What anyone may see: the id and the last two parts of each path (no server layout)."""
+        return {"id": self.id, "model": _short(self.model), "index": _short(self.index_dir)}
+
+
+def _short(path: str) -> str:
+    return "/".join(path.rstrip("/").split("/")[-2:])
+
 
 class ActiveVersion:
     """The active version survives restarts (a reload is not undone by a replica restarting), until
-    the configured model or index changes: then the configuration wins."""
+    the configured model or index changes: then the configuration wins. A saved version that can no
+    longer be served (its index folder is gone, or the file is damaged) is dropped at start, with a
+    warning, and the configured one serves: no saved state can keep the service from starting."""
 
-    def __init__(self, state_dir: str, default: Version):
+    def __init__(self, state_dir: str, default: Version, usable=None):
+        """``usable(version) -> None or the reason it cannot serve``: checked on the saved version at start."""
         self.path = Path(state_dir) / "active.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.configured = asdict(default)
-        if not self.path.exists() or json.loads(self.path.read_text()).get("configured") != self.configured:
+        self.dropped: str | None = None  # what was dropped at start, and why (shown in /v1/stats)
+        saved = self._saved()
+        if saved is None or saved.get("configured") != self.configured:
             self.set(default)
+        else:
+            version = Version(saved["model"], saved["index_dir"])
+            reason = usable(version) if usable and version != default else None
+            if reason:
+                self.dropped = f"the reloaded version {version.id} could not be served; see the log"
+                log.warning("firstlight: dropped the reloaded version %s (%s); serving the configured one",
+                            version.describe(), reason)
+                self.set(default)
         self._seen: tuple[tuple, Version] | None = None
+
+    def _saved(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            data = json.loads(self.path.read_text())
+            Version(data["model"], data["index_dir"])
+            return data
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("firstlight: %s is damaged (%s); serving the configured version", self.path, err)
+            return None
 
     def get(self) -> Version:
         st = self.path.stat()

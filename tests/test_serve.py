@@ -189,6 +189,12 @@ BAD_INPUTS = [
      "invalid_encoding"),
     ("NUL bytes", {"text": "drill\u0000bits"}, None, 422, "text", "invalid_characters"),
     ("exclude not a list of strings", {"text": "drill", "exclude": [1, 2]}, None, 422, "exclude.0", "wrong_type"),
+    ("JSON nested 9,000 deep", b"[" * 9000 + b"]" * 9000, {"Content-Type": "application/json"}, 400, "body",
+     "too_deep"),
+    ("an integer of 5,000 digits", b'{"text": "drill", "k": ' + b"7" * 5000 + b"}", {"Content-Type": "application/json"},
+     400, "body", "invalid_json"),
+    ("a lone surrogate", b'{"text": "drill \\ud800"}', {"Content-Type": "application/json"}, 422, "text",
+     "invalid_characters"),
 ]
 
 
@@ -230,6 +236,103 @@ def test_oversized_batch_and_unknown_route(service):
     reply = post(service, "/v1/recommend/batch", {"texts": ["drill", " "]})
     assert reply.status_code == 422 and reply.json()["error"]["field"] == "texts.1"
     assert requests.get(service + "/v2/nothing", timeout=30).json()["error"]["code"] == "not_found"
+
+
+def raw_http(url: str, head: str, chunks=(), pause_s: float = 0.0) -> tuple[int, int]:
+    """(status, chunks sent) for a request written by hand: ``head`` then ``chunks`` one by one,
+    stopping as soon as the server has answered (as a well-behaved client does on an early 413)."""
+    import select
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    with socket.create_connection((where.hostname, where.port), timeout=60) as sock:
+        sock.sendall(head.encode())
+        sent = 0
+        for chunk in chunks:
+            if select.select([sock], [], [], pause_s)[0]:
+                break  # the answer is in
+            try:
+                sock.sendall(chunk)
+            except OSError:  # the server closed the connection after answering
+                break
+            sent += 1
+        answer = sock.recv(4096).decode("latin-1")
+    return int(answer.split(" ", 2)[1]), sent
+
+
+def test_a_huge_body_is_refused_without_being_read(service):
+    # a 200 MB Content-Length, and no body at all: the 413 comes anyway, so nothing waited for the bytes
+    head = ("POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {200 << 20}\r\nConnection: close\r\n\r\n")
+    assert raw_http(service, head)[0] == 413
+    # chunked: up to 200 chunks of 1 MB on offer; the server answers 413 and stops reading near the 20 kB cap
+    chunk = b"%x\r\n" % (1 << 20) + b" " * (1 << 20) + b"\r\n"
+    head = ("POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    status, sent = raw_http(service, head, [chunk] * 200, pause_s=0.05)
+    assert status == 413 and sent < 20, sent
+    assert post(service, "/v1/recommend", {"text": "drill", "k": 1}).ok
+
+
+def test_405_names_allowed_methods_and_two_authorization_headers_are_refused(service):
+    reply = requests.get(service + "/v1/recommend", timeout=30)
+    assert reply.status_code == 405 and reply.headers["Allow"] == "POST"
+    assert reply.json()["error"]["code"] == "method_not_allowed"
+    head = ("POST /v1/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nAuthorization: Bearer other\r\nContent-Length: 2\r\n"
+            "Connection: close\r\n\r\n{}")
+    assert raw_http(service, head)[0] == 400
+
+
+def test_public_replies_show_no_server_paths_and_docs_work_offline(service, artifacts):
+    root, _ = artifacts
+    for reply in (post(service, "/v1/recommend", {"text": "drill", "k": 1}),
+                  requests.get(service + "/v1/stats", timeout=30), requests.get(service + "/readyz", timeout=30)):
+        assert reply.ok and str(root) not in reply.text and "/tmp" not in reply.text, reply.text
+    page = requests.get(service + "/docs", timeout=30)
+    assert page.ok and "swagger-ui" in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing fetched from the internet
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        reply = requests.get(f"{service}/docs/assets/{asset}", timeout=30)
+        assert reply.ok and len(reply.content) > 10_000
+    assert requests.get(service + "/docs/assets/..%2F..%2Fsecret", timeout=30).status_code == 404
+
+
+def test_any_accepted_id_can_be_deleted_percent_encoded(service):
+    from urllib.parse import quote
+
+    odd = "sku/42 50%_off?#ü"
+    assert post(service, "/v1/items", {"items": [{"id": odd, "title": "Quartz hourglass timer"}]},
+                token=TOKEN).status_code == 200
+    assert post(service, "/v1/recommend", {"text": "quartz hourglass timer", "k": 1}).json()["items"][0]["id"] == odd
+    reply = requests.delete(f"{service}/v1/items/{quote(odd, safe='')}", timeout=30,
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+    assert reply.status_code == 200 and reply.json()["deleted"] == odd, reply.text
+    assert odd not in [i["id"] for i in post(service, "/v1/recommend", {"text": "quartz hourglass timer"}).json()["items"]]
+    bad = post(service, "/v1/items", {"items": [{"id": " padded", "title": "t"}]}, token=TOKEN)
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_id"
+
+
+def test_bad_reload_targets_are_422_and_the_old_version_keeps_serving(service, artifacts):
+    root, _ = artifacts
+    before = post(service, "/v1/recommend", {"text": "drill", "k": 1}).json()["version"]["id"]
+    corrupt, bare = root / "index_corrupt", root / "index_bare"
+    for folder in (corrupt, bare):
+        if not folder.exists():
+            shutil.copytree(root / "index", folder)
+    (corrupt / "index.faiss").write_bytes(b"not a faiss index" * 10)
+    (bare / "manifest.json").unlink(missing_ok=True)
+    targets = [({"index_dir": str(corrupt)}, "index_dir", "unloadable"),
+               ({"index_dir": str(bare)}, "index_dir", "not_an_index"),
+               ({"index_dir": "ftp://example.com/index"}, "index_dir", "unreadable"),
+               ({"index_dir": str(root / "index") + "\u0000x"}, "index_dir", "invalid_path"),
+               ({"index_dir": str(root / "index"), "model": "no-such-model"}, "model", "unloadable")]
+    for body, field, code in targets:
+        reply = post(service, "/v1/admin/reload", body, token=TOKEN)
+        assert reply.status_code == 422 and reply.json()["error"]["code"] == code, (body, reply.text)
+        assert reply.json()["error"]["field"] == field
+    after = post(service, "/v1/recommend", {"text": "drill", "k": 1})
+    assert after.ok and after.json()["version"]["id"] == before
 
 
 def test_service_still_answers_after_bad_input_and_counts_rejections(service, artifacts):

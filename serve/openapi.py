@@ -1,0 +1,119 @@
+"""The OpenAPI document and the /docs page.
+
+The document is written for the running configuration: request schemas carry its limits (text
+length, k, list sizes, body bytes), every route lists the 4xx answers it gives with their JSON body,
+and the admin routes name their bearer-token scheme. A client generator or a fuzzer (the tests run
+schemathesis against it) then learns what the server really accepts and answers.
+
+/docs is Swagger UI from the swagger-ui-bundle package's files, served by the gateway itself: the
+page works on a machine with no internet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse
+from starlette.exceptions import HTTPException
+
+from serve.api import ErrorBody
+from serve.config import ServeConfig
+
+BODY_ERRORS = {400: "the body is not UTF-8 JSON, is nested too deeply, or a header is malformed",
+               413: "the body is larger than the server accepts (refused by Content-Length before it is read)",
+               415: "the Content-Type is not application/json",
+               422: "a field is missing, unknown, of the wrong type, or outside its limit"}
+ADMIN_ERRORS = {400: "more than one Authorization header",
+                401: "no admin token, or the wrong one",
+                503: "the admin API is off: the server has no admin token configured"}
+STORAGE_ERROR = {507: "the change log could not be written (disk full); nothing was changed"}
+
+# method, path -> (admin route?, statuses it may answer besides 200 and what they mean)
+ROUTES = {
+    ("post", "/v1/recommend"): (False, BODY_ERRORS),
+    ("post", "/v1/recommend/batch"): (False, BODY_ERRORS),
+    ("post", "/v1/items"): (True, {**BODY_ERRORS, **ADMIN_ERRORS, **STORAGE_ERROR}),
+    ("delete", "/v1/items/{product_id}"): (True, {**ADMIN_ERRORS, **STORAGE_ERROR,
+                                                  404: "no product with this id in the index"}),
+    ("post", "/v1/admin/reload"): (True, {**BODY_ERRORS, **ADMIN_ERRORS,
+                                          422: "the folder is not a loadable index, or the model does not fit it; "
+                                               "the old version keeps serving"}),
+    ("get", "/readyz"): (False, {503: "not ready: the body's reason says what cannot answer"}),
+}
+
+
+def openapi_document(app: FastAPI, cfg: ServeConfig) -> dict:
+    doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                      description=f"{app.description}\n\nLimits: bodies up to {cfg.max_body_bytes} bytes; texts up "
+                                  f"to {cfg.max_text_chars} characters and {cfg.max_text_tokens} tokens; k up to "
+                                  f"{cfg.max_k}. Every error is a JSON ErrorBody naming the field and the limit. "
+                                  "Product ids in a path are percent-encoded.")
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schemas["ErrorBody"].pop("$defs", {}))
+    doc["components"]["securitySchemes"] = {"adminToken": {
+        "type": "http", "scheme": "bearer",
+        "description": f"the admin token (serving option admin_token_file or ${cfg.admin_token_env})"}}
+    for (method, path), (admin, errors) in ROUTES.items():
+        operation = doc["paths"][path][method]
+        if admin:
+            operation["security"] = [{"adminToken": []}]
+        operation.setdefault("responses", {}).pop("422", None)  # FastAPI's own shape, which we never send
+        for status, meaning in sorted(errors.items()):
+            operation["responses"][str(status)] = {
+                "description": meaning, "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/Ready" if path == "/readyz" else "#/components/schemas/ErrorBody"}}}}
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    _limits(doc, cfg)
+    return doc
+
+
+def _limits(doc: dict, cfg: ServeConfig) -> None:
+    def body(path: str) -> dict:
+        return doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+
+    text = {"minLength": 1, "maxLength": cfg.max_text_chars}
+    recommend = body("/v1/recommend")
+    recommend["text"].update(text)
+    for props in (recommend, body("/v1/recommend/batch")):
+        props["k"].update(minimum=1, maximum=cfg.max_k)
+        props["exclude"].update(maxItems=cfg.max_exclude)
+        props["exclude"]["items"].update(minLength=1, maxLength=200)
+    body("/v1/recommend/batch")["texts"].update(minItems=1, maxItems=cfg.max_batch_texts)
+    body("/v1/recommend/batch")["texts"]["items"].update(text)
+    items = body("/v1/items")["items"]
+    items.update(minItems=1, maxItems=cfg.max_batch_texts)
+    item = items["items"]["properties"]
+    item["id"].update(minLength=1, maxLength=200)
+    item["title"].update(text)
+    for option in item["description"].get("anyOf", []):
+        if option.get("type") == "string":
+            option.update(maxLength=10 * cfg.max_text_chars)
+    for parameter in doc["paths"]["/v1/items/{product_id}"]["delete"].get("parameters", []):
+        if parameter["name"] == "product_id":
+            parameter["schema"].update(minLength=1, maxLength=200)
+
+
+def add_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the package's own copy of its files."""
+    import swagger_ui_bundle
+
+    assets = Path(swagger_ui_bundle.swagger_ui_path)
+    allowed = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs/assets/favicon-32x32.png")
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str):
+        if name not in allowed:
+            raise HTTPException(404, f"no asset {name!r}")
+        return FileResponse(assets / name)
