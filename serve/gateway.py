@@ -221,6 +221,10 @@ class Gateway:
     async def _rank(self, texts: list[str], k: int, exclude: list[str], field: str, rerank: bool = True):
         check_k(k, self.cfg.max_k)
         check_count(exclude, "exclude", 0, self.cfg.max_exclude)
+        for i, product_id in enumerate(exclude):
+            if not 1 <= len(product_id) <= 200:
+                raise ApiError(422, "invalid_id", f"exclude.{i}", f"'exclude.{i}' is not a product id: ids are "
+                               "1 to 200 characters", 200)
         names = [f"{field}.{i}" if field == "texts" else field for i in range(len(texts))]
         clean = [check_text(t, name, self.cfg.max_text_chars) for t, name in zip(texts, names)]
         version = self.active.get()  # read once: the whole request runs on this version

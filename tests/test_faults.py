@@ -1,0 +1,188 @@
+"""Faults on a running app, over real HTTP: schemathesis fuzzing; replicas killed under load; kill -9
+of every replica right after acknowledged changes; a torn change log; a full disk; an index folder
+that vanishes after a reload. Two replicas of every deployment, as in the production config."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import threading
+import time
+
+import pytest
+import requests
+
+from benchmarks.chaos import (
+    LoadRecord,
+    kill_one,
+    replica_pids,
+    run_load,
+    wait_for_replicas,
+)
+from benchmarks.fuzz_api import fuzz
+from serve.config import ServeConfig
+from tests.test_serve import TOKEN, artifacts, free_port, post, served  # noqa: F401 - the shared fixture
+from tests.test_serve_ranking import reranker_dir  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def resilient(artifacts, reranker_dir):  # noqa: F811
+    root, _ = artifacts
+    cfg = ServeConfig(index_dir=str(root / "index"), state_dir=str(root / "fault_state"), backend="fp32",
+                      admin_token_file=str(root / "token"), reranker=str(reranker_dir), rerank_depth=5,
+                      encoder_min_replicas=2, encoder_max_replicas=2, reranker_min_replicas=2,
+                      reranker_max_replicas=2, retriever_replicas=2, encoder_num_cpus=0.2, retriever_num_cpus=0.2,
+                      reranker_num_cpus=0.2, gateway_num_cpus=0.1, max_batch_texts=8, port=free_port())
+    with served(cfg) as url:
+        yield url, cfg
+
+
+def ready(url: str, timeout_s: float = 180) -> bool:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if requests.get(url + "/readyz", timeout=20).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    return False
+
+
+def test_fuzzing_finds_no_server_error_and_the_document_holds(resilient, tmp_path):
+    url, _ = resilient
+    for token in (None, TOKEN):
+        result = fuzz(url, token, max_examples=15, report_dir=tmp_path)
+        assert result["server_errors"] == 0 and result["passed"], result["summary"]
+        assert result["requests"] >= 150 and 200 in result["statuses"], result
+    assert ready(url, 30)
+
+
+@pytest.mark.parametrize("deployment", ["Encoder", "Retriever", "Reranker"])
+def test_losing_one_replica_under_load_fails_no_request(resilient, artifacts, deployment):  # noqa: F811
+    url, _ = resilient
+    _, catalogue = artifacts
+    bodies = [{"text": title, "k": 5} for title in catalogue["title"].head(40)]
+    record, stop = LoadRecord(), threading.Event()
+    threads = run_load(url, bodies, clients=4, stop=stop, record=record)
+    time.sleep(3)
+    killed_at = time.time()
+    kill_one(deployment)
+    time.sleep(6)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    after = record.summary(since=killed_at)
+    assert after["requests"] >= 20 and after["failed"] == 0, after
+    assert wait_for_replicas(deployment, 2)  # Serve brings the lost replica back
+
+
+def test_acknowledged_changes_survive_kill_9_of_every_replica(resilient):
+    url, _ = resilient
+    acknowledged = []
+
+    def writer(n: int) -> None:
+        for i in range(5):
+            item = {"id": f"ack-{n}-{i}", "title": f"Walnut spice rack number {n} {i}"}
+            if post(url, "/v1/items", {"items": [item]}, token=TOKEN).status_code == 200:
+                acknowledged.append(item["id"])
+
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    assert len(acknowledged) == 20
+    for deployment in ("Gateway", "Encoder", "Retriever", "Reranker"):  # the whole app, at once
+        for pid in replica_pids(deployment):
+            os.kill(pid, 9)
+    assert ready(url)
+    for deployment, count in (("Retriever", 2), ("Encoder", 2)):
+        assert wait_for_replicas(deployment, count)
+    found = set()
+    for item_id in acknowledged:
+        n, i = item_id.split("-")[1:]
+        reply = post(url, "/v1/recommend", {"text": f"walnut spice rack number {n} {i}", "k": 20, "rerank": False})
+        found |= {hit["id"] for hit in reply.json()["items"]}
+    assert set(acknowledged) <= found
+
+
+def change_log(cfg: ServeConfig, url: str):
+    from serve.live_index import change_log_path
+
+    version = requests.get(url + "/v1/stats", timeout=30).json()["version"]["id"]
+    return change_log_path(cfg.resolved_state_dir(), version)
+
+
+def test_a_torn_change_log_record_neither_breaks_writes_nor_reads(resilient):
+    url, cfg = resilient
+    assert post(url, "/v1/items", {"items": [{"id": "torn-1", "title": "Copper rain chain"}]},
+                token=TOKEN).status_code == 200
+    with open(change_log(cfg, url), "ab") as fh:  # a writer that died mid-record
+        fh.write(b'{"op": "upsert", "id": "half", "title": "Cop')
+    reply = post(url, "/v1/items", {"items": [{"id": "torn-2", "title": "Cedar planter box"}]}, token=TOKEN)
+    assert reply.status_code == 200, reply.text
+    for text, wanted in (("copper rain chain", "torn-1"), ("cedar planter box", "torn-2")):
+        hits = post(url, "/v1/recommend", {"text": text, "k": 3, "rerank": False}).json()["items"]
+        assert hits[0]["id"] == wanted
+    for pid in replica_pids("Retriever"):  # restarted replicas replay the log, damaged or not
+        os.kill(pid, 9)
+    assert ready(url) and wait_for_replicas("Retriever", 2)
+    hits = post(url, "/v1/recommend", {"text": "cedar planter box", "k": 3, "rerank": False}).json()["items"]
+    assert hits[0]["id"] == "torn-2"
+
+
+def test_a_full_disk_refuses_changes_with_507_and_keeps_serving(resilient):
+    url, cfg = resilient
+    log_file = change_log(cfg, url)
+    size = log_file.stat().st_size
+    pids = replica_pids("Retriever")
+    for pid in pids:  # the log can grow by 50 bytes: less than any record
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (size + 50, resource.RLIM_INFINITY))
+    try:
+        reply = post(url, "/v1/items", {"items": [{"id": "no-room", "title": "Marble mortar and pestle"}]},
+                     token=TOKEN)
+        assert reply.status_code == 507, reply.text
+        assert reply.json()["error"]["code"] == "insufficient_storage" and "nothing was changed" in reply.text
+        assert log_file.stat().st_size == size
+        hits = post(url, "/v1/recommend", {"text": "marble mortar and pestle", "k": 5, "rerank": False})
+        assert hits.ok and "no-room" not in [h["id"] for h in hits.json()["items"]]
+    finally:
+        for pid in pids:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert post(url, "/v1/items", {"items": [{"id": "room", "title": "Marble mortar and pestle"}]},
+                token=TOKEN).status_code == 200
+
+
+def test_an_index_that_vanishes_after_a_reload_never_bricks_the_service(resilient, artifacts):  # noqa: F811
+    from ray import serve
+
+    from serve.app import build_app
+
+    url, cfg = resilient
+    root, _ = artifacts
+    original = requests.get(url + "/v1/stats", timeout=30).json()["version"]["id"]
+    doomed = root / "index_doomed"
+    shutil.copytree(root / "index", doomed, dirs_exist_ok=True)
+    assert post(url, "/v1/admin/reload", {"index_dir": str(doomed)}, token=TOKEN).status_code == 200
+    shutil.rmtree(doomed)
+    for pid in replica_pids("Retriever"):  # replicas restarted now cannot load the active version
+        os.kill(pid, 9)
+    assert wait_for_replicas("Retriever", 2)
+    reply = requests.get(url + "/readyz", timeout=60)
+    assert reply.status_code == 503 and reply.json()["reason"], reply.text  # readiness tells the truth
+    # an admin can always reload back, even though the vanished version's changes cannot be read
+    back = post(url, "/v1/admin/reload", {"index_dir": str(root / "index")}, token=TOKEN)
+    assert back.status_code == 200 and back.json()["carried_over"].startswith("none"), back.text
+    assert ready(url, 60)
+    # and a restart on the command line's index comes up even when the saved reload points nowhere
+    shutil.copytree(root / "index", doomed)
+    assert post(url, "/v1/admin/reload", {"index_dir": str(doomed)}, token=TOKEN).status_code == 200
+    serve.delete("firstlight")
+    shutil.rmtree(doomed)
+    serve.run(build_app(cfg), name="firstlight", route_prefix="/")
+    assert ready(url, 120)
+    stats = requests.get(url + "/v1/stats", timeout=30).json()
+    assert stats["version"]["id"] == original and "could not be served" in stats["dropped_at_start"]
+    assert post(url, "/v1/recommend", {"text": "drill", "k": 3}).status_code == 200
