@@ -70,18 +70,22 @@ class LoadRecord:
 
 
 def run_load(url: str, bodies: list[dict], clients: int, stop: threading.Event, record: LoadRecord,
-             path: str = "/v1/recommend", timeout_s: float = 30) -> list[threading.Thread]:
-    """``clients`` threads, each posting ``bodies`` round-robin until ``stop`` is set (closed loop)."""
+             path: str = "/v1/recommend", timeout_s: float = 30, retry_5xx: bool = False) -> list[threading.Thread]:
+    """``clients`` threads, each posting ``bodies`` round-robin until ``stop`` is set (closed loop).
+    ``retry_5xx``: a failed request is sent once more, as a load balancer retrying a read would."""
     def client(offset: int) -> None:
         session = requests.Session()
         i = offset
         while not stop.is_set():
             start = time.time()
-            try:
-                status = session.post(url + path, json=bodies[i % len(bodies)], timeout=timeout_s).status_code
-            except requests.RequestException:
-                status = 0
-                session = requests.Session()
+            for _ in range(2 if retry_5xx else 1):
+                try:
+                    status = session.post(url + path, json=bodies[i % len(bodies)], timeout=timeout_s).status_code
+                except requests.RequestException:
+                    status = 0
+                    session = requests.Session()
+                if 0 < status < 500:
+                    break
             record.add(start, time.time(), status)
             i += clients
 

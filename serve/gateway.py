@@ -19,6 +19,7 @@ writes are not retried (a change may have been logged before the replica died).
 import asyncio
 import hmac
 import logging
+import re
 import time
 from collections import Counter as Tally
 from pathlib import Path
@@ -57,7 +58,7 @@ from serve.api import (
     read_body,
 )
 from serve.config import ServeConfig
-from serve.live_index import LiveSpeller, change_log_path
+from serve.live_index import IndexUnavailable, LiveSpeller, change_log_path
 from serve.openapi import add_docs, openapi_document
 from serve.versions import ActiveVersion, Version, VersionCache
 
@@ -93,7 +94,12 @@ def index_unusable(index_dir: str) -> str | None:
 def last_line(err: BaseException) -> str:
     """The exception's own message: Ray wraps a replica's error in its traceback."""
     lines = [line for line in str(err).splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(err).__name__
+    return re.sub(r"^[\w.]+(Error|Unavailable|Exception): ", "", lines[-1].strip()) if lines else type(err).__name__
+
+
+def without_paths(text: str) -> str:
+    """``text`` with absolute file paths replaced: public replies do not show the server's layout."""
+    return re.sub(r"(?<![\w:/])/[^\s'\"()]*/[^\s'\"()]*", "<path>", text)
 
 
 def refused(outcome: dict) -> None:
@@ -177,6 +183,9 @@ class Gateway:
             self.rejected.inc(tags={"reason": err.code})
             self.tally[err.code] += 1
             return JSONResponse(err.body(), status_code=err.status)
+        except IndexUnavailable as err:  # the active index folder vanished: say so, until an admin reloads
+            self.tally["index_unavailable"] += 1
+            return JSONResponse(ApiError(503, "index_unavailable", "", last_line(err)).body(), status_code=503)
         except Exception:  # noqa: BLE001 - a bug or a dead replica: a JSON 500, details in the log
             log.exception("firstlight: %s %s failed", request.method, request.url.path)
             return JSONResponse(ApiError(500, "internal", "", "internal error; see the server log").body(),
@@ -387,7 +396,7 @@ class Gateway:
             await asyncio.wait_for(self._read(self.retriever.ready, version.describe()), timeout=10)
             await asyncio.wait_for(self._read(self.encoder.dim, version.model), timeout=10)
         except Exception as err:  # noqa: BLE001 - not ready, whatever the reason
-            reason = "timed out" if isinstance(err, asyncio.TimeoutError) else last_line(err)
+            reason = "timed out" if isinstance(err, asyncio.TimeoutError) else without_paths(last_line(err))
             return JSONResponse({"status": "not ready", "reason": reason[:300]}, status_code=503)
         return {"status": "ready", "version": version.public()}
 

@@ -137,6 +137,10 @@ class LiveIndex:
         return self.hybrid.search(vectors, texts, k, stage, exclude)
 
 
+class IndexUnavailable(RuntimeError):
+    """A version's index cannot be loaded (its folder vanished or is damaged): the service answers 503."""
+
+
 class StorageFull(OSError):
     """The change log could not take a record (disk full, quota, size limit); nothing was written."""
 

@@ -29,12 +29,13 @@ BODY_ERRORS = {400: "the body is not UTF-8 JSON, is nested too deeply, or a head
 ADMIN_ERRORS = {400: "more than one Authorization header",
                 401: "no admin token, or the wrong one",
                 503: "the admin API is off: the server has no admin token configured"}
+INDEX_ERROR = {503: "the active index cannot be loaded (its folder vanished); an admin reload to a good one fixes it"}
 STORAGE_ERROR = {507: "the change log could not be written (disk full); nothing was changed"}
 
 # method, path -> (admin route?, statuses it may answer besides 200 and what they mean)
 ROUTES = {
-    ("post", "/v1/recommend"): (False, BODY_ERRORS),
-    ("post", "/v1/recommend/batch"): (False, BODY_ERRORS),
+    ("post", "/v1/recommend"): (False, {**BODY_ERRORS, **INDEX_ERROR}),
+    ("post", "/v1/recommend/batch"): (False, {**BODY_ERRORS, **INDEX_ERROR}),
     ("post", "/v1/items"): (True, {**BODY_ERRORS, **ADMIN_ERRORS, **STORAGE_ERROR}),
     ("delete", "/v1/items/{product_id}"): (True, {**ADMIN_ERRORS, **STORAGE_ERROR,
                                                   404: "no product with this id in the index"}),

@@ -8,6 +8,7 @@ their folders inside the replica, never shipped through Ray's object store.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -15,8 +16,10 @@ from ray import serve
 from ray.serve.metrics import Gauge, Histogram
 
 from serve.config import ServeConfig
-from serve.live_index import LiveIndex, StorageFull, change_log_path
+from serve.live_index import IndexUnavailable, LiveIndex, StorageFull, change_log_path
 from serve.versions import Version, VersionCache, rows_by
+
+log = logging.getLogger("ray.serve")
 
 
 @serve.deployment
@@ -37,9 +40,19 @@ class Retriever:
 
     def get(self, version: dict):
         change_log = change_log_path(self.cfg.resolved_state_dir(), version["id"])
-        return self.indexes.get_or_load(version["id"], lambda: LiveIndex(
-            version["index"], self.cfg.resolved_prepared_dir(), change_log, use_gpu=self.cfg.use_gpu,
-            lexical=self.stage.mode != "dense"))
+
+        def load() -> LiveIndex:
+            try:
+                return LiveIndex(version["index"], self.cfg.resolved_prepared_dir(), change_log,
+                                 use_gpu=self.cfg.use_gpu, lexical=self.stage.mode != "dense")
+            except Exception as err:  # a vanished or damaged folder: a named reason, not a traceback
+                log.warning("firstlight: the index of version %s in %s cannot be loaded: %s", version["id"],
+                            version["index"], err)
+                raise IndexUnavailable(f"the index of version {version['id']} cannot be loaded (missing or damaged; "
+                                       "the Retriever's log names the file); an admin can reload to a good "
+                                       "index") from None
+
+        return self.indexes.get_or_load(version["id"], load)
 
     async def search(self, version: dict, vectors: np.ndarray, texts: list[str], k: int,
                      exclude: list[list[str]]) -> list[list[dict]]:

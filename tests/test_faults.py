@@ -171,7 +171,10 @@ def test_an_index_that_vanishes_after_a_reload_never_bricks_the_service(resilien
         os.kill(pid, 9)
     assert wait_for_replicas("Retriever", 2)
     reply = requests.get(url + "/readyz", timeout=60)
-    assert reply.status_code == 503 and reply.json()["reason"], reply.text  # readiness tells the truth
+    assert reply.status_code == 503 and "cannot be loaded" in reply.json()["reason"], reply.text  # the truth
+    assert str(root) not in reply.text
+    reply = post(url, "/v1/recommend", {"text": "drill", "k": 3})
+    assert reply.status_code == 503 and reply.json()["error"]["code"] == "index_unavailable", reply.text
     # an admin can always reload back, even though the vanished version's changes cannot be read
     back = post(url, "/v1/admin/reload", {"index_dir": str(root / "index")}, token=TOKEN)
     assert back.status_code == 200 and back.json()["carried_over"].startswith("none"), back.text

@@ -454,6 +454,20 @@ def test_config_yaml_is_a_valid_serve_config_with_valid_args():
     assert cfg.index_dir == "artifacts/homedepot/index" and cfg.encoder_max_replicas >= cfg.encoder_min_replicas
 
 
+@pytest.mark.parametrize("path", ["serve/config.yaml", "cluster/kuberay/rayservice.yaml"])
+def test_production_configs_run_two_replicas_of_every_deployment(path):
+    """Losing one replica must lose no request: each deployment has another to retry on."""
+    from pathlib import Path
+
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).parent.parent / path).read_text())
+    if "spec" in data:
+        data = yaml.safe_load(data["spec"]["serveConfigV2"])
+    cfg = ServeConfig.from_args(data["applications"][0]["args"])
+    assert min(cfg.encoder_min_replicas, cfg.retriever_replicas, cfg.gateway_replicas) >= 2 and cfg.retries >= 1
+
+
 def test_serving_options_from_yaml_strings_and_their_errors(tmp_path):
     from common.errors import ConfigError
 
