@@ -170,7 +170,7 @@ def part_kill(root: Path, scratch: Path, port: int, clients: int, before_s: floa
     update_section("reliability-kill", "Reliability: losing a replica under load",
                    f"python benchmarks/bench_reliability.py --part kill --clients {clients}", f"""
 {clients} closed-loop HTTP clients on {len(bodies)} real Home Depot test queries (k=10, hybrid + reranker, full index).
-After {before_s:.0f} s one replica of the named deployment is killed with SIGKILL; requests sent in the {after_s:.0f} s
+After {before_s:.0f} s one replica of the named deployment is killed with SIGKILL; requests answered (or failed) in the {after_s:.0f} s
 from the kill on are counted. *Stall*: the longest time from the kill on with no successful answer, to compare with
 the p99 latency before the kill. Targets: under 0.1% failed, no stall longer than that p99.
 
@@ -180,7 +180,9 @@ the p99 latency before the kill. Targets: under 0.1% failed, no stall longer tha
 
 A Gateway replica holds the HTTP requests it is answering: the Serve proxy answers those with a 5xx when it dies,
 and nothing behind it can retry them. A load balancer that retries a failed POST /v1/recommend once (it is a
-read) hides them; the row "client retries a 5xx once" measures that.
+read) hides them; the row "client retries a 5xx once" measures that. A lost Reranker never fails a request (the
+gateway answers with the first-stage ranking and says so) but costs those replies their reranking; retried, they
+keep it. With about 600 requests a window, one failure is 0.17%: under 0.1% here means none.
 """, raw=results)
     return results
 
@@ -209,11 +211,13 @@ def part_crash(root: Path, scratch: Path, port: int, writers: int, per_writer: i
         for thread in threads:
             thread.join()
         killed = [pid for d in DEPLOYMENTS for pid in replica_pids(d)]
+        killed_at = time.time()
         for pid in killed:  # the whole app at once, right after the last acknowledgement
             os.kill(pid, 9)
         serve.delete("firstlight")
         serve.run(build_app(cfg), name="firstlight", route_prefix="/")
-        restart_s = wait_ready(url)
+        wait_ready(url)
+        restart_s = time.time() - killed_at
         found = set()
         for item_id in acknowledged:
             n, i = item_id.split("-")[1:]
@@ -229,7 +233,7 @@ def part_crash(root: Path, scratch: Path, port: int, writers: int, per_writer: i
 acknowledgement every replica of the app ({len(killed)} processes) is killed with SIGKILL, and the app is deployed
 again on the same state. Each acknowledged product is then searched for by its title.
 
-| products written | acknowledged | lost after kill -9 | ready again after |
+| products written | acknowledged | lost after kill -9 | ready again after (kill to /readyz 200) |
 |---|---|---|---|
 | {result['written']} | {result['acknowledged']} | **{result['lost']}** | {result['restart_s']} s |
 """, raw=result)

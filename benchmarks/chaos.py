@@ -54,11 +54,12 @@ class LoadRecord:
             self.calls.append((start, end, status))
 
     def summary(self, since: float = 0.0, until: float = float("inf")) -> dict:
-        """Requests sent in [since, until): total, failed (5xx or no answer), the p99 latency, and the
-        longest stall: the longest time no request was answered successfully, counted from ``since``."""
+        """Requests answered in [since, until) (so those in flight at a kill at ``since`` count): total,
+        failed (5xx or no answer), the p99 latency, and the longest stall: the longest time no request
+        was answered successfully, counted from ``since``."""
         with self.lock:
             everything = list(self.calls)
-        calls = sorted(c for c in everything if since <= c[0] < until)
+        calls = sorted(c for c in everything if since <= c[1] < until)
         ok_ends = sorted(end for _, end, status in everything if since <= end < until and 200 <= status < 500)
         failed = sum(1 for _, _, status in calls if status == 0 or status >= 500)
         gaps = np.diff([since, *ok_ends]) if ok_ends else np.array([0.0])
