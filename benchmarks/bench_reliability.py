@@ -298,19 +298,19 @@ def part_soak(root: Path, scratch: Path, port: int, minutes: float, clients: int
         for thread in threads:
             thread.join()
         summary = record.summary()
-    first, last = samples[1][1] if len(samples) > 2 else samples[0][1], samples[-1][1]
-    rows = "\n".join(f"| {name} | {samples[0][1][name]} | {first[name]} | {last[name]} | "
-                     f"{last[name] - first[name]:+.1f} |" for name in pids)
+    first, half, last = samples[min(1, len(samples) - 1)][1], samples[len(samples) // 2][1], samples[-1][1]
+    rows = "\n".join(f"| {name} | {samples[0][1][name]} | {first[name]} | {half[name]} | {last[name]} | "
+                     f"{last[name] - half[name]:+.1f} |" for name in pids)
     result = {"minutes": minutes, "requests": summary["requests"], "failed": summary["failed"],
               "p99_ms": summary["p99_ms"], "changes": changes, "rss_mb": samples}
     update_section("reliability-soak", "Reliability: soak", f"python benchmarks/bench_reliability.py --part soak "
                    f"--soak-minutes {minutes:g}", f"""
 {minutes:g} minutes of {clients} closed-loop clients on {len(bodies)} real Home Depot test queries (hybrid + reranker,
 one replica of each deployment), with a product added and deleted about once a second throughout. Memory is the
-resident set (MB) of each process of the app after warm-up, after the first minute, and at the end.
+resident set (MB) of each process of the app after warm-up, after the first minute, half way and at the end.
 
-| process | after warm-up | after 1 min | at the end | change since 1 min |
-|---|---|---|---|---|
+| process | after warm-up | after 1 min | half way | at the end | change in the second half |
+|---|---|---|---|---|---|
 {rows}
 
 **{summary['requests']} requests, {summary['failed']} failed** (p99 {summary['p99_ms']} ms); product changes:
