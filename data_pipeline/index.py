@@ -177,6 +177,16 @@ class ProductIndex:
         log.info("[index] %s index moved to GPU 0", self.manifest["kind"])
         return self
 
+    def vectors(self, rows: list[int]) -> np.ndarray:
+        """The stored vectors of ``rows`` (PQ indexes give their approximation): what a clicked
+        product looks like to the index, for session personalisation."""
+        faiss = _faiss()
+        try:
+            return np.stack([self.index.reconstruct(int(r)) for r in rows]).astype(np.float32)
+        except RuntimeError:  # an IVF index needs its direct map once to look rows up
+            faiss.extract_index_ivf(self.index).make_direct_map()
+            return np.stack([self.index.reconstruct(int(r)) for r in rows]).astype(np.float32)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k per query row: (scores float32 [q, k], product ids object [q, k]); k is capped at
         the index size."""

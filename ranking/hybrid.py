@@ -23,6 +23,7 @@ from common.config import check_choice, check_range
 from data_pipeline.index import ProductIndex
 from ranking.fusion import FUSION_METHODS, fuse_lists
 from ranking.lexical import LexicalIndex
+from ranking.session import personalised, resemblance
 
 MODES = ("hybrid", "dense", "lexical")
 
@@ -131,16 +132,43 @@ class HybridIndex:
             return lexical
         return [fuse_lists([d, x], stage.fusion, stage.params, stage.depth) for d, x in zip(dense, lexical)]
 
-    def search(self, vectors, texts: list[str], k: int, stage: FirstStage,
-               exclude: list[set] | None = None) -> list[list[dict]]:
+    def vectors_of(self, ids) -> dict[str, np.ndarray]:
+        """The current vectors of the products among ``ids`` that are in the index."""
+        out = {pid: self.overlay[pid] for pid in ids if pid in self.overlay}
+        saved = [pid for pid in ids if pid not in out and pid in self.base_rows and pid not in self.masked]
+        if saved and self.dense is not None:
+            out.update(zip(saved, self.dense.vectors([self.base_rows[p] for p in saved])))
+        return out
+
+    def search(self, vectors, texts: list[str], k: int, stage: FirstStage, exclude: list[set] | None = None,
+               clicked: list[list[str]] | None = None, session_weight: float = 0.0) -> list[list[dict]]:
         """Per query, the top-k products as {id, title, text, score, dense, lexical} (side scores are
-        None where that side did not retrieve the product)."""
+        None where that side did not retrieve the product). ``clicked``: per query, the session's
+        clicked products (ranking.session): the query vector moves toward them, they are excluded,
+        and each hit says which one it resembles (``resembles``: (id, cosine, title) or None)."""
+        exclude = exclude or [set() for _ in range(len(texts))]
+        known: dict[str, np.ndarray] = {}
+        if clicked and any(clicked) and vectors is not None:
+            known = self.vectors_of({pid for row in clicked for pid in row})
+            vectors = personalised(vectors, [np.stack([known[p] for p in row if p in known])
+                                             if any(p in known for p in row) else None for row in clicked],
+                                   session_weight)
+            exclude = [set(e) | set(row) for e, row in zip(exclude, clicked)]
         dense, lexical = self.sides(vectors, texts, stage, exclude)
         results = []
         for i, ranking in enumerate(self.fused(dense, lexical, stage)):
             results.append([{"id": pid, "title": self.titles.get(pid, ""), "text": self.texts.get(pid, ""),
                              "score": float(score),
                              "dense": dense[i].get(pid) if dense is not None else None,
-                             "lexical": lexical[i].get(pid) if lexical is not None else None}
+                             "lexical": lexical[i].get(pid) if lexical is not None else None, "resembles": None}
                             for pid, score in list(ranking.items())[:k]])
+        if known:
+            hit_vectors = self.vectors_of({h["id"] for row in results for h in row})
+            for row, session in zip(results, clicked):
+                ids = [p for p in session if p in known]
+                if ids:
+                    matrix = np.stack([known[p] for p in ids])
+                    for hit in row:
+                        like = resemblance(hit_vectors[hit["id"]], ids, matrix) if hit["id"] in hit_vectors else None
+                        hit["resembles"] = (*like, self.titles.get(like[0], "")) if like else None
         return results

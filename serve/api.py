@@ -17,6 +17,13 @@ from common.text import normalize_text
 STRICT = ConfigDict(extra="forbid", strict=True)
 
 
+class Session(BaseModel):
+    model_config = STRICT
+    clicked: list[str] = Field(default_factory=list, description="product ids the visitor clicked in this session, "
+                               "most recent last (up to max_session_clicks): the ranking moves toward them and "
+                               "they are not shown again. The server keeps no session: send it with each request")
+
+
 class RecommendRequest(BaseModel):
     model_config = STRICT
     text: str = Field(description="what the visitor typed or said: a query, a profile, an onboarding answer")
@@ -24,6 +31,7 @@ class RecommendRequest(BaseModel):
     exclude: list[str] = Field(default_factory=list, description="product ids never to return")
     rerank: bool = Field(True, description="let the cross-encoder reorder the first stage's top products "
                                            "(when the server has one); false answers from the first stage alone")
+    session: Session | None = Field(None, description="what this visitor did so far (optional)")
 
 
 class BatchRequest(BaseModel):
@@ -32,6 +40,7 @@ class BatchRequest(BaseModel):
     k: int = 10
     exclude: list[str] = Field(default_factory=list, description="product ids never to return, for every text")
     rerank: bool = Field(True, description="as in /v1/recommend")
+    session: Session | None = Field(None, description="one session, applied to every text")
 
 
 class Item(BaseModel):
@@ -52,10 +61,26 @@ class ReloadRequest(BaseModel):
     model: str | None = Field(None, description="its encoder; default: the model recorded in the index")
 
 
+class Resembles(BaseModel):
+    id: str
+    title: str
+    similarity: float
+
+
+class Why(BaseModel):
+    """Why a product is in the list, read off the scores that ranked it (ranking/session.py)."""
+    text: str = Field(description="one line for a shopper or a merchandiser")
+    matched: list[str] = Field(description="query words the product's text matches (stemmed, after spelling correction)")
+    stages: list[str] = Field(description="first-stage sides that retrieved it: lexical (BM25), semantic (encoder)")
+    reranker_moved: int | None = Field(None, description="places the reranker moved it up (negative: down)")
+    resembles: Resembles | None = Field(None, description="the clicked product it is most like, when a session is sent")
+
+
 class Product(BaseModel):
     id: str
     title: str
     score: float
+    why: Why | None = None
 
 
 class VersionInfo(BaseModel):

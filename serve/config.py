@@ -49,12 +49,17 @@ class ServeConfig:
     rerank_timeout_s: float = field(default=2.0, metadata={
         "help": "longest wait for the reranker before answering with the first-stage ranking"})
     reranker_max_length: int = field(default=128, metadata={"help": "tokens per (query, product) pair"})
+    session_weight: float = field(default=0.5, metadata={
+        "help": "how far a session's clicks pull the query vector (Rocchio weight, tuned on val by "
+                "benchmarks/bench_session.py); 0 ignores clicks except to exclude them"})
+    explain: bool = field(default=True, metadata={"help": "give every returned product its 'why'"})
     # request limits
     max_text_chars: int = field(default=1000, metadata={"help": "characters allowed per text"})
     max_text_tokens: int = field(default=128, metadata={"help": "tokens allowed per text (longer is an error)"})
     max_k: int = field(default=100, metadata={"help": "largest k a caller may ask for"})
     max_batch_texts: int = field(default=32, metadata={"help": "texts allowed in one /v1/recommend/batch call"})
     max_exclude: int = field(default=1000, metadata={"help": "product ids allowed in exclude"})
+    max_session_clicks: int = field(default=20, metadata={"help": "clicked product ids allowed in a session"})
     max_body_bytes: int = field(default=65536, metadata={"help": "request body size cap"})
     admin_token_env: str = field(default="FIRSTLIGHT_ADMIN_TOKEN", metadata={
         "help": "environment variable holding the admin bearer token (admin API off when neither is set)"})
@@ -127,6 +132,8 @@ class ServeConfig:
             check_range(name, getattr(self, name), 1)
         check_range("max_exclude", self.max_exclude, 0)
         check_range("retries", self.retries, 0)
+        check_range("max_session_clicks", self.max_session_clicks, 0)
+        check_range("session_weight", self.session_weight, 0.0)
         check_range("encoder_max_replicas", self.encoder_max_replicas, self.encoder_min_replicas)
         check_range("encoder_target_ongoing_requests", self.encoder_target_ongoing_requests, 0.0, low_inclusive=False)
         for name in ("encoder_num_cpus", "retriever_num_cpus", "gateway_num_cpus"):

@@ -6,7 +6,8 @@
     POST   /v1/items              {items: [{id, title, description}]}   (admin) add or change products
     DELETE /v1/items/{id}         (id percent-encoded; may hold "/")    (admin) remove a product
     POST   /v1/admin/reload       {index_dir, model}                    (admin) switch model + index
-    GET    /v1/stats, /healthz, /readyz, /docs, /openapi.json
+    POST   /v1/recommend          ... + {session: {clicked: [ids]}}     -> moved toward the clicks, each item with 'why'
+    GET    /v1/stats, /healthz, /readyz, /docs, /openapi.json, / (the demo page)
 
 Admin routes need one ``Authorization: Bearer <token>`` header (two are refused), the token being
 the content of ``admin_token_file`` or the value of the environment variable named by
@@ -35,6 +36,8 @@ from common.storage import exists, is_uri, join, read_text
 from common.text import product_text
 from model.folders import resolve_model_path, tokenizer_folders
 from ranking.rerank import rerank
+from ranking.session import explain
+from ranking.tokens import LexicalTokenizer
 from serve.api import (
     ApiError,
     BatchRequest,
@@ -59,13 +62,14 @@ from serve.api import (
 )
 from serve.config import ServeConfig
 from serve.live_index import IndexUnavailable, LiveSpeller, change_log_path
-from serve.openapi import add_docs, openapi_document
+from serve.openapi import add_demo, add_docs, openapi_document
 from serve.versions import ActiveVersion, Version, VersionCache
 
 log = logging.getLogger("ray.serve")
 app = FastAPI(title="FirstLight", version="1", docs_url=None, redoc_url=None,
               description="Cold-start product recommendations from what a new visitor types.")
 add_docs(app)
+add_demo(app)
 
 
 @app.exception_handler(HTTPException)
@@ -154,6 +158,7 @@ class Gateway:
         self.tally = Tally()
         self.fallbacks = 0  # replies served from the first stage because the Reranker could not answer
         self.reload_lock = asyncio.Lock()
+        self.lexical_tokens = LexicalTokenizer()  # 'why' compares words as BM25 does
         self._tokenizer(self.active.get().model)  # loaded now, not on the first visitor's request
         if self.cfg.spell_correct:
             self._speller(self.active.get().describe())
@@ -227,7 +232,22 @@ class Gateway:
                 raise ApiError(422, "too_many_tokens", name, f"'{name}' has {count} tokens; at most "
                                f"{self.cfg.max_text_tokens} are accepted", self.cfg.max_text_tokens)
 
-    async def _rank(self, texts: list[str], k: int, exclude: list[str], field: str, rerank: bool = True):
+    async def _clicked(self, session, described: dict) -> list[str]:
+        """The session's clicked ids, checked: a documented 422 for too many, malformed or unknown ones."""
+        clicked = list(session.clicked) if session is not None else []
+        check_count(clicked, "session.clicked", 0, self.cfg.max_session_clicks)
+        for i, product_id in enumerate(clicked):
+            check_id(product_id, f"session.clicked.{i}")
+        if clicked:
+            unknown = await self._read(self.retriever.unknown, described, clicked)
+            if unknown:
+                i = clicked.index(unknown[0])
+                raise ApiError(422, "unknown_id", f"session.clicked.{i}", f"'session.clicked.{i}': no product "
+                               f"{unknown[0]!r} in the index (deleted, or never added)")
+        return clicked
+
+    async def _rank(self, texts: list[str], k: int, exclude: list[str], field: str, rerank: bool = True,
+                    session=None):
         check_k(k, self.cfg.max_k)
         check_count(exclude, "exclude", 0, self.cfg.max_exclude)
         for i, product_id in enumerate(exclude):
@@ -239,6 +259,7 @@ class Gateway:
         version = self.active.get()  # read once: the whole request runs on this version
         described = version.describe()
         self._check_tokens(version.model, clean, names)
+        clicked = await self._clicked(session, described)
         start = time.perf_counter()
         # corrected here, not in another replica: no extra hop on every request
         queries = self._speller(described).correct(clean) if self.cfg.spell_correct else clean
@@ -246,14 +267,21 @@ class Gateway:
         encoded = time.perf_counter()
         rerank = rerank and self.reranker is not None
         depth = max(k, self.cfg.rerank_depth) if rerank else k
-        hits = await self._read(self.retriever.search, described, vectors, queries, depth, [exclude] * len(clean))
+        hits = await self._read(self.retriever.search, described, vectors, queries, depth, [exclude] * len(clean),
+                                clicked)
+        for row in hits:  # where the first stage put each product, for the reranker's part of 'why'
+            for rank, hit in enumerate(row):
+                hit["first_rank"] = rank
         done = time.perf_counter()
         timing = {"encode": 1000 * (encoded - start), "retrieve": 1000 * (done - encoded)}
         stage = {"reranked": False, "fallback": None}
         if rerank:
             hits, stage["reranked"], stage["fallback"] = await self._rerank(queries, hits)
             timing["rerank"] = 1000 * (time.perf_counter() - done)
-        results = [[{"id": c["id"], "title": c["title"], "score": c["score"]} for c in row[:k]] for row in hits]
+        results = [[{"id": c["id"], "title": c["title"], "score": c["score"],
+                     **({"why": explain(query, c, self.lexical_tokens, rank,
+                                        c["first_rank"] if stage["reranked"] else None)} if self.cfg.explain else {})}
+                    for rank, c in enumerate(row[:k])] for query, row in zip(queries, hits)]
         return results, version.public(), timing, (queries if self.cfg.spell_correct else None), stage
 
     async def _rerank(self, queries: list[str], hits: list[list[dict]]) -> tuple[list, bool, str | None]:
@@ -276,7 +304,7 @@ class Gateway:
         async def work(body: RecommendRequest):
             start = time.perf_counter()
             results, version, timing, queries, stage = await self._rank([body.text], body.k, body.exclude, "text",
-                                                                        body.rerank)
+                                                                        body.rerank, body.session)
             timing["total"] = 1000 * (time.perf_counter() - start)
             return {"items": results[0], "version": version, "timing_ms": timing,
                     "query": queries[0] if queries else None, **stage}
@@ -288,7 +316,7 @@ class Gateway:
             start = time.perf_counter()
             check_count(body.texts, "texts", 1, self.cfg.max_batch_texts)
             results, version, timing, queries, stage = await self._rank(body.texts, body.k, body.exclude, "texts",
-                                                                        body.rerank)
+                                                                        body.rerank, body.session)
             timing["total"] = 1000 * (time.perf_counter() - start)
             return {"results": results, "version": version, "timing_ms": timing, "queries": queries, **stage}
         return await self._handle(request, BatchRequest, work)

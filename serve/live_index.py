@@ -131,10 +131,12 @@ class LiveIndex:
 
     # -- search ----------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, texts: list[str], k: int, stage: FirstStage,
-               exclude: list[set] | None = None) -> list[list[dict]]:
-        """Per query, the first stage's top-k over the saved and the live products (ranking.hybrid)."""
+               exclude: list[set] | None = None, clicked: list[list[str]] | None = None,
+               session_weight: float = 0.0) -> list[list[dict]]:
+        """Per query, the first stage's top-k over the saved and the live products (ranking.hybrid),
+        moved toward the session's clicked products when there are any."""
         self.refresh()
-        return self.hybrid.search(vectors, texts, k, stage, exclude)
+        return self.hybrid.search(vectors, texts, k, stage, exclude, clicked, session_weight)
 
 
 class IndexUnavailable(RuntimeError):

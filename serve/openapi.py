@@ -6,7 +6,7 @@ and the admin routes name their bearer-token scheme. A client generator or a fuz
 schemathesis against it) then learns what the server really accepts and answers.
 
 /docs is Swagger UI from the swagger-ui-bundle package's files, served by the gateway itself: the
-page works on a machine with no internet.
+page works on a machine with no internet. So does the demo page at / (serve/static/index.html).
 """
 
 from __future__ import annotations
@@ -84,6 +84,11 @@ def _limits(doc: dict, cfg: ServeConfig) -> None:
         props["k"].update(minimum=1, maximum=cfg.max_k)
         props["exclude"].update(maxItems=cfg.max_exclude)
         props["exclude"]["items"].update(minLength=1, maxLength=200)
+    for props in (recommend, body("/v1/recommend/batch")):
+        for option in props["session"].get("anyOf", []):
+            if option.get("type") == "object":
+                option["properties"]["clicked"].update(maxItems=cfg.max_session_clicks)
+                option["properties"]["clicked"]["items"].update(minLength=1, maxLength=200)
     body("/v1/recommend/batch")["texts"].update(minItems=1, maxItems=cfg.max_batch_texts)
     body("/v1/recommend/batch")["texts"]["items"].update(text)
     items = body("/v1/items")["items"]
@@ -97,6 +102,15 @@ def _limits(doc: dict, cfg: ServeConfig) -> None:
     for parameter in doc["paths"]["/v1/items/{product_id}"]["delete"].get("parameters", []):
         if parameter["name"] == "product_id":
             parameter["schema"].update(minLength=1, maxLength=200)
+
+
+def add_demo(app: FastAPI) -> None:
+    """/: the demo page (serve/static/index.html), plain HTML + JavaScript calling this server's API."""
+    page = Path(__file__).with_name("static") / "index.html"
+
+    @app.get("/", include_in_schema=False)
+    async def demo():
+        return FileResponse(page, media_type="text/html")
 
 
 def add_docs(app: FastAPI) -> None:

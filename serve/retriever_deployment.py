@@ -55,13 +55,20 @@ class Retriever:
         return self.indexes.get_or_load(version["id"], load)
 
     async def search(self, version: dict, vectors: np.ndarray, texts: list[str], k: int,
-                     exclude: list[list[str]]) -> list[list[dict]]:
-        """Per text: the first stage's top-k as {id, title, text, score, dense, lexical}."""
+                     exclude: list[list[str]], clicked: list[str] | None = None) -> list[list[dict]]:
+        """Per text: the first stage's top-k as {id, title, text, score, dense, lexical, resembles};
+        ``clicked``: the session's clicked products (ranking/session.py), for every text."""
         import asyncio
 
-        rows = await asyncio.gather(*(self.search_one((version, v, t, k, e))
+        rows = await asyncio.gather(*(self.search_one((version, v, t, k, e, tuple(clicked or ())))
                                       for v, t, e in zip(vectors, texts, exclude)))
         return list(rows)
+
+    def unknown(self, version: dict, product_ids: list[str]) -> list[str]:
+        """Those of ``product_ids`` that are not in the index."""
+        index = self.get(version)
+        index.refresh()
+        return [p for p in product_ids if not index.contains(p)]
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
     async def search_one(self, requests: list[tuple]) -> list[list[dict]]:
@@ -72,7 +79,8 @@ class Retriever:
             index = self.get(requests[rows[0]][0])
             k = max(requests[i][3] for i in rows)
             hits = index.search(np.stack([requests[i][1] for i in rows]), [requests[i][2] for i in rows], k,
-                                self.stage, [set(requests[i][4]) for i in rows])
+                                self.stage, [set(requests[i][4]) for i in rows],
+                                [list(requests[i][5]) for i in rows], self.cfg.session_weight)
             for i, row in zip(rows, hits):
                 out[i] = row[: requests[i][3]]
             self.items.set(len(index))

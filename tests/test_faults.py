@@ -170,10 +170,20 @@ def test_an_index_that_vanishes_after_a_reload_never_bricks_the_service(resilien
     for pid in replica_pids("Retriever"):  # replicas restarted now cannot load the active version
         os.kill(pid, 9)
     assert wait_for_replicas("Retriever", 2)
-    reply = requests.get(url + "/readyz", timeout=60)
+
+    def settled(get, wanted):  # until the replacements answer (a probe in between may time out instead)
+        deadline = time.time() + 120
+        while True:
+            reply = get()
+            if wanted(reply) or time.time() > deadline:
+                return reply
+            time.sleep(1)
+
+    reply = settled(lambda: requests.get(url + "/readyz", timeout=60),
+                    lambda r: r.status_code == 503 and "cannot be loaded" in r.json().get("reason", ""))
     assert reply.status_code == 503 and "cannot be loaded" in reply.json()["reason"], reply.text  # the truth
     assert str(root) not in reply.text
-    reply = post(url, "/v1/recommend", {"text": "drill", "k": 3})
+    reply = settled(lambda: post(url, "/v1/recommend", {"text": "drill", "k": 3}), lambda r: r.status_code == 503)
     assert reply.status_code == 503 and reply.json()["error"]["code"] == "index_unavailable", reply.text
     # an admin can always reload back, even though the vanished version's changes cannot be read
     back = post(url, "/v1/admin/reload", {"index_dir": str(root / "index")}, token=TOKEN)
