@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_homedepot_dir, default_workdir  # noqa: E402
+from model.runtime import EncoderRuntime  # noqa: E402
+from ranking.rerank import RerankStage  # noqa: E402
 
 BACKENDS = ("fp32", "bf16", "int8")
 METRICS = ("ndcg@10", "recall@100")
@@ -54,13 +56,28 @@ def quality_part(workdir: Path) -> tuple[str, dict]:
     raw = {}
     for backend in BACKENDS:
         start = time.perf_counter()
-        embeddings = run_embed(EmbedConfig(prepared_dir=str(root / "data"), output_dir=str(out / f"embeddings_{backend}"),
-                                           model=encoder, backend=backend))
+        embeddings = run_embed(
+            EmbedConfig(
+                prepared_dir=str(root / "data"),
+                output_dir=str(out / f"embeddings_{backend}"),
+                model=encoder,
+                runtime=EncoderRuntime(backend=backend),
+            )
+        )
         embed_s = time.perf_counter() - start
         index = run_index(IndexConfig(embeddings_dir=str(embeddings), output_dir=str(out / f"index_{backend}")))
-        result = run_evaluate(EvalConfig(prepared_dir=str(root / "data"), index_dir=str(index), embeddings_dir=str(embeddings),
-                                         systems=("dense", "fusion", "rerank"), reranker=reranker, backend=backend,
-                                         output=str(root / "eval" / f"backend_{backend}.json")), show_table=False)
+        result = run_evaluate(
+            EvalConfig(
+                prepared_dir=str(root / "data"),
+                index_dir=str(index),
+                embeddings_dir=str(embeddings),
+                systems=("dense", "fusion", "rerank"),
+                output=str(root / "eval" / f"backend_{backend}.json"),
+                rerank=RerankStage(model=reranker),
+                runtime=EncoderRuntime(backend=backend),
+            ),
+            show_table=False,
+        )
         raw[backend] = {s: {m: result["systems"][s]["mean"][m] for m in METRICS} for s in ("dense", "fusion", "rerank")}
         raw[backend]["embed_s"] = embed_s
         queries = result["queries"]

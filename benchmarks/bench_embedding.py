@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_homedepot_dir  # noqa: E402
 from data_pipeline.embed import EmbedConfig  # noqa: E402
+from model.runtime import EncoderRuntime  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> dict:
     ds = ds.repartition(target_num_rows_per_block=args.batch_size).materialize()
 
     def run(actors: int, backend: str = "auto"):
-        cfg = EmbedConfig(model=model, max_length=args.max_length, batch_size=args.batch_size, actors=actors,
-                          cpus_per_actor=min(1.0, (threads - 1) / actors), backend=backend,
-                          gpus_per_actor=1.0 if gpu else 0.0)
+        cfg = EmbedConfig(model=model, batch_size=args.batch_size, actors=actors,
+                          cpus_per_actor=min(1.0, (threads - 1) / actors), gpus_per_actor=1.0 if gpu else 0.0,
+                          runtime=EncoderRuntime(product_max_length=args.max_length, backend=backend))
         start = time.perf_counter()
         out = embed_dataset(ds, cfg).to_pandas()
         seconds = time.perf_counter() - start

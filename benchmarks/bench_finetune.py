@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
+from ranking.hybrid import FirstStage  # noqa: E402
 
 
 def main() -> None:
@@ -60,9 +61,18 @@ def main() -> None:
                                     spell_correct=args.spell_correct, output=str(ft_root / f"test{suffix}.json")))
     assert tuned["query_order"] == baseline["query_order"]
     # the fusion's weights tuned on the val split (never on test), then applied to test
-    wsum = run_evaluate(EvalConfig(prepared_dir=str(root / "data"), index_dir=str(idx), embeddings_dir=str(emb),
-                                   systems=("bm25", "dense", "fusion"), fusion="wsum", tune_fusion_on="val",
-                                   spell_correct=args.spell_correct, output=str(ft_root / f"test_wsum{suffix}.json")))
+    wsum = run_evaluate(
+        EvalConfig(
+            prepared_dir=str(root / "data"),
+            index_dir=str(idx),
+            embeddings_dir=str(emb),
+            systems=("bm25", "dense", "fusion"),
+            tune_fusion_on="val",
+            spell_correct=args.spell_correct,
+            output=str(ft_root / f"test_wsum{suffix}.json"),
+            first_stage=FirstStage(fusion="wsum"),
+        )
+    )
     weights = wsum["fusion"]["params"]["weights"]
 
     systems = {"BM25": (baseline, "bm25"), "zero-shot all-MiniLM-L6-v2": (baseline, "dense"),

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_serve import drive, free_port, wait_ready  # noqa: E402
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
+from ranking.rerank import RerankStage  # noqa: E402
 
 
 async def replay(url: str, queries: list[str], k: int, clients: int = 4) -> dict:
@@ -72,8 +73,8 @@ def main() -> None:
     index_dir = args.index_dir or str(root / "finetuned-train" / "index")
     judged = judged_from_frame(load_split(root / "data", "test"))
     offline_cfg = EvalConfig(prepared_dir=str(root / "data"), index_dir=index_dir, systems=("fusion", "rerank"),
-                             reranker=args.reranker, rerank_depth=args.depth,
-                             output=str(root / "eval" / "replay_offline.json"))
+                             output=str(root / "eval" / "replay_offline.json"),
+                             rerank=RerankStage(model=args.reranker, depth=args.depth))
     saved = Path(offline_cfg.output)
     if saved.exists() and json.loads(saved.read_text()).get("config") == json.loads(json.dumps(asdict(offline_cfg))):
         offline = json.loads(saved.read_text())  # the same settings were evaluated already
@@ -83,16 +84,17 @@ def main() -> None:
     ensure_ray(num_cpus=os.cpu_count())
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    base = dict(index_dir=index_dir, prepared_dir=str(root / "data"), encoder_num_cpus=0.5, retriever_num_cpus=0.25, gateway_num_cpus=0.25,
-                reranker_num_cpus=1, reranker_threads=2, encoder_max_replicas=1, reranker_max_replicas=1, port=port)
+    base = {"index_dir": index_dir, "prepared_dir": str(root / "data"), "encoder.num_cpus": 0.5,
+            "retriever.num_cpus": 0.25, "gateway.num_cpus": 0.25, "reranker.num_cpus": 1, "reranker.threads": 2,
+            "encoder.max_replicas": 1, "reranker.max_replicas": 1, "port": port}
     serve.start(http_options={"host": "127.0.0.1", "port": port})
 
-    def deploy(**settings):
-        serve.run(build_app(ServeConfig(**{**base, **settings})), name="firstlight", route_prefix="/")
+    def deploy(settings: dict):
+        serve.run(build_app(ServeConfig.from_args({**base, **settings})), name="firstlight", route_prefix="/")
         wait_ready(url)
 
     texts = judged.queries
-    deploy(reranker=args.reranker, rerank_depth=args.depth)
+    deploy({"rerank.model": args.reranker, "rerank.depth": args.depth})
     started = time.perf_counter()
     served = asyncio.run(replay(url, texts, 100))
     replay_s = time.perf_counter() - started
@@ -103,11 +105,11 @@ def main() -> None:
         rows.append(f"| {metric} | {a:.4f} | {b:.4f} | {b - a:+.4f} |")
 
     latency = {}
-    modes = [("dense only", dict(first_stage_mode="dense"), False),
-             ("hybrid", dict(), False)] + [(f"hybrid + rerank depth {d}", dict(reranker=args.reranker, rerank_depth=d), True)
+    modes = [("dense only", {"first_stage.mode": "dense"}, False),
+             ("hybrid", dict(), False)] + [(f"hybrid + rerank depth {d}", {"rerank.model": args.reranker, "rerank.depth": d}, True)
                                          for d in (10, 20, 30, 50)]
     for name, settings, rerank in modes:
-        deploy(**settings)
+        deploy(settings)
         asyncio.run(drive(url, texts, 2, 3))  # warm-up
         latency[name] = [asyncio.run(drive(url, texts, c, args.seconds)) for c in (1, 32)]
         print(name, [(r["p50_ms"], r["p99_ms"], r["qps"]) for r in latency[name]])

@@ -48,12 +48,14 @@ from common.paths import default_workdir  # noqa: E402
 TOKEN = "bench-admin-token"
 DEPLOYMENTS = ("Encoder", "Retriever", "Reranker", "Gateway")
 # the production shape (serve/config.yaml) on 2 cores: two replicas of everything, CPUs shared
-PRODUCTION = dict(encoder_min_replicas=2, encoder_max_replicas=2, reranker_min_replicas=2, reranker_max_replicas=2,
-                  retriever_replicas=2, gateway_replicas=2, encoder_num_cpus=0.3, reranker_num_cpus=0.3,
-                  retriever_num_cpus=0.2, gateway_num_cpus=0.1)
-LAPTOP = dict(encoder_min_replicas=1, encoder_max_replicas=1, reranker_min_replicas=1, reranker_max_replicas=1,
-              retriever_replicas=1, gateway_replicas=1, encoder_num_cpus=0.5, reranker_num_cpus=0.5,
-              retriever_num_cpus=0.3, gateway_num_cpus=0.2)
+PRODUCTION = {"encoder.min_replicas": 2, "encoder.max_replicas": 2, "reranker.min_replicas": 2,
+              "reranker.max_replicas": 2, "retriever.min_replicas": 2, "retriever.max_replicas": 2,
+              "gateway.min_replicas": 2, "gateway.max_replicas": 2, "encoder.num_cpus": 0.3, "reranker.num_cpus": 0.3,
+              "retriever.num_cpus": 0.2, "gateway.num_cpus": 0.1}
+LAPTOP = {"encoder.min_replicas": 1, "encoder.max_replicas": 1, "reranker.min_replicas": 1, "reranker.max_replicas": 1,
+          "retriever.min_replicas": 1, "retriever.max_replicas": 1, "gateway.min_replicas": 1,
+          "gateway.max_replicas": 1, "encoder.num_cpus": 0.5, "reranker.num_cpus": 0.5, "retriever.num_cpus": 0.3,
+          "gateway.num_cpus": 0.2}
 
 
 def wait_ready(url: str, timeout_s: float = 300) -> float:
@@ -78,8 +80,7 @@ def app(root: Path, state: Path, port: int, **settings):
     token = state / "token"
     state.mkdir(parents=True, exist_ok=True)
     token.write_text(TOKEN)
-    cfg = ServeConfig(index_dir=str(root / "index"), state_dir=str(state / "serve_state"), admin_token_file=str(token),
-                      reranker=str(root / "reranker" / "model"), port=port, **settings)
+    cfg = ServeConfig.from_args({"index_dir": str(root / "index"), "state_dir": str(state / "serve_state"), "admin_token_file": str(token), "rerank.model": str(root / "reranker" / "model"), "port": port, **settings})
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(cfg), name="firstlight", route_prefix="/")
     url = f"http://127.0.0.1:{port}"

@@ -168,10 +168,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     # (b) FirstLight: 2 Encoder replicas x 0.75 CPU (one torch thread each), Retriever and gateway 0.25 CPU;
     # then the same with Ray Serve's throughput-optimised mode (a fresh Ray started with it set)
-    settings = dict(encoder_min_replicas=2, encoder_max_replicas=2, encoder_num_cpus=0.75, retriever_num_cpus=0.25,
-                    gateway_num_cpus=0.25, batch_max_size=32, batch_wait_s=0.005)
+    settings = {"encoder.min_replicas": 2, "encoder.max_replicas": 2, "encoder.num_cpus": 0.75,
+                "retriever.num_cpus": 0.25, "gateway.num_cpus": 0.25, "encoder.batch_max_size": 32,
+                "encoder.batch_wait_s": 0.005}
     if gpu:  # two Encoder replicas share the GPU; FAISS moves there too (the baseline keeps it on the CPU)
-        settings.update(encoder_num_gpus=0.5, encoder_num_cpus=1.0, use_gpu="yes")
+        settings.update({"encoder.num_gpus": 0.5, "encoder.num_cpus": 1.0, "runtime.use_gpu": "yes"})
     ours, timeline, scale_settings = {}, [], {}
     ray_was_up = ray.is_initialized()  # a caller's Ray (a test session) is left running
     modes = args.modes.split(",")
@@ -184,19 +185,19 @@ def main(argv: list[str] | None = None) -> dict:
         ensure_ray(num_cpus=os.cpu_count())
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        mode_settings = {**settings, "batch_wait_s": 0.0} if mode == "no-batch-wait" else settings
-        serve.run(build_app(ServeConfig(index_dir=index_dir, port=port, **mode_settings)), name="firstlight",
-                  route_prefix="/")
+        mode_settings = {**settings, "encoder.batch_wait_s": 0.0} if mode == "no-batch-wait" else settings
+        serve.run(build_app(ServeConfig.from_args({"index_dir": index_dir, "port": port, **mode_settings})),
+                  name="firstlight", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         wait_ready(url)
         ours[mode] = measure(url, texts, args.seconds)
         serve.delete("firstlight")
         if mode == "default" and not (args.skip_autoscale or gpu):
-            scale_settings = dict(encoder_min_replicas=1, encoder_max_replicas=3, encoder_num_cpus=0.5,
-                                  encoder_target_ongoing_requests=4, upscale_delay_s=2, downscale_delay_s=10,
-                                  retriever_num_cpus=0.25, gateway_num_cpus=0.25)
-            serve.run(build_app(ServeConfig(index_dir=index_dir, port=port, **scale_settings)), name="firstlight",
-                      route_prefix="/")
+            scale_settings = {"encoder.min_replicas": 1, "encoder.max_replicas": 3, "encoder.num_cpus": 0.5,
+                              "encoder.target_ongoing_requests": 4, "encoder.upscale_delay_s": 2,
+                              "encoder.downscale_delay_s": 10, "retriever.num_cpus": 0.25, "gateway.num_cpus": 0.25}
+            serve.run(build_app(ServeConfig.from_args({"index_dir": index_dir, "port": port, **scale_settings})),
+                      name="firstlight", route_prefix="/")
             wait_ready(url)
             timeline = autoscale_timeline(url, texts, load_s=45, idle_s=45)
         serve.shutdown()

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.pool_unjudged import SUPPLEMENT  # noqa: E402
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_homedepot_dir, default_workdir  # noqa: E402
+from ranking.rerank import RerankStage  # noqa: E402
 
 
 def main() -> None:
@@ -44,15 +45,15 @@ def main() -> None:
     pool_file.parent.mkdir(parents=True, exist_ok=True)
     pool.to_csv(pool_file, index=False)
     common = dict(prepared_dir=str(root / "data"), index_dir=index_dir, systems=("bm25", "dense", "fusion", "rerank"),
-                  reranker=args.reranker)
+                  rerank=RerankStage(model=args.reranker))
     results = {"test": run_evaluate(EvalConfig(**common, output=str(root / "eval" / "served_test.json")), show_table=False),
                "pool": run_evaluate(EvalConfig(**common, judgments=str(pool_file), query_column="search_term",
                                                product_id_column="product_uid",
                                                output=str(root / "eval" / "served_pool.json")), show_table=False)}
     cfg = EvalConfig(**common)
     names = {"bm25": "BM25", "dense": "fine-tuned encoder alone",
-             "fusion": f"hybrid first stage (wsum, dense weight {cfg.dense_weight})",
-             "rerank": f"served default: hybrid + reranker, depth {cfg.rerank_depth}, blend {cfg.rerank_weight}"}
+             "fusion": f"hybrid first stage (wsum, dense weight {cfg.first_stage.dense_weight})",
+             "rerank": f"served default: hybrid + reranker, depth {cfg.rerank.depth}, blend {cfg.rerank.weight}"}
     cols = [*METRICS, *EXTRA_METRICS]
     body = []
     for key, title in (("test", "Test split, crowd labels"), ("pool", "Densely judged pool + supplement")):

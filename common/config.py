@@ -49,20 +49,25 @@ def _cli_fields(cls):
             if f.init and f.metadata.get("cli") is not False]
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls, prefix: str = "", skip: tuple = ()) -> None:
-    """``--field-name`` for every field of ``cls`` (``--PREFIX-field-name`` inside a nested config),
-    and ``--config FILE`` once."""
+def _default(f):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls, prefix: str = "", defaults=None) -> None:
+    """``--field-name`` for every field of ``cls`` (``--COMPONENT-field-name`` inside a component),
+    and ``--config FILE`` once. ``defaults``: a component's default instance (its owner's defaults)."""
     if not prefix:
         parser.add_argument("--config", dest="config", default=None, metavar="FILE",
                             help="YAML file of this stage's settings; options given here override it")
     for f, kind in _cli_fields(cls):
-        if f.name in skip:
-            continue
         if dataclasses.is_dataclass(kind):
-            add_config_args(parser, kind, prefix=f"{prefix}{f.name}_", skip=f.metadata.get("set_by_stage", ()))
+            add_config_args(parser, kind, prefix=f"{prefix}{f.name}_", defaults=_default(f))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if f.metadata.get("flag") is False:  # a tuning knob: set in the --config file, not by a flag
+            continue
+        default = getattr(defaults, f.name) if defaults is not None else _default(f)
         help_text = f.metadata.get("help", "") + (f" (default: {default!r})" if default not in (None, ()) else "")
         dest = prefix + f.name
         flag = "--" + dest.replace("_", "-")
@@ -121,13 +126,35 @@ def load_config(cls, path, **overrides):
     return build_config(cls, _merge(read_yaml(path), overrides), source=str(path))
 
 
-def build_config(cls, values: dict, source: str = "", prefix: str = ""):
-    """``cls(**values)``, nested configs built too, each value converted to its field's type; an
-    unknown name or a value of the wrong type is a ConfigError naming the field."""
+def _undotted(values: dict) -> dict:
+    """``{"encoder.num_cpus": 1}`` -> ``{"encoder": {"num_cpus": 1}}`` (`serve run ... key=value` args)."""
+    out: dict = {}
+    for key, value in values.items():
+        head, _, rest = str(key).partition(".")
+        if rest:
+            nested = out.setdefault(head, {})
+            if isinstance(nested, dict):
+                nested.update(_undotted({rest: value}))
+                continue
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def build_config(cls, values: dict, source: str = "", prefix: str = "", base=None):
+    """``cls(**values)``, components built too (from their owner's defaults), each value converted to
+    its field's type; an unknown name or a value of the wrong type is a ConfigError naming the field.
+    ``base``: the instance whose values unset fields keep (a component's default)."""
+    fields = {f.name: f for f, _ in _cli_fields(cls)}
     known = {f.name: kind for f, kind in _cli_fields(cls)}
     kwargs = {}
-    for name, value in values.items():
+    for name, value in _undotted(values).items():
         field = prefix + name
+        renamed = getattr(cls, "RENAMED", {}).get(name)
+        # a component's name may once have been a plain setting's (serve's ``reranker`` folder)
+        if renamed and (name not in known or not isinstance(value, dict)):
+            raise ConfigError(field, f"is now {prefix}{renamed} (in {source})",
+                              f"write it as `{renamed}` (a `{renamed.split('.')[0]}:` mapping in YAML, "
+                              f"--{renamed.replace('.', '-').replace('_', '-')} on the command line)")
         if name not in known:
             near = ", ".join(difflib.get_close_matches(name, known, n=3))
             raise ConfigError(field, f"is not a setting of {cls.__name__} (in {source})",
@@ -138,9 +165,12 @@ def build_config(cls, values: dict, source: str = "", prefix: str = ""):
             if not isinstance(value, dict):
                 raise ConfigError(field, f"should be a mapping of {kind.__name__} settings (in {source})",
                                   f"write it as `{name}:` followed by indented `field: value` lines")
-            kwargs[name] = build_config(kind, value, source, prefix=f"{field}.")
+            start = getattr(base, name) if base is not None else _default(fields[name])
+            kwargs[name] = build_config(kind, value, source, prefix=f"{field}.", base=start)
         else:
             kwargs[name] = _converted(field, value, kind, source)
+    if base is not None:
+        return dataclasses.replace(base, **kwargs)
     return cls(**kwargs)
 
 

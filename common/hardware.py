@@ -22,6 +22,27 @@ def check_backend(field_name: str, backend: str) -> None:
                           f"use one of {', '.join(BACKENDS)} (auto: int8 on a CPU, bf16 on a GPU with bf16 units)")
 
 
+# One meaning of ``use_gpu`` in every stage: auto (a GPU where one is visible), yes (fail without
+# one) or no. Recipe files and commands written when training took a boolean still load: true is
+# yes, false is no.
+USE_GPU = ("auto", "yes", "no")
+
+
+def gpu_choice(value) -> str:
+    """``value`` as one of USE_GPU (booleans and their spellings mapped); anything else unchanged, for
+    :func:`check_use_gpu` to name."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    low = str(value).strip().lower()
+    return {"true": "yes", "1": "yes", "on": "yes", "false": "no", "0": "no", "off": "no"}.get(low, low)
+
+
+def check_use_gpu(field_name: str, value: str) -> None:
+    if value not in USE_GPU:
+        raise ConfigError(field_name, f"{value!r} is not a GPU choice",
+                          "use auto (a GPU where one is visible), yes (fail without one) or no")
+
+
 BF16_FLAGS = (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
 
 

@@ -12,17 +12,18 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 
 from common import storage
 from common.config import check_range
 from common.errors import ConfigError, FirstLightError
-from common.hardware import check_backend
 from common.manifest import atomic_folder, read_manifest, up_to_date, write_json
 from data_pipeline.vectors import load_embeddings, vectors_to_arrow
 from model.encoder import TextEncoder
 from model.folders import DEFAULT_MODEL, absolute_if_folder, model_fingerprint
+from model.runtime import EncoderRuntime
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ class EmbedConfig:
     prepared_dir: str | None = field(default=None, metadata={"help": "output of `prepare` (holds catalogue/)"})
     output_dir: str | None = field(default=None, metadata={"help": "default: PREPARED/../embeddings"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "encoder folder or hub name"})
-    max_length: int = field(default=64, metadata={"help": "tokens kept per product text"})
     batch_size: int = field(default=1024, metadata={
         "help": "products per Ray Data batch; larger batches sort by length over more texts (less padding)"})
     actors: int = field(default=1, metadata={"help": "encoder actors in the pool"})
@@ -41,18 +41,18 @@ class EmbedConfig:
     threads_per_actor: int = field(default=0, metadata={
         "help": "torch threads per CPU actor; 0 = the CPUs this node has left to the actors"})
     gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs each actor reserves (0 = CPU)"})
-    backend: str = field(default="auto", metadata={
-        "help": "inference backend: auto (int8 on a CPU, bf16 on a GPU with bf16 units), fp32, bf16 or int8 "
-                "(ONNX Runtime, CPU); docs/speed.md"})
+    # how the encoder runs (backend, product_max_length): the component evaluate and serve use too
+    runtime: EncoderRuntime = field(default_factory=EncoderRuntime)
+
+    RENAMED: ClassVar[dict] = {"max_length": "runtime.product_max_length", "backend": "runtime.backend"}
 
     def validate(self) -> None:
-        check_range("max_length", self.max_length, 1, 8192)
+        self.runtime.validate("runtime.")
         check_range("batch_size", self.batch_size, 1, 1 << 20)
         check_range("actors", self.actors, 1, 4096)
         check_range("cpus_per_actor", self.cpus_per_actor, 0.0, 1024)
         check_range("gpus_per_actor", self.gpus_per_actor, 0.0, 64)
         check_range("threads_per_actor", self.threads_per_actor, 0, 1024)
-        check_backend("backend", self.backend)
 
     def check_fits(self, cluster: dict) -> None:
         """Fail before starting when the actor pool would starve the read/write tasks (a silent hang)."""
@@ -113,8 +113,8 @@ def embed_dataset(ds, cfg: EmbedConfig):
     return ds.map_batches(
         EncoderActor,
         # a local folder by its absolute path: actors do not share the driver's working directory
-        fn_constructor_kwargs={"model": absolute_if_folder(cfg.model), "max_length": cfg.max_length,
-                               "backend": cfg.backend, "threads": threads},
+        fn_constructor_kwargs={"model": absolute_if_folder(cfg.model), "max_length": cfg.runtime.product_max_length,
+                               "backend": cfg.runtime.backend, "threads": threads},
         batch_size=cfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.actors),
         num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor)
@@ -135,7 +135,7 @@ def run_embed(cfg: EmbedConfig) -> Path:
         raise FirstLightError(f"{prepared} holds no prepared data. Fix: run `firstlight prepare` first")
     out = cfg.resolved_output_dir()
     key = {"catalogue": source["inputs_key"]["inputs"], "model": model_fingerprint(cfg.model),
-           "max_length": cfg.max_length, "backend": cfg.backend}
+           "max_length": cfg.runtime.product_max_length, "backend": cfg.runtime.backend}
     if up_to_date(out, key):
         log.info("[embed] %s is up to date; reusing it", out)
         return out
@@ -154,7 +154,7 @@ def run_embed(cfg: EmbedConfig) -> Path:
         if len(ids) != n:
             raise FirstLightError(f"embedding wrote {len(ids)} vectors for {n} products; rerun `firstlight embed`")
         write_json(tmp / "manifest.json", {
-            "stage": "embed", "inputs_key": key, "model": cfg.model, "dim": int(vectors.shape[1]),
+            "stage": "embed", "inputs_key": key, "model": cfg.model, "prepared_dir": str(prepared.resolve()), "dim": int(vectors.shape[1]),
             "count": len(ids), "seconds": round(seconds, 1), "products_per_second": round(n / seconds, 1)})
     log.info("[embed] %d products in %.1fs (%.0f/s)", n, seconds, n / seconds)
     return out

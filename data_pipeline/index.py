@@ -244,6 +244,8 @@ def run_index(cfg: IndexConfig) -> Path:
     ids, vectors = load_embeddings(Path(cfg.embeddings_dir) / "vectors")
     index = ProductIndex.build(ids, vectors, cfg, model=source.get("model", ""))
     index.manifest["source"] = source.get("inputs_key")
+    # the catalogue the vectors came from: the server finds titles there without being told
+    index.manifest["prepared_dir"] = source.get("prepared_dir")
     index.save(out)
     log.info("[index] %s index of %d x %d built in %.2fs -> %s", cfg.kind, len(ids), vectors.shape[1],
              index.manifest["build_seconds"], out)

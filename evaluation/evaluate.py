@@ -3,9 +3,13 @@
 Systems (each one the ranking path the server runs, through ``ranking.offline.OfflineRanker``):
 - ``bm25``: the lexical side alone (bm25s);
 - ``dense``: the encoder + FAISS index (zero-shot, or fine-tuned once ``--model`` points at one);
-- ``fusion``: the hybrid first stage, both sides fused (``--fusion`` wsum or rrf; ``--tune-fusion-on
-  val`` picks the weights or k on another split first, so the reported split never sees its tuning);
-- ``rerank``: the fusion's top ``--rerank-depth`` reordered by the cross-encoder ``--reranker``.
+- ``fusion``: the hybrid first stage, both sides fused (``--first-stage-fusion`` wsum or rrf;
+  ``--tune-fusion-on val`` picks the weights or k on another split first, so the reported split never
+  sees its tuning);
+- ``rerank``: the fusion's top ``--rerank-depth`` reordered by the cross-encoder ``--rerank-model``.
+
+The first stage, the rerank stage and the encoder's runtime are the components the server composes
+(``first_stage``, ``rerank``, ``runtime``): one setting, one meaning, in both.
 
 Queries come from a prepared split (``--split``) or from any held-out judgments file in the prepare
 input's format (``--judgments FILE``, columns mapped as in `prepare --dataset files`), scored against
@@ -24,11 +28,11 @@ import functools
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 from common import storage
 from common.config import check_choice, check_range
 from common.errors import ConfigError, FirstLightError
-from common.hardware import check_backend
 from common.manifest import write_json
 from data_pipeline.prepare import load_catalogue, load_split, prepared_manifest
 from data_pipeline.readers import JudgmentSpec, read_judgments_frame
@@ -42,10 +46,11 @@ from evaluation.metrics import (
     tune_fusion,
 )
 from model.reranker import Reranker
-from ranking.fusion import FUSION_METHODS, fuse_runs
+from model.runtime import EncoderRuntime
+from ranking.fusion import fuse_runs
 from ranking.hybrid import FirstStage
 from ranking.offline import OfflineRanker, rerank_all
-from ranking.rerank import as_run
+from ranking.rerank import RerankStage, as_run
 
 log = logging.getLogger(__name__)
 
@@ -67,36 +72,29 @@ class EvalConfig:
     relevance_column: str = field(default="relevance", metadata={"help": "--judgments: its relevance column"})
     systems: tuple = field(default=DEFAULT_SYSTEMS, metadata={"help": "any of bm25, dense, fusion, rerank"})
     model: str | None = field(default=None, metadata={"help": "query encoder; default: the index's model"})
-    max_length: int = field(default=64, metadata={"help": "tokens kept per query"})
-    depth: int = field(default=100, metadata={"help": "products retrieved per query and system"})
-    fusion: str = field(default="wsum", metadata={"help": "rrf (reciprocal ranks) or wsum (weighted normalised scores)"})
-    rrf_k: int = field(default=60, metadata={"help": "reciprocal-rank fusion constant"})
-    dense_weight: float = field(default=FirstStage.dense_weight, metadata={
-        "help": "wsum: the dense run's weight (BM25 gets 1 - it)"})
     tune_fusion_on: str | None = field(default=None, metadata={
         "help": "tune rrf_k or dense_weight for nDCG@10 on this split (val) before evaluating"})
-    reranker: str | None = field(default=None, metadata={"help": "rerank: the cross-encoder folder (train-reranker's)"})
-    rerank_depth: int = field(default=10, metadata={"help": "rerank: first-stage products reordered per query"})
-    backend: str = field(default="auto", metadata={
-        "help": "inference backend of the encoder and the reranker: auto (int8 on a CPU, bf16 on a GPU with "
-                "bf16 units; as embedded and served), fp32, bf16 or int8 (ONNX Runtime)"})
-    rerank_weight: float = field(default=0.6, metadata={
-        "help": "rerank: the reranker's share of a blended score (1 = reranker alone; the first stage keeps the rest)"})
     spell_correct: bool = field(default=True, metadata={
         "help": "correct query words unknown to the catalogue and to English before every system ranks (as served)"})
+    # the components the server composes too; depth: products retrieved per query and system
+    first_stage: FirstStage = field(default_factory=FirstStage)
+    rerank: RerankStage = field(default_factory=RerankStage)
+    runtime: EncoderRuntime = field(default_factory=EncoderRuntime)
     output: str | None = field(default=None, metadata={"help": "results JSON; default PREPARED/../eval/SPLIT.json"})
+
+    RENAMED: ClassVar[dict] = {
+        "depth": "first_stage.depth", "fusion": "first_stage.fusion", "rrf_k": "first_stage.rrf_k",
+        "dense_weight": "first_stage.dense_weight", "reranker": "rerank.model", "rerank_depth": "rerank.depth",
+        "rerank_weight": "rerank.weight", "backend": "runtime.backend", "max_length": "runtime.query_max_length"}
 
     def validate(self) -> None:
         check_choice("split", self.split, ("train", "val", "test"))
         for s in self.systems:
             check_choice("systems", s, SYSTEMS)
-        check_range("depth", self.depth, 100)
-        check_backend("backend", self.backend)
-        check_range("rrf_k", self.rrf_k, 1)
-        check_choice("fusion", self.fusion, FUSION_METHODS)
-        check_range("dense_weight", self.dense_weight, 0.0, 1.0)
-        check_range("rerank_depth", self.rerank_depth, 1, self.depth)
-        check_range("rerank_weight", self.rerank_weight, 0.0, 1.0)
+        self.first_stage.validate("first_stage.")
+        check_range("first_stage.depth", self.first_stage.depth, 100)  # Recall@100 needs 100 per system
+        self.runtime.validate("runtime.")
+        self.rerank.validate("rerank.", most=self.first_stage.depth)
         if self.tune_fusion_on is not None:
             check_choice("tune_fusion_on", self.tune_fusion_on, ("train", "val", "test"))
             if self.tune_fusion_on == self.split and not self.judgments:
@@ -108,15 +106,14 @@ class EvalConfig:
             raise ConfigError("prepared_dir", "is not set", "pass --prepared-dir (the output of prepare)")
         if set(self.systems) & {"dense", "fusion", "rerank"} and not self.index_dir:
             raise ConfigError("index_dir", "dense, fusion and rerank need an index", "pass --index-dir, or --systems bm25")
-        if "rerank" in self.systems and not self.reranker:
-            raise ConfigError("reranker", "the rerank system needs a cross-encoder",
-                              "pass --reranker (the model folder `firstlight train-reranker` wrote)")
+        if "rerank" in self.systems and not self.rerank.model:
+            raise ConfigError("rerank.model", "the rerank system needs a cross-encoder",
+                              "pass --rerank-model (the model folder `firstlight train-reranker` wrote)")
         if self.judgments and not storage.is_uri(self.judgments) and not Path(self.judgments).is_file():
             raise ConfigError("judgments", f"{self.judgments} does not exist", "pass a judgments file")
 
-    def first_stage(self, mode: str = "hybrid") -> FirstStage:
-        return FirstStage(mode=mode, fusion=self.fusion, dense_weight=self.dense_weight, rrf_k=self.rrf_k,
-                          depth=self.depth)
+    def stage(self, mode: str = "hybrid") -> FirstStage:
+        return replace(self.first_stage, mode=mode)
 
     def resolved_output(self) -> Path:
         if self.output:
@@ -144,7 +141,7 @@ def _runs(cfg: EvalConfig, ranker: OfflineRanker, judged, need_dense: bool, need
     """(texts as ranked, their query vectors, bm25 run, dense run) for the judged queries."""
     mode = "hybrid" if need_dense and need_lexical else ("dense" if need_dense else "lexical")
     queries = judged.queries
-    texts, vectors, dense, lexical = ranker.sides(queries, cfg.first_stage(mode))
+    texts, vectors, dense, lexical = ranker.sides(queries, cfg.stage(mode))
     return (texts, vectors, dict(zip(queries, lexical)) if lexical else None,
             dict(zip(queries, dense)) if dense else None)
 
@@ -164,7 +161,7 @@ def _candidate_scores(cfg: EvalConfig, ranker: OfflineRanker, judged, texts, q_v
             cands = [p for p in judged.candidates[q] if p in row]
             out["dense"][q] = dict(zip(cands, (vectors[[row[p] for p in cands]] @ qv).tolist()))
     if "bm25" in out and "dense" in out:
-        stage = cfg.first_stage()
+        stage = cfg.stage()
         out["fusion"] = fuse_runs([out["dense"], out["bm25"]], stage.fusion, stage.params)
     if reranker is not None:
         out["rerank"] = {}
@@ -197,37 +194,40 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
     need_dense = bool(set(cfg.systems) & {"dense", "fusion", "rerank"})
     need_lexical = bool(set(cfg.systems) & {"bm25", "fusion", "rerank"})
     ranker = OfflineRanker(str(prepared), cfg.index_dir if need_dense else None, model=cfg.model,
-                           spell_correct=cfg.spell_correct, max_length=cfg.max_length, lexical=need_lexical,
-                           backend=cfg.backend)
+                           spell_correct=cfg.spell_correct, runtime=cfg.runtime, lexical=need_lexical)
     info = {}
     if need_dense:
         info["model"] = ranker.model
     if cfg.tune_fusion_on:
         tuning = _judged(cfg, prepared, cfg.tune_fusion_on)
         _, _, tune_bm25, tune_dense = _runs(cfg, ranker, tuning, True, True)
-        params = tune_fusion([tune_dense, tune_bm25], tuning, cfg.fusion, cfg.depth)
-        if cfg.fusion == "wsum":  # the weights follow the runs' order: dense first, BM25 second
-            cfg = replace(cfg, dense_weight=params["weights"][0])
+        fusion = cfg.first_stage.fusion
+        params = tune_fusion([tune_dense, tune_bm25], tuning, fusion, cfg.first_stage.depth)
+        if fusion == "wsum":  # the weights follow the runs' order: dense first, BM25 second
+            cfg = replace(cfg, first_stage=replace(cfg.first_stage, dense_weight=params["weights"][0]))
         else:
-            cfg = replace(cfg, rrf_k=int(params["k"]))
-        log.info("[evaluate] fusion %s tuned on %d %s queries: %s", cfg.fusion, len(tuning.queries),
+            cfg = replace(cfg, first_stage=replace(cfg.first_stage, rrf_k=int(params["k"])))
+        log.info("[evaluate] fusion %s tuned on %d %s queries: %s", fusion, len(tuning.queries),
                  cfg.tune_fusion_on, params)
     texts, q_vectors, bm25_run, dense_run = _runs(cfg, ranker, judged, need_dense, need_lexical)
     if cfg.spell_correct:
         info["spell_correct"] = {"queries_changed": sum(t != q for q, t in zip(queries, texts)), "queries": len(queries)}
     runs = {"bm25": bm25_run, "dense": dense_run}
-    stage = cfg.first_stage()
+    stage = cfg.stage()
     if set(cfg.systems) & {"fusion", "rerank"}:
         runs["fusion"] = fuse_runs([dense_run, bm25_run], stage.fusion, stage.params, stage.depth)
-        info["fusion"] = {"method": cfg.fusion, "params": stage.params, "tuned_on": cfg.tune_fusion_on}
+        info["fusion"] = {"method": stage.fusion, "params": stage.params, "tuned_on": cfg.tune_fusion_on}
     reranker = None
     if "rerank" in cfg.systems:
-        reranker = Reranker.load(cfg.reranker, backend=cfg.backend)
+        # max_length None: the length the folder was trained with, as served
+        reranker = Reranker.load(cfg.rerank.model, max_length=cfg.rerank.max_length, backend=cfg.runtime.backend,
+                                 device=cfg.runtime.device)
         candidates = [[{"id": p, "text": ranker.hybrid.texts.get(p, ""), "score": s} for p, s in runs["fusion"][q].items()]
                       for q in queries]
-        reranked = rerank_all(reranker, texts, candidates, cfg.rerank_depth, cfg.rerank_weight)
+        reranked = rerank_all(reranker, texts, candidates, cfg.rerank.depth, cfg.rerank.weight)
         runs["rerank"] = {q: as_run(r) for q, r in zip(queries, reranked)}
-        info["rerank"] = {"model": cfg.reranker, "depth": cfg.rerank_depth, "weight": cfg.rerank_weight}
+        info["rerank"] = {"model": cfg.rerank.model, "depth": cfg.rerank.depth, "weight": cfg.rerank.weight,
+                          "max_length": reranker.max_length}
     candidate_runs = _candidate_scores(cfg, ranker, judged, texts, q_vectors, reranker)
 
     results = {"split": cfg.split if not cfg.judgments else None, "judgments": cfg.judgments,

@@ -84,8 +84,24 @@ def _user_error(err: BaseException) -> FirstLightError | None:
     return None
 
 
+def renamed_flag_error(cls, unknown: list[str]) -> str | None:
+    """For a flag that a settings component replaced (``--candidate-depth``), the message naming the
+    new one (``--first-stage-depth``)."""
+    for arg in unknown:
+        name = arg[2:].split("=")[0].replace("-", "_") if arg.startswith("--") else None
+        new = getattr(cls, "RENAMED", {}).get(name) if name else None
+        if new:
+            flag = "--" + new.replace(".", "-").replace("_", "-")
+            return f"{arg.split('=')[0]} is now {flag} (the setting `{new}`)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        moved = renamed_flag_error(STAGES[args.stage][0], unknown)
+        parser.error(moved or f"unrecognized arguments: {' '.join(unknown)}")
     cls, runner, needs_ray, _ = STAGES[args.stage]
     setup_logging(verbose_output=args.verbose or None)
     try:

@@ -1,8 +1,8 @@
 """The main job: prepare -> embed -> index -> evaluate on one dataset, each stage cached by manifest.
 
 With ``--finetune true`` it is the whole pipeline: after the zero-shot stages it fine-tunes the
-encoder with the default recipe (``train``: a whole TrainConfig, set by ``--train-*`` options or a
-``train:`` mapping in ``--config FILE``), embeds and indexes the catalogue with the fine-tuned model
+encoder with the default recipe (or the recipe file ``--train-recipe FILE``, train/recipe.yaml's
+format: every `firstlight train` setting), embeds and indexes the catalogue with the fine-tuned model
 and evaluates that too (``eval/test_finetuned.json``). Everything goes under one storage root
 (``--workdir``), which is what `ray job submit` runs on a cluster. It ends with one results table.
 
@@ -20,9 +20,11 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 from common import storage
-from common.config import check_choice
+from common.config import check_choice, load_config
+from common.errors import ConfigError
 from common.paths import HOMEDEPOT_ENV, default_homedepot_dir, default_workdir
 from data_pipeline.embed import EmbedConfig, run_embed
 from data_pipeline.index import IndexConfig, run_index
@@ -30,6 +32,7 @@ from data_pipeline.prepare import PrepareConfig, run_prepare
 from evaluation.evaluate import EvalConfig, format_table, run_evaluate
 from model.folders import DEFAULT_MODEL
 from model.pretrained import MULTILINGUAL_MODEL, FetchModelConfig, run_fetch_model
+from model.runtime import EncoderRuntime
 from train.config import TrainConfig
 from train.driver import run_train
 
@@ -46,7 +49,6 @@ class DemoConfig:
     model: str | None = field(default=None, metadata={
         "help": f"encoder folder or hub name (also what training starts from); default {DEFAULT_MODEL}, "
                 f"{MULTILINGUAL_MODEL} for zh-demo"})
-    max_length: int = field(default=64, metadata={"help": "tokens per product text when embedding"})
     actors: int = field(default=1, metadata={"help": "embedding actors"})
     cpus_per_actor: float = field(default=1.0, metadata={"help": "CPUs each embedding actor reserves"})
     gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs per embedding actor"})
@@ -54,18 +56,34 @@ class DemoConfig:
         "help": "auto (flat up to 200k products, ivf beyond), flat, ivf, ivfpq or hnsw"})
     seed: int = field(default=2026, metadata={"help": "split seed"})
     finetune: bool = field(default=False, metadata={"help": "also fine-tune, then embed, index and evaluate again"})
-    # the fine-tuning recipe: every TrainConfig setting as --train-SETTING (see `firstlight train --help`)
-    train: TrainConfig = field(default_factory=TrainConfig, metadata={
-        "set_by_stage": ("prepared_dir", "output_dir", "model")})
+    train_recipe: str | None = field(default=None, metadata={
+        "help": "fine-tuning recipe file (train/recipe.yaml's format: `firstlight train` settings); "
+                "default: the best measured recipe"})
+    # how the encoder runs in embed and evaluate (backend, token lengths): the component they share
+    runtime: EncoderRuntime = field(default_factory=EncoderRuntime)
+
+    RENAMED: ClassVar[dict] = {"max_length": "runtime.product_max_length", "train": "train_recipe"}
 
     def validate(self) -> None:
         check_choice("dataset", self.dataset, ("auto", "homedepot", "wands", "zh-demo"))
+        self.runtime.validate("runtime.")
         if self.finetune:  # bad training settings fail before any work (the folders when training starts)
-            self.train.validate_settings()
+            self.recipe().validate_settings()
+
+    def recipe(self) -> TrainConfig:
+        """The fine-tuning recipe: the file's settings over the defaults."""
+        if not self.train_recipe:
+            return TrainConfig()
+        recipe = load_config(TrainConfig, self.train_recipe)
+        for name in ("prepared_dir", "output_dir", "model"):
+            if getattr(recipe, name) != getattr(TrainConfig, name):
+                raise ConfigError(f"train_recipe.{name}", "is the demo's to set (its own folders and --model)",
+                                  f"remove {name} from {self.train_recipe}")
+        return recipe
 
     def train_config(self, prepared: str, output: str, model: str | None = None) -> TrainConfig:
         """The recipe, pointed at this run's folders and model (default: the demo's encoder)."""
-        return replace(self.train, prepared_dir=prepared, output_dir=output, model=model or self.resolved_model())
+        return replace(self.recipe(), prepared_dir=prepared, output_dir=output, model=model or self.resolved_model())
 
     def resolved_model(self) -> str:
         """The encoder: ``--model``, else the dataset's default (fetched first where it must be)."""
@@ -128,7 +146,7 @@ def _embed_index_evaluate(cfg: DemoConfig, prepared: str, model: str, folder: st
     into ``results_file``; the stages' times go to ``timings`` (their names followed by ``label``)."""
     t = time.perf_counter()
     embeddings = run_embed(EmbedConfig(prepared_dir=prepared, output_dir=storage.join(folder, "embeddings"),
-                                       model=model, max_length=cfg.max_length, actors=cfg.actors,
+                                       model=model, runtime=cfg.runtime, actors=cfg.actors,
                                        cpus_per_actor=cfg.cpus_per_actor, gpus_per_actor=cfg.gpus_per_actor))
     timings["embed" + label] = time.perf_counter() - t
     t = time.perf_counter()
@@ -137,7 +155,7 @@ def _embed_index_evaluate(cfg: DemoConfig, prepared: str, model: str, folder: st
     timings["index" + label] = time.perf_counter() - t
     t = time.perf_counter()
     results = run_evaluate(EvalConfig(prepared_dir=prepared, index_dir=str(index), embeddings_dir=str(embeddings),
-                                      max_length=cfg.max_length, output=results_file), show_table=False)
+                                      output=results_file, runtime=cfg.runtime), show_table=False)
     timings["evaluate" + label] = time.perf_counter() - t
     return results
 

@@ -49,24 +49,28 @@ def pick_device(device: str = "auto") -> torch.device:
 class TextEncoder:
     """Mean-pooled, L2-normalised embeddings from a transformer encoder."""
 
-    def __init__(self, model, tokenizer, *, max_length: int = 64, name: str = "", device="cpu",
+    def __init__(self, model, tokenizer, *, max_length: int | dict = 64, name: str = "", device="cpu",
                  prompts: dict | None = None, backend: str = "fp32", runner=None):
         self.model = model.eval()
         self.backend = backend  # fp32, bf16 or int8 (model/backends.py); int8 runs ``runner``
         self.runner = runner
         self.tokenizer = tokenizer
-        self.max_length = int(max_length)
+        # one length, or one per role (model/runtime.py EncoderRuntime.lengths)
+        self.lengths = {k: int(v) for k, v in max_length.items()} if isinstance(max_length, dict) else {}
+        self.max_length = max(self.lengths.values()) if self.lengths else int(max_length)
         self.name = name
         self.device = torch.device(device)
         self.prompts = dict(prompts or {})  # role ("query" / "passage") -> text put before each text
 
     @classmethod
-    def load(cls, model: str = DEFAULT_MODEL, *, max_length: int = 64, device: str = "auto",
+    def load(cls, model: str = DEFAULT_MODEL, *, max_length: int | dict = 64, device: str = "auto",
              backend: str = "fp32") -> "TextEncoder":
-        """Load an encoder folder or hub name. ``backend``: fp32, bf16, int8 or auto (model/backends.py)."""
+        """Load an encoder folder or hub name. ``backend``: fp32, bf16, int8 or auto (model/backends.py);
+        ``max_length``: tokens kept per text, or a dict of them by role."""
         from transformers import AutoModel, AutoTokenizer
 
-        if max_length < 1:
+        longest = max(max_length.values()) if isinstance(max_length, dict) else max_length
+        if min(max_length.values()) < 1 if isinstance(max_length, dict) else max_length < 1:
             raise ConfigError("max_length", f"{max_length} is not a positive token count", "use e.g. 32-256")
         path = resolve_model_path(model)
         if is_ensemble(path):  # several encoders as one (model/ensemble.py)
@@ -81,8 +85,8 @@ class TextEncoder:
                               "pass a local model folder (a Hugging Face or sentence-transformers folder), "
                               "or a hub name on a machine that can reach the hub") from None
         limit = getattr(net.config, "max_position_embeddings", None)
-        if limit and max_length > limit:
-            raise ConfigError("max_length", f"{max_length} exceeds the model's {limit} positions",
+        if limit and longest > limit:
+            raise ConfigError("max_length", f"{longest} exceeds the model's {limit} positions",
                               f"use a max_length of at most {limit}")
         runner = OnnxInt8.from_torch(net, path, "encoder") if backend == "int8" else None
         return cls(net.to(dev), tokenizer, max_length=max_length, name=str(model), device=dev,
@@ -94,7 +98,7 @@ class TextEncoder:
 
     def tokenize(self, texts: list[str], role: str | None = None) -> dict:
         return self.tokenizer(prompted(texts, self.prompts, role), padding=True, truncation=True,
-                              max_length=self.max_length, return_tensors="pt")
+                              max_length=self.lengths.get(role, self.max_length), return_tensors="pt")
 
     @staticmethod
     def pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -36,14 +36,18 @@ class Reranker:
         self.runner = runner
 
     @classmethod
-    def load(cls, model: str, *, max_length: int = 128, device: str = "auto", backend: str = "auto") -> "Reranker":
-        """``backend``: fp32, bf16, int8 or auto (model/backends.py)."""
+    def load(cls, model: str, *, max_length: int | None = None, device: str = "auto",
+             backend: str = "auto") -> "Reranker":
+        """``backend``: fp32, bf16, int8 or auto (model/backends.py); ``max_length`` None: the length the
+        folder was trained with (its ``firstlight.json``), else 128."""
         from transformers import (
             AutoConfig,
             AutoModelForSequenceClassification,
             AutoTokenizer,
         )
 
+        if max_length is None:
+            max_length = trained_max_length(resolve_model_path(model)) or 128
         if max_length < 2:
             raise ConfigError("max_length", f"{max_length} tokens cannot hold a query and a product",
                               "use e.g. 64-256")
@@ -82,6 +86,16 @@ class Reranker:
 
     def score(self, query: str, texts: list[str], batch_size: int = 64) -> np.ndarray:
         return self.score_pairs([query] * len(texts), texts, batch_size)
+
+
+def trained_max_length(path) -> int | None:
+    """The pair length a FirstLight-trained reranker folder records (``firstlight.json``), or None."""
+    import json
+
+    try:
+        return int(json.loads((Path(path) / "firstlight.json").read_text())["max_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def new_reranker(model: str, attn_implementation: str | None = None):

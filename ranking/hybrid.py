@@ -15,7 +15,7 @@ weights are tuned on val (`firstlight evaluate --tune-fusion-on val`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -44,6 +44,11 @@ class FirstStage:
         check_range(prefix + "dense_weight", self.dense_weight, 0.0, 1.0)
         check_range(prefix + "rrf_k", self.rrf_k, 1)
         check_range(prefix + "depth", self.depth, 1)
+
+    def reaching(self, k: int) -> "FirstStage":
+        """This stage, each side retrieving at least ``k`` products: a caller asking for more than
+        ``depth`` gets ``k`` (where the catalogue has them), never a silently shorter list."""
+        return self if k <= self.depth else replace(self, depth=k)
 
     @property
     def params(self) -> dict:
@@ -147,6 +152,7 @@ class HybridIndex:
         clicked products (ranking.session): the query vector moves toward them, they are excluded,
         and each hit says which one it resembles (``resembles``: (id, cosine, title) or None)."""
         exclude = exclude or [set() for _ in range(len(texts))]
+        stage = stage.reaching(k)
         known: dict[str, np.ndarray] = {}
         if clicked and any(clicked) and vectors is not None:
             known = self.vectors_of({pid for row in clicked for pid in row})

@@ -18,6 +18,7 @@ from data_pipeline.index import ProductIndex
 from data_pipeline.prepare import load_catalogue
 from model.encoder import TextEncoder
 from model.reranker import Reranker
+from model.runtime import EncoderRuntime
 from ranking.hybrid import FirstStage, HybridIndex
 from ranking.rerank import rerank
 
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 
 class OfflineRanker:
     def __init__(self, prepared_dir: str, index_dir: str | None, model: str | None = None, spell_correct: bool = True,
-                 max_length: int = 64, lexical: bool = True, backend: str = "auto"):
-        """``index_dir`` None: the lexical side only (BM25 needs no index or encoder)."""
+                 runtime: EncoderRuntime | None = None, lexical: bool = True):
+        """``index_dir`` None: the lexical side only (BM25 needs no index or encoder); ``runtime``: how
+        the encoder runs (model/runtime.py; its defaults are the server's)."""
         catalogue = load_catalogue(Path(prepared_dir))
         index = ProductIndex.load(Path(index_dir)) if index_dir else None
         self.model = model or (index.manifest.get("model") if index else None)
@@ -36,12 +38,13 @@ class OfflineRanker:
         self.hybrid = HybridIndex(index, catalogue["product_id"].tolist(), catalogue["title"].tolist(),
                                   catalogue["text"].tolist(), lexical=lexical)
         self.speller = QuerySpeller(catalogue["text"]) if spell_correct else None
-        self._encoder, self._max_length, self._backend = None, max_length, backend
+        self._encoder, self.runtime = None, runtime or EncoderRuntime()
 
     @property
     def encoder(self) -> TextEncoder:
         if self._encoder is None:
-            self._encoder = TextEncoder.load(self.model, max_length=self._max_length, backend=self._backend)
+            self._encoder = TextEncoder.load(self.model, max_length=self.runtime.lengths, backend=self.runtime.backend,
+                                             device=self.runtime.device)
         return self._encoder
 
     def corrected(self, queries: list[str]) -> list[str]:

@@ -8,7 +8,34 @@ stages' min-max normalised scores (the first stage keeps 1 - weight).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
+
+from common.config import check_range
+
+
+@dataclass
+class RerankStage:
+    """The second stage's settings, shared by the serving config and the evaluate stage."""
+
+    model: str | None = field(default=None, metadata={
+        "help": "cross-encoder folder (`firstlight train-reranker`'s OUTPUT/model); none = no second stage"})
+    depth: int = field(default=10, metadata={"help": "first-stage products the reranker reorders per query"})
+    weight: float = field(default=0.6, metadata={
+        "help": "the reranker's share of a blended score with the first stage's (1 = reranker alone)"})
+    max_length: int | None = field(default=None, metadata={
+        "help": "tokens per (query, product) pair; default: what the model was trained with (its firstlight.json)"})
+    timeout_s: float = field(default=2.0, metadata={
+        "help": "serving: longest wait for the reranker before answering with the first-stage ranking"})
+
+    def validate(self, prefix: str = "rerank.", most: int | None = None) -> None:
+        """``most``: the deepest list the caller's first stage hands on (None: it widens to fit)."""
+        check_range(prefix + "depth", self.depth, 1, most)
+        check_range(prefix + "weight", self.weight, 0.0, 1.0)
+        check_range(prefix + "timeout_s", self.timeout_s, 0.0, low_inclusive=False)
+        if self.max_length is not None:
+            check_range(prefix + "max_length", self.max_length, 2, 8192)
 
 
 def rerank(candidates: list[dict], scores, depth: int, weight: float = 1.0) -> list[dict]:

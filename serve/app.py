@@ -7,13 +7,13 @@ Start it with one command:
     serve run serve/config.yaml                                        # serve deploy serve/config.yaml
 
 ``build_app`` is a Serve application builder: `serve run serve.app:build_app index_dir=...` and the
-``args`` of a config YAML reach it as a dict, checked by :class:`~serve.config.ServeConfig`.
+``args`` of a config YAML reach it as a dict (components as mappings, or dotted keys such as
+``encoder.num_cpus=0.5``), checked by :class:`~serve.config.ServeConfig`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 
 from serve.config import ServeConfig
 from serve.encoder_deployment import Encoder
@@ -27,33 +27,15 @@ log = logging.getLogger(__name__)
 def build_app(args: dict | ServeConfig):
     cfg = args if isinstance(args, ServeConfig) else ServeConfig.from_args(dict(args))
     cfg.validate()
-    cfg = cfg.absolute()
-    cfg.resolved_model()  # an index without a recorded model is refused here, not in a replica
-    config = asdict(cfg)
-    encoder = _autoscaled(Encoder, cfg, "encoder", cfg.batch_max_size).bind(config)
-    retriever = Retriever.options(
-        num_replicas=cfg.retriever_replicas, max_ongoing_requests=256,
-        ray_actor_options={"num_cpus": cfg.retriever_num_cpus, "num_gpus": cfg.retriever_num_gpus},
-    ).bind(config)
-    reranker = _autoscaled(Reranker, cfg, "reranker", cfg.reranker_batch_max_size).bind(config) \
-        if cfg.reranker else None
-    return Gateway.options(num_replicas=cfg.gateway_replicas, max_ongoing_requests=512,
-                           ray_actor_options={"num_cpus": cfg.gateway_num_cpus}).bind(config, encoder, retriever,
-                                                                                      reranker)
-
-
-def _autoscaled(deployment, cfg: ServeConfig, name: str, batch_max_size: int):
-    """A model-holding deployment (``name`` encoder or reranker) with its replicas, autoscaling and CPUs/GPUs."""
-    setting = lambda key: getattr(cfg, f"{name}_{key}")  # noqa: E731
-    return deployment.options(
-        autoscaling_config={"min_replicas": setting("min_replicas"), "max_replicas": setting("max_replicas"),
-                            "target_ongoing_requests": setting("target_ongoing_requests"),
-                            "upscale_delay_s": cfg.upscale_delay_s, "downscale_delay_s": cfg.downscale_delay_s,
-                            "metrics_interval_s": 1.0, "look_back_period_s": 5.0},
-        # a replica must accept a full batch's worth of requests for dynamic batching to fill it
-        max_ongoing_requests=max(2 * batch_max_size, int(2 * setting("target_ongoing_requests"))),
-        ray_actor_options={"num_cpus": setting("num_cpus"), "num_gpus": setting("num_gpus")},
-    )
+    cfg = cfg.absolute()  # also decides the model: an index without a recorded one is refused here
+    # each deployment is bound to its own part of the config, never the whole of it
+    encoder = Encoder.options(**cfg.encoder.deployment_options()).bind(cfg.encoder_part())
+    retriever = Retriever.options(**{**cfg.retriever.deployment_options(), "max_ongoing_requests": 256}) \
+        .bind(cfg.retriever_part())
+    reranker = Reranker.options(**cfg.reranker.deployment_options()).bind(cfg.reranker_part()) \
+        if cfg.rerank.model else None
+    return Gateway.options(**{**cfg.gateway.deployment_options(), "max_ongoing_requests": 512}) \
+        .bind(cfg, encoder, retriever, reranker)
 
 
 def run_serve(cfg: ServeConfig, blocking: bool = True) -> str:

@@ -1,5 +1,10 @@
 """The serving config: one typed object for `firstlight serve`, `serve run`/`serve deploy` and tests.
 
+It composes the components every stage shares instead of copying their fields: ``first_stage``
+(ranking/hybrid.py), ``rerank`` (ranking/rerank.py), ``runtime`` (model/runtime.py); and its own:
+``limits`` (the API contract) and one ``Resources`` per deployment (``encoder``, ``retriever``,
+``reranker``, ``gateway``). Each deployment is bound to its own component only (serve/app.py).
+
 Paths default to the layout the other stages write (INDEX/../data for titles, INDEX/../serve_state
 for the live state), so pointing at an index is enough. Limits are part of the API contract: every
 rejection names the field and the limit it broke.
@@ -8,52 +13,76 @@ rejection names the field and the limit it broke.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
-from common.config import check_choice, check_range
+from common.config import build_config, check_range
 from common.errors import ConfigError
-from common.hardware import check_backend
 from common.storage import exists, is_uri, join, parent, read_text
+from model.runtime import EncoderRuntime
 from ranking.hybrid import FirstStage
+from ranking.rerank import RerankStage
+
+
+def _knob(default, help_text: str):
+    """A tuning setting read from the --config file (or `serve run` args), without a flag of its own."""
+    return field(default=default, metadata={"flag": False, "help": help_text})
 
 
 @dataclass
-class ServeConfig:
-    index_dir: str | None = field(default=None, metadata={"help": "FAISS index folder (the output of `index`)"})
-    model: str | None = field(default=None, metadata={"help": "query encoder; default: the index's model"})
-    prepared_dir: str | None = field(default=None, metadata={"help": "catalogue titles; default INDEX/../data"})
-    state_dir: str | None = field(default=None, metadata={
-        "help": "live state: active version and item changes, shared by all replicas; default INDEX/../serve_state"})
-    max_length: int = field(default=64, metadata={"help": "tokens the encoder keeps per text"})
-    use_gpu: str = field(default="auto", metadata={"help": "FAISS and encoder on GPU: auto, yes or no"})
-    backend: str = field(default="auto", metadata={
-        "help": "inference backend of the encoder and the reranker: auto (int8 on a CPU, bf16 on a GPU with "
-                "bf16 units), fp32, bf16 or int8 (ONNX Runtime, CPU); docs/speed.md"})
-    spell_correct: bool = field(default=True, metadata={
-        "help": "correct query words unknown to the catalogue (and to English) before encoding"})
-    # the ranking path (ranking/): first stage, then the reranker
-    first_stage_mode: str = field(default=FirstStage.mode, metadata={
-        "help": "hybrid (BM25 + FAISS fused), dense or lexical"})
-    fusion: str = field(default=FirstStage.fusion, metadata={"help": "hybrid: wsum (weighted min-max scores) or rrf"})
-    dense_weight: float = field(default=FirstStage.dense_weight, metadata={
-        "help": "hybrid wsum: the dense side's weight (BM25 gets 1 - it)"})
-    rrf_k: int = field(default=FirstStage.rrf_k, metadata={"help": "hybrid rrf: the rank constant"})
-    candidate_depth: int = field(default=FirstStage.depth, metadata={
-        "help": "products each first-stage side retrieves before fusing"})
-    reranker: str | None = field(default=None, metadata={
-        "help": "cross-encoder folder (`firstlight train-reranker`'s OUTPUT/model); none = no second stage"})
-    rerank_depth: int = field(default=10, metadata={"help": "first-stage products the reranker reorders per request"})
-    rerank_weight: float = field(default=0.6, metadata={
-        "help": "the reranker's share of a blended score with the first stage's (1 = reranker alone)"})
-    rerank_timeout_s: float = field(default=2.0, metadata={
-        "help": "longest wait for the reranker before answering with the first-stage ranking"})
-    reranker_max_length: int = field(default=128, metadata={"help": "tokens per (query, product) pair"})
-    session_weight: float = field(default=0.5, metadata={
-        "help": "how far a session's clicks pull the query vector (Rocchio weight, tuned on val by "
-                "benchmarks/bench_session.py); 0 ignores clicks except to exclude them"})
-    explain: bool = field(default=True, metadata={"help": "give every returned product its 'why'"})
-    # request limits
+class Resources:
+    """One deployment's replicas, autoscaling, reservations and batching. ``min_replicas`` equal to
+    ``max_replicas`` is a fixed number of replicas; below it, Serve's autoscaler moves between them.
+    Replicas and reservations are flags (``--encoder-num-cpus``); the autoscaling and batching knobs
+    are set in the ``--config`` file (``encoder: {batch_wait_s: 0.002}``)."""
+
+    min_replicas: int = field(default=1, metadata={"help": "replicas kept when idle"})
+    max_replicas: int = field(default=1, metadata={"help": "replicas at most"})
+    target_ongoing_requests: float = _knob(8.0, "requests per replica the autoscaler aims at")
+    num_cpus: float = field(default=1.0, metadata={"help": "CPUs each replica reserves (fractions allowed)"})
+    num_gpus: float = field(default=0.0, metadata={"help": "GPUs each replica reserves"})
+    threads: int = _knob(0, "torch threads per replica (0 = one per whole CPU reserved); more than reserved "
+                            "lowers latency on a small machine where requests rarely overlap")
+    batch_max_size: int = _knob(32, "requests handled together at most (dynamic batching)")
+    batch_wait_s: float = _knob(0.005, "longest wait to fill a batch")
+    upscale_delay_s: float = _knob(5.0, "sustained load before adding replicas")
+    downscale_delay_s: float = _knob(60.0, "sustained idleness before removing replicas")
+
+    def validate(self, prefix: str) -> None:
+        check_range(prefix + "min_replicas", self.min_replicas, 1)
+        check_range(prefix + "max_replicas", self.max_replicas, self.min_replicas)
+        check_range(prefix + "target_ongoing_requests", self.target_ongoing_requests, 0.0, low_inclusive=False)
+        check_range(prefix + "num_cpus", self.num_cpus, 0.0, low_inclusive=False)
+        check_range(prefix + "num_gpus", self.num_gpus, 0.0)
+        check_range(prefix + "threads", self.threads, 0)
+        check_range(prefix + "batch_max_size", self.batch_max_size, 1)
+        for name in ("batch_wait_s", "upscale_delay_s", "downscale_delay_s"):
+            check_range(prefix + name, getattr(self, name), 0.0)
+
+    @property
+    def torch_threads(self) -> int:
+        return self.threads or max(1, int(self.num_cpus))
+
+    def deployment_options(self) -> dict:
+        """Ray Serve ``.options()`` for a deployment with these resources."""
+        actor = {"ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}}
+        # a replica must accept a full batch's worth of requests for dynamic batching to fill it
+        ongoing = max(2 * self.batch_max_size, int(2 * self.target_ongoing_requests))
+        if self.min_replicas == self.max_replicas:
+            return {"num_replicas": self.min_replicas, "max_ongoing_requests": ongoing, **actor}
+        return {"autoscaling_config": {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                                       "target_ongoing_requests": self.target_ongoing_requests,
+                                       "upscale_delay_s": self.upscale_delay_s,
+                                       "downscale_delay_s": self.downscale_delay_s,
+                                       "metrics_interval_s": 1.0, "look_back_period_s": 5.0},
+                "max_ongoing_requests": ongoing, **actor}
+
+
+@dataclass
+class RequestLimits:
+    """What one request may hold: part of the API contract (the OpenAPI document carries them)."""
+
     max_text_chars: int = field(default=1000, metadata={"help": "characters allowed per text"})
     max_text_tokens: int = field(default=128, metadata={"help": "tokens allowed per text (longer is an error)"})
     max_k: int = field(default=100, metadata={"help": "largest k a caller may ask for"})
@@ -61,41 +90,111 @@ class ServeConfig:
     max_exclude: int = field(default=1000, metadata={"help": "product ids allowed in exclude"})
     max_session_clicks: int = field(default=20, metadata={"help": "clicked product ids allowed in a session"})
     max_body_bytes: int = field(default=65536, metadata={"help": "request body size cap"})
+
+    def validate(self, prefix: str = "limits.") -> None:
+        for name in ("max_text_chars", "max_text_tokens", "max_k", "max_batch_texts", "max_body_bytes"):
+            check_range(prefix + name, getattr(self, name), 1)
+        check_range(prefix + "max_exclude", self.max_exclude, 0)
+        check_range(prefix + "max_session_clicks", self.max_session_clicks, 0)
+
+
+@dataclass(frozen=True)
+class EncoderPart:
+    """What an Encoder replica is bound to."""
+
+    model: str  # the configured model (loaded before taking traffic)
+    runtime: EncoderRuntime
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class RetrieverPart:
+    """What a Retriever replica is bound to."""
+
+    index_dir: str
+    model: str
+    prepared_dir: str
+    state_dir: str
+    first_stage: FirstStage
+    session_weight: float
+    use_gpu: str
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class RerankerPart:
+    """What a Reranker replica is bound to."""
+
+    rerank: RerankStage
+    runtime: EncoderRuntime
+    resources: Resources
+
+
+def _resources(**values):
+    return field(default_factory=lambda: Resources(**values), metadata={"component": True})
+
+
+# Settings that had a flat name before the components: an old config file fails naming the new key.
+SERVE_RENAMED = {
+    "max_length": "runtime.query_max_length", "use_gpu": "runtime.use_gpu", "backend": "runtime.backend",
+    "first_stage_mode": "first_stage.mode", "fusion": "first_stage.fusion",
+    "dense_weight": "first_stage.dense_weight", "rrf_k": "first_stage.rrf_k", "candidate_depth": "first_stage.depth",
+    "rerank_depth": "rerank.depth", "rerank_weight": "rerank.weight", "rerank_timeout_s": "rerank.timeout_s",
+    "reranker_max_length": "rerank.max_length",
+    **{name: f"limits.{name}" for name in ("max_text_chars", "max_text_tokens", "max_k", "max_batch_texts",
+                                          "max_exclude", "max_session_clicks", "max_body_bytes")},
+    **{f"encoder_{name}": f"encoder.{name}" for name in ("min_replicas", "max_replicas",
+                                                         "target_ongoing_requests", "num_cpus", "num_gpus")},
+    **{f"reranker_{name}": f"reranker.{name}" for name in ("min_replicas", "max_replicas", "target_ongoing_requests",
+                                                          "num_cpus", "num_gpus", "threads", "batch_max_size")},
+    "upscale_delay_s": "encoder.upscale_delay_s", "downscale_delay_s": "encoder.downscale_delay_s",
+    "batch_max_size": "encoder.batch_max_size", "batch_wait_s": "encoder.batch_wait_s",
+    "retriever_replicas": "retriever.min_replicas", "retriever_num_cpus": "retriever.num_cpus",
+    "retriever_num_gpus": "retriever.num_gpus", "gateway_replicas": "gateway.min_replicas",
+    "gateway_num_cpus": "gateway.num_cpus", "reranker": "rerank.model",
+}
+
+
+@dataclass
+class ServeConfig:
+    RENAMED: ClassVar[dict] = SERVE_RENAMED
+    index_dir: str | None = field(default=None, metadata={"help": "FAISS index folder (the output of `index`)"})
+    model: str | None = field(default=None, metadata={"help": "query encoder; default: the index's model"})
+    prepared_dir: str | None = field(default=None, metadata={
+        "help": "catalogue titles; default: the catalogue the index was built from"})
+    state_dir: str | None = field(default=None, metadata={
+        "help": "live state: active version and item changes, shared by all replicas; default INDEX/../serve_state"})
+    spell_correct: bool = field(default=True, metadata={
+        "help": "correct query words unknown to the catalogue (and to English) before encoding"})
+    session_weight: float = field(default=0.5, metadata={
+        "help": "how far a session's clicks pull the query vector (Rocchio weight, tuned on val by "
+                "benchmarks/bench_session.py); 0 ignores clicks except to exclude them"})
+    explain: bool = field(default=True, metadata={"help": "give every returned product its 'why'"})
     admin_token_env: str = field(default="FIRSTLIGHT_ADMIN_TOKEN", metadata={
         "help": "environment variable holding the admin bearer token (admin API off when neither is set)"})
     admin_token_file: str | None = field(default=None, metadata={
         "help": "or a file holding it (a mounted secret); the file wins over the variable"})
-    # replicas, batching, autoscaling
-    encoder_min_replicas: int = field(default=1, metadata={"help": "Encoder replicas kept when idle"})
-    encoder_max_replicas: int = field(default=4, metadata={"help": "Encoder replicas at most"})
-    encoder_target_ongoing_requests: float = field(default=8.0, metadata={
-        "help": "requests per Encoder replica the autoscaler aims at"})
-    encoder_num_cpus: float = field(default=1.0, metadata={"help": "CPUs per Encoder replica (fractions allowed)"})
-    encoder_num_gpus: float = field(default=0.0, metadata={"help": "GPUs per Encoder replica"})
-    upscale_delay_s: float = field(default=5.0, metadata={"help": "sustained load before adding replicas"})
-    downscale_delay_s: float = field(default=60.0, metadata={"help": "sustained idleness before removing replicas"})
-    batch_max_size: int = field(default=32, metadata={"help": "texts encoded together at most (dynamic batching)"})
-    batch_wait_s: float = field(default=0.005, metadata={"help": "longest wait to fill a batch"})
-    reranker_min_replicas: int = field(default=1, metadata={"help": "Reranker replicas kept when idle"})
-    reranker_max_replicas: int = field(default=4, metadata={"help": "Reranker replicas at most"})
-    reranker_target_ongoing_requests: float = field(default=4.0, metadata={
-        "help": "requests per Reranker replica the autoscaler aims at"})
-    reranker_num_cpus: float = field(default=1.0, metadata={"help": "CPUs per Reranker replica"})
-    reranker_threads: int = field(default=0, metadata={
-        "help": "torch threads per Reranker replica (0 = one per whole CPU reserved); more than reserved "
-                "lowers latency on a small machine where requests rarely overlap"})
-    reranker_num_gpus: float = field(default=0.0, metadata={"help": "GPUs per Reranker replica"})
-    reranker_batch_max_size: int = field(default=8, metadata={"help": "requests scored together at most"})
-    retriever_replicas: int = field(default=1, metadata={
-        "help": "Retriever replicas (each holds the index; two or more survive losing one)"})
-    retriever_num_cpus: float = field(default=0.5, metadata={"help": "CPUs per Retriever replica"})
-    retriever_num_gpus: float = field(default=0.0, metadata={"help": "GPUs for the Retriever replica"})
-    gateway_replicas: int = field(default=1, metadata={"help": "HTTP gateway replicas"})
     retries: int = field(default=2, metadata={
         "help": "times a read (encode, search, rerank) is retried on another replica when its replica dies"})
-    gateway_num_cpus: float = field(default=0.25, metadata={"help": "CPUs per gateway replica"})
     host: str = field(default="127.0.0.1", metadata={"help": "HTTP host (0.0.0.0 to listen on all interfaces)"})
     port: int = field(default=8000, metadata={"help": "HTTP port"})
+    # the shared components
+    first_stage: FirstStage = field(default_factory=FirstStage)
+    rerank: RerankStage = field(default_factory=RerankStage)
+    runtime: EncoderRuntime = field(default_factory=EncoderRuntime)
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    # one per deployment
+    encoder: Resources = _resources(min_replicas=1, max_replicas=4, target_ongoing_requests=8.0, num_cpus=1.0)
+    retriever: Resources = _resources(num_cpus=0.5, batch_max_size=64, batch_wait_s=0.002)
+    reranker: Resources = _resources(min_replicas=1, max_replicas=4, target_ongoing_requests=4.0, num_cpus=1.0,
+                                     batch_max_size=8)
+    gateway: Resources = _resources(num_cpus=0.25)
+
+    @classmethod
+    def from_args(cls, args: dict) -> "ServeConfig":
+        """From a Serve application's ``args`` (a config YAML's mapping, or `serve run ... key=value` with
+        dotted keys for components, e.g. ``encoder.num_cpus=0.5``): the CLI's converter, one set of rules."""
+        return build_config(cls, dict(args), source="the application's args")
 
     def validate(self) -> None:
         if not self.index_dir:
@@ -110,48 +209,22 @@ class ServeConfig:
         if not exists(join(self.resolved_prepared_dir(), "catalogue")):
             raise ConfigError("prepared_dir", f"{self.resolved_prepared_dir()} holds no prepared catalogue",
                               "pass --prepared-dir (the output of `firstlight prepare`)")
-        check_choice("use_gpu", self.use_gpu, ("auto", "yes", "no"))
-        check_backend("backend", self.backend)
-        stage = self.first_stage()
-        stage.validate()
-        if self.reranker is not None:
-            if not exists(join(self.reranker, "config.json")):
-                raise ConfigError("reranker", f"{self.reranker} holds no model (config.json)",
+        self.first_stage.validate("first_stage.")
+        self.runtime.validate("runtime.")
+        self.limits.validate("limits.")
+        for name in ("encoder", "retriever", "reranker", "gateway"):
+            getattr(self, name).validate(f"{name}.")
+        if self.rerank.model is not None:
+            if not exists(join(self.rerank.model, "config.json")):
+                raise ConfigError("rerank.model", f"{self.rerank.model} holds no model (config.json)",
                                   "pass the model folder `firstlight train-reranker` wrote, or leave it unset")
-            check_range("rerank_depth", self.rerank_depth, 1, self.max_k_candidates())
-            check_range("rerank_weight", self.rerank_weight, 0.0, 1.0)
-            check_range("rerank_timeout_s", self.rerank_timeout_s, 0.0, low_inclusive=False)
-            for name in ("reranker_max_length", "reranker_min_replicas", "reranker_batch_max_size"):
-                check_range(name, getattr(self, name), 1)
-            check_range("reranker_max_replicas", self.reranker_max_replicas, self.reranker_min_replicas)
-            check_range("reranker_num_cpus", self.reranker_num_cpus, 0.0, low_inclusive=False)
-            check_range("reranker_threads", self.reranker_threads, 0)
-        for name in ("max_length", "max_text_chars", "max_text_tokens", "max_k", "max_batch_texts",
-                     "max_body_bytes", "encoder_min_replicas", "batch_max_size", "gateway_replicas",
-                     "retriever_replicas"):
-            check_range(name, getattr(self, name), 1)
-        check_range("max_exclude", self.max_exclude, 0)
+            self.rerank.validate("rerank.")
         check_range("retries", self.retries, 0)
-        check_range("max_session_clicks", self.max_session_clicks, 0)
         check_range("session_weight", self.session_weight, 0.0)
-        check_range("encoder_max_replicas", self.encoder_max_replicas, self.encoder_min_replicas)
-        check_range("encoder_target_ongoing_requests", self.encoder_target_ongoing_requests, 0.0, low_inclusive=False)
-        for name in ("encoder_num_cpus", "retriever_num_cpus", "gateway_num_cpus"):
-            check_range(name, getattr(self, name), 0.0, low_inclusive=False)
-        for name in ("encoder_num_gpus", "retriever_num_gpus", "batch_wait_s", "upscale_delay_s", "downscale_delay_s"):
-            check_range(name, getattr(self, name), 0.0)
         check_range("port", self.port, 1, 65535)
         if self.admin_token_file and not Path(self.admin_token_file).is_file():
             raise ConfigError("admin_token_file", f"{self.admin_token_file} does not exist",
                               "point it at a file holding the admin token, or leave it unset")
-
-    def first_stage(self) -> FirstStage:
-        return FirstStage(mode=self.first_stage_mode, fusion=self.fusion, dense_weight=self.dense_weight,
-                          rrf_k=self.rrf_k, depth=self.candidate_depth)
-
-    def max_k_candidates(self) -> int:
-        """The most products the first stage can hand on (its depth, counting both sides)."""
-        return self.candidate_depth if self.first_stage_mode != "hybrid" else 2 * self.candidate_depth
 
     def admin_token(self) -> str | None:
         import os
@@ -162,7 +235,15 @@ class ServeConfig:
         return os.environ.get(self.admin_token_env) or None
 
     def resolved_prepared_dir(self) -> str:
-        return self.prepared_dir or join(parent(self.index_dir), "data")
+        """``prepared_dir``, else INDEX/../data (the layout the stages write), else the catalogue the
+        index records it was built from (a fine-tuned model's index lives in a folder of its own)."""
+        if self.prepared_dir:
+            return self.prepared_dir
+        beside = join(parent(self.index_dir), "data")
+        if exists(join(beside, "catalogue")):
+            return beside
+        recorded = self._index_manifest().get("prepared_dir")
+        return recorded if recorded and exists(join(recorded, "catalogue")) else beside
 
     def resolved_state_dir(self) -> str:
         return str(Path(self.state_dir) if self.state_dir else Path(self.index_dir).parent / "serve_state")
@@ -170,38 +251,39 @@ class ServeConfig:
     def resolved_model(self) -> str:
         if self.model:
             return self.model
-        manifest = json.loads(read_text(join(self.index_dir, "manifest.json")))
-        if not manifest.get("model"):
+        model = self._index_manifest().get("model")
+        if not model:
             raise ConfigError("model", f"the index in {self.index_dir} does not record its model", "pass --model")
-        return manifest["model"]
+        return model
+
+    def _index_manifest(self) -> dict:
+        try:
+            manifest = json.loads(read_text(join(self.index_dir, "manifest.json")))
+        except (OSError, ValueError, FileNotFoundError):
+            return {}
+        return manifest if isinstance(manifest, dict) else {}
 
     def absolute(self) -> "ServeConfig":
-        """The same config with absolute paths: replicas may run in another working directory."""
-        return ServeConfig(**{**asdict(self), "index_dir": _absolute(self.index_dir),
-                              "prepared_dir": _absolute(self.resolved_prepared_dir()),
-                              "state_dir": str(Path(self.resolved_state_dir()).resolve()),
-                              "reranker": _absolute(self.reranker) if self.reranker else None,
-                              "admin_token_file": str(Path(self.admin_token_file).resolve())
-                              if self.admin_token_file else None})
+        """The same config with absolute paths and the model decided: replicas may run in another
+        working directory."""
+        return replace(self, index_dir=_absolute(self.index_dir), model=self.resolved_model(),
+                       prepared_dir=_absolute(self.resolved_prepared_dir()),
+                       state_dir=str(Path(self.resolved_state_dir()).resolve()),
+                       rerank=replace(self.rerank, model=_absolute(self.rerank.model)) if self.rerank.model
+                       else self.rerank,
+                       admin_token_file=str(Path(self.admin_token_file).resolve()) if self.admin_token_file else None)
 
-    @classmethod
-    def from_args(cls, args: dict) -> "ServeConfig":
-        """From a Serve application's ``args`` (YAML or `serve run ... key=value`): values may be strings."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(args) - set(known))
-        if unknown:
-            raise ConfigError(unknown[0], "is not a serving option", f"use one of {', '.join(known)}")
-        converted = {}
-        for name, value in args.items():
-            default = known[name].default
-            if isinstance(value, str) and isinstance(default, (bool, int, float)) and not isinstance(default, str):
-                try:
-                    value = type(default)(value) if not isinstance(default, bool) else value.lower() in ("1", "true", "yes")
-                except ValueError:
-                    kind = "a whole number" if isinstance(default, int) else "a number"
-                    raise ConfigError(name, f"{value!r} is not {kind}", f"give {kind}") from None
-            converted[name] = value
-        return cls(**converted)
+    # -- what each deployment is bound to (call on the absolute() config) ----------------------
+    def encoder_part(self) -> EncoderPart:
+        return EncoderPart(self.resolved_model(), self.runtime, self.encoder)
+
+    def retriever_part(self) -> RetrieverPart:
+        return RetrieverPart(self.index_dir, self.resolved_model(), self.resolved_prepared_dir(),
+                             self.resolved_state_dir(), self.first_stage, self.session_weight,
+                             self.runtime.use_gpu, self.retriever)
+
+    def reranker_part(self) -> RerankerPart:
+        return RerankerPart(self.rerank, self.runtime, self.reranker)
 
 
 # Index and catalogue folders may be cloud URIs (replicas fetch them, see firstlight.storage).

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException
 
 from serve.api import ErrorBody
-from serve.config import ServeConfig
+from serve.config import RequestLimits, ServeConfig
 
 BODY_ERRORS = {400: "the body is not UTF-8 JSON, is nested too deeply, or a header is malformed",
                413: "the body is larger than the server accepts (refused by Content-Length before it is read)",
@@ -47,10 +47,11 @@ ROUTES = {
 
 
 def openapi_document(app: FastAPI, cfg: ServeConfig) -> dict:
+    limits = cfg.limits
     doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
-                      description=f"{app.description}\n\nLimits: bodies up to {cfg.max_body_bytes} bytes; texts up "
-                                  f"to {cfg.max_text_chars} characters and {cfg.max_text_tokens} tokens; k up to "
-                                  f"{cfg.max_k}. Every error is a JSON ErrorBody naming the field and the limit. "
+                      description=f"{app.description}\n\nLimits: bodies up to {limits.max_body_bytes} bytes; texts up "
+                                  f"to {limits.max_text_chars} characters and {limits.max_text_tokens} tokens; k up to "
+                                  f"{limits.max_k}. Every error is a JSON ErrorBody naming the field and the limit. "
                                   "Product ids in a path are percent-encoded.")
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -69,36 +70,36 @@ def openapi_document(app: FastAPI, cfg: ServeConfig) -> dict:
                     "$ref": "#/components/schemas/Ready" if path == "/readyz" else "#/components/schemas/ErrorBody"}}}}
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
-    _limits(doc, cfg)
+    _limits(doc, cfg.limits)
     return doc
 
 
-def _limits(doc: dict, cfg: ServeConfig) -> None:
+def _limits(doc: dict, limits: RequestLimits) -> None:
     def body(path: str) -> dict:
         return doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
 
-    text = {"minLength": 1, "maxLength": cfg.max_text_chars}
+    text = {"minLength": 1, "maxLength": limits.max_text_chars}
     recommend = body("/v1/recommend")
     recommend["text"].update(text)
     for props in (recommend, body("/v1/recommend/batch")):
-        props["k"].update(minimum=1, maximum=cfg.max_k)
-        props["exclude"].update(maxItems=cfg.max_exclude)
+        props["k"].update(minimum=1, maximum=limits.max_k)
+        props["exclude"].update(maxItems=limits.max_exclude)
         props["exclude"]["items"].update(minLength=1, maxLength=200)
     for props in (recommend, body("/v1/recommend/batch")):
         for option in props["session"].get("anyOf", []):
             if option.get("type") == "object":
-                option["properties"]["clicked"].update(maxItems=cfg.max_session_clicks)
+                option["properties"]["clicked"].update(maxItems=limits.max_session_clicks)
                 option["properties"]["clicked"]["items"].update(minLength=1, maxLength=200)
-    body("/v1/recommend/batch")["texts"].update(minItems=1, maxItems=cfg.max_batch_texts)
+    body("/v1/recommend/batch")["texts"].update(minItems=1, maxItems=limits.max_batch_texts)
     body("/v1/recommend/batch")["texts"]["items"].update(text)
     items = body("/v1/items")["items"]
-    items.update(minItems=1, maxItems=cfg.max_batch_texts)
+    items.update(minItems=1, maxItems=limits.max_batch_texts)
     item = items["items"]["properties"]
     item["id"].update(minLength=1, maxLength=200)
     item["title"].update(text)
     for option in item["description"].get("anyOf", []):
         if option.get("type") == "string":
-            option.update(maxLength=10 * cfg.max_text_chars)
+            option.update(maxLength=10 * limits.max_text_chars)
     for parameter in doc["paths"]["/v1/items/{product_id}"]["delete"].get("parameters", []):
         if parameter["name"] == "product_id":
             parameter["schema"].update(minLength=1, maxLength=200)

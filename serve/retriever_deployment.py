@@ -1,5 +1,5 @@
 """The Retriever deployment: the first stage. Top-k products from FAISS and BM25 fused (or either
-alone, as the config's ``first_stage_mode`` says), plus live product changes on both sides.
+alone, as its ``first_stage.mode`` says), plus live product changes on both sides.
 
 It keeps the versions it was asked for in a small cache (the active one and the one before), so a
 reload never interrupts requests that started on the previous version. Indexes are loaded from
@@ -15,8 +15,9 @@ import numpy as np
 from ray import serve
 from ray.serve.metrics import Gauge, Histogram
 
-from serve.config import ServeConfig
+from serve.config import RetrieverPart
 from serve.live_index import IndexUnavailable, LiveIndex, StorageFull, change_log_path
+from serve.messages import SearchRequest
 from serve.versions import Version, VersionCache, rows_by
 
 log = logging.getLogger("ray.serve")
@@ -26,25 +27,26 @@ log = logging.getLogger("ray.serve")
 class Retriever:
     """Top-k products for query vectors, from the saved FAISS index plus live product changes."""
 
-    def __init__(self, config: dict):
-        self.cfg = ServeConfig(**config)
-        self.stage = self.cfg.first_stage()
-        # searches are cheaper than encodes, so the Retriever waits at most 2 ms for company, and not at
-        # all when batch_wait_s is 0 (batches then form only from requests queued behind a running one)
-        self.search_one.set_batch_wait_timeout_s(min(self.cfg.batch_wait_s, 0.002))
+    def __init__(self, part: RetrieverPart):
+        self.part = part
+        self.stage = part.first_stage
+        # searches are cheaper than encodes, so the Retriever waits 2 ms for company by default, and not
+        # at all with batch_wait_s 0 (batches then form only from requests queued behind a running one)
+        self.search_one.set_max_batch_size(part.resources.batch_max_size)
+        self.search_one.set_batch_wait_timeout_s(part.resources.batch_wait_s)
         self.indexes = VersionCache()
         self.search_ms = Histogram("firstlight_retrieval_ms", description="FAISS search latency (ms)",
                                    boundaries=[0.1, 0.5, 1, 2, 5, 10, 20, 50, 100])
         self.items = Gauge("firstlight_index_items", description="products searchable in the active index")
-        self.items.set(len(self.get(Version(self.cfg.resolved_model(), self.cfg.index_dir).describe())))
+        self.items.set(len(self.get(Version(part.model, part.index_dir).describe())))
 
     def get(self, version: dict):
-        change_log = change_log_path(self.cfg.resolved_state_dir(), version["id"])
+        change_log = change_log_path(self.part.state_dir, version["id"])
 
         def load() -> LiveIndex:
             try:
-                return LiveIndex(version["index"], self.cfg.resolved_prepared_dir(), change_log,
-                                 use_gpu=self.cfg.use_gpu, lexical=self.stage.mode != "dense")
+                return LiveIndex(version["index"], self.part.prepared_dir, change_log,
+                                 use_gpu=self.part.use_gpu, lexical=self.stage.mode != "dense")
             except Exception as err:  # a vanished or damaged folder: a named reason, not a traceback
                 log.warning("firstlight: the index of version %s in %s cannot be loaded: %s", version["id"],
                             version["index"], err)
@@ -54,15 +56,11 @@ class Retriever:
 
         return self.indexes.get_or_load(version["id"], load)
 
-    async def search(self, version: dict, vectors: np.ndarray, texts: list[str], k: int,
-                     exclude: list[list[str]], clicked: list[str] | None = None) -> list[list[dict]]:
-        """Per text: the first stage's top-k as {id, title, text, score, dense, lexical, resembles};
-        ``clicked``: the session's clicked products (ranking/session.py), for every text."""
+    async def search(self, requests: list[SearchRequest]) -> list[list[dict]]:
+        """Per request: the first stage's top-k as {id, title, text, score, dense, lexical, resembles}."""
         import asyncio
 
-        rows = await asyncio.gather(*(self.search_one((version, v, t, k, e, tuple(clicked or ())))
-                                      for v, t, e in zip(vectors, texts, exclude)))
-        return list(rows)
+        return list(await asyncio.gather(*(self.search_one(r) for r in requests)))
 
     def unknown(self, version: dict, product_ids: list[str]) -> list[str]:
         """Those of ``product_ids`` that are not in the index."""
@@ -71,18 +69,18 @@ class Retriever:
         return [p for p in product_ids if not index.contains(p)]
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
-    async def search_one(self, requests: list[tuple]) -> list[list[dict]]:
+    async def search_one(self, requests: list[SearchRequest]) -> list[list[dict]]:
         """Requests arriving together are searched as one FAISS / BM25 batch (far cheaper per query)."""
         start = time.perf_counter()
         out: list = [None] * len(requests)
-        for rows in rows_by(r[0]["id"] for r in requests).values():
-            index = self.get(requests[rows[0]][0])
-            k = max(requests[i][3] for i in rows)
-            hits = index.search(np.stack([requests[i][1] for i in rows]), [requests[i][2] for i in rows], k,
-                                self.stage, [set(requests[i][4]) for i in rows],
-                                [list(requests[i][5]) for i in rows], self.cfg.session_weight)
-            for i, row in zip(rows, hits):
-                out[i] = row[: requests[i][3]]
+        for rows in rows_by(r.version["id"] for r in requests).values():
+            batch = [requests[i] for i in rows]
+            index = self.get(batch[0].version)
+            hits = index.search(np.stack([r.vector for r in batch]), [r.text for r in batch],
+                                max(r.k for r in batch), self.stage, [set(r.exclude) for r in batch],
+                                [list(r.clicked) for r in batch], self.part.session_weight)
+            for i, request, row in zip(rows, batch, hits):
+                out[i] = row[: request.k]
             self.items.set(len(index))
         self.search_ms.observe(1000 * (time.perf_counter() - start))
         return out

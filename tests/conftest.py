@@ -12,6 +12,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 FIXTURES = Path(__file__).parent / "fixtures"
+SLOW_KINDS = ("cluster", "browser", "faults", "training", "serving")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test of a slow kind is also ``slow``: the quick tier is ``-m "not slow"``."""
+    for item in items:
+        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

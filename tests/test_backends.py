@@ -11,6 +11,7 @@ from evaluation.evaluate import EvalConfig
 from model import backends
 from model.encoder import TextEncoder
 from model.reranker import Reranker
+from model.runtime import EncoderRuntime
 
 TEXTS = ["cordless drill with two batteries", "white bathroom vanity 30 in.", "light jacket for a spring outing",
          "a", "outdoor solar path lights, set of 6, stainless steel"]
@@ -55,10 +56,10 @@ def test_the_int8_cache_falls_back_to_the_temporary_directory_when_home_is_read_
 
 
 def test_bad_backend_choices_are_named():
-    with pytest.raises(ConfigError, match="'backend'.*fp16.*auto, fp32, bf16, int8"):
-        EmbedConfig(backend="fp16").validate()
-    with pytest.raises(ConfigError, match="'backend'"):
-        EvalConfig(prepared_dir="x", backend="onnx").validate()
+    with pytest.raises(ConfigError, match="'runtime.backend'.*fp16.*auto, fp32, bf16, int8"):
+        EmbedConfig(runtime=EncoderRuntime(backend="fp16")).validate()
+    with pytest.raises(ConfigError, match="'runtime.backend'"):
+        EvalConfig(prepared_dir="x", runtime=EncoderRuntime(backend="onnx")).validate()
     with pytest.raises(ConfigError, match="int8 runs on the CPU"):
         backends.resolve_backend("int8", torch.device("cuda"))
 

@@ -44,9 +44,18 @@ def zh_artifacts(tmp_path_factory, ray_session, e5_model_dir):
 @pytest.fixture(scope="module")
 def zh_service(zh_artifacts):
     root, _ = zh_artifacts
-    cfg = ServeConfig(index_dir=str(root / "index"), admin_token_file=str(root / "token"), encoder_num_cpus=0.25,
-                      retriever_num_cpus=0.25, gateway_num_cpus=0.1, encoder_max_replicas=1, max_text_tokens=32,
-                      port=free_port())
+    cfg = ServeConfig.from_args(
+        {
+            "index_dir": str(root / "index"),
+            "admin_token_file": str(root / "token"),
+            "encoder.num_cpus": 0.25,
+            "retriever.num_cpus": 0.25,
+            "gateway.num_cpus": 0.1,
+            "encoder.max_replicas": 1,
+            "limits.max_text_tokens": 32,
+            "port": free_port(),
+        }
+    )
     with served(cfg, name="firstlight-zh") as url:
         yield url
 

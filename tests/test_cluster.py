@@ -92,7 +92,7 @@ def test_rayservice_serve_config_is_valid_and_fits_its_workers():
     cfg = ServeConfig.from_args(app.args)
     workers = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     gpus = workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
-    assert cfg.encoder_max_replicas * cfg.encoder_num_gpus <= workers["maxReplicas"] * gpus
+    assert cfg.encoder.max_replicas * cfg.encoder.num_gpus <= workers["maxReplicas"] * gpus
 
 
 def test_job_runtime_env_pins_what_pyproject_pins_and_ray_accepts_it():

@@ -39,9 +39,10 @@ def test_flags_override_the_recipe_file(tmp_path):
 
 def test_a_yaml_value_is_converted_to_its_field_type(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("lr: 1e-4\nbatch_size: '64'\nuse_gpu: 'yes'\nepochs: 2\n")
+    path.write_text("lr: 1e-4\nbatch_size: '64'\nuse_gpu: true\nepochs: 2\n")
     cfg = load_config(TrainConfig, path)
-    assert (cfg.lr, cfg.batch_size, cfg.use_gpu, cfg.epochs) == (1e-4, 64, True, 2)
+    # use_gpu means auto/yes/no in every stage; a recipe written when it was a boolean still loads
+    assert (cfg.lr, cfg.batch_size, cfg.use_gpu, cfg.epochs) == (1e-4, 64, "yes", 2)
 
 
 @pytest.mark.parametrize("text, field, hint", [
@@ -65,25 +66,34 @@ def test_a_missing_recipe_file_is_a_config_error(tmp_path):
 
 def test_the_demo_trains_the_default_recipe_unless_told_otherwise():
     demo = parsed(["demo", "--finetune", "true"])
-    assert demo.train == TrainConfig()
+    assert demo.recipe() == TrainConfig()
     cfg = demo.train_config("work/data", "work/train")
     assert cfg == replace(TrainConfig(), prepared_dir="work/data", output_dir="work/train", model=DEFAULT_MODEL)
-    # every training setting is a --train-* flag of the demo; the folders are the demo's to set
-    demo = parsed(["demo", "--model", "my/encoder", "--train-batch-size", "32", "--train-num-workers", "4"])
-    assert (demo.train.batch_size, demo.train.num_workers) == (32, 4)
-    assert demo.train_config("d", "t").model == "my/encoder"
+    # the recipe is a file, not a copy of every training flag; the folders are the demo's to set
     flags = build_parser().parse_args(["demo"]).__dict__
-    assert "train_prepared_dir" not in flags and "train_output_dir" not in flags and "train_lr" in flags
+    assert not [name for name in flags if name.startswith("train_") and name != "train_recipe"]
 
 
-def test_the_demo_reads_its_recipe_from_a_train_mapping(tmp_path):
-    path = tmp_path / "demo.yaml"
-    path.write_text("finetune: true\ntrain:\n  batch_size: 64\n  epochs: 2\n")
-    demo = parsed(["demo", "--config", str(path), "--train-epochs", "3"])
-    assert demo.finetune and demo.train == replace(TrainConfig(), batch_size=64, epochs=3)
+def test_the_demo_reads_its_recipe_from_a_recipe_file(tmp_path, capsys):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("batch_size: 64\nepochs: 2\n")
+    demo = parsed(["demo", "--model", "my/encoder", "--train-recipe", str(path)])
+    assert demo.recipe() == replace(TrainConfig(), batch_size=64, epochs=2)
+    assert demo.train_config("d", "t").model == "my/encoder"
+    assert load_config(TrainConfig, RECIPE) == TrainConfig()  # the shipped file is a valid --train-recipe
+    path.write_text("prepared_dir: elsewhere\n")
+    code = main(["demo", "--finetune", "true", "--train-recipe", str(path)])
+    assert code == 2 and "'train_recipe.prepared_dir'" in capsys.readouterr().err
+    # a demo config written when the recipe was a `train:` mapping names the new key
+    old = tmp_path / "demo.yaml"
+    old.write_text("finetune: true\ntrain:\n  batch_size: 64\n")
+    code = main(["demo", "--config", str(old)])
+    assert code == 2 and "train_recipe" in capsys.readouterr().err
 
 
-def test_bad_training_settings_stop_the_demo_before_any_stage(capsys):
-    code = main(["demo", "--finetune", "true", "--train-zero-stage", "7"])
+def test_bad_training_settings_stop_the_demo_before_any_stage(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("zero_stage: 7\n")
+    code = main(["demo", "--finetune", "true", "--train-recipe", str(recipe)])
     err = capsys.readouterr().err
     assert code == 2 and "'zero_stage'" in err

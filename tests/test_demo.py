@@ -15,10 +15,24 @@ from tests.test_serve_ranking import reranker_dir  # noqa: F401
 @pytest.fixture(scope="module")
 def app(artifacts, reranker_dir):  # noqa: F811
     root, _ = artifacts
-    cfg = ServeConfig(index_dir=str(root / "index"), state_dir=str(root / "demo_state"), backend="fp32",
-                      admin_token_file=str(root / "token"), reranker=str(reranker_dir), rerank_depth=5,
-                      max_session_clicks=3, encoder_num_cpus=0.25, retriever_num_cpus=0.25, reranker_num_cpus=0.25,
-                      gateway_num_cpus=0.1, encoder_max_replicas=1, reranker_max_replicas=1, port=free_port())
+    cfg = ServeConfig.from_args(
+        {
+            "index_dir": str(root / "index"),
+            "state_dir": str(root / "demo_state"),
+            "runtime.backend": "fp32",
+            "admin_token_file": str(root / "token"),
+            "rerank.model": str(reranker_dir),
+            "rerank.depth": 5,
+            "limits.max_session_clicks": 3,
+            "encoder.num_cpus": 0.25,
+            "retriever.num_cpus": 0.25,
+            "reranker.num_cpus": 0.25,
+            "gateway.num_cpus": 0.1,
+            "encoder.max_replicas": 1,
+            "reranker.max_replicas": 1,
+            "port": free_port(),
+        }
+    )
     with served(cfg) as url:
         yield url
 

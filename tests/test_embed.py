@@ -13,6 +13,7 @@ from common.errors import ConfigError
 from data_pipeline.embed import EmbedConfig, embed_dataset, load_embeddings, run_embed
 from data_pipeline.prepare import PrepareConfig, run_prepare
 from model.encoder import TextEncoder
+from model.runtime import EncoderRuntime
 
 
 def test_ray_data_pipeline_matches_encoder_module(ray_session):
@@ -20,7 +21,9 @@ def test_ray_data_pipeline_matches_encoder_module(ray_session):
     texts = ["Simpson Strong-Tie 12-Gauge Angle", "BEHR Premium Textured DeckOver 1-gal.",
              "  light   jacket\tfor a spring outing ", "轻便夹克", "🧥 rain coat", "x"] * 5
     ds = ray.data.from_pandas(pd.DataFrame({"product_id": [f"p{i}" for i in range(len(texts))], "text": texts}))
-    out = embed_dataset(ds, EmbedConfig(batch_size=8, max_length=32, backend="fp32")).to_pandas()
+    out = embed_dataset(
+        ds, EmbedConfig(batch_size=8, runtime=EncoderRuntime(product_max_length=32, backend="fp32"))
+    ).to_pandas()
     by_id = dict(zip(out["product_id"], out["embedding"]))
     pipeline = np.stack([np.asarray(by_id[f"p{i}"], dtype=np.float32) for i in range(len(texts))])
     direct = TextEncoder.load(max_length=32).encode(texts)
@@ -28,8 +31,13 @@ def test_ray_data_pipeline_matches_encoder_module(ray_session):
     np.testing.assert_allclose(pipeline, direct, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(pipeline, axis=1), 1.0, atol=1e-5)
     # the default backend (int8 on a CPU) computes nearly the same vectors
-    default = np.stack(embed_dataset(ds, EmbedConfig(batch_size=8, max_length=32)).to_pandas()
-                       .set_index("product_id").loc[[f"p{i}" for i in range(len(texts))], "embedding"].to_numpy())
+    default = np.stack(
+        embed_dataset(ds, EmbedConfig(batch_size=8, runtime=EncoderRuntime(product_max_length=32)))
+        .to_pandas()
+        .set_index("product_id")
+        .loc[[f"p{i}" for i in range(len(texts))], "embedding"]
+        .to_numpy()
+    )
     cosine = (default * direct).sum(axis=1)
     assert cosine.min() > 0.9 and cosine.mean() > 0.97
     # whitespace variants are one text after normalisation
@@ -43,7 +51,11 @@ def test_embed_stage_writes_every_product_once(small_homedepot, tiny_model_dir, 
                                          output_dir=str(tmp_path / "data")))
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)  # a copy: its weights are rewritten below
-    out = run_embed(EmbedConfig(prepared_dir=str(prepared), model=str(model), batch_size=128, backend="fp32"))
+    out = run_embed(
+        EmbedConfig(
+            prepared_dir=str(prepared), model=str(model), batch_size=128, runtime=EncoderRuntime(backend="fp32")
+        )
+    )
     ids, vectors = load_embeddings(out / "vectors")
     catalogue = pd.read_parquet(prepared / "catalogue")
     assert sorted(ids) == sorted(catalogue["product_id"]) and len(set(ids)) == len(ids)
@@ -55,7 +67,14 @@ def test_embed_stage_writes_every_product_once(small_homedepot, tiny_model_dir, 
     # The same folder by a relative path is the same model: the finished vectors are reused.
     written = (out / "manifest.json").stat().st_mtime_ns
     monkeypatch.chdir(tmp_path)
-    assert run_embed(EmbedConfig(prepared_dir=str(prepared), model="model", batch_size=128, backend="fp32")) == out
+    assert (
+        run_embed(
+            EmbedConfig(
+                prepared_dir=str(prepared), model="model", batch_size=128, runtime=EncoderRuntime(backend="fp32")
+            )
+        )
+        == out
+    )
     assert (out / "manifest.json").stat().st_mtime_ns == written
     # New weights in the same folder (a model retrained in place) are embedded again, never served stale.
     retrained = AutoModel.from_pretrained(model)
@@ -63,7 +82,11 @@ def test_embed_stage_writes_every_product_once(small_homedepot, tiny_model_dir, 
         for param in retrained.parameters():
             param.add_(0.05 * torch.randn_like(param))
     retrained.save_pretrained(model)
-    run_embed(EmbedConfig(prepared_dir=str(prepared), model=str(model), batch_size=128, backend="fp32"))
+    run_embed(
+        EmbedConfig(
+            prepared_dir=str(prepared), model=str(model), batch_size=128, runtime=EncoderRuntime(backend="fp32")
+        )
+    )
     ids_after, vectors_after = load_embeddings(out / "vectors")
     assert sorted(ids_after) == sorted(ids)
     after = dict(zip(ids_after, vectors_after))

@@ -10,6 +10,7 @@ import pytest
 
 from common.errors import ConfigError
 from model.ensemble import EnsembleConfig, run_ensemble
+from model.runtime import EncoderRuntime
 
 TEXTS = ["cordless drill 18v", "white vinyl fence post", "led light bulb 60w", "garden hose nozzle"]
 
@@ -73,8 +74,14 @@ def test_embed_and_index_take_an_ensemble_as_their_model(ensemble_dir, prepared,
     from data_pipeline.prepare import load_catalogue
     from model.encoder import TextEncoder
 
-    emb = run_embed(EmbedConfig(prepared_dir=str(prepared), output_dir=str(tmp_path / "emb"), model=str(ensemble_dir),
-                                backend="fp32"))  # compared with fp32 to 1e-5
+    emb = run_embed(
+        EmbedConfig(
+            prepared_dir=str(prepared),
+            output_dir=str(tmp_path / "emb"),
+            model=str(ensemble_dir),
+            runtime=EncoderRuntime(backend="fp32"),
+        )
+    )  # compared with fp32 to 1e-5
     ids, vectors = load_embeddings(emb / "vectors")
     catalogue = load_catalogue(prepared).set_index("product_id")
     encoder = TextEncoder.load(str(ensemble_dir))
@@ -136,7 +143,7 @@ def test_the_gateway_counts_an_ensembles_tokens_with_every_members_tokenizer(ens
     assert tokenizer_folders(tiny_model_dir) == [tiny_model_dir]
     assert tokenizer_folders(ensemble_dir) == [ensemble_dir / "member-0", ensemble_dir / "member-1"]
     gateway = Gateway.func_or_class
-    fake = SimpleNamespace(tokenizers={}, cfg=SimpleNamespace(max_text_tokens=8))
+    fake = SimpleNamespace(tokenizers={}, limits=SimpleNamespace(max_text_tokens=8))
     fake._tokenizer = lambda model: gateway._tokenizer(fake, model)
     assert len(fake._tokenizer(str(ensemble_dir))) == 2
     gateway._check_tokens(fake, str(ensemble_dir), ["cordless drill"], ["query"])  # 4 tokens with [CLS] / [SEP]
@@ -161,11 +168,22 @@ def test_the_server_answers_and_adds_items_with_an_ensemble(ensemble_dir, prepar
     ProductIndex.build(catalogue["product_id"].tolist(), encoder.encode(catalogue["text"].tolist()),
                        model=str(ensemble_dir)).save(tmp_path / "index")
     (tmp_path / "token").write_text("ensemble-token\n")
-    cfg = ServeConfig(backend="fp32",  # scores compared with fp32 to 1e-5
-                      index_dir=str(tmp_path / "index"), prepared_dir=str(prepared), port=free_port(),
-                      admin_token_file=str(tmp_path / "token"), encoder_num_cpus=0.25, retriever_num_cpus=0.25,
-                      gateway_num_cpus=0.1, encoder_max_replicas=1, max_text_tokens=16, spell_correct=False,
-                      first_stage_mode="dense")  # scores are then the ensemble's cosine similarities
+    cfg = ServeConfig.from_args(
+        {
+            "runtime.backend": "fp32",  # scores compared with fp32 to 1e-5
+            "index_dir": str(tmp_path / "index"),
+            "prepared_dir": str(prepared),
+            "port": free_port(),
+            "admin_token_file": str(tmp_path / "token"),
+            "encoder.num_cpus": 0.25,
+            "retriever.num_cpus": 0.25,
+            "gateway.num_cpus": 0.1,
+            "encoder.max_replicas": 1,
+            "limits.max_text_tokens": 16,
+            "spell_correct": False,
+            "first_stage.mode": "dense",
+        }
+    )  # scores are then the ensemble's cosine similarities
     with served(cfg, name="firstlight-ensemble") as url:
         auth = {"Authorization": "Bearer ensemble-token"}
         title = catalogue["title"].iloc[3]

@@ -29,11 +29,28 @@ from tests.test_serve_ranking import reranker_dir  # noqa: F401
 @pytest.fixture(scope="module")
 def resilient(artifacts, reranker_dir):  # noqa: F811
     root, _ = artifacts
-    cfg = ServeConfig(index_dir=str(root / "index"), state_dir=str(root / "fault_state"), backend="fp32",
-                      admin_token_file=str(root / "token"), reranker=str(reranker_dir), rerank_depth=5,
-                      encoder_min_replicas=2, encoder_max_replicas=2, reranker_min_replicas=2,
-                      reranker_max_replicas=2, retriever_replicas=2, encoder_num_cpus=0.2, retriever_num_cpus=0.2,
-                      reranker_num_cpus=0.2, gateway_num_cpus=0.1, max_batch_texts=8, port=free_port())
+    cfg = ServeConfig.from_args(
+        {
+            "index_dir": str(root / "index"),
+            "state_dir": str(root / "fault_state"),
+            "runtime.backend": "fp32",
+            "admin_token_file": str(root / "token"),
+            "rerank.model": str(reranker_dir),
+            "rerank.depth": 5,
+            "encoder.min_replicas": 2,
+            "encoder.max_replicas": 2,
+            "reranker.min_replicas": 2,
+            "reranker.max_replicas": 2,
+            "retriever.min_replicas": 2,
+            "retriever.max_replicas": 2,
+            "encoder.num_cpus": 0.2,
+            "retriever.num_cpus": 0.2,
+            "reranker.num_cpus": 0.2,
+            "gateway.num_cpus": 0.1,
+            "limits.max_batch_texts": 8,
+            "port": free_port(),
+        }
+    )
     with served(cfg) as url:
         yield url, cfg
 

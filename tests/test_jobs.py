@@ -114,10 +114,12 @@ def test_job_submit_without_the_token_is_refused(cluster):
 def test_whole_pipeline_as_one_ray_job(cluster, small_homedepot, tiny_model_dir):
     address, env, root = cluster
     storage = root / "artifacts"
+    recipe = root / "recipe.yaml"  # the demo trains by a recipe file, as a shop's job would
+    recipe.write_text("max_steps: 3\nbatch_size: 8\ncpus_per_worker: 0.5\nhard_negatives: judged\n")
     logs = submit(address, env, [
         "firstlight", "demo", "--dataset", "homedepot", "--data-dir", str(small_homedepot), "--workdir", str(storage),
-        "--model", str(tiny_model_dir), "--max-length", "32", "--finetune", "true", "--train-max-steps", "3",
-        "--train-batch-size", "8", "--train-cpus-per-worker", "0.5", "--train-hard-negatives", "judged"])
+        "--model", str(tiny_model_dir), "--runtime-product-max-length", "32", "--finetune", "true",
+        "--train-recipe", str(recipe)])
     work = storage / "homedepot"
     for folder in ("data", "embeddings", "index", "train/model", "finetuned/embeddings", "finetuned/index"):
         assert (work / folder / ("manifest.json" if folder != "train/model" else "firstlight.json")).exists(), folder

@@ -12,7 +12,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from train.losses import CachedInfoNCELoss, InfoNCELoss, info_nce
+from train.losses import InfoNCELoss, info_nce
+from train.losses import embed as engine_embed
+from train.steps import CachedStep
 
 B, D = 4, 8
 
@@ -131,16 +133,15 @@ def test_cached_gradient_step_equals_the_full_batch_gradient(tiny_model_dir):
     """GradCache in chunks of 4 gives the full batch's loss and weight gradients, dropout included."""
     from transformers import AutoModel
 
-    from model.encoder import TextEncoder
 
     torch.manual_seed(0)
     model = AutoModel.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.1).train()
 
-    class Engine:  # the two calls a loss's step makes, on a plain model in this process
+    class Engine:  # the two calls a step makes, on a plain model in this process
         device = torch.device("cpu")
 
-        def embed(self, ids, mask):
-            return TextEncoder.pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
+        def forward(self, ids, mask):
+            return model(input_ids=ids, attention_mask=mask), mask
 
         def backward_step(self, loss, whole=False):
             loss.backward()
@@ -154,14 +155,14 @@ def test_cached_gradient_step_equals_the_full_batch_gradient(tiny_model_dir):
     batch["query_key"][11] = batch["query_key"][2]  # one query twice: masked in both computations
 
     torch.manual_seed(5)  # same dropout draws in both: the cached step replays each chunk's randomness
-    loss, logged, stepped = CachedInfoNCELoss(InfoNCELoss(), chunk=4).step(Engine(), batch)
+    loss, logged, stepped = CachedStep(InfoNCELoss(), chunk=4)(Engine(), batch)
     seen = logged["negatives_per_query"]
     cached = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
 
     torch.manual_seed(5)
     engine = Engine()
-    parts = {k: torch.cat([engine.embed(batch[f"{k}_ids"][s:s + 4], batch[f"{k}_mask"][s:s + 4])
+    parts = {k: torch.cat([engine_embed(engine, batch[f"{k}_ids"][s:s + 4], batch[f"{k}_mask"][s:s + 4])
                            for s in range(0, 12, 4)]) for k in ("query", "positive", "negative")}
     keys = {k: batch[f"{k}_key"] for k in ("query", "positive", "negative")}
     full, full_seen = info_nce(parts["query"], parts["positive"], parts["negative"], batch["has_negative"], keys=keys)

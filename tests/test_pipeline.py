@@ -10,12 +10,13 @@ import pytest
 from data_pipeline.download import download_wands
 from firstlight.cli import main
 from firstlight.pipeline import DemoConfig, run_demo
+from model.runtime import EncoderRuntime
 
 
 def test_demo_end_to_end_then_reuses_finished_stages(small_homedepot, tiny_model_dir, tmp_path, ray_session,
                                                      capsys):
     cfg = DemoConfig(dataset="homedepot", data_dir=str(small_homedepot), workdir=str(tmp_path),
-                     model=str(tiny_model_dir), max_length=32)
+                     model=str(tiny_model_dir), runtime=EncoderRuntime(product_max_length=32))
     results = run_demo(cfg)
     table = capsys.readouterr().out
     assert "| bm25 |" in table and "| dense |" in table and "| fusion |" in table
@@ -42,7 +43,7 @@ def test_demo_end_to_end_then_reuses_finished_stages(small_homedepot, tiny_model
     # Fusion weights tuned on val, then applied to test; tuning on the reported split is refused.
     work = tmp_path / "homedepot"
     flags = ["evaluate", "--prepared-dir", str(work / "data"), "--index-dir", str(work / "index"),
-             "--max-length", "32", "--fusion", "wsum", "--output", str(tmp_path / "tuned.json")]
+             "--runtime-query-max-length", "32", "--first-stage-fusion", "wsum", "--output", str(tmp_path / "tuned.json")]
     assert main([*flags, "--tune-fusion-on", "val"]) == 0
     tuned = json.loads((tmp_path / "tuned.json").read_text())
     weights = tuned["fusion"]["params"]["weights"]
@@ -59,9 +60,9 @@ def test_demo_end_to_end_then_reuses_finished_stages(small_homedepot, tiny_model
     held_out.to_csv(tmp_path / "held_out.csv", index=False)
     reranker = _tiny_reranker(tiny_model_dir, tmp_path / "reranker")
     out = tmp_path / "held_out.json"
-    assert main(["evaluate", "--prepared-dir", str(work / "data"), "--index-dir", str(work / "index"), "--max-length",
+    assert main(["evaluate", "--prepared-dir", str(work / "data"), "--index-dir", str(work / "index"), "--runtime-query-max-length",
                  "32", "--judgments", str(tmp_path / "held_out.csv"), "--query-column", "q", "--product-id-column",
-                 "sku", "--relevance-column", "grade", "--systems", "bm25,fusion,rerank", "--reranker", str(reranker),
+                 "sku", "--relevance-column", "grade", "--systems", "bm25,fusion,rerank", "--rerank-model", str(reranker),
                  "--rerank-depth", "10", "--output", str(out)]) == 0
     mine = json.loads(out.read_text())
     assert mine["queries"] == saved["queries"] and mine["judgments"] == str(tmp_path / "held_out.csv")

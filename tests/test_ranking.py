@@ -120,3 +120,22 @@ def test_rerank_reorders_the_head_keeps_the_tail_and_blends():
     assert sorted(run, key=lambda p: -run[p]) == [c["id"] for c in out]
     with pytest.raises(ValueError, match="2 reranker scores for 3"):
         rerank(cands, [0.1, 0.2], depth=3)
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_a_k_above_the_first_stage_depth_still_gets_k_products(hybrid, mode):
+    """No depth can silently shorten a ranking: k above ``depth`` widens each side to k."""
+    index, encoder = hybrid
+    stage = FirstStage(mode=mode, depth=2)
+    hits = index.search(encoder.encode(["cordless drill"]), ["cordless drill"], 5, stage)[0]
+    assert len(hits) == 5 and len({h["id"] for h in hits}) == 5
+    assert stage.reaching(5).depth == 5 and stage.reaching(1) is stage
+
+
+def test_rerank_and_serving_depths_are_checked_against_each_other():
+    from common.errors import ConfigError
+    from ranking.rerank import RerankStage
+
+    RerankStage(depth=100).validate("rerank.")  # the first stage widens to what the reranker needs
+    with pytest.raises(ConfigError, match="'rerank.depth'.*between 1 and 100"):
+        RerankStage(depth=101).validate("rerank.", most=100)  # evaluate's fused runs hold `depth` products

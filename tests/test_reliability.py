@@ -244,7 +244,9 @@ def test_openapi_document_carries_limits_errors_and_the_admin_scheme():
     from serve.gateway import app
     from serve.openapi import openapi_document
 
-    doc = openapi_document(app, ServeConfig(max_text_chars=300, max_k=50, max_batch_texts=4))
+    doc = openapi_document(
+        app, ServeConfig.from_args({"limits.max_text_chars": 300, "limits.max_k": 50, "limits.max_batch_texts": 4})
+    )
     recommend = doc["paths"]["/v1/recommend"]["post"]
     props = recommend["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert props["text"]["maxLength"] == 300 and props["k"]["maximum"] == 50

@@ -62,11 +62,25 @@ def served(cfg: ServeConfig, name: str = "firstlight"):
 def service(artifacts):
     root, _ = artifacts
     port = free_port()
-    cfg = ServeConfig(backend="fp32",  # scores compared with fp32 to 1e-5
-                      index_dir=str(root / "index"), admin_token_file=str(root / "token"), encoder_num_cpus=0.25,
-                      retriever_num_cpus=0.25, gateway_num_cpus=0.1, encoder_max_replicas=2, max_text_chars=500,
-                      encoder_target_ongoing_requests=2, upscale_delay_s=1, downscale_delay_s=4,
-                      max_batch_texts=8, max_body_bytes=20000, spell_correct=True, port=port)
+    cfg = ServeConfig.from_args(
+        {
+            "runtime.backend": "fp32",  # scores compared with fp32 to 1e-5
+            "index_dir": str(root / "index"),
+            "admin_token_file": str(root / "token"),
+            "encoder.num_cpus": 0.25,
+            "retriever.num_cpus": 0.25,
+            "gateway.num_cpus": 0.1,
+            "encoder.max_replicas": 2,
+            "limits.max_text_chars": 500,
+            "encoder.target_ongoing_requests": 2,
+            "encoder.upscale_delay_s": 1,
+            "encoder.downscale_delay_s": 4,
+            "limits.max_batch_texts": 8,
+            "limits.max_body_bytes": 20000,
+            "spell_correct": True,
+            "port": port,
+        }
+    )
     with served(cfg) as url:
         yield url
 
@@ -451,7 +465,7 @@ def test_config_yaml_is_a_valid_serve_config_with_valid_args():
     app = schema.applications[0]
     assert app.import_path == "serve.app:build_app"
     cfg = ServeConfig.from_args(app.args)
-    assert cfg.index_dir == "artifacts/homedepot/index" and cfg.encoder_max_replicas >= cfg.encoder_min_replicas
+    assert cfg.index_dir == "artifacts/homedepot/index" and cfg.encoder.max_replicas >= cfg.encoder.min_replicas
 
 
 @pytest.mark.parametrize("path", ["serve/config.yaml", "cluster/kuberay/rayservice.yaml"])
@@ -465,20 +479,28 @@ def test_production_configs_run_two_replicas_of_every_deployment(path):
     if "spec" in data:
         data = yaml.safe_load(data["spec"]["serveConfigV2"])
     cfg = ServeConfig.from_args(data["applications"][0]["args"])
-    assert min(cfg.encoder_min_replicas, cfg.retriever_replicas, cfg.gateway_replicas) >= 2 and cfg.retries >= 1
+    assert min(cfg.encoder.min_replicas, cfg.retriever.min_replicas, cfg.gateway.min_replicas) >= 2 and cfg.retries >= 1
 
 
 def test_serving_options_from_yaml_strings_and_their_errors(tmp_path):
     from common.errors import ConfigError
 
-    cfg = ServeConfig.from_args({"index_dir": str(tmp_path), "max_k": "50", "batch_wait_s": "0.01"})
-    assert cfg.max_k == 50 and cfg.batch_wait_s == 0.01
-    with pytest.raises(ConfigError, match="max_kk"):
-        ServeConfig.from_args({"max_kk": 5})
-    with pytest.raises(ConfigError, match="'max_k'.*not a whole number"):
-        ServeConfig.from_args({"max_k": "many"})
+    cfg = ServeConfig.from_args({"index_dir": str(tmp_path), "limits.max_k": "50", "encoder": {"batch_wait_s": "0.01"},
+                                 "rerank": {"depth": "5"}})
+    assert cfg.limits.max_k == 50 and cfg.encoder.batch_wait_s == 0.01 and cfg.rerank.depth == 5
+    # a component keeps its owner's defaults for what is not given
+    assert (cfg.encoder.max_replicas, cfg.encoder.num_cpus, cfg.retriever.batch_max_size) == (4, 1.0, 64)
+    with pytest.raises(ConfigError, match="max_kk.*close: max_k"):
+        ServeConfig.from_args({"limits": {"max_kk": 5}})
+    with pytest.raises(ConfigError, match="'limits.max_k'.*not a int"):
+        ServeConfig.from_args({"limits.max_k": "many"})
+    # a config written before the components names the new key
+    with pytest.raises(ConfigError, match="'candidate_depth'.*first_stage.depth"):
+        ServeConfig.from_args({"candidate_depth": 50})
+    with pytest.raises(ConfigError, match="'reranker'.*rerank.model"):
+        ServeConfig.from_args({"reranker": "models/reranker"})
     with pytest.raises(ConfigError, match="index_dir.*index.faiss"):
-        ServeConfig(index_dir=str(tmp_path)).validate()
+        ServeConfig.from_args({"index_dir": str(tmp_path)}).validate()
 
 
 def test_active_version_survives_restarts_until_the_configuration_changes(tmp_path):
@@ -489,3 +511,19 @@ def test_active_version_survives_restarts_until_the_configuration_changes(tmp_pa
     first.set(b)  # a reload
     assert ActiveVersion(str(tmp_path), default=a).get() == b  # a restarted replica keeps the reload
     assert ActiveVersion(str(tmp_path), default=c).get() == c  # a new configuration wins
+
+
+def test_an_index_in_its_own_folder_finds_the_catalogue_it_was_built_from(tmp_path):
+    """`serve --index-dir artifacts/shop/finetuned/index` needs no --prepared-dir: the index records it."""
+    import json
+
+    (tmp_path / "data" / "catalogue").mkdir(parents=True)
+    index = tmp_path / "finetuned" / "index"
+    index.mkdir(parents=True)
+    (index / "manifest.json").write_text(json.dumps({"model": "m", "prepared_dir": str(tmp_path / "data")}))
+    assert ServeConfig.from_args({"index_dir": str(index)}).resolved_prepared_dir() == str(tmp_path / "data")
+    # the stages' own layout, or an explicit folder, come first
+    beside = tmp_path / "finetuned" / "data" / "catalogue"
+    beside.mkdir(parents=True)
+    assert ServeConfig.from_args({"index_dir": str(index)}).resolved_prepared_dir() == str(beside.parent)
+    assert ServeConfig.from_args({"index_dir": str(index), "prepared_dir": "x"}).resolved_prepared_dir() == "x"

@@ -27,11 +27,24 @@ def reranker_dir(tmp_path_factory, tiny_model_dir):
 @pytest.fixture(scope="module")
 def ranked_service(artifacts, reranker_dir):  # noqa: F811
     root, _ = artifacts
-    cfg = ServeConfig(index_dir=str(root / "index"), state_dir=str(root / "ranking_state"),
-                      admin_token_file=str(root / "token"), reranker=str(reranker_dir), rerank_depth=8,
-                      backend="fp32", rerank_weight=1.0,
-                      encoder_num_cpus=0.25, retriever_num_cpus=0.25, gateway_num_cpus=0.1, reranker_num_cpus=0.25,
-                      encoder_max_replicas=1, reranker_max_replicas=1, port=free_port())
+    cfg = ServeConfig.from_args(
+        {
+            "index_dir": str(root / "index"),
+            "state_dir": str(root / "ranking_state"),
+            "admin_token_file": str(root / "token"),
+            "rerank.model": str(reranker_dir),
+            "rerank.depth": 8,
+            "runtime.backend": "fp32",
+            "rerank.weight": 1.0,
+            "encoder.num_cpus": 0.25,
+            "retriever.num_cpus": 0.25,
+            "gateway.num_cpus": 0.1,
+            "reranker.num_cpus": 0.25,
+            "encoder.max_replicas": 1,
+            "reranker.max_replicas": 1,
+            "port": free_port(),
+        }
+    )
     with served(cfg, name="firstlight-ranked") as url:
         yield url
 
@@ -95,16 +108,15 @@ class _DeadHandle:
 @pytest.mark.parametrize("handle, reason", [(_DeadHandle(RuntimeError("ActorDiedError: replica gone")), "replica gone"),
                                             (_DeadHandle(delay=0.5), "timed out")])
 def test_when_the_reranker_cannot_answer_the_first_stage_is_served_and_said_so(handle, reason, tmp_path):
-    from serve.gateway import Gateway
+    from ranking.rerank import RerankStage
+    from serve.ranking_path import RankingPath
 
-    gateway = object.__new__(Gateway.func_or_class)  # the class behind the deployment, without Ray
-    gateway.cfg = ServeConfig(index_dir=str(tmp_path), rerank_depth=3, rerank_timeout_s=0.1)
-    gateway.reranker, gateway.fallbacks = handle, 0
+    stage = RerankStage(model="unused", depth=3, timeout_s=0.1)
+    path = RankingPath(None, None, handle, stage, retries=0, explained=False)  # no Ray: handles stand in
     hits = [[{"id": f"p{i}", "title": "", "text": "t", "score": 1.0 - i / 10} for i in range(5)]]
-    ranked, reranked, fallback = asyncio.run(gateway._rerank(["query"], hits))
+    ranked, reranked, fallback = asyncio.run(path._rerank(["query"], hits))
     assert ranked == hits and reranked is False and reason in fallback and "first-stage" in fallback
-    assert gateway.fallbacks == 1
-    working = object.__new__(Gateway.func_or_class)
-    working.cfg, working.reranker, working.fallbacks = gateway.cfg, _DeadHandle(), 0
+    assert path.fallbacks == 1
+    working = RankingPath(None, None, _DeadHandle(), stage, retries=0, explained=False)
     ranked, reranked, fallback = asyncio.run(working._rerank(["query"], hits))
     assert reranked is True and fallback is None and [c["id"] for c in ranked[0]] == ["p2", "p1", "p0", "p3", "p4"]

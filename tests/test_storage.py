@@ -9,6 +9,7 @@ import socket
 import pytest
 
 from common import storage
+from model.runtime import EncoderRuntime
 
 BUCKET = "firstlight-test"
 
@@ -202,14 +203,15 @@ def test_a_cloud_input_needs_a_named_output(s3):
 
 
 @pytest.fixture(scope="module")
-def s3_pipeline(s3, small_homedepot, tiny_model_dir) -> dict:
+def s3_pipeline(s3, small_homedepot, tiny_model_dir, tmp_path_factory) -> dict:
     """`firstlight demo --finetune true --workdir s3://...`: every stage, training included."""
     from firstlight.pipeline import DemoConfig, run_demo
-    from train.config import TrainConfig
 
+    recipe = tmp_path_factory.mktemp("recipe") / "recipe.yaml"
+    recipe.write_text("max_steps: 2\nbatch_size: 8\ncpus_per_worker: 0.5\nhard_negatives: judged\n")
     cfg = DemoConfig(dataset="homedepot", data_dir=str(small_homedepot), workdir=f"s3://{BUCKET}/pipeline",
-                     model=str(tiny_model_dir), max_length=32, finetune=True,
-                     train=TrainConfig(max_steps=2, batch_size=8, cpus_per_worker=0.5, hard_negatives="judged"))
+                     model=str(tiny_model_dir), finetune=True, train_recipe=str(recipe),
+                     runtime=EncoderRuntime(product_max_length=32))
     return run_demo(cfg)
 
 
@@ -243,8 +245,8 @@ def test_serving_reads_its_index_and_catalogue_from_the_bucket(s3, s3_pipeline, 
 
     index_uri = f"s3://{BUCKET}/pipeline/homedepot/index"
     with pytest.raises(ConfigError, match="state_dir"):  # an append-only change log needs a file system
-        ServeConfig(index_dir=index_uri).validate()
-    cfg = ServeConfig(index_dir=index_uri, state_dir=str(tmp_path / "state"))
+        ServeConfig.from_args({"index_dir": index_uri}).validate()
+    cfg = ServeConfig.from_args({"index_dir": index_uri, "state_dir": str(tmp_path / "state")})
     cfg.validate()
     assert cfg.resolved_prepared_dir() == f"s3://{BUCKET}/pipeline/homedepot/data"
     assert cfg.absolute().index_dir == index_uri

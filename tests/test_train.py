@@ -129,11 +129,13 @@ def test_the_encoder_trains_with_dropout_unless_turned_off(tiny_model_dir):
     """As sentence-transformers trains: dropout on (two passes over one batch differ); --dropout false: equal."""
     import torch
 
-    from train.engine import load_trainable
+    from train.engine import attention_for
+    from train.tasks import task_of
 
     ids = torch.randint(1000, 2000, (4, 12), generator=torch.Generator().manual_seed(0))
     for dropout in (True, False):
-        model = load_trainable(TrainConfig(model=str(tiny_model_dir), dropout=dropout), str(tiny_model_dir))
+        cfg = TrainConfig(model=str(tiny_model_dir), dropout=dropout, use_gpu="no")
+        model = task_of(cfg).model(cfg, str(tiny_model_dir), attention_for(cfg))
         assert model.training is dropout and all(m.training is dropout for m in model.modules())
         assert model.config._attn_implementation == "eager"  # CPU: the fused attention backward is slow in bf16
         first, second = (model(input_ids=ids).last_hidden_state for _ in range(2))

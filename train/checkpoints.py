@@ -11,20 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
 from common import storage
 from common.errors import ConfigError
-from model.export import export_sentence_transformer
-from model.folders import read_prompts, resolve_model_path
-from model.reranker import export_reranker
 from train.config import TrainConfig
 from train.engine import STATE_TAG
 from train.lora import base_model, merged
-from train.rerank_config import RerankerConfig
+from train.tasks import TASKS, config_class
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +48,7 @@ def save_checkpoint(engine, validator, state: dict, metrics: dict, cfg: TrainCon
         engine.save(folder, rank)
         if rank == 0:
             (folder / "trainer_state.json").write_text(json.dumps(state))
-            (folder / "train_config.json").write_text(json.dumps({**asdict(cfg), "task": cfg.TASK}, indent=2))
+            (folder / "train_config.json").write_text(json.dumps({**asdict(cfg), "task": cfg.task}, indent=2))
             tokenizer.save_pretrained(folder / "tokenizer")
             base_model(engine.module).config.save_pretrained(folder / "model_config")
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
@@ -112,29 +109,24 @@ def check_earlier_run(cfg: TrainConfig, output_uri: str | None = None) -> None:
 
 
 def saved_config(folder: Path) -> TrainConfig:
-    """The TrainConfig (or RerankerConfig) a checkpoint was written under (settings it no longer knows
-    are dropped)."""
+    """The config a checkpoint was written under, of its task's class (settings it no longer knows are
+    dropped)."""
     saved = json.loads((Path(folder) / "train_config.json").read_text())
-    cls = RerankerConfig if saved.get("task") == RerankerConfig.TASK else TrainConfig
-    known = cls.__dataclass_fields__
+    cls = config_class(saved.get("task"))
+    known = {f.name for f in fields(cls)}  # not ``__dataclass_fields__``: that holds the ``task`` ClassVar too
     return cls(**{k: v for k, v in saved.items() if k in known})
 
 
 def export_checkpoint(checkpoint_dir: Path, out: Path) -> Path:
-    """Turn a training checkpoint (any strategy, any ZeRO stage) into a sentence-transformers folder
-    (a ``SentenceTransformer`` one for the encoder, a ``CrossEncoder`` one for the reranker)."""
-    from transformers import (
-        AutoConfig,
-        AutoModel,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
+    """Turn a training checkpoint (any strategy, any ZeRO stage, any task) into the folder its task
+    exports (a sentence-transformers ``SentenceTransformer`` or ``CrossEncoder`` folder)."""
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
 
     folder = Path(checkpoint_dir)
     cfg = saved_config(folder)
-    reranker = cfg.TASK == RerankerConfig.TASK
-    model = (AutoModelForSequenceClassification if reranker else AutoModel).from_config(
-        AutoConfig.from_pretrained(folder / "model_config"))
+    task = TASKS[cfg.task]
+    model = getattr(transformers, task.model_loader).from_config(AutoConfig.from_pretrained(folder / "model_config"))
     if cfg.strategy == "ddp":
         weights = torch.load(folder / "ddp_state.pt", map_location="cpu", weights_only=False)["model"]
     elif not any((folder / STATE_TAG).glob("*zero_pp_rank_*_optim_states.pt")):  # ran as ZeRO-0, fp32 weights
@@ -156,13 +148,4 @@ def export_checkpoint(checkpoint_dir: Path, out: Path) -> Path:
         raise RuntimeError(f"checkpoint {folder} does not match its model: missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]}")
     state = json.loads((folder / "trainer_state.json").read_text())
-    if reranker:
-        return export_reranker(model, AutoTokenizer.from_pretrained(folder / "tokenizer"), out,
-                               max_length=cfg.pair_max_length,
-                               extra={"base_model": cfg.model, "step": state["step"], "loss": cfg.loss,
-                                      "val_ndcg@10": state.get("best")})
-    return export_sentence_transformer(model, AutoTokenizer.from_pretrained(folder / "tokenizer"), out,
-                                       max_length=cfg.product_max_length,
-                                       extra={"base_model": cfg.model, "step": state["step"],
-                                              "val_ndcg@10": state.get("best")},
-                                       prompts=read_prompts(resolve_model_path(cfg.model)))
+    return task.export(cfg, model, AutoTokenizer.from_pretrained(folder / "tokenizer"), out, state)

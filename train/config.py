@@ -15,9 +15,21 @@ from typing import ClassVar
 
 from common.config import check_choice, check_range
 from common.errors import ConfigError
-from common.hardware import cpu_has_bf16, gpu_has_bf16
+from common.hardware import check_use_gpu, cpu_has_bf16, gpu_choice, gpu_has_bf16
 from common.storage import is_uri
 from model.folders import DEFAULT_MODEL, is_ensemble, resolve_model_path
+
+
+def cluster_has_gpus() -> bool:
+    """GPUs in the Ray cluster this process joined, else on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources().get("GPU", 0) > 0
+    import torch
+
+    return torch.cuda.is_available()
+
 
 # --hard-negatives: every mode, those that use judged negatives, those that mine near-misses
 HARD_NEGATIVE_MODES = ("none", "judged", "mined", "both")
@@ -28,7 +40,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 @dataclass
 class TrainConfig:
-    TASK: ClassVar[str] = "encoder"  # what is trained: the bi-encoder here, the reranker in a subclass
+    task: ClassVar[str] = "encoder"  # what is trained (train/tasks/): the bi-encoder here, the reranker in a subclass
 
     prepared_dir: str | None = field(default=None, metadata={"help": "output of `prepare` (train/val splits)"})
     output_dir: str | None = field(default=None, metadata={"help": "default: PREPARED/../train"})
@@ -93,7 +105,8 @@ class TrainConfig:
                 "fastest on CPU), weights (DeepSpeed's 16-bit weights with fp32 master copies; half the weight "
                 "memory), auto (autocast on CPU, weights on GPU); fp16 always runs as weights"})
     num_workers: int = field(default=1, metadata={"help": "Ray Train workers"})
-    use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker"})
+    use_gpu: str = field(default="auto", metadata={
+        "help": "one GPU per worker: auto (where the Ray cluster has GPUs), yes or no"})
     cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs each worker reserves (0.5 fits 2 on 2 cores)"})
     placement_strategy: str = field(default="PACK", metadata={
         "help": "how workers spread over nodes: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD (one per node)"})
@@ -111,6 +124,17 @@ class TrainConfig:
         "help": "stop after this many checkpoints without a better validation nDCG@10 (0 = never)"})
     fail_at_step: int = field(default=0, metadata={"cli": False, "help": "tests only: raise once at this step"})
 
+    def __post_init__(self):
+        self.use_gpu = gpu_choice(self.use_gpu)  # recipes written with true/false still load
+
+    @property
+    def gpu(self) -> bool:
+        """Whether workers train on GPUs: ``use_gpu`` with auto decided (the driver decides it once, from
+        the Ray cluster's resources, before any worker starts)."""
+        if self.use_gpu != "auto":
+            return self.use_gpu == "yes"
+        return cluster_has_gpus()
+
     @property
     def splits(self) -> list[str]:
         """The prepared splits whose judgments become training pairs (from --train-splits)."""
@@ -125,7 +149,7 @@ class TrainConfig:
         """``precision`` with ``auto`` decided for this machine (the driver's: workers are assumed alike)."""
         if self.precision != "auto":
             return self.precision
-        if self.use_gpu:
+        if self.gpu:
             return "bf16" if gpu_has_bf16() else "fp32"
         # bf16 on CPU runs as autocast under DeepSpeed; emulated (slower) on CPUs without bf16 units
         return "bf16" if self.strategy == "deepspeed" and cpu_has_bf16() else "fp32"
@@ -135,7 +159,7 @@ class TrainConfig:
         """bf16 by autocast over fp32 weights (see --mixed-precision)."""
         if self.resolved_precision() != "bf16":
             return False
-        return self.mixed_precision == "autocast" or (self.mixed_precision == "auto" and not self.use_gpu)
+        return self.mixed_precision == "autocast" or (self.mixed_precision == "auto" and not self.gpu)
 
     @property
     def zero_stage_in_use(self) -> int:
@@ -159,9 +183,9 @@ class TrainConfig:
                               "use 0, 1, 2 or 3 (2 shards gradients and optimizer state; 3 also parameters)")
         check_choice("precision", self.precision, PRECISIONS)
         precision = self.resolved_precision()
-        if precision == "fp16" and not self.use_gpu:
+        if precision == "fp16" and not self.gpu:
             raise ConfigError("precision", "fp16 needs a GPU (CPU kernels and DeepSpeed's loss scaling are GPU-only)",
-                              "use --precision bf16 or fp32 on CPU, or --use-gpu true")
+                              "use --precision bf16 or fp32 on CPU, or --use-gpu yes")
         check_choice("mixed_precision", self.mixed_precision, ("auto", "autocast", "weights"))
         if precision == "fp16" and self.mixed_precision == "autocast":
             raise ConfigError("mixed_precision", "fp16 runs as 16-bit weights with DeepSpeed's loss scaling",
@@ -176,7 +200,7 @@ class TrainConfig:
             raise ConfigError("zero_stage", f"{precision} with ZeRO stage 0 checkpoints 16-bit weights only",
                               f"use --zero-stage 1 or 2 with --precision {precision}: the export then "
                               "reads the fp32 master weights from the shards")
-        if self.strategy == "ddp" and precision == "bf16" and not self.use_gpu:
+        if self.strategy == "ddp" and precision == "bf16" and not self.gpu:
             raise ConfigError("precision", "bf16 with the ddp strategy is only offered on GPU",
                               "use --strategy deepspeed for bf16 on CPU, or fp32")
         if self.grad_accum < 1:
@@ -190,6 +214,7 @@ class TrainConfig:
             if self.grad_cache_chunk < 0 or self.batch_size % self.grad_cache_chunk:
                 raise ConfigError("grad_cache_chunk", f"{self.grad_cache_chunk} does not divide the batch size "
                                   f"{self.batch_size}", "pick a chunk that divides --batch-size, e.g. 32 for 256")
+        check_use_gpu("use_gpu", self.use_gpu)
         check_choice("placement_strategy", self.placement_strategy, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         check_choice("hard_negatives", self.hard_negatives, HARD_NEGATIVE_MODES)
         if self.mines:

@@ -1,8 +1,9 @@
 """The training driver: a TrainConfig in, Ray Train's TorchTrainer (DeepSpeed or DDP) out, the best
 checkpoint exported as a sentence-transformers folder.
 
-``run_train`` is what `firstlight train` and the demo call: ``fit`` checks the config, builds the
-tokenised pairs (``train.pairs``, Ray Data) and runs ``train.loop.train_loop`` on every worker;
+``run_train`` is what `firstlight train`, `firstlight train-reranker` and the demo call: ``fit``
+checks the config, has the config's task (``train.tasks``) build its tokenised examples (Ray Data)
+and runs ``train.loop.train_loop`` on every worker;
 then the best checkpoint (by validation nDCG@10) becomes OUTPUT/model.
 
 Features and limits:
@@ -23,22 +24,14 @@ import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
-
 from common import storage
 from common.errors import ConfigError
-from data_pipeline.prepare import load_split
-from evaluation.metrics import judged_from_frame
 from model.folders import resolve_model_path
-from ranking.offline import OfflineRanker
 from train.checkpoints import check_earlier_run, export_checkpoint
 from train.config import TrainConfig
 from train.loop import train_loop
-from train.pairs import build_pairs, tokenized_dataset
 from train.progress import write_curves
-from train.rerank_config import RerankerConfig
-from train.rerank_lists import mine_lists, tokenized_lists
-from train.validation import sample_queries
+from train.tasks import task_of
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +47,13 @@ def fit(cfg: TrainConfig):
     # Workers run in their own working directories: hand them absolute paths. "auto" precision is
     # decided here, once, so every worker and the saved config agree on it.
     cfg = replace(cfg, prepared_dir=str(Path(cfg.prepared_dir).resolve()),
-                  output_dir=str(cfg.resolved_output_dir().resolve()), precision=cfg.resolved_precision())
+                  output_dir=str(cfg.resolved_output_dir().resolve()), precision=cfg.resolved_precision(),
+                  use_gpu="yes" if cfg.gpu else "no")
     check_earlier_run(cfg, output_uri)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "firstlight" / "torch_extensions"))
     model_path = resolve_model_path(cfg.model)
-    tokens, count, extra = (_reranker_data if cfg.TASK == "reranker" else _encoder_data)(cfg, model_path)
+    task = task_of(cfg)
+    tokens, count, extra = task.data(cfg, model_path)
     if count < cfg.batch_size * cfg.num_workers:
         raise ConfigError("batch_size", f"only {count} training examples for {cfg.num_workers} worker(s) x "
                           f"batch {cfg.batch_size}", "lower --batch-size or add judgments")
@@ -81,8 +76,8 @@ def fit(cfg: TrainConfig):
         train_loop_config={"cfg": asdict(replace(cfg, prepared_dir=prepared_uri or cfg.prepared_dir)),
                            "model_path": model_path, "total_steps": max(total_steps, 1),
                            "fail_marker": str(out / ".failed_once"), "output_uri": output_uri,
-                           "task": cfg.TASK, **extra},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                           "task": task.name, **extra},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker},
                                      placement_strategy=cfg.placement_strategy),
         datasets={"train": tokens},
@@ -94,32 +89,6 @@ def fit(cfg: TrainConfig):
             failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )
     return trainer.fit()
-
-
-def _encoder_data(cfg: TrainConfig, model_path: str):
-    """(tokenised pairs, pair count, extra loop config) for the bi-encoder."""
-    pairs = build_pairs(cfg.prepared_dir, cfg)
-    log.info("[train] %d pairs (%d with a hard negative)", len(pairs), int(pairs["has_negative"].sum()))
-    return tokenized_dataset(pairs, model_path, cfg), len(pairs), {}
-
-
-def _reranker_data(cfg: RerankerConfig, model_path: str):
-    """(tokenised query groups, group count, the validation lists) for the reranker, mined from the
-    first stage the server runs."""
-    ranker = OfflineRanker(cfg.prepared_dir, cfg.first_stage_index_dir, spell_correct=cfg.spell_correct)
-    lists = mine_lists(cfg, ranker, "train").sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
-    if cfg.max_pairs:  # here: query groups
-        lists = lists.head(cfg.max_pairs)
-    extra = {"val_lists": [], "val_judged": None}
-    if cfg.val_queries:
-        judged = judged_from_frame(load_split(cfg.prepared_dir, "val"))
-        queries = sample_queries(judged, cfg.val_queries, np.random.default_rng(cfg.seed))
-        texts, candidates = ranker.candidates(queries, cfg.first_stage, cfg.rerank_depth)
-        extra["val_lists"] = [{"key": q, "query": t, "ids": [c["id"] for c in cands],
-                               "texts": [c["text"] for c in cands]} for q, t, cands in zip(queries, texts, candidates)]
-        extra["val_judged"] = {name: {q: getattr(judged, name)[q] for q in queries}
-                               for name in ("graded", "binary", "candidates")}
-    return tokenized_lists(lists, model_path, cfg), len(lists), extra
 
 
 def _on_local_paths(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:

@@ -1,7 +1,8 @@
 """The training engine: DeepSpeed (ZeRO 0-3, bf16/fp16, accumulation) or DDP behind one small interface.
 
-The loop (``train.loop``) and the losses (``train.losses``) see only ``embed``, ``backward_step``,
-``lr``, ``save`` and ``load``; which strategy runs underneath is the config's business.
+The loop (``train.loop``), the tasks' losses and the step strategies (``train.steps``) see only
+``forward``, ``backward_step``, ``lr``, ``save`` and ``load``; which strategy runs underneath is the
+config's business, and which model it trains is the task's (``train.tasks``).
 """
 
 from __future__ import annotations
@@ -11,30 +12,18 @@ from pathlib import Path
 
 import torch
 
-from model.encoder import TextEncoder
-from model.reranker import new_reranker
 from train.config import TrainConfig
-from train.lora import add_adapters
 
 STATE_TAG = "state"  # the DeepSpeed checkpoint tag inside each checkpoint folder
 _NO_DECAY = ("bias", "LayerNorm.weight")
 
 
-def load_trainable(cfg: TrainConfig, model_path: str):
-    """The model to train (the encoder, or for the reranker a one-logit cross-encoder on the encoder's
-    weights): in training mode (dropout as --dropout says), with LoRA adapters if asked."""
-    from transformers import AutoModel
-
-    # On CPU, PyTorch's fused (flash) attention backward is slow in bf16: MiniLM's backward took 238-276 ms
-    # a step with it against 131-148 in the plain matrix-product form. (With dropout on, the fused kernel
-    # falls back to that form anyway.) GPUs keep transformers' own choice.
-    attention = None if cfg.use_gpu else "eager"
-    if cfg.TASK == "reranker":
-        return new_reranker(model_path, attn_implementation=attention).train(cfg.dropout)
-    model = AutoModel.from_pretrained(model_path, attn_implementation=attention)
-    if cfg.lora_rank:
-        model = add_adapters(model, cfg)
-    return model.train(cfg.dropout)  # from_pretrained hands back a model in eval mode: dropout off
+def attention_for(cfg: TrainConfig) -> str | None:
+    """The attention implementation to train with. On CPU, PyTorch's fused (flash) attention backward
+    is slow in bf16: MiniLM's backward took 238-276 ms a step with it against 131-148 in the plain
+    matrix-product form (with dropout on, the fused kernel falls back to that form anyway). GPUs keep
+    transformers' own choice."""
+    return None if cfg.gpu else "eager"
 
 
 def optimizer_groups(named_parameters, weight_decay: float) -> list[dict]:
@@ -85,7 +74,7 @@ def _scheduler(optimizer, cfg: TrainConfig, total_steps: int):
 
 
 class Engine:
-    """DeepSpeed and DDP behind one small interface: embed, backward+step, save, load."""
+    """DeepSpeed and DDP behind one small interface: forward, backward+step, save, load."""
 
     def __init__(self, cfg: TrainConfig, model, total_steps: int, world_size: int):
         self.cfg = cfg
@@ -115,18 +104,13 @@ class Engine:
     def module(self):
         return self.engine.module if hasattr(self.engine, "module") else self.engine
 
-    def embed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        length = int(mask.sum(dim=1).max().item())  # trim padding shared by the whole batch
-        ids, mask = ids[:, :length].to(self.device), mask[:, :length].to(self.device)
-        out = self.engine(input_ids=ids, attention_mask=mask)
-        return TextEncoder.pool(out.last_hidden_state, mask)
-
-    def score(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        """The cross-encoder's relevance logit per (query, product) pair."""
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, **inputs: torch.Tensor):
+        """The model's output for a batch, padding shared by the whole batch trimmed; (output, the
+        trimmed mask on the model's device). ``inputs``: more token-aligned tensors (token types)."""
         length = int(mask.sum(dim=1).max().item())
-        out = self.engine(input_ids=ids[:, :length].to(self.device), attention_mask=mask[:, :length].to(self.device),
-                          token_type_ids=types[:, :length].to(self.device))
-        return out.logits[:, 0]
+        mask = mask[:, :length].to(self.device)
+        extra = {k: v[:, :length].to(self.device) for k, v in inputs.items()}
+        return self.engine(input_ids=ids[:, :length].to(self.device), attention_mask=mask, **extra), mask
 
     def backward_step(self, loss: torch.Tensor, whole: bool = False) -> bool:
         """Backward and (on an accumulation boundary) step; True when the optimizer stepped.

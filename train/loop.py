@@ -1,7 +1,7 @@
 """The per-worker training loop that Ray Train's ``TorchTrainer`` runs on every worker.
 
-Reads top to bottom: config and model, engine (``train.engine``), loss (``train.losses``), the state
-to start from (``train.checkpoints.restore``), then epochs of micro-batches from this worker's Ray
+Reads top to bottom: the task (``train.tasks``: model, step, validator), config and engine
+(``train.engine``), the state to start from (``train.checkpoints.restore``), then epochs of micro-batches from this worker's Ray
 Data shard, with a checkpoint (validated, every rank's shards) every ``checkpoint_every`` steps.
 A resumed epoch skips the micro-batches already done; Ray Data's order within an epoch is not
 guaranteed to repeat exactly, so a few pairs may be seen twice or not at all in that epoch.
@@ -22,16 +22,14 @@ import torch.distributed as dist
 
 from common import storage
 from common.runtime import setup_logging
-from model.folders import read_prompts, resolve_model_path
+from model.folders import resolve_model_path
 from train.batching import length_grouped
 from train.checkpoints import restore, save_checkpoint
 from train.config import TrainConfig
-from train.engine import Engine, load_trainable
-from train.losses import make_loss, world
+from train.engine import Engine, attention_for
+from train.losses import world
 from train.progress import RunLog
-from train.rerank_config import RerankerConfig
-from train.rerank_losses import RerankLoss, RerankValidator
-from train.validation import Validator
+from train.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +39,8 @@ def train_loop(config: dict) -> None:
     from transformers import AutoTokenizer
 
     setup_logging()  # a worker's progress lines reach the driver's terminal through Ray's log forwarding
-    cfg = config_class(config.get("task", "encoder"))(**config["cfg"])
+    task = TASKS[config["task"]]
+    cfg = task.config_class(**config["cfg"])
     if storage.is_uri(cfg.prepared_dir):  # this node's mirror (fetched once per node)
         cfg = replace(cfg, prepared_dir=str(storage.pull(cfg.prepared_dir)))
     model_path = resolve_model_path(cfg.model) if storage.is_uri(cfg.model) else config["model_path"]
@@ -49,7 +48,7 @@ def train_loop(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed)
-    if not cfg.use_gpu:
+    if not cfg.gpu:
         # The node's cores shared by the workers on it (Ray Data's short tasks interleave).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
         # Denormal floats (|x| < 1e-38) take x86 cores a slow path: in a probe of this loop one seed
@@ -58,14 +57,9 @@ def train_loop(config: dict) -> None:
     output_dir = Path(cfg.output_dir)
     _record_nodes(rank, world_size, output_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    engine = Engine(cfg, load_trainable(cfg, model_path), config["total_steps"], world_size)
-    if cfg.TASK == "reranker":
-        loss_fn = RerankLoss(cfg.loss)
-        validator = RerankValidator(config["val_lists"], config["val_judged"], tokenizer, cfg.pair_max_length) \
-            if cfg.val_queries else None
-    else:
-        loss_fn = make_loss(cfg)
-        validator = Validator(cfg, tokenizer, read_prompts(model_path)) if cfg.val_queries else None
+    engine = Engine(cfg, task.model(cfg, model_path, attention_for(cfg)), config["total_steps"], world_size)
+    step = task.stepper(cfg)  # the loss, then backward and the optimizer step (train.steps)
+    validator = task.validator(cfg, tokenizer, model_path, config)
     state = restore(engine, cfg, rank, output_dir)
 
     def checkpoint(metrics: dict) -> None:
@@ -87,9 +81,9 @@ def train_loop(config: dict) -> None:
                 continue
             if pairs_seen == 0:
                 started = time.perf_counter()  # throughput counts from the first batch, not data start-up
-            loss, logged, stepped = loss_fn.step(engine, batch)
+            loss, logged, stepped = step(engine, batch)
             state["micro_in_epoch"] += 1
-            pairs_seen += _pairs_in(batch) * world_size
+            pairs_seen += task.examples_in(batch) * world_size
             if not stepped:
                 continue
             state["step"] += 1
@@ -116,17 +110,6 @@ def train_loop(config: dict) -> None:
         checkpoint({"step": state["step"], "epoch": state["epoch"]})
     if run_log is not None:
         run_log.close()
-
-
-def config_class(task: str) -> type[TrainConfig]:
-    return RerankerConfig if task == RerankerConfig.TASK else TrainConfig
-
-
-def _pairs_in(batch: dict) -> int:
-    """Training pairs in a micro-batch: (query, product) pairs of the bi-encoder or the reranker."""
-    if "pair_ids" in batch:
-        return int(batch["valid"].sum().item())
-    return len(batch["query_ids"])
 
 
 def _maybe_fail(cfg: TrainConfig, step: int, marker: str) -> None:

@@ -15,8 +15,9 @@ B train exactly like one process with batch N*B. Gradient accumulation does not 
 
 A batch (``train.pairs``) holds token ids and masks per text (``query``, ``positive``, ``negative``),
 an int64 key per text, and ``has_negative`` (rows without a hard negative keep a masked empty one).
-Both losses take that batch and a training engine (``train.engine``) in ``step``, which embeds,
-scores, and steps the optimizer, so the loop does not care which one runs.
+A loss computes a loss: ``compute(engine, batch)`` embeds the batch's texts through the engine and
+scores them. The backward pass and the optimizer step are the step strategy's (``train.steps``: plain,
+or cached gradients for batches larger than memory).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from model.encoder import TextEncoder
 
 TEXTS = ("query", "positive", "negative")
 
@@ -121,74 +124,19 @@ class InfoNCELoss(nn.Module):
                               self.symmetric)
         return loss, {"negatives_per_query": seen}
 
-    def step(self, engine, batch: dict) -> tuple[torch.Tensor, dict, bool]:
-        """Embed, score and back-propagate one micro-batch: (loss, logged, whether the optimizer stepped)."""
+    def compute(self, engine, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Embed and score one micro-batch: (loss, figures to log)."""
         names = self.texts()
         rows = len(batch["query_ids"])
-        embedded = {"query": engine.embed(batch["query_ids"], batch["query_mask"])}
+        embedded = {"query": embed(engine, batch["query_ids"], batch["query_mask"])}
         # one forward pass for every product text: positives and hard negatives padded together
-        products = engine.embed(torch.cat([batch[f"{n}_ids"] for n in names[1:]]),
-                                torch.cat([batch[f"{n}_mask"] for n in names[1:]]))
+        products = embed(engine, torch.cat([batch[f"{n}_ids"] for n in names[1:]]),
+                         torch.cat([batch[f"{n}_mask"] for n in names[1:]]))
         embedded.update(zip(names[1:], products.split(rows)))
-        loss, logged = self(embedded, batch)
-        return loss, logged, engine.backward_step(loss)
+        return self(embedded, batch)
 
 
-class CachedInfoNCELoss(nn.Module):
-    """:class:`InfoNCELoss` over a large batch in chunks, with the exact gradient of the full batch.
-
-    GradCache (Gao et al., 2021): (1) embed every text chunk by chunk without a graph; (2) the loss
-    over the whole batch (all workers') on those embeddings, backward to the embeddings only; (3)
-    re-embed each chunk with a graph, under the same dropout randomness, and back-propagate the
-    cached embedding gradients into the model. Memory is one chunk's activations; negatives are the
-    batch's. Each chunk's backward is one micro-step of the engine."""
-
-    def __init__(self, loss: InfoNCELoss, chunk: int):
-        super().__init__()
-        self.loss, self.chunk = loss, chunk
-
-    def step(self, engine, batch: dict) -> tuple[torch.Tensor, dict, bool]:
-        starts = range(0, len(batch["query_ids"]), self.chunk)
-        rng, reps = {}, {}
-        with torch.no_grad():
-            for name in self.loss.texts():
-                parts = []
-                for s in starts:
-                    rng[name, s] = _rng_state()
-                    parts.append(self._embed(engine, batch, name, s))
-                reps[name] = torch.cat(parts).requires_grad_()
-        loss, logged = self.loss(reps, batch)
-        loss.backward()
-        after = _rng_state()
-        stepped = False
-        for s in starts:
-            surrogate = 0.0
-            for name in self.loss.texts():
-                _set_rng_state(rng[name, s])
-                emb = self._embed(engine, batch, name, s)
-                surrogate = surrogate + (emb * reps[name].grad[s:s + self.chunk]).sum()
-            stepped = engine.backward_step(surrogate, whole=True)
-        _set_rng_state(after)
-        return loss.detach(), logged, stepped
-
-    def _embed(self, engine, batch: dict, name: str, start: int) -> torch.Tensor:
-        end = start + self.chunk
-        return engine.embed(batch[f"{name}_ids"][start:end], batch[f"{name}_mask"][start:end])
-
-
-def _rng_state():
-    """Dropout's randomness (CPU and, where used, the current GPU), to replay a forward pass exactly."""
-    return torch.get_rng_state(), torch.cuda.get_rng_state() if torch.cuda.is_available() else None
-
-
-def _set_rng_state(state) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1])
-
-
-def make_loss(cfg) -> InfoNCELoss | CachedInfoNCELoss:
-    """The loss a TrainConfig asks for."""
-    loss = InfoNCELoss(scale=cfg.scale, symmetric=cfg.symmetric_loss, mask_duplicates=cfg.mask_duplicates,
-                       hard_negatives=cfg.hard_negatives != "none")
-    return CachedInfoNCELoss(loss, cfg.grad_cache_chunk) if cfg.grad_cache_chunk else loss
+def embed(engine, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unit vectors of a batch of texts through the training engine (mean-pooled, as served)."""
+    out, mask = engine.forward(ids, mask)
+    return TextEncoder.pool(out.last_hidden_state, mask)

@@ -25,7 +25,7 @@ RERANK_LOSSES = ("listnet", "bce")
 
 @dataclass
 class RerankerConfig(TrainConfig):
-    TASK: ClassVar[str] = "reranker"
+    task: ClassVar[str] = "reranker"
 
     batch_size: int = field(default=16, metadata={"help": "queries per worker per micro-batch (x group_size pairs)"})
     # the measured recipe: 250 steps (half an epoch of Home Depot's 8,033 training queries, 12 minutes
@@ -54,6 +54,7 @@ class RerankerConfig(TrainConfig):
     spell_correct: bool = field(default=True, metadata={"help": "correct query spelling before mining, as the server does"})
 
     def __post_init__(self):
+        super().__post_init__()
         if isinstance(self.first_stage, dict):  # from a YAML file or a worker's copy of the config
             self.first_stage = FirstStage(**self.first_stage)
 

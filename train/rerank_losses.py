@@ -39,17 +39,23 @@ class RerankLoss(nn.Module):
         target = (LISTNET_GAIN * (labels - 1.0)).masked_fill(~valid, float("-inf")).softmax(dim=1)
         return -(target * scores.log_softmax(dim=1)).sum(dim=1).mean()
 
-    def step(self, engine, batch: dict) -> tuple[torch.Tensor, dict, bool]:
-        """Score and back-propagate one micro-batch of groups: (loss, logged, whether the optimizer stepped)."""
+    def compute(self, engine, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Score one micro-batch of groups: (loss, figures to log)."""
         rows, group, length = batch["pair_ids"].shape
         flat = {k: batch[k].reshape(rows * group, length) for k in ("pair_ids", "pair_mask", "pair_types")}
         order = flat["pair_mask"].sum(dim=1).argsort()
-        scored = torch.cat([engine.score(flat["pair_ids"][idx], flat["pair_mask"][idx], flat["pair_types"][idx])
+        scored = torch.cat([score(engine, flat["pair_ids"][idx], flat["pair_mask"][idx], flat["pair_types"][idx])
                             for idx in order.chunk(CHUNKS)])
         logits = scored[order.argsort().to(scored.device)].view(rows, group)
         valid = batch["valid"].to(logits.device).bool()
         loss = self(logits, batch["labels"].to(logits.device), valid)
-        return loss, {"pairs": int(valid.sum().item())}, engine.backward_step(loss)
+        return loss, {"pairs": int(valid.sum().item())}
+
+
+def score(engine, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    """The cross-encoder's relevance logit per (query, product) pair, through the training engine."""
+    out, _ = engine.forward(ids, mask, token_type_ids=types)
+    return out.logits[:, 0]
 
 
 class RerankValidator:

@@ -1,0 +1,141 @@
+"""The admin side of the gateway: products added, changed or deleted through the API, and reloads
+to another model + index (with the API's item changes carried over). Routes and auth stay in
+serve/gateway.py; this module knows the deployments' handles and the active version.
+
+Writes are never retried (a change may have been logged before its replica died).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from pathlib import Path
+
+from common.storage import exists, is_uri, join, read_text
+from common.text import product_text
+from serve.api import ApiError, ReloadRequest
+from serve.versions import Version
+
+log = logging.getLogger("ray.serve")
+
+
+def last_line(err: BaseException) -> str:
+    """The exception's own message: Ray wraps a replica's error in its traceback."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return re.sub(r"^[\w.]+(Error|Unavailable|Exception): ", "", lines[-1].strip()) if lines else type(err).__name__
+
+
+def refused(outcome: dict) -> None:
+    if "refused" in outcome:
+        raise ApiError(507, "insufficient_storage", "body", outcome["refused"])
+
+
+def index_unusable(index_dir: str) -> str | None:
+    """Why a saved version's index folder cannot serve, or None (used when a restart finds a reload)."""
+    try:
+        return None if exists(join(index_dir, "index.faiss")) else f"{index_dir} holds no index.faiss any more"
+    except Exception as err:  # noqa: BLE001 - unreachable storage is a reason too
+        return f"{index_dir} cannot be read ({err})"
+
+
+def checked_reload_target(body: ReloadRequest) -> tuple[str, str]:
+    """(index folder, model) of a reload, or a 422 naming what is wrong with it."""
+    for name in ("index_dir", "model"):
+        value = getattr(body, name)
+        if value is not None and ("\x00" in value or not value.strip()):
+            raise ApiError(422, "invalid_path", name, f"'{name}' is empty or holds a NUL character")
+    try:
+        index_dir = body.index_dir if is_uri(body.index_dir) else str(Path(body.index_dir).expanduser().resolve())
+        found = exists(join(index_dir, "index.faiss"))
+    except Exception as err:  # noqa: BLE001 - an unknown URI scheme, no credentials, an unreadable folder
+        raise ApiError(422, "unreadable", "index_dir", f"{body.index_dir} cannot be read: {last_line(err)}") from None
+    if not found:
+        raise ApiError(422, "not_found", "index_dir", f"{body.index_dir} holds no FAISS index (index.faiss)")
+    if body.model:
+        return index_dir, body.model
+    try:
+        manifest = json.loads(read_text(join(index_dir, "manifest.json")))
+        model = manifest.get("model") if isinstance(manifest, dict) else None
+    except Exception as err:  # noqa: BLE001 - missing or damaged manifest
+        raise ApiError(422, "not_an_index", "index_dir", f"{body.index_dir} has no readable manifest.json "
+                       f"({last_line(err)}); rebuild it with `firstlight index`") from None
+    if not model:
+        raise ApiError(422, "missing_field", "model", "the index does not record its model: pass 'model'")
+    return index_dir, model
+
+
+class Admin:
+    """Item changes and reloads over the Encoder and Retriever handles; ``prepare_version(version)``
+    readies what the gateway keeps per version (its speller) before a switch."""
+
+    def __init__(self, encoder, retriever, active, prepare_version):
+        self.encoder, self.retriever, self.active = encoder, retriever, active
+        self.prepare_version = prepare_version
+        self.reload_lock = asyncio.Lock()
+
+    async def upsert(self, items, read) -> dict:
+        """``items``: checked API items; ``read``: the retried read used for encoding."""
+        texts = [product_text(item.title, item.description) for item in items]
+        version = self.active.get()
+        vectors = await read(self.encoder.encode, version.model, texts, "passage")
+        records = [{"id": item.id, "title": item.title, "text": text, "vector": vector.tolist()}
+                   for item, text, vector in zip(items, texts, vectors)]
+        outcome = await self.retriever.upsert.remote(version.describe(), records)  # a write: never retried
+        refused(outcome)
+        return {"upserted": [r["id"] for r in records], "items_in_index": outcome["items"],
+                "version": version.public()}
+
+    async def delete(self, product_id: str) -> dict:
+        version = self.active.get()
+        outcome = await self.retriever.delete.remote(version.describe(), product_id)
+        refused(outcome)
+        if not outcome["deleted"]:
+            raise ApiError(404, "not_found", "id", f"no product {product_id!r} in the index")
+        return {"deleted": product_id, "version": version.public()}
+
+    async def reload(self, body: ReloadRequest) -> dict:
+        async with self.reload_lock:
+            return await self._switch(body)
+
+    async def _switch(self, body: ReloadRequest) -> dict:
+        """Load the new version on both deployments, carry over the API's item changes, then switch.
+        Anything wrong with the new version is a 422 before the switch: the old one keeps serving."""
+        index_dir, model = await asyncio.to_thread(checked_reload_target, body)
+        old, new = self.active.get(), Version(model, index_dir)
+        try:
+            dim = await self.encoder.dim.remote(model)
+        except Exception as err:  # noqa: BLE001 - whatever loading raised, the caller gets the reason
+            raise ApiError(422, "unloadable", "model", f"could not load model {model!r}: {last_line(err)}") from None
+        try:
+            info = await self.retriever.info.remote(new.describe())
+        except Exception as err:  # noqa: BLE001 - a damaged index file, an unreadable catalogue
+            raise ApiError(422, "unloadable", "index_dir", f"could not load the index in {index_dir}: "
+                           f"{last_line(err)}") from None
+        if info["dim"] != dim:
+            raise ApiError(422, "dimension_mismatch", "model", f"the model makes {dim}-dim vectors, the index holds "
+                           f"{info['dim']}-dim ones: pass the model the index was built with")
+        carried = "nothing to carry over" if new.id == old.id else await self._carry_over(old, new, model)
+        await asyncio.to_thread(self.prepare_version, new.describe())  # off the event loop (about a second)
+        self.active.set(new)
+        log.info("firstlight: switched %s -> %s (%s)", old.describe(), new.describe(), carried)
+        return {"previous": old.describe(), "active": new.describe(), "carried_over": carried,
+                "items_in_index": (await self.retriever.info.remote(new.describe()))["items"]}
+
+    async def _carry_over(self, old: Version, new: Version, model: str) -> str:
+        """Products added or deleted through the API on ``old`` are re-embedded / deleted on ``new``."""
+        try:
+            added = await self.retriever.added_items.remote(old.describe())
+            deleted = await self.retriever.deleted_ids.remote(old.describe())
+        except Exception as err:  # noqa: BLE001 - e.g. the old index folder is gone: switching must still work
+            log.warning("firstlight: the previous version cannot be read (%s); its item changes are not carried "
+                        "over", last_line(err))
+            return f"none: the previous version could not be read ({last_line(err)[:200]})"
+        if added:
+            vectors = await self.encoder.encode.remote(model, [a["text"] for a in added], "passage")
+            refused(await self.retriever.upsert.remote(new.describe(), [{**a, "vector": v.tolist()}
+                                                                        for a, v in zip(added, vectors)]))
+        for pid in deleted:
+            refused(await self.retriever.delete.remote(new.describe(), pid))
+        return f"{len(added)} added and {len(deleted)} deleted products"

@@ -1,0 +1,109 @@
+"""The ranking orchestration behind /v1/recommend: encode -> first stage -> rerank -> the reply's
+items, over the deployments' handles. The gateway checks the request first; this module knows no HTTP.
+
+Reads (encode, search, rerank) whose replica died are retried on another replica, ``retries`` times;
+writes never go through here. When the Reranker cannot answer within ``rerank.timeout_s``, the
+first-stage ranking is served and the reply says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from ray.exceptions import ActorUnavailableError, RayActorError
+
+from ranking.rerank import RerankStage, rerank
+from ranking.session import explain
+from ranking.tokens import LexicalTokenizer
+from serve.messages import SearchRequest
+
+log = logging.getLogger("ray.serve")
+
+
+def replica_died(err: BaseException) -> bool:
+    """A replica died or is unreachable (the request may be retried elsewhere), not an error of its own."""
+    cause = getattr(err, "cause", None)
+    return isinstance(err, (RayActorError, ActorUnavailableError)) or isinstance(cause, RayActorError)
+
+
+async def read(method, *args, retries: int):
+    """``await method.remote(*args)``, retried on another replica when the one it reached died."""
+    for attempt in range(retries + 1):
+        try:
+            return await method.remote(*args)
+        except Exception as err:
+            if not replica_died(err) or attempt == retries:
+                raise
+            log.warning("firstlight: a replica died during a read; retrying (%s)", str(err).splitlines()[0][:200])
+            await asyncio.sleep(0.05 * (attempt + 1))
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One request's answer: per query text, its items (reply dicts), and how it was ranked."""
+
+    items: list
+    timing_ms: dict
+    reranked: bool
+    fallback: str | None
+
+
+def reply_item(hit: dict, query: str, rank: int, reranked: bool, tokens, explained: bool) -> dict:
+    """A returned product as the API shows it: the one place hits become reply items."""
+    item = {"id": hit["id"], "title": hit["title"], "score": hit["score"]}
+    if explained:
+        item["why"] = explain(query, hit, tokens, rank, hit.get("first_rank") if reranked else None)
+    return item
+
+
+class RankingPath:
+    def __init__(self, encoder, retriever, reranker, rerank_stage: RerankStage, retries: int, explained: bool):
+        self.encoder, self.retriever, self.reranker = encoder, retriever, reranker
+        self.stage, self.retries, self.explained = rerank_stage, retries, explained
+        self.fallbacks = 0  # replies served from the first stage because the Reranker could not answer
+        self.lexical_tokens = LexicalTokenizer()  # 'why' compares words as BM25 does
+
+    async def read(self, method, *args):
+        return await read(method, *args, retries=self.retries)
+
+    async def rank(self, version, queries: list[str], k: int, exclude: list[str], clicked: list[str],
+                   use_reranker: bool) -> Ranked:
+        """``queries`` as checked and spelling-corrected by the gateway; ``version`` read once by it."""
+        start = time.perf_counter()
+        vectors = await self.read(self.encoder.encode, version.model, queries, "query")
+        encoded = time.perf_counter()
+        use_reranker = use_reranker and self.reranker is not None
+        depth = max(k, self.stage.depth) if use_reranker else k
+        described = version.describe()
+        requests = [SearchRequest(described, v, q, depth, frozenset(exclude), tuple(clicked))
+                    for v, q in zip(vectors, queries)]
+        hits = await self.read(self.retriever.search, requests)
+        for row in hits:  # where the first stage put each product, for the reranker's part of 'why'
+            for rank, hit in enumerate(row):
+                hit["first_rank"] = rank
+        done = time.perf_counter()
+        timing = {"encode": 1000 * (encoded - start), "retrieve": 1000 * (done - encoded)}
+        reranked, fallback = False, None
+        if use_reranker:
+            hits, reranked, fallback = await self._rerank(queries, hits)
+            timing["rerank"] = 1000 * (time.perf_counter() - done)
+        items = [[reply_item(hit, query, rank, reranked, self.lexical_tokens, self.explained)
+                  for rank, hit in enumerate(row[:k])] for query, row in zip(queries, hits)]
+        return Ranked(items, timing, reranked, fallback)
+
+    async def _rerank(self, queries: list[str], hits: list[list[dict]]) -> tuple[list, bool, str | None]:
+        """The second stage, or the first stage's ranking with the reason when the Reranker cannot answer."""
+        depth = self.stage.depth
+        try:
+            scores = await asyncio.wait_for(asyncio.gather(*(
+                self.read(self.reranker.score, q, [c["text"] for c in row[:depth]]) for q, row in zip(queries, hits))),
+                timeout=self.stage.timeout_s)
+        except Exception as err:  # noqa: BLE001 - a dead, overloaded or slow reranker: serve the first stage
+            reason = "timed out" if isinstance(err, asyncio.TimeoutError) else (str(err).splitlines() or ["error"])[0]
+            log.warning("firstlight: reranker unavailable (%s); answering with the first-stage ranking", reason)
+            self.fallbacks += 1
+            return hits, False, f"reranker unavailable ({reason[:200]}); first-stage ranking served"
+        return [rerank(row, s, depth, self.stage.weight) for row, s in zip(hits, scores)], True, None

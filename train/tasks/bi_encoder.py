@@ -1,0 +1,55 @@
+"""The bi-encoder task: the query / product encoder, trained contrastively on (query, positive,
+hard negative) pairs with in-batch negatives (``train.losses``), validated by ranking a catalogue
+sample (``train.validation``), exported as a sentence-transformers folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from model.export import export_sentence_transformer
+from model.folders import read_prompts, resolve_model_path
+from train.config import TrainConfig
+from train.lora import add_adapters
+from train.losses import InfoNCELoss
+from train.pairs import build_pairs, tokenized_dataset
+from train.steps import CachedStep, PlainStep
+from train.validation import Validator
+
+log = logging.getLogger(__name__)
+
+
+class BiEncoderTask:
+    name = "encoder"
+    config_class = TrainConfig
+    model_loader = "AutoModel"
+
+    def data(self, cfg: TrainConfig, model_path: str):
+        pairs = build_pairs(cfg.prepared_dir, cfg)
+        log.info("[train] %d pairs (%d with a hard negative)", len(pairs), int(pairs["has_negative"].sum()))
+        return tokenized_dataset(pairs, model_path, cfg), len(pairs), {}
+
+    def model(self, cfg: TrainConfig, model_path: str, attention: str | None):
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(model_path, attn_implementation=attention)
+        if cfg.lora_rank:
+            model = add_adapters(model, cfg)
+        return model.train(cfg.dropout)  # from_pretrained hands back a model in eval mode: dropout off
+
+    def stepper(self, cfg: TrainConfig):
+        loss = InfoNCELoss(scale=cfg.scale, symmetric=cfg.symmetric_loss, mask_duplicates=cfg.mask_duplicates,
+                           hard_negatives=cfg.hard_negatives != "none")
+        return CachedStep(loss, cfg.grad_cache_chunk) if cfg.grad_cache_chunk else PlainStep(loss)
+
+    def validator(self, cfg: TrainConfig, tokenizer, model_path: str, extra: dict):
+        return Validator(cfg, tokenizer, read_prompts(model_path)) if cfg.val_queries else None
+
+    def examples_in(self, batch: dict) -> int:
+        return len(batch["query_ids"])
+
+    def export(self, cfg: TrainConfig, model, tokenizer, out: Path, state: dict) -> Path:
+        return export_sentence_transformer(model, tokenizer, out, max_length=cfg.product_max_length,
+                                           extra={"base_model": cfg.model, "step": state["step"],
+                                                  "val_ndcg@10": state.get("best")},
+                                           prompts=read_prompts(resolve_model_path(cfg.model)))

@@ -1,0 +1,63 @@
+"""The reranker task: a cross-encoder trained on groups of (query, product) pairs mined from the
+first stage the server runs (``train.rerank_lists``), with a listwise or pointwise loss
+(``train.rerank_losses``), validated by reranking val queries' candidates, exported as a
+sentence-transformers CrossEncoder folder that records its pair length."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from data_pipeline.prepare import load_split
+from evaluation.metrics import judged_from_frame
+from model.reranker import export_reranker, new_reranker
+from ranking.offline import OfflineRanker
+from train.rerank_config import RerankerConfig
+from train.rerank_lists import mine_lists, tokenized_lists
+from train.rerank_losses import RerankLoss, RerankValidator
+from train.steps import PlainStep
+from train.validation import sample_queries
+
+
+class RerankerTask:
+    name = "reranker"
+    config_class = RerankerConfig
+    model_loader = "AutoModelForSequenceClassification"
+
+    def data(self, cfg: RerankerConfig, model_path: str):
+        """Tokenised query groups, mined from the first stage the server runs, and the validation lists."""
+        ranker = OfflineRanker(cfg.prepared_dir, cfg.first_stage_index_dir, spell_correct=cfg.spell_correct)
+        lists = mine_lists(cfg, ranker, "train").sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
+        if cfg.max_pairs:  # here: query groups
+            lists = lists.head(cfg.max_pairs)
+        extra = {"val_lists": [], "val_judged": None}
+        if cfg.val_queries:
+            judged = judged_from_frame(load_split(cfg.prepared_dir, "val"))
+            queries = sample_queries(judged, cfg.val_queries, np.random.default_rng(cfg.seed))
+            texts, candidates = ranker.candidates(queries, cfg.first_stage, cfg.rerank_depth)
+            extra["val_lists"] = [{"key": q, "query": t, "ids": [c["id"] for c in cands],
+                                   "texts": [c["text"] for c in cands]}
+                                  for q, t, cands in zip(queries, texts, candidates)]
+            extra["val_judged"] = {name: {q: getattr(judged, name)[q] for q in queries}
+                                   for name in ("graded", "binary", "candidates")}
+        return tokenized_lists(lists, model_path, cfg), len(lists), extra
+
+    def model(self, cfg: RerankerConfig, model_path: str, attention: str | None):
+        return new_reranker(model_path, attn_implementation=attention).train(cfg.dropout)
+
+    def stepper(self, cfg: RerankerConfig):
+        return PlainStep(RerankLoss(cfg.loss))
+
+    def validator(self, cfg: RerankerConfig, tokenizer, model_path: str, extra: dict):
+        if not cfg.val_queries:
+            return None
+        return RerankValidator(extra["val_lists"], extra["val_judged"], tokenizer, cfg.pair_max_length)
+
+    def examples_in(self, batch: dict) -> int:
+        return int(batch["valid"].sum().item())
+
+    def export(self, cfg: RerankerConfig, model, tokenizer, out: Path, state: dict) -> Path:
+        return export_reranker(model, tokenizer, out, max_length=cfg.pair_max_length,
+                               extra={"base_model": cfg.model, "step": state["step"], "loss": cfg.loss,
+                                      "val_ndcg@10": state.get("best")})
