@@ -1,9 +1,9 @@
 """Train the reranker variants the ablation compares: pointwise (BCE) vs listwise (ListNet) loss,
 started from the pretrained MiniLM or from the fine-tuned bi-encoder. Each variant trains on the same
 ``--max-steps`` (a shorter run than the default recipe, so four fit in one sitting on 2 cores) and
-lands in WORKDIR/rerankers/<variant>/model; `benchmarks/bench_rerank.py` scores them.
+lands in WORKDIR/rerankers/<variant>/model; `benchmarks/quality/bench_rerank.py` scores them.
 
-    python benchmarks/train_reranker_variants.py --max-steps 200
+    python benchmarks/quality/train_reranker_variants.py --max-steps 200
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.paths import default_workdir  # noqa: E402
 
@@ -72,7 +72,7 @@ def write_section(root: Path, args) -> None:
             "| variant | start weights | loss | val nDCG@10 | last loss | pairs/s |\n|---|---|---|---|---|---|\n"
             + "\n".join(rows))
     update_section("rerank_train", "Reranker training: loss and start weights",
-                   f"python benchmarks/train_reranker_variants.py --max-steps {args.max_steps}", body)
+                   f"python benchmarks/quality/train_reranker_variants.py --max-steps {args.max_steps}", body)
 
 
 if __name__ == "__main__":

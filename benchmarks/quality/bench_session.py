@@ -10,7 +10,7 @@ and the rankings) for:
 - more like the clicked item: the encoder's neighbours of the clicked product alone.
 Paired bootstrap (evaluation/compare.py) of click and more-like-this against no click, on test.
 
-Usage (after `firstlight demo`): python benchmarks/bench_session.py
+Usage (after `firstlight demo`): python benchmarks/quality/bench_session.py
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.report import results_file, update_section  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
@@ -109,7 +109,7 @@ def main(argv=None) -> None:
                 cells.append(f"{mean:.3f} ({ci['mean_diff']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}])")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     val_line = ", ".join(f"{w:g}: {val_scores[f'click (weight {w:g})']['ndcg@10']:.3f}" for w in WEIGHTS)
-    update_section("session-clicks", "Session personalisation: one click", "python benchmarks/bench_session.py", f"""
+    update_section("session-clicks", "Session personalisation: one click", "python benchmarks/quality/bench_session.py", f"""
 Home Depot, {Path(index_dir).name} ({ranker.model}), the served first stage (hybrid BM25 + encoder). Queries with two or
 more relevant products: {len(val_clicks)} val, {len(test_clicks)} test. One relevant product per query (seeded) is the
 click; the other products are scored, the clicked one removed from judgments and rankings. Click = the query vector

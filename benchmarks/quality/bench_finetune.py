@@ -4,7 +4,7 @@ Embeds and indexes the catalogue with the fine-tuned model, evaluates it alone a
 on the Home Depot test split (full catalogue), and compares each with the best baseline by a paired
 bootstrap over queries. Usage (after `firstlight demo` and `firstlight train`):
 
-    python benchmarks/bench_finetune.py --model artifacts/homedepot/train/model --label "..." \
+    python benchmarks/quality/bench_finetune.py --model artifacts/homedepot/train/model --label "..." \
         --train-command "firstlight train ..." [--spell-correct]
 """
 
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
@@ -61,18 +61,10 @@ def main() -> None:
                                     spell_correct=args.spell_correct, output=str(ft_root / f"test{suffix}.json")))
     assert tuned["query_order"] == baseline["query_order"]
     # the fusion's weights tuned on the val split (never on test), then applied to test
-    wsum = run_evaluate(
-        EvalConfig(
-            prepared_dir=str(root / "data"),
-            index_dir=str(idx),
-            embeddings_dir=str(emb),
-            systems=("bm25", "dense", "fusion"),
-            tune_fusion_on="val",
-            spell_correct=args.spell_correct,
-            output=str(ft_root / f"test_wsum{suffix}.json"),
-            first_stage=FirstStage(fusion="wsum"),
-        )
-    )
+    wsum = run_evaluate(EvalConfig(prepared_dir=str(root / "data"), index_dir=str(idx), embeddings_dir=str(emb),
+                                   systems=("bm25", "dense", "fusion"), first_stage=FirstStage(fusion="wsum"),
+                                   tune_fusion_on="val", spell_correct=args.spell_correct,
+                                   output=str(ft_root / f"test_wsum{suffix}.json")))
     weights = wsum["fusion"]["params"]["weights"]
 
     systems = {"BM25": (baseline, "bm25"), "zero-shot all-MiniLM-L6-v2": (baseline, "dense"),
@@ -125,7 +117,7 @@ baseline for each metric:
         body = ("\nEvery system, baselines included, ranks the spelling-corrected queries "
                 f"({tuned['spell_correct']['queries_changed']} of {tuned['queries']} test queries changed).\n" + body)
     update_section(args.section, f"Fine-tuned encoder vs baselines on unseen queries: {args.label}",
-                   f"python benchmarks/bench_finetune.py --model {args.model}"
+                   f"python benchmarks/quality/bench_finetune.py --model {args.model}"
                    + (" --spell-correct" if args.spell_correct else ""), body, raw)
 
 

@@ -9,7 +9,7 @@
    rest (HTTP proxy, gateway, routing), from each response's ``timing_ms``.
 3. Autoscaling timeline: the Encoder deployment under 32 clients, then idle; replica count each second.
 
-Usage (after `firstlight demo`): python benchmarks/bench_serve.py [--seconds 20]
+Usage (after `firstlight demo`): python benchmarks/speed/bench_serve.py [--seconds 20]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     body = f"""
 {len(texts)} real Home Depot test queries, k=10, the index's model + FAISS flat ({"encoders on GPU 0" if gpu else "CPU"}),
 {args.seconds:.0f} s per level, HTTP clients (aiohttp) on the same machine, all in one run. Baseline:
-`benchmarks/baseline_server.py` (FastAPI + uvicorn, one process, no Ray, no batching), first in torch fp32
+`benchmarks/speed/baseline_server.py` (FastAPI + uvicorn, one process, no Ray, no batching), first in torch fp32
 as a user would write it, then with FirstLight's default inference backend (`auto`: {resolved_backend(args.device)} here).
 FirstLight: `serve/app.py` with {json.dumps(settings)} and the default backend; then the same with
 `batch_wait_s` 0 (no wait to fill a batch: batches form only from requests queued behind a running
@@ -263,7 +263,7 @@ then idle for 45 s; Encoder replicas RUNNING when they changed (seconds from the
                    ("serve", "Serving: FirstLight (Ray Serve) vs a single-process FastAPI baseline"))
     raw = {"baseline": baselines, "firstlight": ours, "settings": settings, "autoscale": timeline,
            "autoscale_settings": scale_settings}
-    update_section(name, title, "python benchmarks/bench_serve.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    update_section(name, title, "python benchmarks/speed/bench_serve.py " + " ".join(sys.argv[1:] if argv is None else argv),
                    body, raw)
     return {**raw, "table": body}
 

@@ -2,10 +2,10 @@
 grade yet, shuffled and without saying which run returned them, for blind grading by the pool's
 GUIDELINE.md (its README asks for this when a ranker's top 10 is under 90% inside the pool).
 
-    python benchmarks/pool_unjudged.py artifacts/homedepot/eval/pool.rerank.trec ... > to_grade.csv
+    python benchmarks/quality/pool_unjudged.py artifacts/homedepot/eval/pool.rerank.trec ... > to_grade.csv
 
 The graded rows go to `benchmarks/results/pool_supplement.csv` (same columns as the pool's
-judgments.csv plus `grader`); `benchmarks/bench_rerank.py` scores on the pool plus that file.
+judgments.csv plus `grader`); `benchmarks/quality/bench_rerank.py` scores on the pool plus that file.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import random
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.paths import default_homedepot_dir, default_workdir  # noqa: E402
 
-SUPPLEMENT = Path(__file__).resolve().parent / "results" / "pool_supplement.csv"
+SUPPLEMENT = Path(__file__).resolve().parents[1] / "results" / "pool_supplement.csv"
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """Chinese and multilingual shoppers: what the CJK lexical side and multilingual-e5-small do on the
 Chinese demo catalogue, and what choosing the multilingual encoder costs on Home Depot's English.
 
-    python benchmarks/bench_multilingual.py --part zh      # zh-demo: BM25-CJK, encoders, fusion
-    python benchmarks/bench_multilingual.py --part speed   # encode speed, MiniLM vs e5, 2 cores
-    python benchmarks/bench_multilingual.py --part english # Home Depot test split, zero-shot + fine-tuned
+    python benchmarks/quality/bench_multilingual.py --part zh      # zh-demo: BM25-CJK, encoders, fusion
+    python benchmarks/quality/bench_multilingual.py --part speed   # encode speed, MiniLM vs e5, 2 cores
+    python benchmarks/quality/bench_multilingual.py --part english # Home Depot test split, zero-shot + fine-tuned
 
 The zh part ranks all 40 zh-demo queries (nothing is trained on them). The English part evaluates
 indexes built beforehand: MiniLM's zero-shot and fine-tuned ones (`firstlight demo --finetune true`)
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.report import need_bench_extra, update_section  # noqa: E402
 from common.paths import default_homedepot_dir, default_workdir  # noqa: E402
@@ -198,7 +198,7 @@ def main() -> None:
               "speed": "Encode speed: all-MiniLM-L6-v2 vs multilingual-e5-small",
               "english": "English cost of the multilingual encoder (Home Depot)"}
     update_section(f"multilingual_{args.part}", titles[args.part],
-                   f"python benchmarks/bench_multilingual.py --part {args.part}", body, raw)
+                   f"python benchmarks/quality/bench_multilingual.py --part {args.part}", body, raw)
     print(body)
     print(json.dumps(raw, indent=1)[:2000])
 

@@ -1,6 +1,6 @@
 """The GPU check: every GPU figure FirstLight reports, in one run of under 8 minutes on one GPU.
 
-    python benchmarks/gpu_check.py            # on a GPU machine, after the README's setup with [gpu]
+    python benchmarks/speed/gpu_check.py            # on a GPU machine, after the README's setup with [gpu]
 
 It runs, one after the other, each writing its own section of benchmarks/RESULTS.md:
 
@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks import bench_embedding, bench_scale, bench_serve, gpu_train  # noqa: E402
 from benchmarks.report import RESULTS_ENV, results_file  # noqa: E402
+from benchmarks.speed import bench_embedding, bench_scale, bench_serve, gpu_train  # noqa: E402
 from common.paths import default_homedepot_dir, default_workdir  # noqa: E402
 
 # (full GPU run, CPU dry run) sizes per step

@@ -1,6 +1,6 @@
 """How the product index scales: FAISS build time, memory, QPS and recall@100 at 54k, 1M and 10M products.
 
-    python benchmarks/bench_scale.py [--sizes 54667,1000000,10000000] [--kinds flat,ivf,ivfpq,hnsw]
+    python benchmarks/speed/bench_scale.py [--sizes 54667,1000000,10000000] [--kinds flat,ivf,ivfpq,hnsw]
 
 54k is the real Home Depot catalogue embedded by the fine-tuned recipe model (`firstlight demo
 --finetune true`), queried with the real test queries. 1M and 10M products are synthetic vectors
@@ -20,7 +20,7 @@ sizes or kinds keeps the other rows from the run before (each row carries its da
 measuring is not lost to one crash, and 10M can be rerun alone.
 
 ``--device cuda`` builds on the CPU, moves flat and IVF indexes to GPU 0 and searches there (section
-"index_scale_gpu"; benchmarks/gpu_check.py runs it at 1M).
+"index_scale_gpu"; benchmarks/speed/gpu_check.py runs it at 1M).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 
@@ -183,14 +183,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = [row(r) for r in raw]
     body = (f"{len(q)} real Home Depot test queries (fine-tuned all-MiniLM-L6-v2, {dim} dimensions), top {args.k}; "
             f"FAISS on {where} (built on the CPU). 54,667 = the real catalogue; larger sizes are synthetic vectors "
-            "around the real ones (benchmarks/bench_scale.py says how). QPS: all queries in one batch; p50: one "
+            "around the real ones (benchmarks/speed/bench_scale.py says how). QPS: all queries in one batch; p50: one "
             "query at a time. Memory: the process's resident growth while the index was built. Recall@100: "
             "overlap with exact search's top 100. (auto) marks the kind `firstlight index` picks by default.\n\n"
             "| products | index | build s | memory GB | QPS (batched) | p50 ms (one query) | recall@100 | settings |\n"
             "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     save(saved, raw)
     name, title = ("index_scale_gpu", "Index scale on a GPU") if gpu else ("index_scale", "Index scale: 54k to 10M products")
-    update_section(name, title, "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    update_section(name, title, "python benchmarks/speed/bench_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
                    body, raw)
     return raw
 

@@ -5,7 +5,7 @@ body as the document says, schema-violating input refused with a 4xx, 405s with 
 admin routes refusing callers without the token. Not checked: that every schema-valid request is
 accepted, since JSON Schema cannot say "at most 128 tokens" or "an id that is in the index".
 
-    python -m benchmarks.fuzz_api --url http://127.0.0.1:8000 --token-file TOKEN -n 100
+    python -m benchmarks.reliability.fuzz_api --url http://127.0.0.1:8000 --token-file TOKEN -n 100
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-CONFIG = Path(__file__).resolve().parents[1] / "tests" / "schemathesis.toml"
+CONFIG = Path(__file__).resolve().parents[2] / "tests" / "schemathesis.toml"
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
           "negative_data_rejection,unsupported_method,allow_header_conformance,ignored_auth,"
           "missing_required_header")

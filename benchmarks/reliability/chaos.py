@@ -1,7 +1,7 @@
 """Fault injection against a running FirstLight: find a deployment's replica processes, kill -9 one
 while clients keep asking, and count what failed and how long answers stopped.
 
-Shared by tests/test_faults.py (small, in CI) and benchmarks/bench_reliability.py (the figures).
+Shared by tests/test_faults.py (small, in CI) and benchmarks/reliability/bench_reliability.py (the figures).
 """
 
 from __future__ import annotations

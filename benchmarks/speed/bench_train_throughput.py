@@ -11,7 +11,7 @@ allocator growth, oneDNN kernel selection). The two trainers run alternately ``-
 the ratio of the medians is reported, because on a 2-core machine one run moves by several percent.
 Needs the `bench` extra (datasets) and `firstlight prepare` output. Usage:
 
-    python benchmarks/bench_train_throughput.py [--pairs 3200] [--batch-size 32] [--max-length 64] [--rounds 2]
+    python benchmarks/speed/bench_train_throughput.py [--pairs 3200] [--batch-size 32] [--max-length 64] [--rounds 2]
         [--precision fp32|bf16] [--mixed-precision auto|weights] [--length-window 0]
 """
 
@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.report import need_bench_extra, update_section  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
@@ -169,7 +169,7 @@ Ray Data before training{f"; micro-batches regrouped by product length, {args.le
     title = ", ".join(s[3] for s in chosen)
     update_section("train_throughput" + "".join(s[2] for s in chosen),
                    "Training throughput vs sentence-transformers" + (f" ({title})" if title else ""),
-                   " ".join(["python benchmarks/bench_train_throughput.py"] + [s[1] for s in chosen]), body,
+                   " ".join(["python benchmarks/speed/bench_train_throughput.py"] + [s[1] for s in chosen]), body,
                    raw={"sentence_transformers": st_rates, "firstlight": fl_rates, "steps": steps,
                         "batch_size": args.batch_size, "warmup_steps": args.warmup_steps})
 

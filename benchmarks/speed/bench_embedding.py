@@ -3,7 +3,7 @@
 Both embed the same Home Depot titles with the same model, max length and thread count; the ratio
 is taken within one run. Usage:
 
-    python benchmarks/bench_embedding.py [--titles 10000] [--max-length 64]
+    python benchmarks/speed/bench_embedding.py [--titles 10000] [--max-length 64]
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_homedepot_dir  # noqa: E402
 from data_pipeline.embed import EmbedConfig  # noqa: E402
 from model.runtime import EncoderRuntime  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -124,7 +125,7 @@ Actors (default backend): what more workers buy on this {threads}-core node (eac
 """
     name, title = ("embedding_gpu", "Catalogue embedding throughput on a GPU") if gpu else \
         ("embedding", "Catalogue embedding throughput")
-    update_section(name, title, "python benchmarks/bench_embedding.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    update_section(name, title, "python benchmarks/speed/bench_embedding.py " + " ".join(sys.argv[1:] if argv is None else argv),
                    body,
                    {"titles": len(titles), "st_seconds": st_seconds, "ray_seconds": ray_seconds,
                     "st_titles_per_s": st_rate, "ray_titles_per_s": ray_rate, "ratio": ray_rate / st_rate,

@@ -2,7 +2,7 @@
 
 Parts (each writes its own section of benchmarks/RESULTS.md; `--part all` runs the first three):
 - fuzz: schemathesis over the served OpenAPI document, every route, without and with the admin
-  token (benchmarks/fuzz_api.py): requests sent and 5xx answered.
+  token (benchmarks/reliability/fuzz_api.py): requests sent and 5xx answered.
 - kill: 8 closed-loop clients on real test queries; one replica of each deployment (Encoder,
   Retriever, Reranker, Gateway) is killed with SIGKILL in turn; failed requests and the longest
   stall (no successful answer) from the kill on, against the p99 before it. Configurations: the
@@ -13,8 +13,8 @@ Parts (each writes its own section of benchmarks/RESULTS.md; `--part all` runs t
   of every process of the app at the start and the end, and errors.
 
 Usage (after `firstlight demo`, and with the reranker trained: `firstlight train-reranker`):
-    python benchmarks/bench_reliability.py --part all
-    python benchmarks/bench_reliability.py --part soak --soak-minutes 10
+    python benchmarks/reliability/bench_reliability.py --part all
+    python benchmarks/reliability/bench_reliability.py --part soak --soak-minutes 10
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.chaos import (  # noqa: E402
+from benchmarks.reliability.chaos import (  # noqa: E402
     LoadRecord,
     kill_one,
     replica_pids,
     run_load,
     wait_for_replicas,
 )
-from benchmarks.fuzz_api import fuzz  # noqa: E402
+from benchmarks.reliability.fuzz_api import fuzz  # noqa: E402
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
 
@@ -108,7 +108,7 @@ def part_fuzz(root: Path, scratch: Path, port: int, examples: int) -> dict:
                      f"{', '.join(f'{s}: {n}' for s, n in r['statuses'].items())} |" for who, r in runs.items())
     total = sum(r["requests"] for r in runs.values())
     update_section("reliability-fuzz", "Reliability: API fuzzing (schemathesis)",
-                   f"python benchmarks/bench_reliability.py --part fuzz --examples {examples}", f"""
+                   f"python benchmarks/reliability/bench_reliability.py --part fuzz --examples {examples}", f"""
 schemathesis {_version('schemathesis')} over the served OpenAPI document (full Home Depot index, reranker on),
 every route, at most {examples} cases per route and phase (coverage, fuzzing, stateful), seed 1. Checks: no 5xx,
 statuses / bodies / content types as documented, schema-violating input refused with a 4xx, 405 with Allow,
@@ -169,7 +169,7 @@ def part_kill(root: Path, scratch: Path, port: int, clients: int, before_s: floa
             lines.append(f"| {name} | {r['deployment']} | {r['requests']} | {r['failed']} ({r['failed_pct']}%) | "
                          f"{r['longest_stall_ms']:.0f} | {r['p99_before_ms']} |")
     update_section("reliability-kill", "Reliability: losing a replica under load",
-                   f"python benchmarks/bench_reliability.py --part kill --clients {clients}", f"""
+                   f"python benchmarks/reliability/bench_reliability.py --part kill --clients {clients}", f"""
 {clients} closed-loop HTTP clients on {len(bodies)} real Home Depot test queries (k=10, hybrid + reranker, full index).
 After {before_s:.0f} s one replica of the named deployment is killed with SIGKILL; requests answered (or failed) in the {after_s:.0f} s
 from the kill on are counted. *Stall*: the longest time from the kill on with no successful answer, to compare with
@@ -229,7 +229,7 @@ def part_crash(root: Path, scratch: Path, port: int, writers: int, per_writer: i
     result = {"written": writers * per_writer, "acknowledged": len(acknowledged), "lost": len(lost),
               "killed_processes": len(killed), "restart_s": round(restart_s, 1)}
     update_section("reliability-crash", "Reliability: kill -9 after acknowledged changes",
-                   f"python benchmarks/bench_reliability.py --part crash --writers {writers}", f"""
+                   f"python benchmarks/reliability/bench_reliability.py --part crash --writers {writers}", f"""
 {writers} concurrent writers each add {per_writer} products (one per POST /v1/items); right after the last
 acknowledgement every replica of the app ({len(killed)} processes) is killed with SIGKILL, and the app is deployed
 again on the same state. Each acknowledged product is then searched for by its title.
@@ -304,7 +304,7 @@ def part_soak(root: Path, scratch: Path, port: int, minutes: float, clients: int
                      f"{last[name] - half[name]:+.1f} |" for name in pids)
     result = {"minutes": minutes, "requests": summary["requests"], "failed": summary["failed"],
               "p99_ms": summary["p99_ms"], "changes": changes, "rss_mb": samples}
-    update_section("reliability-soak", "Reliability: soak", f"python benchmarks/bench_reliability.py --part soak "
+    update_section("reliability-soak", "Reliability: soak", f"python benchmarks/reliability/bench_reliability.py --part soak "
                    f"--soak-minutes {minutes:g}", f"""
 {minutes:g} minutes of {clients} closed-loop clients on {len(bodies)} real Home Depot test queries (hybrid + reranker,
 one replica of each deployment), with a product added and deleted about once a second throughout. Memory is the

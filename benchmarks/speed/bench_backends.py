@@ -1,7 +1,7 @@
 """Inference backends (fp32, bf16, int8): quality kept and speed bought, for both models.
 
-    python benchmarks/bench_backends.py --part quality   # Home Depot test split, each backend end to end
-    python benchmarks/bench_backends.py --part speed     # titles/s, query latency, rerank ms per query
+    python benchmarks/speed/bench_backends.py --part quality   # Home Depot test split, each backend end to end
+    python benchmarks/speed/bench_backends.py --part speed     # titles/s, query latency, rerank ms per query
 
 Quality: for each backend the whole path runs at that backend, as a shop would run it: the
 catalogue embedded (`firstlight embed --backend B`), indexed, the test queries encoded and the top
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_homedepot_dir, default_workdir  # noqa: E402
@@ -56,28 +56,14 @@ def quality_part(workdir: Path) -> tuple[str, dict]:
     raw = {}
     for backend in BACKENDS:
         start = time.perf_counter()
-        embeddings = run_embed(
-            EmbedConfig(
-                prepared_dir=str(root / "data"),
-                output_dir=str(out / f"embeddings_{backend}"),
-                model=encoder,
-                runtime=EncoderRuntime(backend=backend),
-            )
-        )
+        embeddings = run_embed(EmbedConfig(prepared_dir=str(root / "data"), output_dir=str(out / f"embeddings_{backend}"),
+                                           model=encoder, runtime=EncoderRuntime(backend=backend)))
         embed_s = time.perf_counter() - start
         index = run_index(IndexConfig(embeddings_dir=str(embeddings), output_dir=str(out / f"index_{backend}")))
-        result = run_evaluate(
-            EvalConfig(
-                prepared_dir=str(root / "data"),
-                index_dir=str(index),
-                embeddings_dir=str(embeddings),
-                systems=("dense", "fusion", "rerank"),
-                output=str(root / "eval" / f"backend_{backend}.json"),
-                rerank=RerankStage(model=reranker),
-                runtime=EncoderRuntime(backend=backend),
-            ),
-            show_table=False,
-        )
+        result = run_evaluate(EvalConfig(prepared_dir=str(root / "data"), index_dir=str(index),
+                                         embeddings_dir=str(embeddings), systems=("dense", "fusion", "rerank"),
+                                         rerank=RerankStage(model=reranker), runtime=EncoderRuntime(backend=backend),
+                                         output=str(root / "eval" / f"backend_{backend}.json")), show_table=False)
         raw[backend] = {s: {m: result["systems"][s]["mean"][m] for m in METRICS} for s in ("dense", "fusion", "rerank")}
         raw[backend]["embed_s"] = embed_s
         queries = result["queries"]
@@ -169,7 +155,7 @@ def main() -> None:
     titles = {"quality": "Inference backends: quality on the test split",
               "speed": "Inference backends: speed on 2 cores"}
     update_section(f"backends_{args.part}", titles[args.part],
-                   f"python benchmarks/bench_backends.py --part {args.part}", body, raw)
+                   f"python benchmarks/speed/bench_backends.py --part {args.part}", body, raw)
     print(body)
 
 

@@ -4,7 +4,7 @@ the test split's crowd labels and the densely judged pool plus its blind-graded 
 (`benchmarks/results/pool_supplement.csv`). Paired bootstraps against the encoder alone and the
 first stage alone.
 
-    python benchmarks/bench_served_default.py --reranker artifacts/homedepot/reranker/model
+    python benchmarks/quality/bench_served_default.py --reranker artifacts/homedepot/reranker/model
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.pool_unjudged import SUPPLEMENT  # noqa: E402
+from benchmarks.quality.pool_unjudged import SUPPLEMENT  # noqa: E402
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_homedepot_dir, default_workdir  # noqa: E402
 from ranking.rerank import RerankStage  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
                 "(`benchmarks/results/pool_supplement.csv`); queries with no product graded 3 are left out, as "
                 "everywhere in FirstLight (relevant = relevance >= 2.5).")
     update_section("served_default", "The served default ranking path (`firstlight evaluate`, both yardsticks)",
-                   "python benchmarks/bench_served_default.py --reranker " + args.reranker, "\n\n".join(body),
+                   "python benchmarks/quality/bench_served_default.py --reranker " + args.reranker, "\n\n".join(body),
                    {k: {s: v["mean"] for s, v in r["systems"].items()} for k, r in results.items()})
 
 

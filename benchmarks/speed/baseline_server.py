@@ -3,14 +3,14 @@
 Deliberately minimal (no batching, no replicas, no validation beyond pydantic): what a team would
 write in an afternoon. `bench_serve.py` starts it; by hand:
 
-    python benchmarks/baseline_server.py --index-dir artifacts/homedepot/index --port 8100
+    python benchmarks/speed/baseline_server.py --index-dir artifacts/homedepot/index --port 8100
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def make_app(index_dir: str, prepared_dir: str, backend: str = "fp32", device: str = "cpu"):

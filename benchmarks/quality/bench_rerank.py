@@ -12,7 +12,7 @@ candidates are scored once at the deepest depth and every row reuses them throug
 depth). Paired bootstraps compare the reranker at ``--default-depth`` with the encoder alone and the
 best fusion; the served default itself is measured by `bench_served_default.py`.
 
-    python benchmarks/bench_rerank.py --reranker artifacts/homedepot/reranker/model
+    python benchmarks/quality/bench_rerank.py --reranker artifacts/homedepot/reranker/model
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_homedepot_dir, default_workdir  # noqa: E402
@@ -44,7 +44,7 @@ def main() -> None:
 
     import pandas as pd
 
-    from benchmarks.pool_unjudged import SUPPLEMENT
+    from benchmarks.quality.pool_unjudged import SUPPLEMENT
     from common.runtime import setup_logging
     from data_pipeline.prepare import load_catalogue, load_split
     from data_pipeline.readers import JudgmentSpec, read_judgments_frame
@@ -166,9 +166,9 @@ def main() -> None:
                 f"{len(sets['val'].queries)} val queries; reranker blend weight {blend:.1f} tuned on val "
                 f"(val nDCG@10 by weight: {', '.join(f'{w}: {v:.3f}' for w, v in zip(grid, val_scores))}).")
     write_disagreements(runs["pool"], sets["pool"], hybrid_name, served, ranker.hybrid.titles,
-                        raw["pool"], Path(__file__).resolve().parent / "results" / "rerank_disagreements.md")
+                        raw["pool"], Path(__file__).resolve().parents[1] / "results" / "rerank_disagreements.md")
     update_section("rerank", "Ranking path: hybrid first stage and cross-encoder reranker",
-                   "python benchmarks/bench_rerank.py --reranker " + args.reranker +
+                   "python benchmarks/quality/bench_rerank.py --reranker " + args.reranker +
                    (f" --variants {args.variants}" if args.variants else ""), "\n\n".join(body), raw)
     print(json.dumps({"dense_weight": weight, "rrf_k": rrf_k, "blend": blend}))
 

@@ -2,7 +2,7 @@
 
 Run on a GPU machine after `firstlight prepare` (the prepared folder is all it reads):
 
-    python benchmarks/gpu_train.py --prepared-dir artifacts/homedepot/data --steps 200 --batch-size 256
+    python benchmarks/speed/gpu_train.py --prepared-dir artifacts/homedepot/data --steps 200 --batch-size 256
 
 Pairs/s is the steady-state rate of the recipe's training loop, from the end of step
 ``--warmup-steps`` to the end of the last step (read from the run's metrics.jsonl, as
@@ -24,10 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.bench_train_throughput import loop_rate  # noqa: E402
 from benchmarks.report import update_section  # noqa: E402
+from benchmarks.speed.bench_train_throughput import loop_rate  # noqa: E402
 
 
 def random_init_copy(model_path: str, out: Path) -> str:
@@ -119,7 +119,7 @@ batch {args.batch_size} per worker, {args.steps} steps ({wall:.0f} s wall includ
     figures = {"pairs_per_s": pairs_per_s, "tokens_per_pair": tokens, "params": params, "mfu": mfu}
     if gpu:
         update_section("gpu_train", "GPU training throughput and MFU",
-                       "python benchmarks/gpu_train.py " + " ".join(sys.argv[1:] if argv is None else argv), body,
+                       "python benchmarks/speed/gpu_train.py " + " ".join(sys.argv[1:] if argv is None else argv), body,
                        raw=figures)
     else:
         print(body)

@@ -5,7 +5,7 @@ The browser is the operating system's (Debian: `apt-get install chromium chromiu
 by Selenium through /usr/bin/chromedriver: nothing is downloaded at run time. tests/test_demo.py
 runs it in CI; against a running server (`firstlight serve ... --admin-token-file T`):
 
-    python benchmarks/demo_page.py --url http://127.0.0.1:8000 --token-file T --query "cordless drill" \
+    python benchmarks/reliability/demo_page.py --url http://127.0.0.1:8000 --token-file T --query "cordless drill" \
         --screenshot docs/images/demo.png
 """
 

@@ -7,7 +7,7 @@
 2. Latency: p50 / p99 at 1 and 32 HTTP clients for dense only, hybrid, and hybrid + rerank at
    depths 10 / 20 / 30 / 50 (the per-request ``rerank`` switch and one deployment per depth).
 
-    python benchmarks/bench_ranking_serve.py --reranker artifacts/homedepot/reranker/model
+    python benchmarks/quality/bench_ranking_serve.py --reranker artifacts/homedepot/reranker/model
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.bench_serve import drive, free_port, wait_ready  # noqa: E402
 from benchmarks.report import update_section  # noqa: E402
+from benchmarks.speed.bench_serve import drive, free_port, wait_ready  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
 from ranking.rerank import RerankStage  # noqa: E402
 
@@ -134,7 +134,7 @@ one replica each; {args.seconds:.0f} s per level; real test queries, k=10):
 {chr(10).join(lat_rows)}
 """
     update_section("rerank_serve", "Ranking path through HTTP: replay check and latency per mode",
-                   "python benchmarks/bench_ranking_serve.py --reranker " + args.reranker, body,
+                   "python benchmarks/quality/bench_ranking_serve.py --reranker " + args.reranker, body,
                    {"offline": {m: offline["systems"]["rerank"]["mean"][m] for m in METRICS}, "online": online,
                     "latency": latency, "depth": args.depth})
 

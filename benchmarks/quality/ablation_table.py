@@ -2,11 +2,11 @@
 
 Reads, under the work folder, each ``train-*`` run (its config from a checkpoint, its exported
 model's validation nDCG@10, its training rate) and the test results that
-``benchmarks/bench_finetune.py`` (or `firstlight embed/index/evaluate` into ``finetuned-<run>/``)
+``benchmarks/quality/bench_finetune.py`` (or `firstlight embed/index/evaluate` into ``finetuned-<run>/``)
 wrote for it, and writes the section "Fine-tuning ablations" of RESULTS.md. Runs already in the
 table whose folders are not on this machine keep their recorded rows. Usage:
 
-    python benchmarks/ablation_table.py [--workdir artifacts/homedepot]
+    python benchmarks/quality/ablation_table.py [--workdir artifacts/homedepot]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.report import RESULTS, update_section  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
@@ -190,7 +190,7 @@ Targets: alone nDCG@10 >= 0.40 and Recall@100 >= 0.83; fused >= 0.42 / 0.85.
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 """
-    update_section("finetune_ablations", "Fine-tuning ablations", "python benchmarks/ablation_table.py", body,
+    update_section("finetune_ablations", "Fine-tuning ablations", "python benchmarks/quality/ablation_table.py", body,
                    raw={"runs": runs})
 
 
