@@ -92,7 +92,9 @@ def _given(cls, namespace, prefix: str = "") -> dict:
 def _merge(base: dict, top: dict) -> dict:
     out = dict(base)
     for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        if isinstance(value, dict):  # a copy: dotted keys below update it, never the caller's mapping
+            value = _merge(out[key], value) if isinstance(out.get(key), dict) else dict(value)
+        out[key] = value
     return out
 
 
@@ -136,7 +138,9 @@ def _undotted(values: dict) -> dict:
             if isinstance(nested, dict):
                 nested.update(_undotted({rest: value}))
                 continue
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        if isinstance(value, dict):  # a copy: dotted keys below update it, never the caller's mapping
+            value = _merge(out[key], value) if isinstance(out.get(key), dict) else dict(value)
+        out[key] = value
     return out
 
 

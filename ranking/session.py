@@ -4,7 +4,7 @@ product says why it is there.
 - **Personalisation** (Rocchio): the query vector is pulled toward the clicked products' vectors,
   ``q' = normalise(q + weight * mean(clicked))``; BM25 still ranks the words typed, the two sides are
   fused as usual, the reranker still reads the text, and clicked products are not shown again. The
-  weight is tuned on val (benchmarks/bench_session.py). Nothing is kept on the server: the client
+  weight is tuned on val (benchmarks/quality/bench_session.py). Nothing is kept on the server: the client
   sends its clicks with each request, so any replica can answer and a restart loses nothing.
 - **Explanations** (``why``): the query words a product matches (after normalisation and spelling
   correction, compared as BM25 compares them: stemmed), which side of the first stage found it

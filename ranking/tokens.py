@@ -32,7 +32,7 @@ def cjk_grams(run: str) -> list[str]:
 
 class LexicalTokenizer:
     """Text -> BM25 tokens; one instance per index (it caches stems). ``cjk`` cuts a CJK run into
-    tokens (benchmarks/bench_multilingual.py measures a word segmenter there)."""
+    tokens (benchmarks/quality/bench_multilingual.py measures a word segmenter there)."""
 
     def __init__(self, cjk=cjk_grams):
         import Stemmer

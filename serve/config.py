@@ -168,7 +168,7 @@ class ServeConfig:
         "help": "correct query words unknown to the catalogue (and to English) before encoding"})
     session_weight: float = field(default=0.5, metadata={
         "help": "how far a session's clicks pull the query vector (Rocchio weight, tuned on val by "
-                "benchmarks/bench_session.py); 0 ignores clicks except to exclude them"})
+                "benchmarks/quality/bench_session.py); 0 ignores clicks except to exclude them"})
     explain: bool = field(default=True, metadata={"help": "give every returned product its 'why'"})
     admin_token_env: str = field(default="FIRSTLIGHT_ADMIN_TOKEN", metadata={
         "help": "environment variable holding the admin bearer token (admin API off when neither is set)"})

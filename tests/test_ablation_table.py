@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.ablation_table import merge
+from benchmarks.quality.ablation_table import merge
 
 
 def row(name: str, ndcg: float, steps: int | None = 268) -> dict:
@@ -30,7 +30,7 @@ def test_ensembles_come_last_after_soups():
 def test_settings_name_the_options_that_differ():
     from dataclasses import asdict
 
-    from benchmarks.ablation_table import settings
+    from benchmarks.quality.ablation_table import settings
     from train.config import TrainConfig
 
     words = settings(asdict(TrainConfig(positive_at=2.5, lr=1e-4, symmetric_loss=True, seed=7)))

@@ -9,8 +9,9 @@ import requests
 from data_pipeline.index import ProductIndex
 from data_pipeline.prepare import PrepareConfig, load_catalogue, run_prepare
 from model.encoder import TextEncoder
-from serve.config import ServeConfig
-from tests.test_serve import TOKEN, free_port, post, served
+from tests.serving import TOKEN, post, served, small_app
+
+pytestmark = pytest.mark.serving  # a slow kind: the quick tier (-m 'not slow') leaves these out
 
 OUTERWEAR = "服装/外套/"
 
@@ -44,18 +45,8 @@ def zh_artifacts(tmp_path_factory, ray_session, e5_model_dir):
 @pytest.fixture(scope="module")
 def zh_service(zh_artifacts):
     root, _ = zh_artifacts
-    cfg = ServeConfig.from_args(
-        {
-            "index_dir": str(root / "index"),
-            "admin_token_file": str(root / "token"),
-            "encoder.num_cpus": 0.25,
-            "retriever.num_cpus": 0.25,
-            "gateway.num_cpus": 0.1,
-            "encoder.max_replicas": 1,
-            "limits.max_text_tokens": 32,
-            "port": free_port(),
-        }
-    )
+    cfg = small_app({"index_dir": str(root / "index"), "admin_token_file": str(root / "token"),
+                     "limits.max_text_tokens": 32})
     with served(cfg, name="firstlight-zh") as url:
         yield url
 

@@ -7,32 +7,18 @@ import json
 import pytest
 import requests
 
-from serve.config import ServeConfig
-from tests.test_serve import TOKEN, artifacts, free_port, post, served  # noqa: F401 - the shared fixture
+from tests.serving import TOKEN, artifacts, free_port, post, served, small_app  # noqa: F401 - the shared fixture
 from tests.test_serve_ranking import reranker_dir  # noqa: F401
+
+pytestmark = [pytest.mark.browser, pytest.mark.serving]  # a slow kind: the quick tier (-m 'not slow') leaves these out
 
 
 @pytest.fixture(scope="module")
 def app(artifacts, reranker_dir):  # noqa: F811
     root, _ = artifacts
-    cfg = ServeConfig.from_args(
-        {
-            "index_dir": str(root / "index"),
-            "state_dir": str(root / "demo_state"),
-            "runtime.backend": "fp32",
-            "admin_token_file": str(root / "token"),
-            "rerank.model": str(reranker_dir),
-            "rerank.depth": 5,
-            "limits.max_session_clicks": 3,
-            "encoder.num_cpus": 0.25,
-            "retriever.num_cpus": 0.25,
-            "reranker.num_cpus": 0.25,
-            "gateway.num_cpus": 0.1,
-            "encoder.max_replicas": 1,
-            "reranker.max_replicas": 1,
-            "port": free_port(),
-        }
-    )
+    cfg = small_app({"index_dir": str(root / "index"), "state_dir": str(root / "demo_state"),
+                     "runtime.backend": "fp32", "admin_token_file": str(root / "token"),
+                     "rerank": {"model": str(reranker_dir), "depth": 5}, "limits.max_session_clicks": 3})
     with served(cfg) as url:
         yield url
 
@@ -101,7 +87,7 @@ def test_why_names_the_matched_words_the_sources_and_the_reranker(app, artifacts
 
 
 def test_the_demo_page_in_a_real_browser(app, tmp_path):
-    from benchmarks.demo_page import drive
+    from benchmarks.reliability.demo_page import drive
 
     screenshot = tmp_path / "demo.png"
     item = {"id": "demo-lantern", "title": "Brass storm lantern with glass chimney"}

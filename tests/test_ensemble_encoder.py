@@ -152,6 +152,7 @@ def test_the_gateway_counts_an_ensembles_tokens_with_every_members_tokenizer(ens
     assert (err.value.status, err.value.code, err.value.field) == (422, "too_many_tokens", "texts.1")
 
 
+@pytest.mark.serving
 def test_the_server_answers_and_adds_items_with_an_ensemble(ensemble_dir, prepared, tmp_path):
     """`firstlight serve` over an ensemble's index: recommend, add a product (found at once, encoded by
     every member), and refuse a text too long for a member's tokenizer, all over real HTTP."""
@@ -160,30 +161,18 @@ def test_the_server_answers_and_adds_items_with_an_ensemble(ensemble_dir, prepar
     from data_pipeline.index import ProductIndex
     from data_pipeline.prepare import load_catalogue
     from model.encoder import TextEncoder
-    from serve.config import ServeConfig
-    from tests.test_serve import free_port, served
+    from tests.serving import served, small_app
 
     catalogue = load_catalogue(prepared)
     encoder = TextEncoder.load(str(ensemble_dir))
     ProductIndex.build(catalogue["product_id"].tolist(), encoder.encode(catalogue["text"].tolist()),
                        model=str(ensemble_dir)).save(tmp_path / "index")
     (tmp_path / "token").write_text("ensemble-token\n")
-    cfg = ServeConfig.from_args(
-        {
-            "runtime.backend": "fp32",  # scores compared with fp32 to 1e-5
-            "index_dir": str(tmp_path / "index"),
-            "prepared_dir": str(prepared),
-            "port": free_port(),
-            "admin_token_file": str(tmp_path / "token"),
-            "encoder.num_cpus": 0.25,
-            "retriever.num_cpus": 0.25,
-            "gateway.num_cpus": 0.1,
-            "encoder.max_replicas": 1,
-            "limits.max_text_tokens": 16,
-            "spell_correct": False,
-            "first_stage.mode": "dense",
-        }
-    )  # scores are then the ensemble's cosine similarities
+    cfg = small_app({"runtime.backend": "fp32",  # scores compared with fp32 to 1e-5
+                     "index_dir": str(tmp_path / "index"), "prepared_dir": str(prepared),
+                     "admin_token_file": str(tmp_path / "token"), "limits.max_text_tokens": 16,
+                     "spell_correct": False,
+                     "first_stage.mode": "dense"})  # scores are then the ensemble's cosine similarities
     with served(cfg, name="firstlight-ensemble") as url:
         auth = {"Authorization": "Bearer ensemble-token"}
         title = catalogue["title"].iloc[3]

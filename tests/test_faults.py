@@ -13,44 +13,29 @@ import time
 import pytest
 import requests
 
-from benchmarks.chaos import (
+from benchmarks.reliability.chaos import (
     LoadRecord,
     kill_one,
     replica_pids,
     run_load,
     wait_for_replicas,
 )
-from benchmarks.fuzz_api import fuzz
+from benchmarks.reliability.fuzz_api import fuzz
 from serve.config import ServeConfig
-from tests.test_serve import TOKEN, artifacts, free_port, post, served  # noqa: F401 - the shared fixture
+from tests.serving import TOKEN, artifacts, free_port, post, served, small_app  # noqa: F401 - the shared fixture
 from tests.test_serve_ranking import reranker_dir  # noqa: F401
+
+pytestmark = [pytest.mark.faults, pytest.mark.serving]  # a slow kind: the quick tier (-m 'not slow') leaves these out
 
 
 @pytest.fixture(scope="module")
 def resilient(artifacts, reranker_dir):  # noqa: F811
     root, _ = artifacts
-    cfg = ServeConfig.from_args(
-        {
-            "index_dir": str(root / "index"),
-            "state_dir": str(root / "fault_state"),
-            "runtime.backend": "fp32",
-            "admin_token_file": str(root / "token"),
-            "rerank.model": str(reranker_dir),
-            "rerank.depth": 5,
-            "encoder.min_replicas": 2,
-            "encoder.max_replicas": 2,
-            "reranker.min_replicas": 2,
-            "reranker.max_replicas": 2,
-            "retriever.min_replicas": 2,
-            "retriever.max_replicas": 2,
-            "encoder.num_cpus": 0.2,
-            "retriever.num_cpus": 0.2,
-            "reranker.num_cpus": 0.2,
-            "gateway.num_cpus": 0.1,
-            "limits.max_batch_texts": 8,
-            "port": free_port(),
-        }
-    )
+    two = {"min_replicas": 2, "max_replicas": 2, "num_cpus": 0.2}  # the production shape: two of each
+    cfg = small_app({"index_dir": str(root / "index"), "state_dir": str(root / "fault_state"),
+                     "runtime.backend": "fp32", "admin_token_file": str(root / "token"),
+                     "rerank": {"model": str(reranker_dir), "depth": 5}, "encoder": two, "reranker": two,
+                     "retriever": two, "limits.max_batch_texts": 8})
     with served(cfg) as url:
         yield url, cfg
 

@@ -1,11 +1,15 @@
-"""The GPU check script (benchmarks/gpu_check.py), run whole on the CPU: every step it will run on a
+"""The GPU check script (benchmarks/speed/gpu_check.py), run whole on the CPU: every step it will run on a
 GPU machine runs here at small sizes, writes its section into a scratch results file, and leaves
 benchmarks/RESULTS.md alone."""
 
 import json
 
-from benchmarks import gpu_check
+import pytest
+
 from benchmarks.report import RESULTS
+from benchmarks.speed import gpu_check
+
+pytestmark = pytest.mark.training  # a slow kind: the quick tier (-m 'not slow') leaves these out
 
 
 def test_gpu_check_runs_every_step_on_cpu(ray_session, small_homedepot, tiny_model_dir, tmp_path, monkeypatch):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.cluster, pytest.mark.training]  # a slow kind: the quick tier (-m 'not slow') leaves these out
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")

@@ -7,90 +7,28 @@ import shutil
 import socket
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 import requests
 
-from data_pipeline.index import ProductIndex
-from data_pipeline.prepare import PrepareConfig, load_catalogue, run_prepare
-from serve.config import ServeConfig
+from tests.serving import TOKEN, artifacts, free_port, post, served, small_app  # noqa: F401 - the shared fixture
 
-TOKEN = "s3cret-admin-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+pytestmark = pytest.mark.serving  # a slow kind: the quick tier (-m 'not slow') leaves these out
 
 @pytest.fixture(scope="module")
-def artifacts(small_homedepot, tmp_path_factory, ray_session):
-    """prepare -> embed (MiniLM) -> two saved indexes (two versions to switch between)."""
-    from model.encoder import TextEncoder
-    from model.folders import DEFAULT_MODEL
-
-    root = tmp_path_factory.mktemp("serve")
-    prepared = run_prepare(PrepareConfig(dataset="homedepot", data_dir=str(small_homedepot),
-                                         output_dir=str(root / "data")))
-    catalogue = load_catalogue(prepared)
-    vectors = TextEncoder.load(DEFAULT_MODEL).encode(catalogue["text"].tolist(), batch_size=128)
-    index = ProductIndex.build(catalogue["product_id"].tolist(), vectors, model=DEFAULT_MODEL)
-    index.save(root / "index")
-    shutil.copytree(root / "index", root / "index_v2")
-    (root / "token").write_text(TOKEN + "\n")
-    return root, catalogue
-
-
-@contextmanager
-def served(cfg: ServeConfig, name: str = "firstlight"):
-    """FirstLight's application for ``cfg`` on 127.0.0.1:``cfg.port`` (its URL), shut down afterwards."""
-    from ray import serve
-
-    from serve.app import build_app
-
-    serve.start(http_options={"host": "127.0.0.1", "port": cfg.port})
-    try:
-        serve.run(build_app(cfg), name=name, route_prefix="/")
-        yield f"http://127.0.0.1:{cfg.port}"
-    finally:
-        serve.shutdown()
-
-
-@pytest.fixture(scope="module")
-def service(artifacts):
+def service(artifacts):  # noqa: F811
     root, _ = artifacts
     port = free_port()
-    cfg = ServeConfig.from_args(
-        {
-            "runtime.backend": "fp32",  # scores compared with fp32 to 1e-5
-            "index_dir": str(root / "index"),
-            "admin_token_file": str(root / "token"),
-            "encoder.num_cpus": 0.25,
-            "retriever.num_cpus": 0.25,
-            "gateway.num_cpus": 0.1,
-            "encoder.max_replicas": 2,
-            "limits.max_text_chars": 500,
-            "encoder.target_ongoing_requests": 2,
-            "encoder.upscale_delay_s": 1,
-            "encoder.downscale_delay_s": 4,
-            "limits.max_batch_texts": 8,
-            "limits.max_body_bytes": 20000,
-            "spell_correct": True,
-            "port": port,
-        }
-    )
+    cfg = small_app({"runtime.backend": "fp32",  # scores compared with fp32 to 1e-5
+                     "index_dir": str(root / "index"), "admin_token_file": str(root / "token"), "port": port,
+                     "encoder": {"max_replicas": 2, "target_ongoing_requests": 2, "upscale_delay_s": 1,
+                                 "downscale_delay_s": 4},
+                     "limits": {"max_text_chars": 500, "max_batch_texts": 8, "max_body_bytes": 20000}})
     with served(cfg) as url:
         yield url
 
 
-def post(url, path, body=None, token=None, **kwargs):
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return requests.post(url + path, json=body, headers=headers, timeout=60, **kwargs)
-
-
-def test_known_query_returns_its_product_with_version_and_timing(service, artifacts):
+def test_known_query_returns_its_product_with_version_and_timing(service, artifacts):  # noqa: F811
     _, catalogue = artifacts
     title = catalogue["title"].iloc[5]
     reply = post(service, "/v1/recommend", {"text": title, "k": 5})
@@ -103,7 +41,7 @@ def test_known_query_returns_its_product_with_version_and_timing(service, artifa
     assert scores == sorted(scores, reverse=True)
 
 
-def test_exclude_batch_and_unicode(service, artifacts):
+def test_exclude_batch_and_unicode(service, artifacts):  # noqa: F811
     _, catalogue = artifacts
     first = post(service, "/v1/recommend", {"text": "cordless drill", "k": 3}).json()["items"]
     again = post(service, "/v1/recommend", {"text": "cordless drill", "k": 3, "exclude": [first[0]["id"]]}).json()
@@ -158,7 +96,7 @@ def _misspelling(speller, titles):
     raise AssertionError("no correctable word in the catalogue slice")
 
 
-def test_misspelt_query_is_corrected_and_a_new_products_words_are_kept(service, artifacts):
+def test_misspelt_query_is_corrected_and_a_new_products_words_are_kept(service, artifacts):  # noqa: F811
     from common.spelling import QuerySpeller
 
     _, catalogue = artifacts
@@ -298,7 +236,7 @@ def test_405_names_allowed_methods_and_two_authorization_headers_are_refused(ser
     assert raw_http(service, head)[0] == 400
 
 
-def test_public_replies_show_no_server_paths_and_docs_work_offline(service, artifacts):
+def test_public_replies_show_no_server_paths_and_docs_work_offline(service, artifacts):  # noqa: F811
     root, _ = artifacts
     for reply in (post(service, "/v1/recommend", {"text": "drill", "k": 1}),
                   requests.get(service + "/v1/stats", timeout=30), requests.get(service + "/readyz", timeout=30)):
@@ -327,7 +265,7 @@ def test_any_accepted_id_can_be_deleted_percent_encoded(service):
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_id"
 
 
-def test_bad_reload_targets_are_422_and_the_old_version_keeps_serving(service, artifacts):
+def test_bad_reload_targets_are_422_and_the_old_version_keeps_serving(service, artifacts):  # noqa: F811
     root, _ = artifacts
     before = post(service, "/v1/recommend", {"text": "drill", "k": 1}).json()["version"]["id"]
     corrupt, bare = root / "index_corrupt", root / "index_bare"
@@ -349,7 +287,7 @@ def test_bad_reload_targets_are_422_and_the_old_version_keeps_serving(service, a
     assert after.ok and after.json()["version"]["id"] == before
 
 
-def test_service_still_answers_after_bad_input_and_counts_rejections(service, artifacts):
+def test_service_still_answers_after_bad_input_and_counts_rejections(service, artifacts):  # noqa: F811
     _, catalogue = artifacts
     title = catalogue["title"].iloc[7]
     assert post(service, "/v1/recommend", {"text": title, "k": 1}).json()["items"][0]["title"] == title
@@ -357,7 +295,7 @@ def test_service_still_answers_after_bad_input_and_counts_rejections(service, ar
     assert rejected.get("empty", 0) >= 2 and rejected.get("unauthorized", 0) >= 2
 
 
-def test_reload_swaps_versions_while_traffic_flows_and_no_request_fails(service, artifacts):
+def test_reload_swaps_versions_while_traffic_flows_and_no_request_fails(service, artifacts):  # noqa: F811
     root, catalogue = artifacts
     title = catalogue["title"].iloc[3]
     # an item added through the API before the switch must survive it
@@ -452,78 +390,3 @@ def test_encoder_scales_from_min_to_max_under_load_and_back(service):
     down = wait_for(lambda: encoder_replicas() == 1, 90)
     assert down is not None, "the Encoder did not scale back down once idle"
     assert not failures
-
-
-def test_config_yaml_is_a_valid_serve_config_with_valid_args():
-    from pathlib import Path
-
-    import yaml
-    from ray.serve.schema import ServeDeploySchema
-
-    data = yaml.safe_load((Path(__file__).parent.parent / "serve" / "config.yaml").read_text())
-    schema = ServeDeploySchema.model_validate(data)
-    app = schema.applications[0]
-    assert app.import_path == "serve.app:build_app"
-    cfg = ServeConfig.from_args(app.args)
-    assert cfg.index_dir == "artifacts/homedepot/index" and cfg.encoder.max_replicas >= cfg.encoder.min_replicas
-
-
-@pytest.mark.parametrize("path", ["serve/config.yaml", "cluster/kuberay/rayservice.yaml"])
-def test_production_configs_run_two_replicas_of_every_deployment(path):
-    """Losing one replica must lose no request: each deployment has another to retry on."""
-    from pathlib import Path
-
-    import yaml
-
-    data = yaml.safe_load((Path(__file__).parent.parent / path).read_text())
-    if "spec" in data:
-        data = yaml.safe_load(data["spec"]["serveConfigV2"])
-    cfg = ServeConfig.from_args(data["applications"][0]["args"])
-    assert min(cfg.encoder.min_replicas, cfg.retriever.min_replicas, cfg.gateway.min_replicas) >= 2 and cfg.retries >= 1
-
-
-def test_serving_options_from_yaml_strings_and_their_errors(tmp_path):
-    from common.errors import ConfigError
-
-    cfg = ServeConfig.from_args({"index_dir": str(tmp_path), "limits.max_k": "50", "encoder": {"batch_wait_s": "0.01"},
-                                 "rerank": {"depth": "5"}})
-    assert cfg.limits.max_k == 50 and cfg.encoder.batch_wait_s == 0.01 and cfg.rerank.depth == 5
-    # a component keeps its owner's defaults for what is not given
-    assert (cfg.encoder.max_replicas, cfg.encoder.num_cpus, cfg.retriever.batch_max_size) == (4, 1.0, 64)
-    with pytest.raises(ConfigError, match="max_kk.*close: max_k"):
-        ServeConfig.from_args({"limits": {"max_kk": 5}})
-    with pytest.raises(ConfigError, match="'limits.max_k'.*not a int"):
-        ServeConfig.from_args({"limits.max_k": "many"})
-    # a config written before the components names the new key
-    with pytest.raises(ConfigError, match="'candidate_depth'.*first_stage.depth"):
-        ServeConfig.from_args({"candidate_depth": 50})
-    with pytest.raises(ConfigError, match="'reranker'.*rerank.model"):
-        ServeConfig.from_args({"reranker": "models/reranker"})
-    with pytest.raises(ConfigError, match="index_dir.*index.faiss"):
-        ServeConfig.from_args({"index_dir": str(tmp_path)}).validate()
-
-
-def test_active_version_survives_restarts_until_the_configuration_changes(tmp_path):
-    from serve.versions import ActiveVersion, Version
-
-    a, b, c = Version("m", "/index/a"), Version("m", "/index/b"), Version("m", "/index/c")
-    first = ActiveVersion(str(tmp_path), default=a)
-    first.set(b)  # a reload
-    assert ActiveVersion(str(tmp_path), default=a).get() == b  # a restarted replica keeps the reload
-    assert ActiveVersion(str(tmp_path), default=c).get() == c  # a new configuration wins
-
-
-def test_an_index_in_its_own_folder_finds_the_catalogue_it_was_built_from(tmp_path):
-    """`serve --index-dir artifacts/shop/finetuned/index` needs no --prepared-dir: the index records it."""
-    import json
-
-    (tmp_path / "data" / "catalogue").mkdir(parents=True)
-    index = tmp_path / "finetuned" / "index"
-    index.mkdir(parents=True)
-    (index / "manifest.json").write_text(json.dumps({"model": "m", "prepared_dir": str(tmp_path / "data")}))
-    assert ServeConfig.from_args({"index_dir": str(index)}).resolved_prepared_dir() == str(tmp_path / "data")
-    # the stages' own layout, or an explicit folder, come first
-    beside = tmp_path / "finetuned" / "data" / "catalogue"
-    beside.mkdir(parents=True)
-    assert ServeConfig.from_args({"index_dir": str(index)}).resolved_prepared_dir() == str(beside.parent)
-    assert ServeConfig.from_args({"index_dir": str(index), "prepared_dir": "x"}).resolved_prepared_dir() == "x"

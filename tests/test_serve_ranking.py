@@ -10,8 +10,9 @@ import requests
 import torch
 
 from model.reranker import Reranker, export_reranker, new_reranker
-from serve.config import ServeConfig
-from tests.test_serve import TOKEN, artifacts, free_port, post, served  # noqa: F401 - the shared fixture
+from tests.serving import TOKEN, artifacts, free_port, post, served, small_app  # noqa: F401 - the shared fixture
+
+pytestmark = pytest.mark.serving  # a slow kind: the quick tier (-m 'not slow') leaves these out
 
 
 @pytest.fixture(scope="module")
@@ -27,24 +28,9 @@ def reranker_dir(tmp_path_factory, tiny_model_dir):
 @pytest.fixture(scope="module")
 def ranked_service(artifacts, reranker_dir):  # noqa: F811
     root, _ = artifacts
-    cfg = ServeConfig.from_args(
-        {
-            "index_dir": str(root / "index"),
-            "state_dir": str(root / "ranking_state"),
-            "admin_token_file": str(root / "token"),
-            "rerank.model": str(reranker_dir),
-            "rerank.depth": 8,
-            "runtime.backend": "fp32",
-            "rerank.weight": 1.0,
-            "encoder.num_cpus": 0.25,
-            "retriever.num_cpus": 0.25,
-            "gateway.num_cpus": 0.1,
-            "reranker.num_cpus": 0.25,
-            "encoder.max_replicas": 1,
-            "reranker.max_replicas": 1,
-            "port": free_port(),
-        }
-    )
+    cfg = small_app({"index_dir": str(root / "index"), "state_dir": str(root / "ranking_state"),
+                     "admin_token_file": str(root / "token"), "runtime.backend": "fp32",
+                     "rerank": {"model": str(reranker_dir), "depth": 8, "weight": 1.0}})
     with served(cfg, name="firstlight-ranked") as url:
         yield url
 

@@ -11,6 +11,8 @@ import pytest
 from common import storage
 from model.runtime import EncoderRuntime
 
+pytestmark = pytest.mark.training  # a slow kind: the quick tier (-m 'not slow') leaves these out
+
 BUCKET = "firstlight-test"
 
 

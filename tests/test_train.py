@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from data_pipeline.prepare import PrepareConfig, run_prepare
-from firstlight.cli import main
 from train.config import TrainConfig
+
+pytestmark = pytest.mark.training  # a slow kind: the quick tier (-m 'not slow') leaves these out
 
 
 @pytest.fixture(scope="module")
@@ -107,41 +108,6 @@ def test_bf16_on_cpu_learns_and_exports_the_fp32_master_weights(prepared, tiny_m
     assert (query != query.bfloat16().float()).any()  # fp32 master weights, not the bf16 copy
 
 
-def test_deepspeed_config_follows_precision_and_workers(prepared, tiny_model_dir, tmp_path):
-    """One worker runs ZeRO-0 unless it holds 16-bit weights; bf16 on CPU is DeepSpeed's autocast."""
-    from train.engine import deepspeed_config
-
-    def ds(**kw):
-        cfg = tiny_config(prepared, tiny_model_dir, tmp_path, **kw)
-        cfg.validate()
-        conf = deepspeed_config(cfg, cfg.num_workers)
-        return conf["zero_optimization"]["stage"], conf["torch_autocast"]["enabled"], conf["bf16"]["enabled"]
-
-    assert ds(num_workers=1, zero_stage=2) == (0, False, False)
-    assert ds(num_workers=2, zero_stage=2) == (2, False, False)
-    assert ds(num_workers=1, zero_stage=2, precision="bf16") == (0, True, False)
-    assert ds(num_workers=2, zero_stage=2, precision="bf16") == (2, True, False)
-    assert ds(num_workers=1, zero_stage=2, precision="bf16", mixed_precision="weights") == (2, False, True)
-    assert ds(num_workers=2, zero_stage=2, precision="bf16", use_gpu=True) == (2, False, True)
-
-
-def test_the_encoder_trains_with_dropout_unless_turned_off(tiny_model_dir):
-    """As sentence-transformers trains: dropout on (two passes over one batch differ); --dropout false: equal."""
-    import torch
-
-    from train.engine import attention_for
-    from train.tasks import task_of
-
-    ids = torch.randint(1000, 2000, (4, 12), generator=torch.Generator().manual_seed(0))
-    for dropout in (True, False):
-        cfg = TrainConfig(model=str(tiny_model_dir), dropout=dropout, use_gpu="no")
-        model = task_of(cfg).model(cfg, str(tiny_model_dir), attention_for(cfg))
-        assert model.training is dropout and all(m.training is dropout for m in model.modules())
-        assert model.config._attn_implementation == "eager"  # CPU: the fused attention backward is slow in bf16
-        first, second = (model(input_ids=ids).last_hidden_state for _ in range(2))
-        assert torch.equal(first, second) is not dropout
-
-
 def test_worker_failure_is_recovered_from_the_last_checkpoint(prepared, tiny_model_dir, tmp_path):
     from train.driver import fit
 
@@ -154,38 +120,6 @@ def test_worker_failure_is_recovered_from_the_last_checkpoint(prepared, tiny_mod
     assert result.error is None
     # the restarted run resumed from step 2's checkpoint, not from scratch
     assert (tmp_path / "resumed_from.txt").read_text().strip() == "2"
-
-
-@pytest.mark.parametrize("flags, field, hint", [
-    (["--zero-stage", "4"], "zero_stage", "use 0, 1, 2 or 3"),
-    (["--precision", "fp16"], "precision", "bf16 or fp32 on CPU"),
-    (["--grad-accum", "0"], "grad_accum", "use 1 or more"),
-    (["--precision", "bf16", "--mixed-precision", "weights", "--zero-stage", "0"], "zero_stage", "--zero-stage 1 or 2"),
-    (["--precision", "bf16", "--num-workers", "2", "--zero-stage", "1"], "zero_stage", "--zero-stage 2 (or 0)"),
-    (["--mixed-precision", "fp8"], "mixed_precision", "autocast"),
-    (["--model", "./no/such/model"], "model", "does not exist"),
-    (["--batch-size", "64", "--grad-cache-chunk", "24"], "grad_cache_chunk", "divides --batch-size"),
-    (["--grad-cache-chunk", "16", "--grad-accum", "2"], "grad_cache_chunk", "--grad-accum 1"),
-    (["--lora-rank", "-1"], "lora_rank", ">= 0"),
-    (["--placement-strategy", "EVERYWHERE"], "placement_strategy", "STRICT_SPREAD"),
-    (["--train-splits", "train,test"], "train_splits", "use train or train,val"),
-    (["--train-splits", "train,val"], "train_splits", "--val-queries 0"),
-])
-def test_bad_training_config_fails_before_any_worker(prepared, flags, field, hint, capsys):
-    code = main(["train", "--prepared-dir", str(prepared), *flags])
-    err = capsys.readouterr().err
-    assert code == 2 and f"'{field}'" in err and hint in err and "Traceback" not in err
-
-
-def test_missing_split_fails_before_any_worker(prepared, tmp_path, capsys):
-    import shutil
-
-    broken = tmp_path / "data"
-    shutil.copytree(prepared, broken)
-    shutil.rmtree(broken / "judgments" / "val")
-    code = main(["train", "--prepared-dir", str(broken)])
-    err = capsys.readouterr().err
-    assert code == 2 and "no val split" in err and "firstlight prepare" in err
 
 
 def test_early_stopping_export_and_curves_from_one_worker_ddp(prepared, tiny_model_dir, tmp_path):
@@ -264,13 +198,6 @@ def test_final_model_can_train_on_train_and_val(prepared, tiny_model_dir, tmp_pa
     assert not set(load_split(prepared, "test")["query"]) & set(both["query"])  # test stays unseen
 
 
-def test_mining_without_an_index_is_a_config_error(prepared, tmp_path, capsys):
-    code = main(["train", "--prepared-dir", str(prepared), "--hard-negatives", "mined",
-                 "--mine-index-dir", str(tmp_path / "none")])
-    err = capsys.readouterr().err
-    assert code == 2 and "'mine_index_dir'" in err and "firstlight index" in err
-
-
 def test_resume_from_a_given_checkpoint_continues_its_steps(prepared, tiny_model_dir, tmp_path):
     from train.driver import fit
 
@@ -325,18 +252,6 @@ def test_lora_trains_adapters_only_and_exports_a_merged_plain_model(prepared, ti
                                SentenceTransformer(str(folder), device="cpu").encode(texts), atol=1e-5)
 
 
-def test_lora_with_unknown_layer_names_is_a_config_error(prepared, tiny_model_dir, tmp_path):
-    import torch
-    from transformers import AutoModel
-
-    from common.errors import ConfigError
-    from train.lora import add_adapters
-
-    cfg = tiny_config(prepared, tiny_model_dir, tmp_path, lora_rank=4, lora_targets="q_proj,v_proj")
-    with pytest.raises(ConfigError, match="lora_targets"):
-        add_adapters(AutoModel.from_pretrained(tiny_model_dir, dtype=torch.float32), cfg)
-
-
 def test_cached_gradient_mode_runs_under_deepspeed_and_sees_the_whole_batch(prepared, tiny_model_dir, tmp_path):
     from train.driver import fit
     from train.progress import read_history
@@ -362,8 +277,8 @@ def test_rerun_into_a_folder_holding_a_run_with_other_settings_is_refused(prepar
 
 def test_gpu_benchmark_script_runs_its_whole_path_on_cpu(prepared, tiny_model_dir, tmp_path):
     """The GPU benchmark's training, rate and MFU arithmetic, checked where there is no GPU."""
-    from benchmarks import gpu_train
     from benchmarks.report import RESULTS
+    from benchmarks.speed import gpu_train
 
     before = RESULTS.read_text()
     got = gpu_train.main(["--prepared-dir", str(prepared), "--model", str(tiny_model_dir), "--random-init",
@@ -424,12 +339,3 @@ def test_a_prompted_multilingual_model_trains_with_its_prompts_and_keeps_them(pr
     assert read_prompts(folder) == {"query": "query: ", "passage": "passage: "}
 
 
-def test_lora_default_targets_fit_multilingual_e5(e5_model_dir):
-    from transformers import AutoModel
-
-    from train.lora import add_adapters
-
-    model = add_adapters(AutoModel.from_pretrained(e5_model_dir), TrainConfig(lora_rank=4))
-    adapted = {name.rsplit(".lora_A", 1)[0] for name, _ in model.named_modules() if name.endswith("lora_A")}
-    # every layer's query, key, value and three dense projections (the pooler's too, unused by mean pooling)
-    assert len([n for n in adapted if ".layer." in n]) == 12 * 6

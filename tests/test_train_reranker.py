@@ -14,6 +14,8 @@ from data_pipeline.prepare import PrepareConfig, load_catalogue, load_split, run
 from firstlight.cli import main
 from train.rerank_config import RerankerConfig
 
+pytestmark = pytest.mark.training  # a slow kind: the quick tier (-m 'not slow') leaves these out
+
 
 @pytest.fixture(scope="module")
 def first_stage(small_homedepot, tiny_model_dir, tmp_path_factory, ray_session):
