@@ -77,7 +77,7 @@ def test_rayjob_entrypoint_is_valid_firstlight_commands_matching_its_gpus():
     train = next(p for p in parsed if p.stage == "train")
     workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     gpus = workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
-    assert train.use_gpu is True and train.num_workers == workers["replicas"] * gpus
+    assert train.use_gpu == "yes" and train.num_workers == workers["replicas"] * gpus
 
 
 def test_rayservice_serve_config_is_valid_and_fits_its_workers():

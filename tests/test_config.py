@@ -80,7 +80,9 @@ def test_the_demo_reads_its_recipe_from_a_recipe_file(tmp_path, capsys):
     demo = parsed(["demo", "--model", "my/encoder", "--train-recipe", str(path)])
     assert demo.recipe() == replace(TrainConfig(), batch_size=64, epochs=2)
     assert demo.train_config("d", "t").model == "my/encoder"
-    assert load_config(TrainConfig, RECIPE) == TrainConfig()  # the shipped file is a valid --train-recipe
+    assert load_config(TrainConfig, RECIPE) == TrainConfig()  # the shipped files are valid --train-recipe files
+    smoke = parsed(["demo", "--train-recipe", str(RECIPE.parent.parent / "cluster" / "recipes" / "smoke.yaml")])
+    assert smoke.recipe() == replace(TrainConfig(), max_steps=20, cpus_per_worker=0.5)
     path.write_text("prepared_dir: elsewhere\n")
     code = main(["demo", "--finetune", "true", "--train-recipe", str(path)])
     assert code == 2 and "'train_recipe.prepared_dir'" in capsys.readouterr().err
