@@ -3,8 +3,9 @@ and the whole suite (the README's test command, what CI runs).
 
     python benchmarks/speed/bench_test_tiers.py --tiers quick,full
 
-The clone is of HEAD (committed work only) in a temporary folder; it runs on this checkout's .venv
-with the clone first on the path, so nothing but the committed tree is tested.
+The clone is of HEAD (committed work only), made beside this checkout so that it finds `../shared` as
+CI's clone does; it runs on this checkout's .venv with the clone first on the path, so nothing but the
+committed tree is tested, and is removed afterwards.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,21 +43,23 @@ def main() -> None:
     parser.add_argument("--tiers", default="quick,full")
     args = parser.parse_args()
     results = {}
-    with tempfile.TemporaryDirectory(prefix="firstlight-clone-") as tmp:
-        clone = Path(tmp) / "firstlight"
+    clone = REPO.parent / f"firstlight-clone-{os.getpid()}"  # beside the checkout: ../shared as in CI
+    try:
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
         (clone / ".venv").symlink_to(REPO / ".venv")
         commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=clone, text=True).strip()
         for tier in args.tiers.split(","):
             results[tier] = run_tier(clone, TIERS[tier])
             print(tier, results[tier])
+    finally:
+        shutil.rmtree(clone, ignore_errors=True)
     rows = [f"| {tier} | `pytest -q tests {' '.join(TIERS[tier])}`".replace("-m not slow", '-m "not slow"') +
-            f" | {r['seconds'] // 60} min {r['seconds'] % 60:02d} s | {r.get('passed', 0)} | {r.get('failed', 0)} |"
-            f" {r.get('deselected', 0)} |" for tier, r in results.items()]
+            f" | {r['seconds'] // 60} min {r['seconds'] % 60:02d} s | {r.get('passed', 0)} |"
+            f" {r.get('failed', 0) + r.get('errors', 0) + r.get('error', 0)} | {r.get('deselected', 0)} |" for tier, r in results.items()]
     body = f"""
 A clean clone of commit {commit}, on this checkout's environment (`scripts/setup.sh`), no other work running.
 
-| tier | command | wall time | passed | failed | deselected |
+| tier | command | wall time | passed | failed or errors | deselected |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 """
