@@ -24,7 +24,10 @@ SMALL_APP = {"encoder": {"num_cpus": 0.25, "max_replicas": 1}, "retriever": {"nu
 
 def small_app(settings: dict) -> ServeConfig:
     """A serving config over SMALL_APP, on a free port; ``settings`` as a config file's (dotted keys)."""
-    return ServeConfig.from_args({**SMALL_APP, "port": free_port(), **settings})
+    merged = {**SMALL_APP, "port": free_port()}
+    for key, value in settings.items():  # a deployment's settings add to SMALL_APP's, never replace them
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and key in SMALL_APP else value
+    return ServeConfig.from_args(merged)
 
 
 def free_port() -> int:
