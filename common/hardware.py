@@ -28,6 +28,10 @@ def check_backend(field_name: str, backend: str) -> None:
 USE_GPU = ("auto", "yes", "no")
 
 
+# a ``use_gpu`` setting: auto, yes or no; ``true``/``false`` (recipes from when it was a boolean) load too
+GpuChoice = str | bool
+
+
 def gpu_choice(value) -> str:
     """``value`` as one of USE_GPU (booleans and their spellings mapped); anything else unchanged, for
     :func:`check_use_gpu` to name."""

@@ -33,7 +33,7 @@ def download_wands(folder: Path, base_url: str = WANDS_BASE_URL, timeout: float 
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         raise FirstLightError(
             f"could not download WANDS from {base_url} ({err}). Fix: put the Home Depot set "
-            f"(products.csv, judgments.csv) where --data-dir or FIRSTLIGHT_HOMEDEPOT_DIR points, or place "
+            f"(products.csv, judgments.csv) where --data_dir or FIRSTLIGHT_HOMEDEPOT_DIR points, or place "
             f"WANDS's {', '.join(WANDS_FILES)} in {folder}") from None
     return folder
 

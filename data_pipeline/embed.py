@@ -29,52 +29,68 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class Actors:
+    """The encoder actor pool Ray Data embeds with: the component embed and the demo share."""
+
+    count: int = field(default=1, metadata={"help": "encoder actors in the pool"})
+    cpus: float = field(default=1.0, metadata={
+        "help": "CPUs each actor reserves; leave at least one CPU free for Ray Data's read and write tasks"})
+    gpus: float = field(default=0.0, metadata={"help": "GPUs each actor reserves (0 = CPU)"})
+    threads: int = field(default=0, metadata={
+        "help": "torch threads per CPU actor; 0 = the CPUs this node has left to the actors"})
+
+    def validate(self, prefix: str = "actors.") -> None:
+        check_range(prefix + "count", self.count, 1, 4096)
+        check_range(prefix + "cpus", self.cpus, 0.0, 1024)
+        check_range(prefix + "gpus", self.gpus, 0.0, 64)
+        check_range(prefix + "threads", self.threads, 0, 1024)
+
+    def check_fits(self, cluster: dict) -> None:
+        """Fail before starting when the actor pool would starve the read/write tasks (a silent hang)."""
+        cpus = cluster.get("CPU", 0)
+        if self.gpus == 0 and self.count * self.cpus > cpus - 1:
+            raise ConfigError("actors.cpus", f"{self.count} actor(s) x {self.cpus:g} CPU leave less than "
+                              f"one of the cluster's {cpus:g} CPUs for reading and writing, so the job would hang",
+                              f"use --actors.count/--actors.cpus that add up to at most {max(cpus - 1, 0):g} "
+                              "(threads are set apart with --actors.threads)")
+        if self.gpus and self.count * self.gpus > cluster.get("GPU", 0):
+            raise ConfigError("actors.gpus", f"{self.count} actor(s) x {self.gpus:g} GPU exceed the "
+                              f"cluster's {cluster.get('GPU', 0):g} GPUs", "lower --actors.count or --actors.gpus")
+
+    def torch_threads(self, cluster: dict) -> int:
+        if self.gpus:
+            return 0
+        if self.threads:
+            return self.threads
+        if cluster.get("nodes", 1) <= 1:
+            # One machine: the actors may use every core; read/write tasks are short and mostly I/O.
+            return max(1, int(cluster.get("CPU", 1)) // self.count)
+        return max(1, round(self.cpus))
+
+
+# flat names the actor pool's settings had before it was a component
+ACTORS_RENAMED = {"actors": "actors.count", "cpus_per_actor": "actors.cpus", "gpus_per_actor": "actors.gpus",
+                  "threads_per_actor": "actors.threads"}
+
+
+@dataclass
 class EmbedConfig:
     prepared_dir: str | None = field(default=None, metadata={"help": "output of `prepare` (holds catalogue/)"})
     output_dir: str | None = field(default=None, metadata={"help": "default: PREPARED/../embeddings"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "encoder folder or hub name"})
     batch_size: int = field(default=1024, metadata={
         "help": "products per Ray Data batch; larger batches sort by length over more texts (less padding)"})
-    actors: int = field(default=1, metadata={"help": "encoder actors in the pool"})
-    cpus_per_actor: float = field(default=1.0, metadata={
-        "help": "CPUs each actor reserves; leave at least one CPU free for Ray Data's read and write tasks"})
-    threads_per_actor: int = field(default=0, metadata={
-        "help": "torch threads per CPU actor; 0 = the CPUs this node has left to the actors"})
-    gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs each actor reserves (0 = CPU)"})
+    actors: Actors = field(default_factory=Actors)
     # how the encoder runs (backend, product_max_length): the component evaluate and serve use too
     runtime: EncoderRuntime = field(default_factory=EncoderRuntime)
 
-    RENAMED: ClassVar[dict] = {"max_length": "runtime.product_max_length", "backend": "runtime.backend"}
+    RENAMED: ClassVar[dict] = {"max_length": "runtime.product_max_length", "backend": "runtime.backend",
+                               **ACTORS_RENAMED}
 
     def validate(self) -> None:
         self.runtime.validate("runtime.")
         check_range("batch_size", self.batch_size, 1, 1 << 20)
-        check_range("actors", self.actors, 1, 4096)
-        check_range("cpus_per_actor", self.cpus_per_actor, 0.0, 1024)
-        check_range("gpus_per_actor", self.gpus_per_actor, 0.0, 64)
-        check_range("threads_per_actor", self.threads_per_actor, 0, 1024)
-
-    def check_fits(self, cluster: dict) -> None:
-        """Fail before starting when the actor pool would starve the read/write tasks (a silent hang)."""
-        cpus = cluster.get("CPU", 0)
-        if self.gpus_per_actor == 0 and self.actors * self.cpus_per_actor > cpus - 1:
-            raise ConfigError("cpus_per_actor", f"{self.actors} actor(s) x {self.cpus_per_actor:g} CPU leave less than "
-                              f"one of the cluster's {cpus:g} CPUs for reading and writing, so the job would hang",
-                              f"use --actors/--cpus-per-actor that add up to at most {max(cpus - 1, 0):g} "
-                              "(threads are set apart with --threads-per-actor)")
-        if self.gpus_per_actor and self.actors * self.gpus_per_actor > cluster.get("GPU", 0):
-            raise ConfigError("gpus_per_actor", f"{self.actors} actor(s) x {self.gpus_per_actor:g} GPU exceed the "
-                              f"cluster's {cluster.get('GPU', 0):g} GPUs", "lower --actors or --gpus-per-actor")
-
-    def torch_threads(self, cluster: dict) -> int:
-        if self.gpus_per_actor:
-            return 0
-        if self.threads_per_actor:
-            return self.threads_per_actor
-        if cluster.get("nodes", 1) <= 1:
-            # One machine: the actors may use every core; read/write tasks are short and mostly I/O.
-            return max(1, int(cluster.get("CPU", 1)) // self.actors)
-        return max(1, round(self.cpus_per_actor))
+        self.actors.validate()
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir) if self.output_dir else Path(self.prepared_dir).parent / "embeddings"
@@ -108,16 +124,16 @@ def embed_dataset(ds, cfg: EmbedConfig):
     import ray.data
 
     cluster = cluster_resources()
-    cfg.check_fits(cluster)
-    threads = cfg.torch_threads(cluster)
+    cfg.actors.check_fits(cluster)
+    threads = cfg.actors.torch_threads(cluster)
     return ds.map_batches(
         EncoderActor,
         # a local folder by its absolute path: actors do not share the driver's working directory
         fn_constructor_kwargs={"model": absolute_if_folder(cfg.model), "max_length": cfg.runtime.product_max_length,
                                "backend": cfg.runtime.backend, "threads": threads},
         batch_size=cfg.batch_size, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=cfg.actors),
-        num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor)
+        compute=ray.data.ActorPoolStrategy(size=cfg.actors.count),
+        num_cpus=cfg.actors.cpus, num_gpus=cfg.actors.gpus)
 
 
 def run_embed(cfg: EmbedConfig) -> Path:
@@ -128,7 +144,7 @@ def run_embed(cfg: EmbedConfig) -> Path:
         return storage.run_on_mirrors(run_embed, cfg, inputs=("prepared_dir",), outputs=("output_dir",))
     cfg.validate()
     if not cfg.prepared_dir:
-        raise FirstLightError("embed needs the prepared data. Fix: pass --prepared-dir (the output of prepare)")
+        raise FirstLightError("embed needs the prepared data. Fix: pass --prepared_dir (the output of prepare)")
     prepared = Path(cfg.prepared_dir)
     source = read_manifest(prepared)
     if source is None:
@@ -140,8 +156,8 @@ def run_embed(cfg: EmbedConfig) -> Path:
         log.info("[embed] %s is up to date; reusing it", out)
         return out
     n = source["counts"]["products"]
-    log.info("[embed] %d products with %s on %d actor(s) x %g CPU / %g GPU", n, cfg.model, cfg.actors,
-             cfg.cpus_per_actor, cfg.gpus_per_actor)
+    log.info("[embed] %d products with %s on %d actor(s) x %g CPU / %g GPU", n, cfg.model, cfg.actors.count,
+             cfg.actors.cpus, cfg.actors.gpus)
     start = time.perf_counter()
     with atomic_folder(out) as tmp:
         # Blocks of a few batches: the progress bar moves as they finish and every actor gets work.

@@ -144,7 +144,7 @@ def _require_columns(tf: TableFile, found: list[str], needed: list[str], role: s
             tf.path, f"the {role} file has no column {', '.join(repr(m) for m in missing)} "
                      f"(columns found: {', '.join(repr(f) for f in found) or 'none'})",
             "rename the column in the file, or map it in the config "
-            "(for example --title-column NAME / --product-id-column NAME)",
+            "(for example --title_column NAME / --product_id_column NAME)",
             where="header")
 
 

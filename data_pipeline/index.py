@@ -26,6 +26,7 @@ import numpy as np
 from common import storage
 from common.config import check_choice, check_range
 from common.errors import ConfigError, FirstLightError
+from common.hardware import GpuChoice, check_use_gpu, gpu_choice
 from common.manifest import atomic_folder, read_manifest, write_json
 from data_pipeline.vectors import load_embeddings
 
@@ -109,11 +110,14 @@ class IndexConfig:
     pq_m: int = field(default=48, metadata={"help": "ivfpq: bytes per product (must divide the dimension)"})
     hnsw_m: int = field(default=32, metadata={"help": "hnsw: links per node"})
     ef_search: int = field(default=128, metadata={"help": "hnsw: search breadth"})
-    use_gpu: str = field(default="auto", metadata={"help": "auto, yes or no"})
+    use_gpu: GpuChoice = field(default="auto", metadata={"help": "auto, yes or no"})
+
+    def __post_init__(self):
+        self.use_gpu = gpu_choice(self.use_gpu)
 
     def validate(self) -> None:
         check_choice("kind", self.kind, KINDS)
-        check_choice("use_gpu", self.use_gpu, ("auto", "yes", "no"))
+        check_use_gpu("use_gpu", self.use_gpu)
         check_range("nlist", self.nlist, 0)
         check_range("pq_m", self.pq_m, 1, 1024)
         check_range("nprobe", self.nprobe, 1)
@@ -166,7 +170,7 @@ class ProductIndex:
         gpus = gpu_count()
         if use_gpu == "yes" and gpus == 0:
             raise ConfigError("use_gpu", "yes, but faiss sees no GPU (faiss-cpu installed, or no CUDA device)",
-                              "install firstlight[gpu] on a CUDA machine, or set --use-gpu auto/no")
+                              "install firstlight[gpu] on a CUDA machine, or set --use_gpu auto/no")
         if use_gpu == "no" or gpus == 0 or self.manifest["kind"] == "hnsw":
             self.manifest["on_gpu"] = False
             return self
@@ -231,7 +235,7 @@ def run_index(cfg: IndexConfig) -> Path:
         return storage.run_on_mirrors(run_index, cfg, inputs=("embeddings_dir",), outputs=("output_dir",))
     cfg.validate()
     if not cfg.embeddings_dir:
-        raise FirstLightError("index needs embeddings. Fix: pass --embeddings-dir (the output of embed)")
+        raise FirstLightError("index needs embeddings. Fix: pass --embeddings_dir (the output of embed)")
     source = read_manifest(Path(cfg.embeddings_dir))
     if source is None:
         raise FirstLightError(f"{cfg.embeddings_dir} holds no embeddings. Fix: run `firstlight embed` first")

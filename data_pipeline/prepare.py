@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from common import storage
-from common.config import check_choice, check_range
+from common.config import Listed, check_choice, check_range, listed
 from common.errors import ConfigError, FirstLightError
 from common.manifest import (
     atomic_folder,
@@ -66,11 +66,14 @@ class PrepareConfig:
     product_id_column: str = field(default="product_id", metadata={"help": "catalogue + judgments id column"})
     title_column: str = field(default="title", metadata={"help": "catalogue title column"})
     description_column: str | None = field(default=None, metadata={"help": "catalogue description column"})
-    attribute_columns: tuple = field(default=(), metadata={"help": "catalogue columns added as 'name: value'"})
+    attribute_columns: Listed = field(default=(), metadata={"help": "catalogue columns added as 'name: value'"})
     judgments_product_id_column: str | None = field(default=None, metadata={
-        "help": "judgments id column when it differs from --product-id-column"})
+        "help": "judgments id column when it differs from --product_id_column"})
     query_column: str = field(default="query", metadata={"help": "judgments query/user-text column"})
     relevance_column: str = field(default="relevance", metadata={"help": "judgments relevance column (1-3)"})
+
+    def __post_init__(self):
+        self.attribute_columns = listed(self.attribute_columns)
 
     def validate(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
@@ -90,7 +93,7 @@ class PrepareConfig:
             if not (folder / "products.csv").exists():
                 raise FirstLightError(
                     f"the Home Depot data is not in {folder} (products.csv, judgments.csv). Fix: pass "
-                    f"--data-dir FOLDER or set {HOMEDEPOT_ENV}, or use --dataset wands")
+                    f"--data_dir FOLDER or set {HOMEDEPOT_ENV}, or use --dataset wands")
             return homedepot_specs(folder)
         if self.dataset == "wands":
             folder = Path(self.data_dir) if self.data_dir else default_workdir() / "downloads" / "wands"

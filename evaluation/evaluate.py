@@ -3,17 +3,17 @@
 Systems (each one the ranking path the server runs, through ``ranking.offline.OfflineRanker``):
 - ``bm25``: the lexical side alone (bm25s);
 - ``dense``: the encoder + FAISS index (zero-shot, or fine-tuned once ``--model`` points at one);
-- ``fusion``: the hybrid first stage, both sides fused (``--first-stage-fusion`` wsum or rrf;
-  ``--tune-fusion-on val`` picks the weights or k on another split first, so the reported split never
+- ``fusion``: the hybrid first stage, both sides fused (``--first_stage.fusion`` wsum or rrf;
+  ``--tune_fusion_on val`` picks the weights or k on another split first, so the reported split never
   sees its tuning);
-- ``rerank``: the fusion's top ``--rerank-depth`` reordered by the cross-encoder ``--rerank-model``.
+- ``rerank``: the fusion's top ``--rerank.depth`` reordered by the cross-encoder ``--rerank.model``.
 
 The first stage, the rerank stage and the encoder's runtime are the components the server composes
 (``first_stage``, ``rerank``, ``runtime``): one setting, one meaning, in both.
 
 Queries come from a prepared split (``--split``) or from any held-out judgments file in the prepare
 input's format (``--judgments FILE``, columns mapped as in `prepare --dataset files`), scored against
-the prepared catalogue. Spelling correction (``--spell-correct``, on as in the server) runs before
+the prepared catalogue. Spelling correction (``--first_stage.spell_correct``, on as in the server) runs before
 every system, baselines included.
 
 Metrics (:mod:`evaluation.metrics`): nDCG@10, Recall@100, MRR@10, P@10 (relevance >= 2), the share of
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from common import storage
-from common.config import check_choice, check_range
+from common.config import Listed, check_choice, check_range, listed
 from common.errors import ConfigError, FirstLightError
 from common.manifest import write_json
 from data_pipeline.prepare import load_catalogue, load_split, prepared_manifest
@@ -70,12 +70,10 @@ class EvalConfig:
     query_column: str = field(default="query", metadata={"help": "--judgments: its query column"})
     product_id_column: str = field(default="product_id", metadata={"help": "--judgments: its product id column"})
     relevance_column: str = field(default="relevance", metadata={"help": "--judgments: its relevance column"})
-    systems: tuple = field(default=DEFAULT_SYSTEMS, metadata={"help": "any of bm25, dense, fusion, rerank"})
+    systems: Listed = field(default=DEFAULT_SYSTEMS, metadata={"help": "any of bm25, dense, fusion, rerank"})
     model: str | None = field(default=None, metadata={"help": "query encoder; default: the index's model"})
     tune_fusion_on: str | None = field(default=None, metadata={
         "help": "tune rrf_k or dense_weight for nDCG@10 on this split (val) before evaluating"})
-    spell_correct: bool = field(default=True, metadata={
-        "help": "correct query words unknown to the catalogue and to English before every system ranks (as served)"})
     # the components the server composes too; depth: products retrieved per query and system
     first_stage: FirstStage = field(default_factory=FirstStage)
     rerank: RerankStage = field(default_factory=RerankStage)
@@ -85,7 +83,11 @@ class EvalConfig:
     RENAMED: ClassVar[dict] = {
         "depth": "first_stage.depth", "fusion": "first_stage.fusion", "rrf_k": "first_stage.rrf_k",
         "dense_weight": "first_stage.dense_weight", "reranker": "rerank.model", "rerank_depth": "rerank.depth",
-        "rerank_weight": "rerank.weight", "backend": "runtime.backend", "max_length": "runtime.query_max_length"}
+        "rerank_weight": "rerank.weight", "backend": "runtime.backend", "max_length": "runtime.query_max_length",
+        "spell_correct": "first_stage.spell_correct"}
+
+    def __post_init__(self):
+        self.systems = listed(self.systems)
 
     def validate(self) -> None:
         check_choice("split", self.split, ("train", "val", "test"))
@@ -99,13 +101,13 @@ class EvalConfig:
             check_choice("tune_fusion_on", self.tune_fusion_on, ("train", "val", "test"))
             if self.tune_fusion_on == self.split and not self.judgments:
                 raise ConfigError("tune_fusion_on", f"tuning on the {self.split} split that is being reported "
-                                  "overstates the result", "tune on another split, e.g. --tune-fusion-on val")
+                                  "overstates the result", "tune on another split, e.g. --tune_fusion_on val")
             if not {"fusion", "rerank"} & set(self.systems):
                 raise ConfigError("tune_fusion_on", "only applies to the fusion system", "add fusion to --systems")
         if not self.prepared_dir:
-            raise ConfigError("prepared_dir", "is not set", "pass --prepared-dir (the output of prepare)")
+            raise ConfigError("prepared_dir", "is not set", "pass --prepared_dir (the output of prepare)")
         if set(self.systems) & {"dense", "fusion", "rerank"} and not self.index_dir:
-            raise ConfigError("index_dir", "dense, fusion and rerank need an index", "pass --index-dir, or --systems bm25")
+            raise ConfigError("index_dir", "dense, fusion and rerank need an index", "pass --index_dir, or --systems bm25")
         if "rerank" in self.systems and not self.rerank.model:
             raise ConfigError("rerank.model", "the rerank system needs a cross-encoder",
                               "pass --rerank-model (the model folder `firstlight train-reranker` wrote)")
@@ -194,7 +196,7 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
     need_dense = bool(set(cfg.systems) & {"dense", "fusion", "rerank"})
     need_lexical = bool(set(cfg.systems) & {"bm25", "fusion", "rerank"})
     ranker = OfflineRanker(str(prepared), cfg.index_dir if need_dense else None, model=cfg.model,
-                           spell_correct=cfg.spell_correct, runtime=cfg.runtime, lexical=need_lexical)
+                           spell_correct=cfg.first_stage.spell_correct, runtime=cfg.runtime, lexical=need_lexical)
     info = {}
     if need_dense:
         info["model"] = ranker.model
@@ -210,7 +212,7 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
         log.info("[evaluate] fusion %s tuned on %d %s queries: %s", fusion, len(tuning.queries),
                  cfg.tune_fusion_on, params)
     texts, q_vectors, bm25_run, dense_run = _runs(cfg, ranker, judged, need_dense, need_lexical)
-    if cfg.spell_correct:
+    if cfg.first_stage.spell_correct:
         info["spell_correct"] = {"queries_changed": sum(t != q for q, t in zip(queries, texts)), "queries": len(queries)}
     runs = {"bm25": bm25_run, "dense": dense_run}
     stage = cfg.stage()

@@ -1,29 +1,30 @@
-"""`firstlight <stage> [--option value ...]`: every stage's config dataclass is its command line.
+"""`firstlight <stage> [--option value ...]`: every stage's config dataclass is its command line
+(built by jsonargparse, common/config.py).
 
     firstlight demo                      # the main job on the built-in default data
     firstlight prepare --dataset files --catalogue shop.parquet --judgments labels.csv ...
-    firstlight embed --prepared-dir artifacts/homedepot/data
-    firstlight train --prepared-dir artifacts/homedepot/data   # the default recipe
-    firstlight train-reranker --prepared-dir artifacts/homedepot/data --first-stage-index-dir .../index
-    firstlight train --config train/recipe.yaml --prepared-dir s3://shop/data --num-workers 8 --use-gpu true
-    firstlight fetch-model --name all-mpnet-base-v2 --output-dir models
-    firstlight soup --models run-a/model,run-b/model --output-dir soup/model
-    firstlight ensemble --models minilm/model,mpnet/model --weights 0.5,0.5 --output-dir ensemble
-    firstlight index --embeddings-dir artifacts/homedepot/embeddings --kind ivf
-    firstlight evaluate --prepared-dir ... --index-dir ...
-    firstlight serve --index-dir artifacts/homedepot/index     # HTTP endpoint (Ray Serve)
+    firstlight embed --prepared_dir artifacts/homedepot/data
+    firstlight train --prepared_dir artifacts/homedepot/data   # the default recipe
+    firstlight train-reranker --prepared_dir artifacts/homedepot/data --first_stage_index_dir .../index
+    firstlight train --config train/recipe.yaml --prepared_dir s3://shop/data --dist.num_workers 8 --dist.use_gpu yes
+    firstlight fetch-model --name all-mpnet-base-v2 --output_dir models
+    firstlight soup --models run-a/model,run-b/model --output_dir soup/model
+    firstlight ensemble --models minilm/model,mpnet/model --weights 0.5,0.5 --output_dir ensemble
+    firstlight index --embeddings_dir artifacts/homedepot/embeddings --kind ivf
+    firstlight evaluate --prepared_dir ... --index_dir ...
+    firstlight serve --index_dir artifacts/homedepot/index     # HTTP endpoint (Ray Serve)
 
-Every stage also takes ``--config FILE`` (a YAML file of its settings; options given override it)
-and ``--verbose``. The same commands run under `ray job submit -- firstlight ...`, joining that cluster.
+Every stage also takes ``--config FILE`` (a YAML file of its settings; flags after it override it),
+``--print_config`` (writes the settings as such a file) and ``--verbose``. The same commands run under `ray job submit -- firstlight ...`, joining that cluster.
 """
 
 from __future__ import annotations
 
-import argparse
+import difflib
 import logging
 import sys
 
-from common.config import add_config_args, config_from_args
+from common.config import new_parser, parse_args
 from common.errors import FirstLightError
 from common.runtime import ensure_ray, setup_logging
 from data_pipeline.embed import EmbedConfig, run_embed
@@ -59,18 +60,30 @@ STAGES = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="firstlight", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="stage", required=True)
-    for name, (cls, _, needs_ray, help_text) in STAGES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_config_args(p, cls)
-        p.add_argument("--verbose", action="store_true",
-                       help="show every library's log lines (Ray Data's per-operator progress, faiss's loader, ...)")
-        if needs_ray:
-            p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS or local)")
-            p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+def stage_parser(stage: str):
+    """The stage's parser: its config's flags (jsonargparse) and the run's own."""
+    cls, _, needs_ray, help_text = STAGES[stage]
+    parser = new_parser(cls, prog=f"firstlight {stage}", description=help_text)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every library's log lines (Ray Data's per-operator progress, faiss's loader, ...)")
+    if needs_ray:
+        parser.add_argument("--ray_address", type=str, default=None,
+                            help="join this Ray cluster (default: $RAY_ADDRESS or local)")
+        parser.add_argument("--num_cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     return parser
+
+
+def parse_command(argv: list[str]):
+    """``(stage, config)`` of a command line such as ``["train", "--optim.lr", "1e-4"]`` (what a job
+    manifest's entrypoint holds), checked as `firstlight` checks it before running."""
+    stage, *rest = argv
+    return stage, parse_args(stage_parser(stage), STAGES[stage][0], rest)[0]
+
+
+def usage() -> str:
+    width = max(map(len, STAGES))
+    lines = [f"  {name:<{width}}  {help_text}" for name, (_, _, _, help_text) in STAGES.items()]
+    return "usage: firstlight STAGE [--flag value ...]  (firstlight STAGE --help)\n\nstages:\n" + "\n".join(lines)
 
 
 def _user_error(err: BaseException) -> FirstLightError | None:
@@ -84,28 +97,22 @@ def _user_error(err: BaseException) -> FirstLightError | None:
     return None
 
 
-def renamed_flag_error(cls, unknown: list[str]) -> str | None:
-    """For a flag that a settings component replaced (``--candidate-depth``), the message naming the
-    new one (``--first-stage-depth``)."""
-    for arg in unknown:
-        name = arg[2:].split("=")[0].replace("-", "_") if arg.startswith("--") else None
-        new = getattr(cls, "RENAMED", {}).get(name) if name else None
-        if new:
-            flag = "--" + new.replace(".", "-").replace("_", "-")
-            return f"{arg.split('=')[0]} is now {flag} (the setting `{new}`)"
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        moved = renamed_flag_error(STAGES[args.stage][0], unknown)
-        parser.error(moved or f"unrecognized arguments: {' '.join(unknown)}")
-    cls, runner, needs_ray, _ = STAGES[args.stage]
-    setup_logging(verbose_output=args.verbose or None)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    stage, argv = argv[0], argv[1:]
+    if stage not in STAGES:
+        near = difflib.get_close_matches(stage, STAGES, n=1)
+        print(f"firstlight: error: no stage {stage!r}{f' (did you mean {near[0]}?)' if near else ''}\n\n{usage()}",
+              file=sys.stderr)
+        return 2
+    cls, runner, needs_ray, _ = STAGES[stage]
+    parser = stage_parser(stage)
     try:
-        cfg = config_from_args(cls, args)
+        cfg, args = parse_args(parser, cls, argv)
+        setup_logging(verbose_output=args.verbose or None)
         cfg.validate()
         if needs_ray:
             ensure_ray(num_cpus=args.num_cpus, address=args.ray_address)
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         user = _user_error(err)
         if user is None:
             raise
-        print(f"firstlight {args.stage}: error: {user}", file=sys.stderr)
+        print(f"firstlight {stage}: error: {user}", file=sys.stderr)
         return 2
     return 0
 

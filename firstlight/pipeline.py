@@ -1,7 +1,7 @@
 """The main job: prepare -> embed -> index -> evaluate on one dataset, each stage cached by manifest.
 
 With ``--finetune true`` it is the whole pipeline: after the zero-shot stages it fine-tunes the
-encoder with the default recipe (or the recipe file ``--train-recipe FILE``, train/recipe.yaml's
+encoder with the default recipe (or the recipe file ``--train_recipe FILE``, train/recipe.yaml's
 format: every `firstlight train` setting), embeds and indexes the catalogue with the fine-tuned model
 and evaluates that too (``eval/test_finetuned.json``). Everything goes under one storage root
 (``--workdir``), which is what `ray job submit` runs on a cluster. It ends with one results table.
@@ -26,7 +26,7 @@ from common import storage
 from common.config import check_choice, load_config
 from common.errors import ConfigError
 from common.paths import HOMEDEPOT_ENV, default_homedepot_dir, default_workdir
-from data_pipeline.embed import EmbedConfig, run_embed
+from data_pipeline.embed import ACTORS_RENAMED, Actors, EmbedConfig, run_embed
 from data_pipeline.index import IndexConfig, run_index
 from data_pipeline.prepare import PrepareConfig, run_prepare
 from evaluation.evaluate import EvalConfig, format_table, run_evaluate
@@ -49,9 +49,7 @@ class DemoConfig:
     model: str | None = field(default=None, metadata={
         "help": f"encoder folder or hub name (also what training starts from); default {DEFAULT_MODEL}, "
                 f"{MULTILINGUAL_MODEL} for zh-demo"})
-    actors: int = field(default=1, metadata={"help": "embedding actors"})
-    cpus_per_actor: float = field(default=1.0, metadata={"help": "CPUs each embedding actor reserves"})
-    gpus_per_actor: float = field(default=0.0, metadata={"help": "GPUs per embedding actor"})
+    actors: Actors = field(default_factory=Actors)  # the embedding actor pool, as `firstlight embed` takes it
     index_kind: str = field(default="auto", metadata={
         "help": "auto (flat up to 200k products, ivf beyond), flat, ivf, ivfpq or hnsw"})
     seed: int = field(default=2026, metadata={"help": "split seed"})
@@ -62,7 +60,7 @@ class DemoConfig:
     # how the encoder runs in embed and evaluate (backend, token lengths): the component they share
     runtime: EncoderRuntime = field(default_factory=EncoderRuntime)
 
-    RENAMED: ClassVar[dict] = {"max_length": "runtime.product_max_length", "train": "train_recipe"}
+    RENAMED: ClassVar[dict] = {"max_length": "runtime.product_max_length", "train": "train_recipe", **ACTORS_RENAMED}
 
     def validate(self) -> None:
         check_choice("dataset", self.dataset, ("auto", "homedepot", "wands", "zh-demo"))
@@ -103,7 +101,7 @@ class DemoConfig:
         folder = Path(self.data_dir) if self.data_dir else default_homedepot_dir()
         if (folder / "products.csv").exists():
             return "homedepot"
-        log.warning("[demo] no Home Depot data in %s (set %s or --data-dir to use it); "
+        log.warning("[demo] no Home Depot data in %s (set %s or --data_dir to use it); "
                     "downloading the public WANDS set instead", folder, HOMEDEPOT_ENV)
         return "wands"
 
@@ -146,8 +144,7 @@ def _embed_index_evaluate(cfg: DemoConfig, prepared: str, model: str, folder: st
     into ``results_file``; the stages' times go to ``timings`` (their names followed by ``label``)."""
     t = time.perf_counter()
     embeddings = run_embed(EmbedConfig(prepared_dir=prepared, output_dir=storage.join(folder, "embeddings"),
-                                       model=model, runtime=cfg.runtime, actors=cfg.actors,
-                                       cpus_per_actor=cfg.cpus_per_actor, gpus_per_actor=cfg.gpus_per_actor))
+                                       model=model, runtime=cfg.runtime, actors=cfg.actors))
     timings["embed" + label] = time.perf_counter() - t
     t = time.perf_counter()
     index = run_index(IndexConfig(embeddings_dir=str(embeddings), output_dir=storage.join(folder, "index"),

@@ -11,7 +11,7 @@ such vectors is the weighted mean of the members' cosines: the ensemble's score 
 FAISS inner-product index over those vectors returns. So embed, index, evaluate and serve take an
 ensemble folder as their ``--model`` like any encoder; it costs the sum of its members' time.
 
-    firstlight ensemble --models runs/minilm/model,runs/mpnet/model --weights 0.5,0.5 --output-dir ens
+    firstlight ensemble --models runs/minilm/model,runs/mpnet/model --weights 0.5,0.5 --output_dir ens
 
 The folder holds a copy of every member (``member-0``, ``member-1``, ...) and
 ``firstlight_ensemble.json``; it is self-contained, so it can be copied to a cluster as one folder.
@@ -26,6 +26,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.config import Listed, listed
 from common.errors import ConfigError
 from common.manifest import atomic_folder
 from model.folders import (
@@ -56,12 +57,16 @@ def scaled_weights(values, count: int, field: str, flag: str) -> list[float]:
 
 @dataclass
 class EnsembleConfig:
-    models: tuple[str, ...] = field(default=(), metadata={
+    models: Listed = field(default=(), metadata={
         "help": "encoder folders to combine, comma-separated (two or more; any families, any widths)"})
-    weights: tuple[float, ...] = field(default=(), metadata={
+    weights: tuple[float, ...] | str = field(default=(), metadata={
         "help": "each model's weight in the ensemble's score, comma-separated (default: equal); pick them on "
                 "the val split (`firstlight evaluate --split val`)"})
     output_dir: str = field(default="", metadata={"help": "where the ensemble folder is written"})
+
+    def __post_init__(self):
+        self.models = listed(self.models)
+        self.weights = listed(self.weights)
 
     def validate(self) -> None:
         check_model_folders(self.models, self.output_dir, "an ensemble combines")

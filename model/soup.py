@@ -8,7 +8,7 @@ four seeds of one setting averaged to no gain: the diversity of the runs is what
 serves at the cost of one encoder: same size, same speed; its price is paid once, in training runs
 (on a GPU cluster, side by side).
 
-    firstlight soup --models run-a/model,run-b/model,run-c/model --output-dir soup/model
+    firstlight soup --models run-a/model,run-b/model,run-c/model --output_dir soup/model
 
 Every ingredient must be an exported encoder of the same architecture and tokenizer (a
 ``firstlight train`` export, a sentence-transformers folder or a Hugging Face folder). The output is
@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.config import Listed, listed
 from common.errors import ConfigError
 from model.export import export_sentence_transformer
 from model.folders import (
@@ -38,9 +39,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SoupConfig:
-    models: tuple[str, ...] = field(default=(), metadata={
+    models: Listed = field(default=(), metadata={
         "help": "exported encoder folders to average, comma-separated (two or more)"})
     output_dir: str = field(default="", metadata={"help": "where the averaged encoder is written"})
+
+    def __post_init__(self):
+        self.models = listed(self.models)
 
     def validate(self) -> None:
         check_model_folders(self.models, self.output_dir, "a soup averages")

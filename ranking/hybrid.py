@@ -10,7 +10,7 @@ rank through the same object:
   side alone (``mode`` dense or lexical).
 
 Lexical matching catches what embeddings blur (model numbers, sizes, brands); the weighted sum's
-weights are tuned on val (`firstlight evaluate --tune-fusion-on val`).
+weights are tuned on val (`firstlight evaluate --tune_fusion_on val`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,11 @@ MODES = ("hybrid", "dense", "lexical")
 
 @dataclass
 class FirstStage:
-    """How the first stage ranks: one object shared by the serving config and the evaluate stage."""
+    """How the first stage reads a query and ranks: one object shared by serve, evaluate and the
+    reranker's training lists, so all three see the same candidates."""
+
+    spell_correct: bool = field(default=True, metadata={
+        "help": "correct query words unknown to the catalogue (and to English) before either side searches"})
 
     mode: str = field(default="hybrid", metadata={"help": "hybrid (BM25 + FAISS fused), dense or lexical"})
     fusion: str = field(default="wsum", metadata={"help": "wsum (weighted min-max scores) or rrf (reciprocal ranks)"})

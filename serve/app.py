@@ -3,7 +3,7 @@
 
 Start it with one command:
 
-    firstlight serve --index-dir artifacts/homedepot/index            # or, with Ray's own CLI:
+    firstlight serve --index_dir artifacts/homedepot/index            # or, with Ray's own CLI:
     serve run serve/config.yaml                                        # serve deploy serve/config.yaml
 
 ``build_app`` is a Serve application builder: `serve run serve.app:build_app index_dir=...` and the

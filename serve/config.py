@@ -34,7 +34,7 @@ def _knob(default, help_text: str):
 class Resources:
     """One deployment's replicas, autoscaling, reservations and batching. ``min_replicas`` equal to
     ``max_replicas`` is a fixed number of replicas; below it, Serve's autoscaler moves between them.
-    Replicas and reservations are flags (``--encoder-num-cpus``); the autoscaling and batching knobs
+    Replicas and reservations are flags (``--encoder.num_cpus``); the autoscaling and batching knobs
     are set in the ``--config`` file (``encoder: {batch_wait_s: 0.002}``)."""
 
     min_replicas: int = field(default=1, metadata={"help": "replicas kept when idle"})
@@ -151,7 +151,7 @@ SERVE_RENAMED = {
     "batch_max_size": "encoder.batch_max_size", "batch_wait_s": "encoder.batch_wait_s",
     "retriever_replicas": "retriever.min_replicas", "retriever_num_cpus": "retriever.num_cpus",
     "retriever_num_gpus": "retriever.num_gpus", "gateway_replicas": "gateway.min_replicas",
-    "gateway_num_cpus": "gateway.num_cpus", "reranker": "rerank.model",
+    "gateway_num_cpus": "gateway.num_cpus", "reranker": "rerank.model", "spell_correct": "first_stage.spell_correct",
 }
 
 
@@ -164,8 +164,6 @@ class ServeConfig:
         "help": "catalogue titles; default: the catalogue the index was built from"})
     state_dir: str | None = field(default=None, metadata={
         "help": "live state: active version and item changes, shared by all replicas; default INDEX/../serve_state"})
-    spell_correct: bool = field(default=True, metadata={
-        "help": "correct query words unknown to the catalogue (and to English) before encoding"})
     session_weight: float = field(default=0.5, metadata={
         "help": "how far a session's clicks pull the query vector (Rocchio weight, tuned on val by "
                 "benchmarks/quality/bench_session.py); 0 ignores clicks except to exclude them"})
@@ -202,7 +200,7 @@ class ServeConfig:
         if is_uri(self.index_dir) and not self.state_dir:
             raise ConfigError("state_dir", "the change log of items added through the API is appended to and "
                               "fsync'ed, which object storage cannot do",
-                              "pass --state-dir on a file system every Retriever replica shares")
+                              "pass --state_dir on a file system every Retriever replica shares")
         if not exists(join(self.index_dir, "index.faiss")):
             raise ConfigError("index_dir", f"{self.index_dir} holds no FAISS index (index.faiss)",
                               "run `firstlight index` and pass its output folder")

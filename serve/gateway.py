@@ -104,7 +104,7 @@ class Gateway:
         self._prepare_version(self.active.get().describe())
 
     def _prepare_version(self, version: dict) -> None:
-        if self.cfg.spell_correct:
+        if self.cfg.first_stage.spell_correct:
             self._speller(version)
 
     def _speller(self, version: dict):
@@ -196,11 +196,11 @@ class Gateway:
         self._check_tokens(version.model, clean, names)
         clicked = await self._clicked(body.session, described)
         # corrected here, not in another replica: no extra hop on every request
-        queries = self._speller(described).correct(clean) if self.cfg.spell_correct else clean
+        queries = self._speller(described).correct(clean) if self.cfg.first_stage.spell_correct else clean
         ranked = await self.path.rank(version, queries, body.k, body.exclude, clicked, body.rerank)
         timing = {**ranked.timing_ms, "total": 1000 * (time.perf_counter() - start)}
         return {"items": ranked.items, "version": version.public(), "timing_ms": timing,
-                "queries": queries if self.cfg.spell_correct else None, "reranked": ranked.reranked,
+                "queries": queries if self.cfg.first_stage.spell_correct else None, "reranked": ranked.reranked,
                 "fallback": ranked.fallback}
 
     # -- routes --------------------------------------------------------------------------------

@@ -31,9 +31,10 @@ def test_settings_name_the_options_that_differ():
     from dataclasses import asdict
 
     from benchmarks.quality.ablation_table import settings
+    from tests.test_train import config_of
     from train.config import TrainConfig
 
-    words = settings(asdict(TrainConfig(positive_at=2.5, lr=1e-4, symmetric_loss=True, seed=7)))
+    words = settings(asdict(config_of(TrainConfig, positive_at=2.5, lr=1e-4, symmetric_loss=True, seed=7)))
     assert "positives >= 2.5" in words and "lr 0.0001" in words and "symmetric loss" in words and "seed 7" in words
     assert "symmetric" not in settings(asdict(TrainConfig()))
     cfg = asdict(TrainConfig(hard_negatives="both", mine_index_dir="artifacts/homedepot/finetuned-train-y/index"))
@@ -42,5 +43,9 @@ def test_settings_name_the_options_that_differ():
     assert settings(asdict(TrainConfig(model="models/all-mpnet-base-v2"))).startswith("from all-mpnet-base-v2, ")
     assert "from " not in settings(asdict(TrainConfig()))  # the default encoder goes unnamed
     # a run saved with an option since removed is still described (its config keys are read, not rebuilt)
-    old = {**asdict(TrainConfig(precision="bf16")), "layer_lr_decay": 0.8, "distil_index_dir": None}
+    old = {**asdict(config_of(TrainConfig, precision="bf16")), "layer_lr_decay": 0.8, "distil_index_dir": None}
     assert "bf16 autocast" in settings(old)
+    # a run saved before settings had components reads the same as one saved after
+    flat = {"batch_size": 128, "lr": 5e-5, "positive_at": 2.33, "length_window": 16, "hard_negatives": "both", "precision": "bf16",
+            "mixed_precision": "autocast", "mask_duplicates": True, "dropout": True}
+    assert settings(flat) == settings(asdict(config_of(TrainConfig, precision="bf16", mixed_precision="autocast")))

@@ -32,7 +32,7 @@ def good(tmp_path):
 
 def run_prepare_cli(tmp_path, cat, judg, capsys, *extra):
     code = main(["prepare", "--dataset", "files", "--catalogue", str(cat), "--judgments", str(judg),
-                 "--output-dir", str(tmp_path / "out"), "--num-cpus", "2", *extra])
+                 "--output_dir", str(tmp_path / "out"), "--num_cpus", "2", *extra])
     return code, capsys.readouterr().err
 
 
@@ -48,13 +48,13 @@ def expect_error(tmp_path, cat, judg, capsys, *fragments, extra=()):
 def test_catalogue_without_required_column(tmp_path, good, capsys, ray_session):
     cat = write(tmp_path / "cat.csv", "sku,title\np1,Oak chair\n")
     expect_error(tmp_path, cat, good[1], capsys, str(cat), "no column 'product_id'", "'sku'",
-                 "--product-id-column")
+                 "--product_id_column")
 
 
 def test_column_mapping_fixes_a_renamed_column(tmp_path, good, capsys, ray_session):
     cat = write(tmp_path / "cat.csv", "sku,name\np1,Oak chair\np2,Pine table\np3,Brass lamp\n")
-    code, err = run_prepare_cli(tmp_path, cat, good[1], capsys, "--product-id-column", "sku",
-                                "--title-column", "name", "--judgments-product-id-column", "product_id")
+    code, err = run_prepare_cli(tmp_path, cat, good[1], capsys, "--product_id_column", "sku",
+                                "--title_column", "name", "--judgments_product_id_column", "product_id")
     assert code == 0, err
     out = pd.read_parquet(tmp_path / "out" / "catalogue")
     assert sorted(out["product_id"]) == ["p1", "p2", "p3"]
@@ -121,6 +121,6 @@ def test_malformed_row_is_named(tmp_path):
 
 def test_bad_config_is_named_before_any_work(tmp_path, good, capsys):
     code = main(["prepare", "--dataset", "files", "--catalogue", str(good[0]), "--judgments", str(good[1]),
-                 "--test-fraction", "0"])
+                 "--test_fraction", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "test_fraction" in err and "Fix:" in err

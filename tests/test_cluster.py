@@ -68,16 +68,16 @@ def test_kuberay_manifest_has_the_fields_kuberay_requires(name):
 
 
 def test_rayjob_entrypoint_is_valid_firstlight_commands_matching_its_gpus():
-    from firstlight.cli import build_parser
+    from firstlight.cli import parse_command
 
     job = manifests()["rayjob-train.yaml"][0]
     commands = [shlex.split(c) for c in job["spec"]["entrypoint"].split("&&")]
     assert [c[0] for c in commands] == ["firstlight", "firstlight"]
-    parsed = [build_parser().parse_args(c[1:]) for c in commands]
-    train = next(p for p in parsed if p.stage == "train")
+    parsed = dict(parse_command(c[1:]) for c in commands)
+    train = parsed["train"]
     workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     gpus = workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
-    assert train.use_gpu == "yes" and train.num_workers == workers["replicas"] * gpus
+    assert train.dist.use_gpu == "yes" and train.dist.num_workers == workers["replicas"] * gpus
 
 
 def test_rayservice_serve_config_is_valid_and_fits_its_workers():

@@ -10,7 +10,13 @@ import torch
 from transformers import AutoModel
 
 from common.errors import ConfigError
-from data_pipeline.embed import EmbedConfig, embed_dataset, load_embeddings, run_embed
+from data_pipeline.embed import (
+    Actors,
+    EmbedConfig,
+    embed_dataset,
+    load_embeddings,
+    run_embed,
+)
 from data_pipeline.prepare import PrepareConfig, run_prepare
 from model.encoder import TextEncoder
 from model.runtime import EncoderRuntime
@@ -97,5 +103,5 @@ def test_embed_stage_writes_every_product_once(small_homedepot, tiny_model_dir, 
 
 def test_actor_pool_that_would_starve_reads_is_refused(ray_session):
     ds = ray.data.from_pandas(pd.DataFrame({"product_id": ["a"], "text": ["t"]}))
-    with pytest.raises(ConfigError, match="cpus_per_actor"):
-        embed_dataset(ds, EmbedConfig(actors=2, cpus_per_actor=1.0))
+    with pytest.raises(ConfigError, match="actors.cpus"):
+        embed_dataset(ds, EmbedConfig(actors=Actors(count=2, cpus=1.0)))

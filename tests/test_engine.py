@@ -5,6 +5,7 @@ from transformers import AutoModel
 
 from train.config import TrainConfig
 from train.engine import deepspeed_config, optimizer_groups
+from train.settings import Distribution
 
 
 @pytest.fixture()
@@ -38,11 +39,11 @@ def test_frozen_parameters_are_left_out(tiny_model):
     (True, "ddp", "fp32"),  # ddp offers bf16 on GPU only
 ])
 def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, cpu_bf16, strategy, expected):
-    import train.config
+    import train.settings
 
-    monkeypatch.setattr(train.config, "cpu_has_bf16", lambda: cpu_bf16)
-    cfg = TrainConfig(strategy=strategy)
-    assert cfg.precision == "auto" and cfg.resolved_precision() == expected
+    monkeypatch.setattr(train.settings, "cpu_has_bf16", lambda: cpu_bf16)
+    cfg = TrainConfig(dist=Distribution(strategy=strategy))
+    assert cfg.dist.precision == "auto" and cfg.dist.resolved_precision() == expected
     cfg.validate_settings()  # auto never resolves to a setting the checks refuse
     ds = deepspeed_config(cfg, 1)
     assert ds["torch_autocast"]["enabled"] is (expected == "bf16") and ds["bf16"]["enabled"] is False
@@ -50,8 +51,8 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, c
 
 
 def test_auto_precision_on_gpu_follows_the_gpu(monkeypatch):
-    import train.config
+    import train.settings
 
     for native, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(train.config, "gpu_has_bf16", lambda native=native: native)
-        assert TrainConfig(use_gpu=True).resolved_precision() == expected
+        monkeypatch.setattr(train.settings, "gpu_has_bf16", lambda native=native: native)
+        assert Distribution(use_gpu=True).resolved_precision() == expected

@@ -21,7 +21,7 @@ def ensemble_dir(tiny_model_dir, wide_model_dir, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("ensemble") / "model"
     assert main(["ensemble", "--models", f"{tiny_model_dir},{wide_model_dir}", "--weights", "1,3",
-                 "--output-dir", str(out)]) == 0
+                 "--output_dir", str(out)]) == 0
     return out
 
 
@@ -171,7 +171,7 @@ def test_the_server_answers_and_adds_items_with_an_ensemble(ensemble_dir, prepar
     cfg = small_app({"runtime.backend": "fp32",  # scores compared with fp32 to 1e-5
                      "index_dir": str(tmp_path / "index"), "prepared_dir": str(prepared),
                      "admin_token_file": str(tmp_path / "token"), "limits.max_text_tokens": 16,
-                     "spell_correct": False,
+                     "first_stage.spell_correct": False,
                      "first_stage.mode": "dense"})  # scores are then the ensemble's cosine similarities
     with served(cfg, name="firstlight-ensemble") as url:
         auth = {"Authorization": "Bearer ensemble-token"}

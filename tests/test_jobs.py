@@ -117,11 +117,11 @@ def test_whole_pipeline_as_one_ray_job(cluster, small_homedepot, tiny_model_dir)
     address, env, root = cluster
     storage = root / "artifacts"
     recipe = root / "recipe.yaml"  # the demo trains by a recipe file, as a shop's job would
-    recipe.write_text("max_steps: 3\nbatch_size: 8\ncpus_per_worker: 0.5\nhard_negatives: judged\n")
+    recipe.write_text("optim: {max_steps: 3, batch_size: 8}\ndist: {cpus_per_worker: 0.5}\nhard_negatives: judged\n")
     logs = submit(address, env, [
-        "firstlight", "demo", "--dataset", "homedepot", "--data-dir", str(small_homedepot), "--workdir", str(storage),
-        "--model", str(tiny_model_dir), "--runtime-product-max-length", "32", "--finetune", "true",
-        "--train-recipe", str(recipe)])
+        "firstlight", "demo", "--dataset", "homedepot", "--data_dir", str(small_homedepot), "--workdir", str(storage),
+        "--model", str(tiny_model_dir), "--runtime.product_max_length", "32", "--finetune", "true",
+        "--train_recipe", str(recipe)])
     work = storage / "homedepot"
     for folder in ("data", "embeddings", "index", "train/model", "finetuned/embeddings", "finetuned/index"):
         assert (work / folder / ("manifest.json" if folder != "train/model" else "firstlight.json")).exists(), folder
@@ -136,12 +136,12 @@ def test_training_with_one_worker_on_each_node(cluster, small_homedepot, tiny_mo
     out = root / "two-node"
     prepared = root / "artifacts" / "homedepot" / "data"
     if not prepared.exists():
-        submit(address, env, ["firstlight", "prepare", "--dataset", "homedepot", "--data-dir", str(small_homedepot),
-                              "--output-dir", str(prepared)])
+        submit(address, env, ["firstlight", "prepare", "--dataset", "homedepot", "--data_dir", str(small_homedepot),
+                              "--output_dir", str(prepared)])
     submit(address, env, [
-        "firstlight", "train", "--prepared-dir", str(prepared), "--output-dir", str(out), "--model", str(tiny_model_dir),
-        "--num-workers", "2", "--cpus-per-worker", "0.5", "--placement-strategy", "STRICT_SPREAD", "--max-steps", "2",
-        "--batch-size", "8", "--hard-negatives", "judged", "--zero-stage", "2", "--val-queries", "0"])
+        "firstlight", "train", "--prepared_dir", str(prepared), "--output_dir", str(out), "--model", str(tiny_model_dir),
+        "--dist.num_workers", "2", "--dist.cpus_per_worker", "0.5", "--dist.placement_strategy", "STRICT_SPREAD", "--optim.max_steps", "2",
+        "--optim.batch_size", "8", "--hard_negatives", "judged", "--dist.zero_stage", "2", "--checkpoints.val_queries", "0"])
     checkpoints = sorted(p for p in (out / "run").glob("checkpoint_*") if p.is_dir())
     assert checkpoints, "no checkpoint written"
     shards = {p.name for p in (checkpoints[-1] / "state").iterdir()}

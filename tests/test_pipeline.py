@@ -42,14 +42,14 @@ def test_demo_end_to_end_then_reuses_finished_stages(small_homedepot, tiny_model
 
     # Fusion weights tuned on val, then applied to test; tuning on the reported split is refused.
     work = tmp_path / "homedepot"
-    flags = ["evaluate", "--prepared-dir", str(work / "data"), "--index-dir", str(work / "index"),
-             "--runtime-query-max-length", "32", "--first-stage-fusion", "wsum", "--output", str(tmp_path / "tuned.json")]
-    assert main([*flags, "--tune-fusion-on", "val"]) == 0
+    flags = ["evaluate", "--prepared_dir", str(work / "data"), "--index_dir", str(work / "index"),
+             "--runtime.query_max_length", "32", "--first_stage.fusion", "wsum", "--output", str(tmp_path / "tuned.json")]
+    assert main([*flags, "--tune_fusion_on", "val"]) == 0
     tuned = json.loads((tmp_path / "tuned.json").read_text())
     weights = tuned["fusion"]["params"]["weights"]
     assert tuned["fusion"]["tuned_on"] == "val" and sum(weights) == pytest.approx(1.0) and len(weights) == 2
     assert tuned["systems"]["bm25"]["mean"] == pytest.approx(bm25)
-    assert main([*flags, "--tune-fusion-on", "test"]) == 2
+    assert main([*flags, "--tune_fusion_on", "test"]) == 2
     assert "tune_fusion_on" in capsys.readouterr().err
 
     # A shop's own held-out file, its columns mapped, scored on the prepared catalogue with the reranker;
@@ -60,10 +60,10 @@ def test_demo_end_to_end_then_reuses_finished_stages(small_homedepot, tiny_model
     held_out.to_csv(tmp_path / "held_out.csv", index=False)
     reranker = _tiny_reranker(tiny_model_dir, tmp_path / "reranker")
     out = tmp_path / "held_out.json"
-    assert main(["evaluate", "--prepared-dir", str(work / "data"), "--index-dir", str(work / "index"), "--runtime-query-max-length",
-                 "32", "--judgments", str(tmp_path / "held_out.csv"), "--query-column", "q", "--product-id-column",
-                 "sku", "--relevance-column", "grade", "--systems", "bm25,fusion,rerank", "--rerank-model", str(reranker),
-                 "--rerank-depth", "10", "--output", str(out)]) == 0
+    assert main(["evaluate", "--prepared_dir", str(work / "data"), "--index_dir", str(work / "index"), "--runtime.query_max_length",
+                 "32", "--judgments", str(tmp_path / "held_out.csv"), "--query_column", "q", "--product_id_column",
+                 "sku", "--relevance_column", "grade", "--systems", "bm25,fusion,rerank", "--rerank.model", str(reranker),
+                 "--rerank.depth", "10", "--output", str(out)]) == 0
     mine = json.loads(out.read_text())
     assert mine["queries"] == saved["queries"] and mine["judgments"] == str(tmp_path / "held_out.csv")
     assert mine["systems"]["bm25"]["mean"] == pytest.approx(bm25)
@@ -76,7 +76,7 @@ def test_demo_end_to_end_then_reuses_finished_stages(small_homedepot, tiny_model
     fusion = [ln.split()[2] for ln in (tmp_path / "held_out.fusion.trec").read_text().splitlines() if ln.startswith("0 ")]
     reranked = [ln.split()[2] for ln in lines if ln.startswith("0 ")]
     assert set(reranked[:10]) == set(fusion[:10]) and reranked[10:] == fusion[10:]
-    assert main(["evaluate", "--prepared-dir", str(work / "data"), "--systems", "bm25", "--judgments",
+    assert main(["evaluate", "--prepared_dir", str(work / "data"), "--systems", "bm25", "--judgments",
                  str(tmp_path / "held_out.csv")]) == 2
     assert "'query'" in capsys.readouterr().err  # the unmapped column is named
 
@@ -93,11 +93,11 @@ def _tiny_reranker(tiny_model_dir, out):
 
 
 def test_evaluate_cli_runs_bm25_alone(small_homedepot, tmp_path, ray_session, capsys):
-    code = main(["prepare", "--dataset", "homedepot", "--data-dir", str(small_homedepot),
-                 "--output-dir", str(tmp_path / "data")])
+    code = main(["prepare", "--dataset", "homedepot", "--data_dir", str(small_homedepot),
+                 "--output_dir", str(tmp_path / "data")])
     assert code == 0
-    code = main(["evaluate", "--prepared-dir", str(tmp_path / "data"), "--systems", "bm25", "--split", "val",
-                 "--spell-correct", "false"])
+    code = main(["evaluate", "--prepared_dir", str(tmp_path / "data"), "--systems", "bm25", "--split", "val",
+                 "--first_stage.spell_correct", "false"])
     out = capsys.readouterr().out
     assert code == 0 and "| bm25 |" in out and "| dense |" not in out
     plain = json.loads((tmp_path / "eval" / "val.json").read_text())
@@ -105,7 +105,7 @@ def test_evaluate_cli_runs_bm25_alone(small_homedepot, tmp_path, ray_session, ca
 
     # with spelling correction (the default, as served): real misspelt queries are corrected, results
     # stay keyed by what was typed
-    code = main(["evaluate", "--prepared-dir", str(tmp_path / "data"), "--systems", "bm25", "--split", "val",
+    code = main(["evaluate", "--prepared_dir", str(tmp_path / "data"), "--systems", "bm25", "--split", "val",
                  "--output", str(tmp_path / "spelled.json")])
     assert code == 0
     spelled = json.loads((tmp_path / "spelled.json").read_text())
@@ -117,7 +117,7 @@ def test_evaluate_cli_runs_bm25_alone(small_homedepot, tmp_path, ray_session, ca
 def test_demo_without_data_or_network_says_where_to_put_data(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FIRSTLIGHT_HOMEDEPOT_DIR", str(tmp_path / "missing"))
     monkeypatch.setattr("data_pipeline.download.WANDS_BASE_URL", "http://127.0.0.1:9/")
-    code = main(["demo", "--workdir", str(tmp_path / "work"), "--num-cpus", "2"])
+    code = main(["demo", "--workdir", str(tmp_path / "work"), "--num_cpus", "2"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "could not download WANDS" in err and "FIRSTLIGHT_HOMEDEPOT_DIR" in err

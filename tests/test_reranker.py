@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.config import build_config
 from common.errors import ConfigError
 from model.reranker import Reranker, export_reranker, new_reranker
 from train.rerank_config import RerankerConfig
@@ -87,5 +88,5 @@ def test_listnet_ignores_padding():
                                            ({"first_stage": {"mode": "sparse"}}, "first_stage.mode")])
 def test_reranker_config_refuses_what_cannot_work(change, field):
     with pytest.raises(ConfigError) as err:
-        RerankerConfig(**change).validate_settings()
+        build_config(RerankerConfig, change).validate_settings()
     assert err.value.field == field

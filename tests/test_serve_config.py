@@ -46,7 +46,7 @@ def test_serving_options_from_yaml_strings_and_their_errors(tmp_path):
     assert (cfg.encoder.max_replicas, cfg.encoder.num_cpus, cfg.retriever.batch_max_size) == (4, 1.0, 64)
     with pytest.raises(ConfigError, match="max_kk.*close: max_k"):
         ServeConfig.from_args({"limits": {"max_kk": 5}})
-    with pytest.raises(ConfigError, match="'limits.max_k'.*not a int"):
+    with pytest.raises(ConfigError, match="'limits.max_k'.*'many' is not of type int"):
         ServeConfig.from_args({"limits.max_k": "many"})
     # a config written before the components names the new key
     with pytest.raises(ConfigError, match="'candidate_depth'.*first_stage.depth"):
@@ -68,7 +68,7 @@ def test_active_version_survives_restarts_until_the_configuration_changes(tmp_pa
 
 
 def test_an_index_in_its_own_folder_finds_the_catalogue_it_was_built_from(tmp_path):
-    """`serve --index-dir artifacts/shop/finetuned/index` needs no --prepared-dir: the index records it."""
+    """`serve --index_dir artifacts/shop/finetuned/index` needs no --prepared_dir: the index records it."""
     import json
 
     (tmp_path / "data" / "catalogue").mkdir(parents=True)

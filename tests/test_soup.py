@@ -57,7 +57,7 @@ def test_soup_is_the_mean_of_its_ingredients_and_loads_in_sentence_transformers(
 
 def test_soup_command_line_writes_the_folder(ingredients, tmp_path):
     out = tmp_path / "cli_soup"
-    assert main(["soup", "--models", f"{ingredients[0]},{ingredients[1]}", "--output-dir", str(out)]) == 0
+    assert main(["soup", "--models", f"{ingredients[0]},{ingredients[1]}", "--output_dir", str(out)]) == 0
     assert (out / "model.safetensors").is_file() and (out / "modules.json").is_file()
 
 

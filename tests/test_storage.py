@@ -210,7 +210,7 @@ def s3_pipeline(s3, small_homedepot, tiny_model_dir, tmp_path_factory) -> dict:
     from firstlight.pipeline import DemoConfig, run_demo
 
     recipe = tmp_path_factory.mktemp("recipe") / "recipe.yaml"
-    recipe.write_text("max_steps: 2\nbatch_size: 8\ncpus_per_worker: 0.5\nhard_negatives: judged\n")
+    recipe.write_text("optim: {max_steps: 2, batch_size: 8}\ndist: {cpus_per_worker: 0.5}\nhard_negatives: judged\n")
     cfg = DemoConfig(dataset="homedepot", data_dir=str(small_homedepot), workdir=f"s3://{BUCKET}/pipeline",
                      model=str(tiny_model_dir), finetune=True, train_recipe=str(recipe),
                      runtime=EncoderRuntime(product_max_length=32))

@@ -27,7 +27,15 @@ def tiny_config(prepared, tiny_model_dir, out, **overrides) -> TrainConfig:
                     checkpoint_every=3, val_queries=20, val_products=200, lr=1e-3, warmup_ratio=0.0,
                     precision="fp32", hard_negatives="judged", positive_at=2.5)
     settings.update(overrides)
-    return TrainConfig(**settings)
+    return config_of(TrainConfig, **settings)
+
+
+def config_of(cls, **settings):
+    """A training config from settings named as briefly as tests like them (``lr``, ``num_workers``),
+    each put in its component by the config's map of names (``lr`` -> ``optim.lr``)."""
+    from common.config import build_config
+
+    return build_config(cls, {cls.RENAMED.get(name, name): value for name, value in settings.items()})
 
 
 def three_step_history(prepared, tiny_model_dir, out, grad_cache_chunk: int = 0, **overrides):
@@ -271,7 +279,7 @@ def test_rerun_into_a_folder_holding_a_run_with_other_settings_is_refused(prepar
     from train.driver import fit
 
     _, out = zero2_run  # 2 workers there
-    with pytest.raises(ConfigError, match=r"num_workers=2 there, 1 now.*new --output-dir"):
+    with pytest.raises(ConfigError, match=r"dist.num_workers=2 there, 1 now.*new --output_dir"):
         fit(tiny_config(prepared, tiny_model_dir, out, num_workers=1, cpus_per_worker=1))
 
 

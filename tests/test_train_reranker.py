@@ -12,6 +12,7 @@ import pytest
 from data_pipeline.index import ProductIndex
 from data_pipeline.prepare import PrepareConfig, load_catalogue, load_split, run_prepare
 from firstlight.cli import main
+from tests.test_train import config_of
 from train.rerank_config import RerankerConfig
 
 pytestmark = pytest.mark.training  # a slow kind: the quick tier (-m 'not slow') leaves these out
@@ -38,7 +39,7 @@ def tiny_reranker_config(first_stage, tiny_model_dir, out, **overrides) -> Reran
                     batch_size=4, group_size=4, mined_per_group=1, max_steps=4, checkpoint_every=2, val_queries=10,
                     rerank_depth=10, lr=1e-3, warmup_ratio=0.0, precision="fp32")
     settings.update(overrides)
-    return RerankerConfig(**settings)
+    return config_of(RerankerConfig, **settings)
 
 
 def test_lists_keep_judged_labels_and_add_unjudged_first_stage_products_as_irrelevant(first_stage, tiny_model_dir):
@@ -94,6 +95,6 @@ def test_two_worker_zero2_run_recovers_from_a_failure_and_exports_a_cross_encode
 
 def test_reranker_cli_refuses_a_missing_first_stage_index(first_stage, tmp_path, capsys):
     prepared, _ = first_stage
-    code = main(["train-reranker", "--prepared-dir", str(prepared), "--first-stage-index-dir", str(tmp_path / "none")])
+    code = main(["train-reranker", "--prepared_dir", str(prepared), "--first_stage_index_dir", str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert code == 2 and "'first_stage_index_dir'" in err and "firstlight index" in err and "Traceback" not in err

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields, is_dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,8 +26,15 @@ from train.tasks import TASKS, config_class
 log = logging.getLogger(__name__)
 
 # Settings a resumed run must share with the run it resumes (DeepSpeed shards are laid out by them).
-RESUME_KEYS = ("model", "strategy", "zero_stage", "num_workers", "batch_size", "grad_accum", "grad_cache_chunk",
-               "lora_rank", "precision", "mixed_precision")
+RESUME_KEYS = ("model", "dist.strategy", "dist.zero_stage", "dist.num_workers", "optim.batch_size", "optim.grad_accum",
+               "grad_cache_chunk", "lora.rank", "dist.precision", "dist.mixed_precision")
+
+
+def _setting(values, dotted: str):
+    """``values``' setting at ``dotted`` (a config object or its saved JSON), None where it has none."""
+    for part in dotted.split("."):
+        values = values.get(part) if isinstance(values, dict) else getattr(values, part, None)
+    return values
 
 
 def save_checkpoint(engine, validator, state: dict, metrics: dict, cfg: TrainConfig, tokenizer, rank: int,
@@ -58,14 +65,14 @@ def save_checkpoint(engine, validator, state: dict, metrics: dict, cfg: TrainCon
 
 def restore(engine, cfg: TrainConfig, rank: int, output_dir: Path) -> dict:
     """The trainer state to start from: this run's latest checkpoint after a worker failure (Ray Train
-    hands it back), else ``--resume-from``, else a fresh start."""
+    hands it back), else ``--checkpoints.resume_from``, else a fresh start."""
     import ray.train
 
     state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best": None}
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and cfg.resume_from:
-        checkpoint = ray.train.Checkpoint(cfg.resume_from) if storage.is_uri(cfg.resume_from) \
-            else ray.train.Checkpoint.from_directory(cfg.resume_from)
+    if checkpoint is None and cfg.checkpoints.resume_from:
+        checkpoint = ray.train.Checkpoint(cfg.checkpoints.resume_from) if storage.is_uri(cfg.checkpoints.resume_from) \
+            else ray.train.Checkpoint.from_directory(cfg.checkpoints.resume_from)
     if checkpoint:
         with checkpoint.as_directory() as folder:
             engine.load(Path(folder))
@@ -99,11 +106,11 @@ def check_earlier_run(cfg: TrainConfig, output_uri: str | None = None) -> None:
     if not saved:
         return
     before = json.loads(saved[-1])
-    changed = [k for k in RESUME_KEYS if before.get(k) != getattr(cfg, k)]
+    changed = [k for k in RESUME_KEYS if _setting(before, k) != _setting(cfg, k)]
     if changed:
         raise ConfigError("output_dir", f"{cfg.output_dir} holds an earlier training run with other settings "
-                          f"({', '.join(f'{k}={before.get(k)!r} there, {getattr(cfg, k)!r} now' for k in changed)}), "
-                          "which Ray Train would try to resume", "pass a new --output-dir, or that run's settings "
+                          f"({', '.join(f'{k}={_setting(before, k)!r} there, {_setting(cfg, k)!r} now' for k in changed)}), "
+                          "which Ray Train would try to resume", "pass a new --output_dir, or that run's settings "
                           "to resume it")
     log.info("[train] resuming the earlier run in %s (same settings)", Path(cfg.output_dir) / "run")
 
@@ -112,9 +119,31 @@ def saved_config(folder: Path) -> TrainConfig:
     """The config a checkpoint was written under, of its task's class (settings it no longer knows are
     dropped)."""
     saved = json.loads((Path(folder) / "train_config.json").read_text())
-    cls = config_class(saved.get("task"))
-    known = {f.name for f in fields(cls)}  # not ``__dataclass_fields__``: that holds the ``task`` ClassVar too
-    return cls(**{k: v for k, v in saved.items() if k in known})
+    cls = config_class(saved.pop("task", None))
+    nested: dict = {}
+    for key, value in saved.items():  # a checkpoint from before components holds flat settings
+        head, _, rest = cls.RENAMED.get(key, key).partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        elif isinstance(value, dict):
+            nested.setdefault(head, {}).update(value)
+        else:
+            nested[head] = value
+    return _known(cls, nested)
+
+
+def _known(cls, values: dict):
+    """``cls`` built from ``values``, components too, dropping settings it no longer knows."""
+    kwargs = {}
+    for f in fields(cls):  # not ``__dataclass_fields__``: that holds the ``task`` ClassVar too
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        default = f.default_factory() if f.default_factory is not MISSING else None
+        if isinstance(value, dict) and is_dataclass(default):  # a component: its owner's defaults, then the saved
+            value = replace(default, **{k: v for k, v in value.items() if k in {g.name for g in fields(default)}})
+        kwargs[f.name] = value
+    return cls(**kwargs)
 
 
 def export_checkpoint(checkpoint_dir: Path, out: Path) -> Path:
@@ -127,7 +156,7 @@ def export_checkpoint(checkpoint_dir: Path, out: Path) -> Path:
     cfg = saved_config(folder)
     task = TASKS[cfg.task]
     model = getattr(transformers, task.model_loader).from_config(AutoConfig.from_pretrained(folder / "model_config"))
-    if cfg.strategy == "ddp":
+    if cfg.dist.strategy == "ddp":
         weights = torch.load(folder / "ddp_state.pt", map_location="cpu", weights_only=False)["model"]
     elif not any((folder / STATE_TAG).glob("*zero_pp_rank_*_optim_states.pt")):  # ran as ZeRO-0, fp32 weights
         weights = torch.load(folder / STATE_TAG / "mp_rank_00_model_states.pt", map_location="cpu",
@@ -139,8 +168,8 @@ def export_checkpoint(checkpoint_dir: Path, out: Path) -> Path:
 
         weights = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=STATE_TAG)
     weights = {k: v.float() for k, v in weights.items()}
-    if cfg.lora_rank:
-        model, missing, unexpected = merged(model, weights, cfg), [], []
+    if cfg.lora.rank:
+        model, missing, unexpected = merged(model, weights, cfg.lora), [], []
     else:
         missing, unexpected = model.load_state_dict(weights, strict=False)
         missing = [k for k in missing if not k.endswith("position_ids")]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from common import storage
@@ -47,46 +47,46 @@ def fit(cfg: TrainConfig):
     # Workers run in their own working directories: hand them absolute paths. "auto" precision is
     # decided here, once, so every worker and the saved config agree on it.
     cfg = replace(cfg, prepared_dir=str(Path(cfg.prepared_dir).resolve()),
-                  output_dir=str(cfg.resolved_output_dir().resolve()), precision=cfg.resolved_precision(),
-                  use_gpu="yes" if cfg.gpu else "no")
+                  output_dir=str(cfg.resolved_output_dir().resolve()), dist=replace(cfg.dist, precision=cfg.dist.resolved_precision(),
+                                                                   use_gpu="yes" if cfg.dist.gpu else "no"))
     check_earlier_run(cfg, output_uri)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "firstlight" / "torch_extensions"))
     model_path = resolve_model_path(cfg.model)
     task = task_of(cfg)
     tokens, count, extra = task.data(cfg, model_path)
-    if count < cfg.batch_size * cfg.num_workers:
-        raise ConfigError("batch_size", f"only {count} training examples for {cfg.num_workers} worker(s) x "
-                          f"batch {cfg.batch_size}", "lower --batch-size or add judgments")
-    steps_per_epoch = count // (cfg.batch_size * cfg.num_workers * cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps) if total_steps else cfg.max_steps
-    log.info("[train] %d worker(s) x batch %d x accumulation %d; %d steps", cfg.num_workers, cfg.batch_size,
-             cfg.grad_accum, total_steps)
-    if cfg.strategy == "deepspeed":
-        log.info("[train] DeepSpeed ZeRO-%d%s, %s%s", cfg.zero_stage_in_use,
-                 f" (asked {cfg.zero_stage}: one worker has nothing to shard)" if cfg.zero_stage_in_use != cfg.zero_stage
-                 else "", cfg.precision, " by autocast over fp32 weights" if cfg.autocast else "")
+    if count < cfg.optim.batch_size * cfg.dist.num_workers:
+        raise ConfigError("optim.batch_size", f"only {count} training examples for {cfg.dist.num_workers} worker(s) x "
+                          f"batch {cfg.optim.batch_size}", "lower --optim.batch_size or add judgments")
+    steps_per_epoch = count // (cfg.optim.batch_size * cfg.dist.num_workers * cfg.optim.grad_accum)
+    total_steps = steps_per_epoch * cfg.optim.epochs
+    if cfg.optim.max_steps:
+        total_steps = min(total_steps, cfg.optim.max_steps) if total_steps else cfg.optim.max_steps
+    log.info("[train] %d worker(s) x batch %d x accumulation %d; %d steps", cfg.dist.num_workers, cfg.optim.batch_size,
+             cfg.optim.grad_accum, total_steps)
+    if cfg.dist.strategy == "deepspeed":
+        log.info("[train] DeepSpeed ZeRO-%d%s, %s%s", cfg.dist.zero_stage_in_use,
+                 f" (asked {cfg.dist.zero_stage}: one worker has nothing to shard)" if cfg.dist.zero_stage_in_use != cfg.dist.zero_stage
+                 else "", cfg.dist.precision, " by autocast over fp32 weights" if cfg.dist.autocast else "")
     out = cfg.resolved_output_dir()
-    if cfg.pretokenize:  # on few cores a tokeniser running beside the training loop slows every step
+    if cfg.data.pretokenize:  # on few cores a tokeniser running beside the training loop slows every step
         tokens = tokens.materialize()
     trainer = TorchTrainer(
         train_loop,
         # a worker on another node fetches its own copy of cloud inputs (validation reads the val split)
-        train_loop_config={"cfg": asdict(replace(cfg, prepared_dir=prepared_uri or cfg.prepared_dir)),
+        train_loop_config={"cfg": replace(cfg, prepared_dir=prepared_uri or cfg.prepared_dir),
                            "model_path": model_path, "total_steps": max(total_steps, 1),
                            "fail_marker": str(out / ".failed_once"), "output_uri": output_uri,
                            "task": task.name, **extra},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker},
-                                     placement_strategy=cfg.placement_strategy),
+        scaling_config=ScalingConfig(num_workers=cfg.dist.num_workers, use_gpu=cfg.dist.gpu,
+                                     resources_per_worker={"CPU": cfg.dist.cpus_per_worker},
+                                     placement_strategy=cfg.dist.placement_strategy),
         datasets={"train": tokens},
         run_config=RunConfig(
             name="run", storage_path=output_uri or str(out),  # a URI: every rank uploads its own shards
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
-                                               checkpoint_score_attribute="val_ndcg@10" if cfg.val_queries else "step",
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoints.keep,
+                                               checkpoint_score_attribute="val_ndcg@10" if cfg.checkpoints.val_queries else "step",
                                                checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=cfg.max_failures)),
+            failure_config=FailureConfig(max_failures=cfg.checkpoints.max_failures)),
     )
     return trainer.fit()
 
@@ -107,9 +107,9 @@ def _on_local_paths(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
     if storage.is_uri(cfg.output_dir or ""):
         output_uri = cfg.output_dir.rstrip("/")
         changes["output_dir"] = str(storage.mirror_of(output_uri))
-    if storage.is_uri(cfg.resume_from or "") and not storage.exists(storage.join(cfg.resume_from,
+    if storage.is_uri(cfg.checkpoints.resume_from or "") and not storage.exists(storage.join(cfg.checkpoints.resume_from,
                                                                                    "trainer_state.json")):
-        raise ConfigError("resume_from", f"{cfg.resume_from} is not a FirstLight training checkpoint "
+        raise ConfigError("checkpoints.resume_from", f"{cfg.checkpoints.resume_from} is not a FirstLight training checkpoint "
                           "(no trainer_state.json)", "pass a checkpoint_* folder from a training run")
     return replace(cfg, **changes), output_uri
 
@@ -120,7 +120,7 @@ def run_train(cfg: TrainConfig) -> Path | str:
     output_uri = cfg.output_dir.rstrip("/") if storage.is_uri(cfg.output_dir or "") else None
     folder_out = storage.mirror_of(output_uri) if output_uri else cfg.resolved_output_dir().resolve()
     best = result.checkpoint
-    if cfg.val_queries and result.best_checkpoints:
+    if cfg.checkpoints.val_queries and result.best_checkpoints:
         best = max(result.best_checkpoints, key=lambda c: c[1].get("val_ndcg@10", -1))[0]
     out = folder_out / "model"
     with best.as_directory() as folder:  # a checkpoint in the cloud is fetched here

@@ -23,7 +23,7 @@ def attention_for(cfg: TrainConfig) -> str | None:
     is slow in bf16: MiniLM's backward took 238-276 ms a step with it against 131-148 in the plain
     matrix-product form (with dropout on, the fused kernel falls back to that form anyway). GPUs keep
     transformers' own choice."""
-    return None if cfg.gpu else "eager"
+    return None if cfg.dist.gpu else "eager"
 
 
 def optimizer_groups(named_parameters, weight_decay: float) -> list[dict]:
@@ -40,8 +40,8 @@ def optimizer_groups(named_parameters, weight_decay: float) -> list[dict]:
 def micro_steps(cfg: TrainConfig) -> tuple[int, int]:
     """(texts per backward pass, backward passes per optimizer step) as DeepSpeed sees them."""
     if cfg.grad_cache_chunk:  # each chunk's re-forward + backward is one DeepSpeed micro-step
-        return cfg.grad_cache_chunk, cfg.batch_size // cfg.grad_cache_chunk
-    return cfg.batch_size, cfg.grad_accum
+        return cfg.grad_cache_chunk, cfg.optim.batch_size // cfg.grad_cache_chunk
+    return cfg.optim.batch_size, cfg.optim.grad_accum
 
 
 def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict:
@@ -50,12 +50,12 @@ def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict:
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": steps,
         "train_batch_size": micro * steps * world_size,
-        "gradient_clipping": cfg.max_grad_norm,
-        "zero_optimization": {"stage": cfg.zero_stage_in_use},
+        "gradient_clipping": cfg.optim.max_grad_norm,
+        "zero_optimization": {"stage": cfg.dist.zero_stage_in_use},
         # autocast: fp32 weights and optimizer, bf16 matrix products; else 16-bit weights + fp32 masters
-        "torch_autocast": {"enabled": cfg.autocast, "dtype": "bfloat16"},
-        "bf16": {"enabled": cfg.precision == "bf16" and not cfg.autocast},
-        "fp16": {"enabled": cfg.precision == "fp16"},
+        "torch_autocast": {"enabled": cfg.dist.autocast, "dtype": "bfloat16"},
+        "bf16": {"enabled": cfg.dist.precision == "bf16" and not cfg.dist.autocast},
+        "fp16": {"enabled": cfg.dist.precision == "fp16"},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
@@ -68,8 +68,8 @@ def _scheduler(optimizer, cfg: TrainConfig, total_steps: int):
         get_linear_schedule_with_warmup,
     )
 
-    warmup = int(cfg.warmup_ratio * total_steps)
-    make = get_cosine_schedule_with_warmup if cfg.schedule == "cosine" else get_linear_schedule_with_warmup
+    warmup = int(cfg.optim.warmup_ratio * total_steps)
+    make = get_cosine_schedule_with_warmup if cfg.optim.schedule == "cosine" else get_linear_schedule_with_warmup
     return make(optimizer, warmup, total_steps)
 
 
@@ -79,16 +79,16 @@ class Engine:
     def __init__(self, cfg: TrainConfig, model, total_steps: int, world_size: int):
         self.cfg = cfg
         # The fused kernel (CPU and GPU): one pass over all parameters instead of a loop of small ops.
-        optimizer = torch.optim.AdamW(optimizer_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.lr,
+        optimizer = torch.optim.AdamW(optimizer_groups(model.named_parameters(), cfg.optim.weight_decay), lr=cfg.optim.lr,
                                       fused=True)
         scheduler = _scheduler(optimizer, cfg, total_steps)
-        if cfg.strategy == "deepspeed":
+        if cfg.dist.strategy == "deepspeed":
             import deepspeed
 
             self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
                 model=model, optimizer=optimizer, lr_scheduler=scheduler,
                 config=deepspeed_config(cfg, world_size), dist_init_required=False)
-            if world_size == 1 and cfg.zero_stage_in_use == 0:
+            if world_size == 1 and cfg.dist.zero_stage_in_use == 0:
                 # ZeRO-0 all-reduces every gradient after backward; with one worker that is a pure copy.
                 self.engine.enable_backward_allreduce = False
             self.device = self.engine.device
@@ -118,7 +118,7 @@ class Engine:
         ``whole``: ``loss`` already carries its full weight (a cached-gradient chunk), so it is not
         divided by the number of micro-steps."""
         _, steps = micro_steps(self.cfg)
-        if self.cfg.strategy == "deepspeed":
+        if self.cfg.dist.strategy == "deepspeed":
             boundary = self.engine.is_gradient_accumulation_boundary()
             self.engine.backward(loss, scale_wrt_gas=not whole)
             self.engine.step()
@@ -130,8 +130,8 @@ class Engine:
             (loss if whole else loss / steps).backward()
         if not last:
             return False
-        if self.cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.engine.parameters(), self.cfg.max_grad_norm)
+        if self.cfg.optim.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.engine.parameters(), self.cfg.optim.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -141,14 +141,14 @@ class Engine:
         return float(self.scheduler.get_last_lr()[0])
 
     def save(self, folder: Path, rank: int) -> None:
-        if self.cfg.strategy == "deepspeed":
+        if self.cfg.dist.strategy == "deepspeed":
             self.engine.save_checkpoint(str(folder), tag=STATE_TAG)  # each rank writes its own shards
         elif rank == 0:
             torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict()}, folder / "ddp_state.pt")
 
     def load(self, folder: Path) -> None:
-        if self.cfg.strategy == "deepspeed":
+        if self.cfg.dist.strategy == "deepspeed":
             self.engine.load_checkpoint(str(folder), tag=STATE_TAG)
         else:
             state = torch.load(folder / "ddp_state.pt", map_location=self.device, weights_only=False)

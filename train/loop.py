@@ -40,15 +40,15 @@ def train_loop(config: dict) -> None:
 
     setup_logging()  # a worker's progress lines reach the driver's terminal through Ray's log forwarding
     task = TASKS[config["task"]]
-    cfg = task.config_class(**config["cfg"])
+    cfg = config["cfg"]  # the driver's config object (Ray pickles it to every worker)
     if storage.is_uri(cfg.prepared_dir):  # this node's mirror (fetched once per node)
         cfg = replace(cfg, prepared_dir=str(storage.pull(cfg.prepared_dir)))
     model_path = resolve_model_path(cfg.model) if storage.is_uri(cfg.model) else config["model_path"]
     output_uri = config.get("output_uri")
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg.seed)
-    if not cfg.gpu:
+    torch.manual_seed(cfg.optim.seed)
+    if not cfg.dist.gpu:
         # The node's cores shared by the workers on it (Ray Data's short tasks interleave).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
         # Denormal floats (|x| < 1e-38) take x86 cores a slow path: in a probe of this loop one seed
@@ -66,14 +66,14 @@ def train_loop(config: dict) -> None:
         save_checkpoint(engine, validator, state, metrics, cfg, tokenizer, rank, output_uri)
 
     total = config["total_steps"]
-    run_log = RunLog(output_dir, state["step"], total, cfg.report_every) if rank == 0 else None
+    run_log = RunLog(output_dir, state["step"], total, cfg.checkpoints.report_every) if rank == 0 else None
     shard = ray.train.get_dataset_shard("train")
     started, pairs_seen = time.perf_counter(), 0
-    while state["epoch"] < cfg.epochs and state["step"] < total:
-        batches = shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True)
+    while state["epoch"] < cfg.optim.epochs and state["step"] < total:
+        batches = shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=True)
         if cfg.length_window > 1:
             batches = length_grouped(batches, cfg.length_window,
-                                     np.random.default_rng([cfg.seed, rank, state["epoch"]]))
+                                     np.random.default_rng([cfg.optim.seed, rank, state["epoch"]]))
         skip = state["micro_in_epoch"]
         for batch in _in_step(batches):
             if skip:
@@ -90,9 +90,9 @@ def train_loop(config: dict) -> None:
             _maybe_fail(cfg, state["step"], config["fail_marker"])
             metrics = {"step": state["step"], "epoch": state["epoch"], "loss": float(loss.item()),
                        "lr": engine.lr(), **logged, "pairs_per_s": pairs_seen / (time.perf_counter() - started)}
-            if (cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0) or state["step"] >= total:
+            if (cfg.checkpoints.every and state["step"] % cfg.checkpoints.every == 0) or state["step"] >= total:
                 checkpoint(metrics)
-            elif state["step"] % cfg.report_every == 0:
+            elif state["step"] % cfg.checkpoints.report_every == 0:
                 ray.train.report(metrics)  # a report synchronises all workers (~1 s on CPU): not every step
             if run_log is not None:
                 run_log.add(metrics)
@@ -101,7 +101,7 @@ def train_loop(config: dict) -> None:
         else:
             state["epoch"] += 1
             state["micro_in_epoch"] = 0
-            if not cfg.checkpoint_every and state["epoch"] < cfg.epochs:
+            if not cfg.checkpoints.every and state["epoch"] < cfg.optim.epochs:
                 checkpoint({"step": state["step"], "epoch": state["epoch"]})
             if not _patience_spent(cfg, state):
                 continue
@@ -136,7 +136,7 @@ def _record_nodes(rank: int, world_size: int, folder: Path) -> None:
 
 
 def _patience_spent(cfg: TrainConfig, state: dict) -> bool:
-    spent = bool(cfg.early_stopping_patience) and state.get("since_best", 0) >= cfg.early_stopping_patience
+    spent = bool(cfg.checkpoints.early_stopping_patience) and state.get("since_best", 0) >= cfg.checkpoints.early_stopping_patience
     if spent:
         log.info("[train] early stop at step %d: %d checkpoints without a better validation nDCG@10",
                  state["step"], state["since_best"])

@@ -53,7 +53,7 @@ def text_key(text: str) -> int:
 
 def build_pairs(prepared, cfg) -> pd.DataFrame:
     """The shuffled (query, positive, negative, has_negative, *_key) table the run trains on."""
-    judgments = pd.concat([load_split(prepared, split) for split in cfg.splits], ignore_index=True)
+    judgments = pd.concat([load_split(prepared, split) for split in cfg.data.split_names], ignore_index=True)
     catalogue = load_catalogue(prepared)
     text = catalogue.set_index("product_id")["text"]
     judgments = judgments.groupby(["query", "product_id"], as_index=False)["relevance"].mean()
@@ -70,15 +70,15 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
         # relevant product's text would teach the model a contradiction.
         keep_out = {text[p] for p in not_negative[query]}
         negatives = [n for n in negatives if text[n] not in keep_out]
-        positives = group[group["relevance"] >= cfg.positive_at]["product_id"].tolist()
+        positives = group[group["relevance"] >= cfg.data.positive_at]["product_id"].tolist()
         for i, pid in enumerate(positives):
             negative = text[negatives[i % len(negatives)]] if negatives else ""
             rows.append((query, text[pid], negative, bool(negatives)))
     pairs = pd.DataFrame(rows, columns=["query", "positive", "negative", "has_negative"])
     for column in TEXTS:
         pairs[f"{column}_key"] = pairs[column].map(text_key).astype(np.int64)
-    pairs = pairs.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
-    return pairs.head(cfg.max_pairs) if cfg.max_pairs else pairs
+    pairs = pairs.sample(frac=1.0, random_state=cfg.optim.seed).reset_index(drop=True)
+    return pairs.head(cfg.data.max_pairs) if cfg.data.max_pairs else pairs
 
 
 class Tokenize:

@@ -32,7 +32,7 @@ def mine_lists(cfg, ranker: OfflineRanker, split: str, queries: list[str] | None
         by_query.setdefault(query, {})[pid] = float(rel)
     wanted = sorted(by_query) if queries is None else queries
     texts, candidates = ranker.candidates(wanted, cfg.first_stage, cfg.mine_depth)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.optim.seed)
     rows = []
     for query, text, cands in zip(wanted, texts, candidates):
         labels = by_query.get(query, {})

@@ -25,15 +25,15 @@ def sample_queries(judged: Judged, count: int, rng: np.random.Generator) -> list
 
 class Validator:
     def __init__(self, cfg, tokenizer, prompts: dict | None = None):
-        rng = np.random.default_rng(cfg.seed)
+        rng = np.random.default_rng(cfg.optim.seed)
         judged = judged_from_frame(load_split(cfg.prepared_dir, "val"))
-        queries = sample_queries(judged, cfg.val_queries, rng)
+        queries = sample_queries(judged, cfg.checkpoints.val_queries, rng)
         self.judged = Judged({q: judged.graded[q] for q in queries}, {q: judged.binary[q] for q in queries},
                              {q: judged.candidates[q] for q in queries})
         catalogue = load_catalogue(cfg.prepared_dir)
         wanted = {p for q in queries for p in judged.candidates[q]}
         sample = np.zeros(len(catalogue), dtype=bool)
-        sample[rng.choice(len(catalogue), size=min(cfg.val_products, len(catalogue)), replace=False)] = True
+        sample[rng.choice(len(catalogue), size=min(cfg.checkpoints.val_products, len(catalogue)), replace=False)] = True
         products = catalogue[sample | catalogue["product_id"].isin(wanted).to_numpy()]
         self.ids = products["product_id"].tolist()
         self.texts = products["text"].tolist()

@@ -22,6 +22,7 @@ from benchmarks.report import RESULTS, update_section  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
 from model.folders import DEFAULT_MODEL, MANIFEST  # noqa: E402
 from train.config import MINED_MODES, TrainConfig  # noqa: E402
+from train.settings import Distribution  # noqa: E402
 
 
 def _run_of(folder: str | None, leaf: str = "index") -> str | None:
@@ -33,9 +34,21 @@ def _run_of(folder: str | None, leaf: str = "index") -> str | None:
     return Path(folder).parent.name.removeprefix("finetuned-")
 
 
+def flat(saved: dict) -> dict:
+    """A saved training config with its components' settings under the flat names runs recorded
+    before settings had components (``optim.lr`` -> ``lr``), so old and new runs read alike."""
+    out = {k: v for k, v in saved.items() if not isinstance(v, dict)}
+    for old, new in TrainConfig.RENAMED.items():
+        owner, _, name = new.partition(".")
+        if isinstance(saved.get(owner), dict) and name in saved[owner]:
+            out[old] = saved[owner][name]
+    return out
+
+
 def settings(cfg: dict) -> str:
     """The settings that differ between runs, in words. (Rows of runs trained with options since
     removed keep the words they were recorded with; see "Tried and removed" in RESULTS.md.)"""
+    cfg = flat(cfg)
     parts = [f"positives >= {cfg.get('positive_at', 2.5):g}", f"batch {cfg['batch_size']}"]
     start = Path(cfg.get("model", DEFAULT_MODEL)).name  # a folder's name: models/all-mpnet-base-v2
     if start not in (DEFAULT_MODEL, "default"):
@@ -54,14 +67,14 @@ def settings(cfg: dict) -> str:
     if cfg.get("lora_rank"):
         parts.append(f"LoRA r{cfg['lora_rank']}")
     precision = cfg.get("precision", "fp32")
-    if precision == "bf16":  # runs from before --mixed-precision existed held 16-bit weights
-        known = {k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__}
-        saved = TrainConfig(**{**known, "mixed_precision": cfg.get("mixed_precision", "weights")})
+    if precision == "bf16":  # runs from before mixed_precision existed held 16-bit weights
+        saved = Distribution(precision="bf16", mixed_precision=cfg.get("mixed_precision", "weights"),
+                             use_gpu=cfg.get("use_gpu", "no"))
         precision += " autocast" if saved.autocast else " (16-bit weights)"
     parts.append(precision)
     # runs from before duplicate masking existed have no such key: they trained without it
     parts.append("duplicates masked" if cfg.get("mask_duplicates", False) else "duplicates not masked")
-    # runs from before --dropout existed have no such key: the model stayed in eval mode, dropout off
+    # runs from before dropout was a setting have no such key: the model stayed in eval mode, dropout off
     if not cfg.get("dropout", False):
         parts.append("no dropout")
     if cfg.get("scale", 20.0) != 20.0:

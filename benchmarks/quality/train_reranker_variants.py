@@ -43,9 +43,9 @@ def main() -> None:
             print(f"{name}: already trained in {out}")
             continue
         began = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "firstlight.cli", "train-reranker", "--prepared-dir", str(root / "data"),
-                        "--first-stage-index-dir", index, "--model", model, "--loss", loss,
-                        "--max-steps", str(args.max_steps), "--output-dir", str(out)], check=True)
+        subprocess.run([sys.executable, "-m", "firstlight.cli", "train-reranker", "--prepared_dir", str(root / "data"),
+                        "--first_stage_index_dir", index, "--model", model, "--loss", loss,
+                        "--optim.max_steps", str(args.max_steps), "--output_dir", str(out)], check=True)
         print(f"{name}: trained in {time.perf_counter() - began:.0f}s -> {out / 'model'}")
     write_section(root, args)
 

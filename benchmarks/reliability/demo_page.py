@@ -3,7 +3,7 @@ search, click a result and see the ranking change, add a product and find it. Sa
 
 The browser is the operating system's (Debian: `apt-get install chromium chromium-driver`), driven
 by Selenium through /usr/bin/chromedriver: nothing is downloaded at run time. tests/test_demo.py
-runs it in CI; against a running server (`firstlight serve ... --admin-token-file T`):
+runs it in CI; against a running server (`firstlight serve ... --admin_token_file T`):
 
     python benchmarks/reliability/demo_page.py --url http://127.0.0.1:8000 --token-file T --query "cordless drill" \
         --screenshot docs/images/demo.png

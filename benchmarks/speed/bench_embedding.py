@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from benchmarks.report import update_section  # noqa: E402
 from common.paths import default_homedepot_dir  # noqa: E402
-from data_pipeline.embed import EmbedConfig  # noqa: E402
+from data_pipeline.embed import Actors, EmbedConfig  # noqa: E402
 from model.runtime import EncoderRuntime  # noqa: E402
 
 
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     ds = ds.repartition(target_num_rows_per_block=args.batch_size).materialize()
 
     def run(actors: int, backend: str = "auto"):
-        cfg = EmbedConfig(model=model, batch_size=args.batch_size, actors=actors,
-                          cpus_per_actor=min(1.0, (threads - 1) / actors), gpus_per_actor=1.0 if gpu else 0.0,
+        cfg = EmbedConfig(model=model, batch_size=args.batch_size,
+                          actors=Actors(count=actors, cpus=min(1.0, (threads - 1) / actors), gpus=1.0 if gpu else 0.0),
                           runtime=EncoderRuntime(product_max_length=args.max_length, backend=backend))
         start = time.perf_counter()
         out = embed_dataset(ds, cfg).to_pandas()

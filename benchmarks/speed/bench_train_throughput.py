@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.report import need_bench_extra, update_section  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
+from train.settings import Checkpointing, Distribution, Optimisation, TrainData  # noqa: E402
 
 
 def steady_rate(step_ends: dict[int, float], batch: int, warmup: int) -> float:
@@ -124,14 +125,17 @@ def main() -> None:
         sys.exit(f"--pairs {args.pairs} gives {steps} steps: need more than --warmup-steps + 1")
     rows, st_rates, fl_rates = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(prepared_dir=args.prepared_dir, output_dir=tmp, hard_negatives="none", max_pairs=args.pairs,
-                          batch_size=args.batch_size, query_max_length=args.max_length,
-                          product_max_length=args.max_length, max_steps=steps, val_queries=0, checkpoint_every=0,
-                          num_workers=1,
-                          cpus_per_worker=1, lr=3e-5, precision=args.precision, mixed_precision=args.mixed_precision,
-                          length_window=args.length_window,
-                          # 16-bit weights need ZeRO-1 for their fp32 master copies; else one worker runs ZeRO-0
-                          zero_stage=1 if args.precision == "bf16" and args.mixed_precision == "weights" else 0)
+        cfg = TrainConfig(prepared_dir=args.prepared_dir, output_dir=tmp, hard_negatives="none",
+                          query_max_length=args.max_length, product_max_length=args.max_length,
+                          length_window=args.length_window, data=TrainData(max_pairs=args.pairs),
+                          optim=Optimisation(batch_size=args.batch_size, max_steps=steps, lr=3e-5),
+                          checkpoints=Checkpointing(val_queries=0, every=0),
+                          dist=Distribution(num_workers=1, cpus_per_worker=1, precision=args.precision,
+                                            mixed_precision=args.mixed_precision,
+                                            # 16-bit weights need ZeRO-1 for their fp32 master copies;
+                                            # else one worker runs ZeRO-0
+                                            zero_stage=1 if args.precision == "bf16" and args.mixed_precision == "weights"
+                                            else 0))
         pairs = build_pairs(args.prepared_dir, cfg)
         for r in range(args.rounds):
             # 1. sentence-transformers' trainer, in this process with every core (before Ray starts in round 1).
@@ -148,7 +152,7 @@ def main() -> None:
 all-MiniLM-L6-v2, max length {args.max_length} for queries and products, in-batch negatives only, {args.precision},
 AdamW lr 3e-5, dropout on (the model's 0.1) in both, {os.cpu_count()} CPU threads. Pairs/s: steady state, after step {args.warmup_steps}, the same
 way for both. sentence-transformers: `SentenceTransformerTrainer` + MultipleNegativesRankingLoss in
-one process; FirstLight: the recipe (Ray Train, DeepSpeed ZeRO-{cfg.zero_stage_in_use}{", torch_autocast" if cfg.autocast else ""}{", 16-bit weights" if cfg.precision == "bf16" and not cfg.autocast else ""}, 1 worker; tokens materialised by
+one process; FirstLight: the recipe (Ray Train, DeepSpeed ZeRO-{cfg.dist.zero_stage_in_use}{", torch_autocast" if cfg.dist.autocast else ""}{", 16-bit weights" if cfg.dist.precision == "bf16" and not cfg.dist.autocast else ""}, 1 worker; tokens materialised by
 Ray Data before training{f"; micro-batches regrouped by product length, {args.length_window} at a time (`--length-window`), which sentence-transformers does not do" if args.length_window > 1 else "; batches formed as sentence-transformers forms them (`--length-window 0`)"}). Wall time includes each trainer's start-up (Ray's, on the first round).
 
 | round | sentence-transformers pairs/s | wall s | FirstLight pairs/s | wall s | ratio |

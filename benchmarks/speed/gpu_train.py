@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     from model.folders import resolve_model_path
     from train.config import TrainConfig
     from train.driver import fit
+    from train.settings import Checkpointing, Distribution, Optimisation
 
     gpu = args.device == "cuda"
     if gpu and not torch.cuda.is_available():
@@ -91,11 +92,12 @@ def main(argv: list[str] | None = None) -> dict:
         if args.random_init:
             model_path = random_init_copy(model_path, Path(tmp) / "random-init")
         out = Path(args.output_dir or Path(tmp) / "run")
-        cfg = TrainConfig(prepared_dir=args.prepared_dir, output_dir=str(out), model=model_path, use_gpu=gpu,
-                          precision="bf16" if gpu else "fp32", zero_stage=2, num_workers=args.workers,
+        cfg = TrainConfig(prepared_dir=args.prepared_dir, output_dir=str(out), model=model_path,
                           hard_negatives="judged",  # one hard negative per pair, with no index to mine
-                          batch_size=args.batch_size, max_steps=args.steps, report_every=10,
-                          checkpoint_every=0, val_queries=0, cpus_per_worker=2 if gpu else 1)
+                          optim=Optimisation(batch_size=args.batch_size, max_steps=args.steps),
+                          dist=Distribution(use_gpu=gpu, precision="bf16" if gpu else "fp32", zero_stage=2,
+                                            num_workers=args.workers, cpus_per_worker=2 if gpu else 1),
+                          checkpoints=Checkpointing(every=0, report_every=10, val_queries=0))
         ensure_ray()
         start = time.perf_counter()
         fit(cfg)
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.cuda.get_device_name(0) if gpu else "CPU (a check of the script, not a GPU figure)"
     weights = "random weights" if args.random_init else "pretrained weights"
     body = f"""
-{device} x {args.workers}; {Path(args.model).name} ({weights}), {cfg.precision}, ZeRO-{cfg.zero_stage_in_use},
+{device} x {args.workers}; {Path(args.model).name} ({weights}), {cfg.dist.precision}, ZeRO-{cfg.dist.zero_stage_in_use},
 batch {args.batch_size} per worker, {args.steps} steps ({wall:.0f} s wall including start-up); pairs/s after step
 {args.warmup_steps}.
 

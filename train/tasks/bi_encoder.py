@@ -33,9 +33,9 @@ class BiEncoderTask:
         from transformers import AutoModel
 
         model = AutoModel.from_pretrained(model_path, attn_implementation=attention)
-        if cfg.lora_rank:
-            model = add_adapters(model, cfg)
-        return model.train(cfg.dropout)  # from_pretrained hands back a model in eval mode: dropout off
+        if cfg.lora.rank:
+            model = add_adapters(model, cfg.lora)
+        return model.train(cfg.optim.dropout)  # from_pretrained hands back a model in eval mode: dropout off
 
     def stepper(self, cfg: TrainConfig):
         loss = InfoNCELoss(scale=cfg.scale, symmetric=cfg.symmetric_loss, mask_duplicates=cfg.mask_duplicates,
@@ -43,7 +43,7 @@ class BiEncoderTask:
         return CachedStep(loss, cfg.grad_cache_chunk) if cfg.grad_cache_chunk else PlainStep(loss)
 
     def validator(self, cfg: TrainConfig, tokenizer, model_path: str, extra: dict):
-        return Validator(cfg, tokenizer, read_prompts(model_path)) if cfg.val_queries else None
+        return Validator(cfg, tokenizer, read_prompts(model_path)) if cfg.checkpoints.val_queries else None
 
     def examples_in(self, batch: dict) -> int:
         return len(batch["query_ids"])

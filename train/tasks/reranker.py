@@ -27,14 +27,14 @@ class RerankerTask:
 
     def data(self, cfg: RerankerConfig, model_path: str):
         """Tokenised query groups, mined from the first stage the server runs, and the validation lists."""
-        ranker = OfflineRanker(cfg.prepared_dir, cfg.first_stage_index_dir, spell_correct=cfg.spell_correct)
-        lists = mine_lists(cfg, ranker, "train").sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
-        if cfg.max_pairs:  # here: query groups
-            lists = lists.head(cfg.max_pairs)
+        ranker = OfflineRanker(cfg.prepared_dir, cfg.first_stage_index_dir, spell_correct=cfg.first_stage.spell_correct)
+        lists = mine_lists(cfg, ranker, "train").sample(frac=1.0, random_state=cfg.optim.seed).reset_index(drop=True)
+        if cfg.data.max_pairs:  # here: query groups
+            lists = lists.head(cfg.data.max_pairs)
         extra = {"val_lists": [], "val_judged": None}
-        if cfg.val_queries:
+        if cfg.checkpoints.val_queries:
             judged = judged_from_frame(load_split(cfg.prepared_dir, "val"))
-            queries = sample_queries(judged, cfg.val_queries, np.random.default_rng(cfg.seed))
+            queries = sample_queries(judged, cfg.checkpoints.val_queries, np.random.default_rng(cfg.optim.seed))
             texts, candidates = ranker.candidates(queries, cfg.first_stage, cfg.rerank_depth)
             extra["val_lists"] = [{"key": q, "query": t, "ids": [c["id"] for c in cands],
                                    "texts": [c["text"] for c in cands]}
@@ -44,13 +44,13 @@ class RerankerTask:
         return tokenized_lists(lists, model_path, cfg), len(lists), extra
 
     def model(self, cfg: RerankerConfig, model_path: str, attention: str | None):
-        return new_reranker(model_path, attn_implementation=attention).train(cfg.dropout)
+        return new_reranker(model_path, attn_implementation=attention).train(cfg.optim.dropout)
 
     def stepper(self, cfg: RerankerConfig):
         return PlainStep(RerankLoss(cfg.loss))
 
     def validator(self, cfg: RerankerConfig, tokenizer, model_path: str, extra: dict):
-        if not cfg.val_queries:
+        if not cfg.checkpoints.val_queries:
             return None
         return RerankValidator(extra["val_lists"], extra["val_judged"], tokenizer, cfg.pair_max_length)
 
