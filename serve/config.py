@@ -25,29 +25,24 @@ from ranking.hybrid import FirstStage
 from ranking.rerank import RerankStage
 
 
-def _knob(default, help_text: str):
-    """A tuning setting read from the --config file (or `serve run` args), without a flag of its own."""
-    return field(default=default, metadata={"flag": False, "help": help_text})
-
-
 @dataclass
 class Resources:
     """One deployment's replicas, autoscaling, reservations and batching. ``min_replicas`` equal to
     ``max_replicas`` is a fixed number of replicas; below it, Serve's autoscaler moves between them.
-    Replicas and reservations are flags (``--encoder.num_cpus``); the autoscaling and batching knobs
-    are set in the ``--config`` file (``encoder: {batch_wait_s: 0.002}``)."""
+    Flags ``--encoder.num_cpus``, YAML ``encoder: {batch_wait_s: 0.002}``."""
 
     min_replicas: int = field(default=1, metadata={"help": "replicas kept when idle"})
     max_replicas: int = field(default=1, metadata={"help": "replicas at most"})
-    target_ongoing_requests: float = _knob(8.0, "requests per replica the autoscaler aims at")
+    target_ongoing_requests: float = field(default=8.0, metadata={"help": "requests per replica the autoscaler aims at"})
     num_cpus: float = field(default=1.0, metadata={"help": "CPUs each replica reserves (fractions allowed)"})
     num_gpus: float = field(default=0.0, metadata={"help": "GPUs each replica reserves"})
-    threads: int = _knob(0, "torch threads per replica (0 = one per whole CPU reserved); more than reserved "
-                            "lowers latency on a small machine where requests rarely overlap")
-    batch_max_size: int = _knob(32, "requests handled together at most (dynamic batching)")
-    batch_wait_s: float = _knob(0.005, "longest wait to fill a batch")
-    upscale_delay_s: float = _knob(5.0, "sustained load before adding replicas")
-    downscale_delay_s: float = _knob(60.0, "sustained idleness before removing replicas")
+    threads: int = field(default=0, metadata={
+        "help": "torch threads per replica (0 = one per whole CPU reserved); more than reserved lowers latency "
+                "on a small machine where requests rarely overlap"})
+    batch_max_size: int = field(default=32, metadata={"help": "requests handled together at most (dynamic batching)"})
+    batch_wait_s: float = field(default=0.005, metadata={"help": "longest wait to fill a batch"})
+    upscale_delay_s: float = field(default=5.0, metadata={"help": "sustained load before adding replicas"})
+    downscale_delay_s: float = field(default=60.0, metadata={"help": "sustained idleness before removing replicas"})
 
     def validate(self, prefix: str) -> None:
         check_range(prefix + "min_replicas", self.min_replicas, 1)

@@ -20,7 +20,7 @@ from common import storage
 from common.errors import ConfigError
 from train.config import TrainConfig
 from train.engine import STATE_TAG
-from train.lora import base_model, merged
+from train.lora import base_model
 from train.tasks import TASKS, config_class
 
 log = logging.getLogger(__name__)
@@ -168,11 +168,8 @@ def export_checkpoint(checkpoint_dir: Path, out: Path) -> Path:
 
         weights = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=STATE_TAG)
     weights = {k: v.float() for k, v in weights.items()}
-    if cfg.lora.rank:
-        model, missing, unexpected = merged(model, weights, cfg.lora), [], []
-    else:
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        missing = [k for k in missing if not k.endswith("position_ids")]
+    model, missing, unexpected = task.load_weights(cfg, model, weights)
+    missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise RuntimeError(f"checkpoint {folder} does not match its model: missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]}")

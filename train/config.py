@@ -83,6 +83,17 @@ class TrainConfig:
         """Some hard negatives are mined near-misses (from the zero-shot index, which must then exist)."""
         return self.hard_negatives in MINED_MODES
 
+    def micro_steps(self) -> tuple[int, int]:
+        """(texts per backward pass, backward passes per optimizer step) as DeepSpeed sees them."""
+        if self.grad_cache_chunk:  # each chunk's re-forward + backward is one DeepSpeed micro-step
+            return self.grad_cache_chunk, self.optim.batch_size // self.grad_cache_chunk
+        return self.optim.batch_size, self.optim.grad_accum
+
+    def index_inputs(self) -> dict[str, str | None]:
+        """The index folders training reads besides the prepared data, by setting (the driver fetches
+        those in buckets): the zero-shot index when negatives are mined."""
+        return {"mine_index_dir": self.mine_index_dir} if self.mines else {}
+
     def validate(self) -> None:
         """Every check: the settings, then the folders they name."""
         self.validate_settings()

@@ -99,11 +99,12 @@ def _on_local_paths(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
     if storage.is_uri(cfg.prepared_dir or ""):
         if not cfg.output_dir:
             raise storage.output_not_derived("output_dir")
-        if cfg.mines and not cfg.mine_index_dir:
-            cfg = replace(cfg, mine_index_dir=storage.join(storage.parent(cfg.prepared_dir), "index"))
+        beside = storage.join(storage.parent(cfg.prepared_dir), "index")  # an unset index: PREPARED/../index
+        cfg = replace(cfg, **{name: beside for name, path in cfg.index_inputs().items() if not path})
         changes["prepared_dir"] = str(storage.pull(cfg.prepared_dir))
-    if storage.is_uri(cfg.mine_index_dir or "") and cfg.mines:
-        changes["mine_index_dir"] = str(storage.pull(cfg.mine_index_dir))
+    for name, path in cfg.index_inputs().items():
+        if storage.is_uri(path or ""):
+            changes[name] = str(storage.pull(path))
     if storage.is_uri(cfg.output_dir or ""):
         output_uri = cfg.output_dir.rstrip("/")
         changes["output_dir"] = str(storage.mirror_of(output_uri))

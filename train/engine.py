@@ -37,15 +37,8 @@ def optimizer_groups(named_parameters, weight_decay: float) -> list[dict]:
             if g["params"]]
 
 
-def micro_steps(cfg: TrainConfig) -> tuple[int, int]:
-    """(texts per backward pass, backward passes per optimizer step) as DeepSpeed sees them."""
-    if cfg.grad_cache_chunk:  # each chunk's re-forward + backward is one DeepSpeed micro-step
-        return cfg.grad_cache_chunk, cfg.optim.batch_size // cfg.grad_cache_chunk
-    return cfg.optim.batch_size, cfg.optim.grad_accum
-
-
 def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict:
-    micro, steps = micro_steps(cfg)
+    micro, steps = cfg.micro_steps()
     return {
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": steps,
@@ -117,7 +110,7 @@ class Engine:
 
         ``whole``: ``loss`` already carries its full weight (a cached-gradient chunk), so it is not
         divided by the number of micro-steps."""
-        _, steps = micro_steps(self.cfg)
+        _, steps = self.cfg.micro_steps()
         if self.cfg.dist.strategy == "deepspeed":
             boundary = self.engine.is_gradient_accumulation_boundary()
             self.engine.backward(loss, scale_wrt_gas=not whole)

@@ -23,7 +23,6 @@ import torch.distributed as dist
 from common import storage
 from common.runtime import setup_logging
 from model.folders import resolve_model_path
-from train.batching import length_grouped
 from train.checkpoints import restore, save_checkpoint
 from train.config import TrainConfig
 from train.engine import Engine, attention_for
@@ -71,9 +70,7 @@ def train_loop(config: dict) -> None:
     started, pairs_seen = time.perf_counter(), 0
     while state["epoch"] < cfg.optim.epochs and state["step"] < total:
         batches = shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=True)
-        if cfg.length_window > 1:
-            batches = length_grouped(batches, cfg.length_window,
-                                     np.random.default_rng([cfg.optim.seed, rank, state["epoch"]]))
+        batches = task.batches(cfg, batches, np.random.default_rng([cfg.optim.seed, rank, state["epoch"]]))
         skip = state["micro_in_epoch"]
         for batch in _in_step(batches):
             if skip:

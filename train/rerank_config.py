@@ -70,6 +70,14 @@ class RerankerConfig:
     first_stage: FirstStage = field(default_factory=FirstStage)
     fail_at_step: int = field(default=0, metadata={"cli": False, "help": "tests only: raise once at this step"})
 
+    def micro_steps(self) -> tuple[int, int]:
+        """(query groups per backward pass, backward passes per optimizer step) as DeepSpeed sees them."""
+        return self.optim.batch_size, self.optim.grad_accum
+
+    def index_inputs(self) -> dict[str, str | None]:
+        """The index folders training reads besides the prepared data: the first stage's."""
+        return {"first_stage_index_dir": self.first_stage_index_dir}
+
     def validate(self) -> None:
         self.validate_settings()
         self.validate_paths()

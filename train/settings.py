@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 
 from common.config import check_choice, check_range
 from common.errors import ConfigError
-from common.hardware import GpuChoice, check_use_gpu, cpu_has_bf16, gpu_choice, gpu_has_bf16
+from common.hardware import (
+    GpuChoice,
+    check_use_gpu,
+    cpu_has_bf16,
+    gpu_choice,
+    gpu_has_bf16,
+)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

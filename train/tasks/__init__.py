@@ -32,6 +32,12 @@ class Task(Protocol):
     def validator(self, cfg, tokenizer, model_path: str, extra: dict) -> Callable | None:
         """``validator(engine) -> val nDCG@10``, or None when validation is off."""
 
+    def batches(self, cfg, batches, rng):
+        """The worker's micro-batches as the task wants them ordered (the bi-encoder groups by length)."""
+
+    def load_weights(self, cfg, model, weights: dict) -> tuple[Any, list, list]:
+        """``(model, missing keys, unexpected keys)``: a checkpoint's weights loaded into a fresh model."""
+
     def examples_in(self, batch: dict) -> int:
         """Training examples (pairs) in a micro-batch, for throughput."""
 

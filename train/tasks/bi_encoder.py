@@ -9,8 +9,9 @@ from pathlib import Path
 
 from model.export import export_sentence_transformer
 from model.folders import read_prompts, resolve_model_path
+from train.batching import length_grouped
 from train.config import TrainConfig
-from train.lora import add_adapters
+from train.lora import add_adapters, merged
 from train.losses import InfoNCELoss
 from train.pairs import build_pairs, tokenized_dataset
 from train.steps import CachedStep, PlainStep
@@ -44,6 +45,16 @@ class BiEncoderTask:
 
     def validator(self, cfg: TrainConfig, tokenizer, model_path: str, extra: dict):
         return Validator(cfg, tokenizer, read_prompts(model_path)) if cfg.checkpoints.val_queries else None
+
+    def batches(self, cfg: TrainConfig, batches, rng):
+        """Micro-batches regrouped by product-text length, so each pads less (``length_window``)."""
+        return length_grouped(batches, cfg.length_window, rng) if cfg.length_window > 1 else batches
+
+    def load_weights(self, cfg: TrainConfig, model, weights: dict):
+        """``(model, missing, unexpected)``: a checkpoint's weights in ``model``, LoRA adapters merged in."""
+        if cfg.lora.rank:
+            return merged(model, weights, cfg.lora), [], []
+        return (model, *model.load_state_dict(weights, strict=False))
 
     def examples_in(self, batch: dict) -> int:
         return len(batch["query_ids"])

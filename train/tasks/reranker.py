@@ -54,6 +54,12 @@ class RerankerTask:
             return None
         return RerankValidator(extra["val_lists"], extra["val_judged"], tokenizer, cfg.pair_max_length)
 
+    def batches(self, cfg: RerankerConfig, batches, rng):
+        return batches  # query groups are padded to one length already
+
+    def load_weights(self, cfg: RerankerConfig, model, weights: dict):
+        return (model, *model.load_state_dict(weights, strict=False))
+
     def examples_in(self, batch: dict) -> int:
         return int(batch["valid"].sum().item())
 
