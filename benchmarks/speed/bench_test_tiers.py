@@ -35,7 +35,9 @@ def run_tier(clone: Path, args: list[str]) -> dict:
     seconds = time.perf_counter() - start
     summary = (proc.stdout.strip().splitlines() or [""])[-1]
     counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|errors?|deselected|skipped)", summary)}
-    return {"seconds": round(seconds), "exit": proc.returncode, "summary": summary, **counts}
+    # the names of what failed, so a failing run says which test it was
+    failures = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    return {"seconds": round(seconds), "exit": proc.returncode, "summary": summary, "failures": failures, **counts}
 
 
 def main() -> None:
@@ -56,13 +58,14 @@ def main() -> None:
     rows = [f"| {tier} | `pytest -q tests {' '.join(TIERS[tier])}`".replace("-m not slow", '-m "not slow"') +
             f" | {r['seconds'] // 60} min {r['seconds'] % 60:02d} s | {r.get('passed', 0)} |"
             f" {r.get('failed', 0) + r.get('errors', 0) + r.get('error', 0)} | {r.get('deselected', 0)} |" for tier, r in results.items()]
+    failed = [f"- {tier}: `{line}`" for tier, r in results.items() for line in r["failures"]]
     body = f"""
 A clean clone of commit {commit}, on this checkout's environment (`scripts/setup.sh`), no other work running.
 
 | tier | command | wall time | passed | failed or errors | deselected |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
-"""
+{chr(10) + "Failed:" + chr(10) + chr(10).join(failed) + chr(10) if failed else ""}"""
     update_section("test_tiers", "Test tiers", "python benchmarks/speed/bench_test_tiers.py --tiers " + args.tiers,
                    body, results)
     sys.exit(max(r["exit"] for r in results.values()))
