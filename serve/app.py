@@ -18,6 +18,7 @@ import logging
 from serve.config import ServeConfig
 from serve.encoder_deployment import Encoder
 from serve.gateway import Gateway
+from serve.placement import fit_to_cluster
 from serve.reranker_deployment import Reranker
 from serve.retriever_deployment import Retriever
 
@@ -39,11 +40,15 @@ def build_app(args: dict | ServeConfig):
 
 
 def run_serve(cfg: ServeConfig, blocking: bool = True) -> str:
-    """Deploy the application on the current Ray (local or cluster); return its base URL."""
+    """Deploy the application on the current Ray (local or cluster); return its base URL. Every
+    deployment is placed (default reservations shrink to fit the cluster), or it stops before
+    deploying anything, naming the one that cannot be (serve/placement.py)."""
     import time
 
+    import ray
     from ray import serve
 
+    cfg = fit_to_cluster(cfg, ray.available_resources())
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build_app(cfg), name="firstlight", route_prefix="/")
     url = f"http://{cfg.host}:{cfg.port}"

@@ -88,7 +88,7 @@ class Gateway:
     def __init__(self, cfg: ServeConfig, encoder, retriever, reranker=None):
         self.cfg = cfg
         self.limits = cfg.limits
-        self.encoder, self.retriever = encoder, retriever
+        self.encoder, self.retriever, self.reranker = encoder, retriever, reranker
         self.active = ActiveVersion(cfg.resolved_state_dir(), Version(cfg.resolved_model(), cfg.index_dir),
                                     usable=lambda v: index_unusable(v.index_dir))
         self.path = RankingPath(encoder, retriever, reranker, cfg.rerank, cfg.retries, cfg.explain)
@@ -258,12 +258,18 @@ class Gateway:
 
     @app.get("/readyz", response_model=Ready)
     async def readyz(self):
-        """Ready when a real search and a real encode on the active version both answer."""
-        try:
-            version = self.active.get()
-            await asyncio.wait_for(self.path.read(self.retriever.ready, version.describe()), timeout=10)
-            await asyncio.wait_for(self.path.read(self.encoder.dim, version.model), timeout=10)
-        except Exception as err:  # noqa: BLE001 - not ready, whatever the reason
-            reason = "timed out" if isinstance(err, asyncio.TimeoutError) else without_paths(last_line(err))
-            return JSONResponse({"status": "not ready", "reason": reason[:300]}, status_code=503)
+        """Ready when a real search, a real encode on the active version and, with a reranker, a real
+        score all answer: a deployment with no running replica (one Ray could not place) is not ready."""
+        version = self.active.get()
+        probes = [("retriever", self.retriever.ready, (version.describe(),)),
+                  ("encoder", self.encoder.dim, (version.model,))]
+        if self.reranker is not None:
+            probes.append(("reranker", self.reranker.score, ("ready", ["ready"])))
+        for name, method, args in probes:
+            try:
+                await asyncio.wait_for(self.path.read(method, *args), timeout=10)
+            except Exception as err:  # noqa: BLE001 - not ready, whatever the reason
+                reason = "no replica answered in 10 s" if isinstance(err, asyncio.TimeoutError) else \
+                    without_paths(last_line(err))
+                return JSONResponse({"status": "not ready", "reason": f"{name}: {reason}"[:300]}, status_code=503)
         return {"status": "ready", "version": version.public()}
