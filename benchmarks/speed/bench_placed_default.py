@@ -12,6 +12,7 @@ p99 and the share of replies the reranker ordered.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,8 +70,9 @@ def main() -> None:
         serve.shutdown()
     p50, p99 = np.percentile(latencies, 50), np.percentile(latencies, 99)
     shares = ", ".join(f"{n} {getattr(placed, n).num_cpus:g}" for n in ("encoder", "retriever", "gateway", "reranker"))
+    index, model = (os.path.relpath(p) for p in (args.index_dir, args.rerank_model))  # no machine's paths in RESULTS
     body = f"""
-`firstlight serve --index_dir {args.index_dir} --rerank.model {args.rerank_model}` on a local Ray started with
+`firstlight serve --index_dir {index} --rerank.model {model}` on a local Ray started with
 {args.cpus} CPUs, no reservation given: placement sized the deployments to {shares} CPU (defaults 1, 0.5,
 0.25, 1 would not fit). {len(latencies)} test queries, one client, k=10.
 
