@@ -15,6 +15,7 @@ from pathlib import Path
 
 from common.storage import exists, is_uri, join, read_text
 from common.text import product_text
+from model.folders import resolve_model_path
 from serve.api import ApiError, ReloadRequest
 from serve.versions import Version
 
@@ -40,12 +41,30 @@ def index_unusable(index_dir: str) -> str | None:
         return f"{index_dir} cannot be read ({err})"
 
 
-def checked_reload_target(body: ReloadRequest) -> tuple[str, str]:
-    """(index folder, model) of a reload, or a 422 naming what is wrong with it."""
+def within(path: str, roots) -> bool:
+    """``path`` is one of ``roots`` or below one (local folders resolved, bucket URIs by prefix)."""
+    if is_uri(path):
+        return any(is_uri(r) and (path.rstrip("/") + "/").startswith(r.rstrip("/") + "/") for r in roots)
+    resolved = Path(path).expanduser().resolve()
+    return any(not is_uri(r) and resolved.is_relative_to(Path(r)) for r in roots)
+
+
+def _outside(name: str, value: str, roots) -> ApiError:
+    return ApiError(422, "outside_reload_roots", name, f"{value} is not below the folders reloads may load from "
+                    f"({', '.join(roots)}); the server's --reload_roots setting names them")
+
+
+def checked_reload_target(body: ReloadRequest, roots) -> tuple[str, str]:
+    """(index folder, model) of a reload, or a 422 naming what is wrong with it. Only folders below
+    ``roots`` are read: an admin token does not open the rest of the machine."""
     for name in ("index_dir", "model"):
         value = getattr(body, name)
         if value is not None and ("\x00" in value or not value.strip()):
             raise ApiError(422, "invalid_path", name, f"'{name}' is empty or holds a NUL character")
+    if not within(body.index_dir, roots):
+        raise _outside("index_dir", body.index_dir, roots)
+    if body.model:
+        _check_model(body.model, roots)
     try:
         index_dir = body.index_dir if is_uri(body.index_dir) else str(Path(body.index_dir).expanduser().resolve())
         found = exists(join(index_dir, "index.faiss"))
@@ -66,12 +85,25 @@ def checked_reload_target(body: ReloadRequest) -> tuple[str, str]:
     return index_dir, model
 
 
+def _check_model(model: str, roots) -> None:
+    """A reload's model is a folder below the roots, or a model FirstLight ships as a package: a hub
+    name would have the reload wait on the network (or, offline, on its retries)."""
+    if is_uri(model) or Path(model).expanduser().exists():
+        if not within(model, roots):
+            raise _outside("model", model, roots)
+        return
+    if resolve_model_path(model) == model:  # not a folder, not a packaged model: a hub name
+        raise ApiError(422, "unloadable", "model", f"{model!r} is not a model folder below the reload roots; "
+                       "a reload does not fetch from a model hub: fetch or copy the model first")
+
+
 class Admin:
     """Item changes and reloads over the Encoder and Retriever handles; ``prepare_version(version)``
     readies what the gateway keeps per version (its speller) before a switch."""
 
-    def __init__(self, encoder, retriever, active, prepare_version):
+    def __init__(self, encoder, retriever, active, prepare_version, reload_roots=()):
         self.encoder, self.retriever, self.active = encoder, retriever, active
+        self.reload_roots = tuple(reload_roots)
         self.prepare_version = prepare_version
         self.reload_lock = asyncio.Lock()
 
@@ -102,7 +134,7 @@ class Admin:
     async def _switch(self, body: ReloadRequest) -> dict:
         """Load the new version on both deployments, carry over the API's item changes, then switch.
         Anything wrong with the new version is a 422 before the switch: the old one keeps serving."""
-        index_dir, model = await asyncio.to_thread(checked_reload_target, body)
+        index_dir, model = await asyncio.to_thread(checked_reload_target, body, self.reload_roots)
         old, new = self.active.get(), Version(model, index_dir)
         try:
             dim = await self.encoder.dim.remote(model)

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
-from common.config import build_config, check_range
+from common.config import Listed, build_config, check_range, listed
 from common.errors import ConfigError
+from common.paths import default_workdir
 from common.storage import exists, is_uri, join, parent, read_text
 from model.runtime import EncoderRuntime
 from ranking.hybrid import FirstStage
@@ -167,6 +168,9 @@ class ServeConfig:
         "help": "environment variable holding the admin bearer token (admin API off when neither is set)"})
     admin_token_file: str | None = field(default=None, metadata={
         "help": "or a file holding it (a mounted secret); the file wins over the variable"})
+    reload_roots: Listed = field(default=(), metadata={
+        "help": "folders (or bucket prefixes) an admin reload may load an index or model from; default: the "
+                "workdir and the served index's parent folder"})
     retries: int = field(default=2, metadata={
         "help": "times a read (encode, search, rerank) is retried on another replica when its replica dies"})
     host: str = field(default="127.0.0.1", metadata={"help": "HTTP host (0.0.0.0 to listen on all interfaces)"})
@@ -182,6 +186,9 @@ class ServeConfig:
     reranker: Resources = _resources(min_replicas=1, max_replicas=4, target_ongoing_requests=4.0, num_cpus=1.0,
                                      batch_max_size=8)
     gateway: Resources = _resources(num_cpus=0.25)
+
+    def __post_init__(self):
+        self.reload_roots = listed(self.reload_roots)
 
     @classmethod
     def from_args(cls, args: dict) -> "ServeConfig":
@@ -256,10 +263,18 @@ class ServeConfig:
             return {}
         return manifest if isinstance(manifest, dict) else {}
 
+    def resolved_reload_roots(self) -> tuple[str, ...]:
+        """Where admin reloads may load from: ``reload_roots``, else the workdir and INDEX/.."""
+        if self.reload_roots:
+            return tuple(r if is_uri(r) else str(Path(r).expanduser().resolve()) for r in self.reload_roots)
+        index_parent = parent(self.index_dir) if is_uri(self.index_dir) else str(Path(self.index_dir).resolve().parent)
+        return str(default_workdir().resolve()), index_parent
+
     def absolute(self) -> "ServeConfig":
         """The same config with absolute paths and the model decided: replicas may run in another
         working directory."""
         return replace(self, index_dir=_absolute(self.index_dir), model=self.resolved_model(),
+                       reload_roots=self.resolved_reload_roots(),
                        prepared_dir=_absolute(self.resolved_prepared_dir()),
                        state_dir=str(Path(self.resolved_state_dir()).resolve()),
                        rerank=replace(self.rerank, model=_absolute(self.rerank.model)) if self.rerank.model

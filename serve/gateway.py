@@ -92,7 +92,7 @@ class Gateway:
         self.active = ActiveVersion(cfg.resolved_state_dir(), Version(cfg.resolved_model(), cfg.index_dir),
                                     usable=lambda v: index_unusable(v.index_dir))
         self.path = RankingPath(encoder, retriever, reranker, cfg.rerank, cfg.retries, cfg.explain)
-        self.admin = Admin(encoder, retriever, self.active, self._prepare_version)
+        self.admin = Admin(encoder, retriever, self.active, self._prepare_version, cfg.resolved_reload_roots())
         document = openapi_document(app, cfg)
         app.openapi = lambda: document
         self.tokenizers = {}

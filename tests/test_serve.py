@@ -276,7 +276,8 @@ def test_bad_reload_targets_are_422_and_the_old_version_keeps_serving(service, a
     (bare / "manifest.json").unlink(missing_ok=True)
     targets = [({"index_dir": str(corrupt)}, "index_dir", "unloadable"),
                ({"index_dir": str(bare)}, "index_dir", "not_an_index"),
-               ({"index_dir": "ftp://example.com/index"}, "index_dir", "unreadable"),
+               ({"index_dir": "ftp://example.com/index"}, "index_dir", "outside_reload_roots"),
+               ({"index_dir": "/etc"}, "index_dir", "outside_reload_roots"),
                ({"index_dir": str(root / "index") + "\u0000x"}, "index_dir", "invalid_path"),
                ({"index_dir": str(root / "index"), "model": "no-such-model"}, "model", "unloadable")]
     for body, field, code in targets:

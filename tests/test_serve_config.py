@@ -81,3 +81,42 @@ def test_an_index_in_its_own_folder_finds_the_catalogue_it_was_built_from(tmp_pa
     beside.mkdir(parents=True)
     assert ServeConfig.from_args({"index_dir": str(index)}).resolved_prepared_dir() == str(beside.parent)
     assert ServeConfig.from_args({"index_dir": str(index), "prepared_dir": "x"}).resolved_prepared_dir() == "x"
+
+
+def test_admin_reloads_read_only_below_the_reload_roots(tmp_path):
+    """An admin token does not open the whole machine: index and model folders must lie below the
+    reload roots (default: the workdir and the served index's parent); a hub name is refused at once."""
+    import json
+    import time
+
+    from serve.admin import checked_reload_target
+    from serve.api import ApiError, ReloadRequest
+
+    shop = tmp_path / "shop"
+    for name in ("index", "index_v2"):
+        (shop / name).mkdir(parents=True)
+        (shop / name / "index.faiss").write_bytes(b"")
+        (shop / name / "manifest.json").write_text(json.dumps({"model": "m"}))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "index.faiss").write_bytes(b"")
+    roots = ServeConfig.from_args({"index_dir": str(shop / "index")}).resolved_reload_roots()
+    assert str(shop.resolve()) in roots
+
+    def code(**body):
+        try:
+            checked_reload_target(ReloadRequest(**body), roots)
+        except ApiError as err:
+            return err.code, err.field
+        return "ok", None
+
+    assert code(index_dir=str(shop / "index_v2")) == ("ok", None)
+    assert code(index_dir=str(shop / "index_v2" / ".." / ".." / "elsewhere")) == ("outside_reload_roots", "index_dir")
+    assert code(index_dir="/etc") == ("outside_reload_roots", "index_dir")
+    assert code(index_dir=str(shop / "index_v2"), model=str(tmp_path / "elsewhere")) == ("outside_reload_roots", "model")
+    start = time.perf_counter()
+    assert code(index_dir=str(shop / "index_v2"), model="someone/some-model") == ("unloadable", "model")
+    assert time.perf_counter() - start < 1  # refused at once, not after a hub's retries
+    # bucket prefixes are roots too, and a root of their own is needed
+    assert code(index_dir="s3://shop/index") == ("outside_reload_roots", "index_dir")
+    explicit = ServeConfig.from_args({"index_dir": str(shop / "index"), "reload_roots": "s3://shop/,/srv/models"})
+    assert explicit.resolved_reload_roots() == ("s3://shop/", "/srv/models")
