@@ -41,9 +41,9 @@ def _fields(cls) -> list[tuple[dataclasses.Field, typing.Any]]:
     return [(f, hints[f.name]) for f in dataclasses.fields(cls) if f.init and f.metadata.get("cli") is not False]
 
 
-def _hidden(cls) -> dict[str, typing.Any]:
-    """The fields only code may set (a test's fault injection), with their defaults."""
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("cli") is False}
+def _hidden(cls) -> set[str]:
+    """The fields only code may set (a test's fault injection)."""
+    return {f.name for f in dataclasses.fields(cls) if f.metadata.get("cli") is False}
 
 
 def new_parser(cls, prog: str | None = None, description: str | None = None):
@@ -53,7 +53,7 @@ def new_parser(cls, prog: str | None = None, description: str | None = None):
 
     parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help=SETTINGS_HELP)
-    parser.add_class_arguments(cls, None, skip=set(_hidden(cls)) or None)
+    parser.add_class_arguments(cls, None, skip=_hidden(cls) or None)
     for action in parser._actions:
         help_text = _field_help(cls, action.dest)
         if help_text:
@@ -84,11 +84,10 @@ def parse_args(parser, cls, argv: list[str]):
     from jsonargparse import ArgumentError
 
     check_flags(parser, cls, argv)
+    run_flags = {action.dest for action in parser._actions} - {f.name for f, _ in _fields(cls)}  # --verbose ...
     for i, arg in enumerate(argv):
         if (arg == "--config" and i + 1 < len(argv)) or arg.startswith("--config="):
             path = argv[i + 1] if arg == "--config" else arg.split("=", 1)[1]
-            settings = {f.name for f, _ in _fields(cls)}
-            run_flags = {action.dest for action in parser._actions} - settings  # --verbose, --print_config ...
             check_keys(cls, {k: v for k, v in read_yaml(path).items() if k not in run_flags}, source=path)
     try:
         namespace = parser.parse_args(argv)
@@ -98,7 +97,7 @@ def parse_args(parser, cls, argv: list[str]):
 
 
 def check_flags(parser, cls, argv: list[str]) -> None:
-    """An unknown flag is an error naming the flag it became (``--optim.lr`` is now ``--optim.lr``) or
+    """An unknown flag is an error naming the flag it became (``--lr`` is now ``--optim.lr``) or
     the closest ones."""
     known = {flag for flag in parser._option_string_actions if flag.startswith("--")}
     renames = getattr(cls, "RENAMED", {})

@@ -141,7 +141,8 @@ def _known(cls, values: dict):
         value = values[f.name]
         default = f.default_factory() if f.default_factory is not MISSING else None
         if isinstance(value, dict) and is_dataclass(default):  # a component: its owner's defaults, then the saved
-            value = replace(default, **{k: v for k, v in value.items() if k in {g.name for g in fields(default)}})
+            known = {g.name for g in fields(default)}
+            value = replace(default, **{k: v for k, v in value.items() if k in known})
         kwargs[f.name] = value
     return cls(**kwargs)
 
