@@ -27,13 +27,19 @@ class RerankStage:
     max_length: int | None = field(default=None, metadata={
         "help": "tokens per (query, product) pair; default: what the model was trained with (its firstlight.json)"})
     timeout_s: float = field(default=2.0, metadata={
-        "help": "serving: longest wait for the reranker before answering with the first-stage ranking"})
+        "help": "serving: longest wait for the reranker before answering with the first-stage ranking (a "
+                "replica that died or was never placed)"})
+    budget_ms: float = field(default=300.0, metadata={
+        "help": "serving: the longest a reranked reply may take (from the request's arrival); when the first "
+                "stage and the reranker's queue leave too little of it, the first-stage ranking is served at "
+                "once, marked as such"})
 
     def validate(self, prefix: str = "rerank.", most: int | None = None) -> None:
         """``most``: the deepest list the caller's first stage hands on (None: it widens to fit)."""
         check_range(prefix + "depth", self.depth, 1, most)
         check_range(prefix + "weight", self.weight, 0.0, 1.0)
         check_range(prefix + "timeout_s", self.timeout_s, 0.0, low_inclusive=False)
+        check_range(prefix + "budget_ms", self.budget_ms, 0.0, low_inclusive=False)
         if self.max_length is not None:
             check_range(prefix + "max_length", self.max_length, 2, 8192)
 

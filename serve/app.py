@@ -33,8 +33,9 @@ def build_app(args: dict | ServeConfig):
     encoder = Encoder.options(**cfg.encoder.deployment_options()).bind(cfg.encoder_part())
     retriever = Retriever.options(**{**cfg.retriever.deployment_options(), "max_ongoing_requests": 256}) \
         .bind(cfg.retriever_part())
-    reranker = Reranker.options(**cfg.reranker.deployment_options()).bind(cfg.reranker_part()) \
-        if cfg.rerank.model else None
+    # the Reranker admits or refuses every request itself (its latency budget), so none waits in a router queue
+    reranker = Reranker.options(**{**cfg.reranker.deployment_options(), "max_ongoing_requests": 256}) \
+        .bind(cfg.reranker_part()) if cfg.rerank.model else None
     return Gateway.options(**{**cfg.gateway.deployment_options(), "max_ongoing_requests": 512}) \
         .bind(cfg, encoder, retriever, reranker)
 

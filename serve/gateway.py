@@ -54,6 +54,7 @@ from serve.api import (
 )
 from serve.config import ServeConfig
 from serve.live_index import IndexUnavailable, LiveSpeller, change_log_path
+from serve.messages import RerankRequest
 from serve.openapi import add_demo, add_docs, openapi_document
 from serve.ranking_path import RankingPath
 from serve.versions import ActiveVersion, Version, VersionCache
@@ -197,7 +198,7 @@ class Gateway:
         clicked = await self._clicked(body.session, described)
         # corrected here, not in another replica: no extra hop on every request
         queries = self._speller(described).correct(clean) if self.cfg.first_stage.spell_correct else clean
-        ranked = await self.path.rank(version, queries, body.k, body.exclude, clicked, body.rerank)
+        ranked = await self.path.rank(version, queries, body.k, body.exclude, clicked, body.rerank, start)
         timing = {**ranked.timing_ms, "total": 1000 * (time.perf_counter() - start)}
         return {"items": ranked.items, "version": version.public(), "timing_ms": timing,
                 "queries": queries if self.cfg.first_stage.spell_correct else None, "reranked": ranked.reranked,
@@ -250,6 +251,7 @@ class Gateway:
         info = await self.path.read(self.retriever.info, version.describe())
         return {"version": version.public(), "index": info, "rejected": dict(self.tally),
                 "reranker": {"configured": bool(self.cfg.rerank.model), "depth": self.cfg.rerank.depth,
+                             "budget_ms": self.cfg.rerank.budget_ms, "refused": self.path.refused,
                              "fallbacks": self.path.fallbacks}, "dropped_at_start": self.active.dropped}
 
     @app.get("/healthz", response_model=Health)
@@ -264,7 +266,8 @@ class Gateway:
         probes = [("retriever", self.retriever.ready, (version.describe(),)),
                   ("encoder", self.encoder.dim, (version.model,))]
         if self.reranker is not None:
-            probes.append(("reranker", self.reranker.score, ("ready", ["ready"])))
+            probes.append(("reranker", self.reranker.rerank, (RerankRequest(self.cfg.rerank.model, ("ready",),
+                                                                            (("ready",),)),)))
         for name, method, args in probes:
             try:
                 await asyncio.wait_for(self.path.read(method, *args), timeout=10)

@@ -41,3 +41,27 @@ class ScoreRequest:
     model: str
     query: str
     texts: tuple
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """One recommend request's queries (one, or a batch's texts) with their candidates' texts: the
+    Reranker admits or refuses it as a whole, so a batch is reranked entirely or not at all."""
+
+    model: str
+    queries: tuple
+    texts: tuple  # per query, its candidates' texts
+    budget_ms: float = float("inf")  # what is left of the request's latency budget when it is sent
+
+    @property
+    def pairs(self) -> int:
+        return sum(len(t) for t in self.texts)
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """The Reranker's answer: per query, its candidates' scores; or, when it could not take the
+    request within its latency budget, ``refused`` saying why (and no scores)."""
+
+    scores: list | None = field(default=None, repr=False)
+    refused: str | None = None

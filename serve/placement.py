@@ -6,7 +6,9 @@ rerank timeout. Before deploying, `firstlight serve` compares the reservations o
 minimum replicas with the CPUs and GPUs the Ray cluster has free:
 
 - reservations left at their defaults shrink, in proportion, until everything fits (each replica
-  keeps at least ``MIN_CPUS``);
+  keeps at least ``MIN_CPUS``), and those deployments stop autoscaling beyond their minimum (a
+  replica added to a full cluster would wait forever too); where the cluster has room, the Encoder
+  and the Reranker autoscale on their queues as configured;
 - reservations the user set are kept; when those alone cannot fit, or the defaults cannot shrink
   enough, it stops with the deployment, what it needs, what is free and the flag that fixes it.
 """
@@ -52,10 +54,12 @@ def fit_to_cluster(cfg: ServeConfig, free: dict) -> ServeConfig:
         resources = getattr(cfg, name)
         # rounded down to a hundredth, so the sum never passes what is free
         share = max(MIN_CPUS, math.floor(resources.num_cpus * scale * 100) / 100)
-        changes[name] = replace(resources, num_cpus=share)
+        # the cluster is full: a replica the autoscaler added could never be placed either
+        changes[name] = replace(resources, num_cpus=share, max_replicas=resources.min_replicas)
     if sum(getattr(cfg, n).min_replicas * changes[n].num_cpus for n in flexible) > room + 1e-9:
         raise _refusal(cfg, names, need, cpus, fixed)  # too many replicas to give each MIN_CPUS
-    log.info("[serve] the Ray cluster has %.2f CPU free; default reservations scaled to fit: %s", cpus,
+    log.info("[serve] the Ray cluster has %.2f CPU free; default reservations scaled to fit (and no autoscaling "
+             "beyond them, there is no room): %s", cpus,
              ", ".join(f"{n} {getattr(cfg, n).num_cpus:g} -> {changes[n].num_cpus:g} CPU" for n in flexible))
     return replace(cfg, **changes)
 

@@ -2,8 +2,10 @@
 items, over the deployments' handles. The gateway checks the request first; this module knows no HTTP.
 
 Reads (encode, search, rerank) whose replica died are retried on another replica, ``retries`` times;
-writes never go through here. When the Reranker cannot answer within ``rerank.timeout_s``, the
-first-stage ranking is served and the reply says why.
+writes never go through here. When the request's latency budget (``rerank.budget_ms``, counted
+from its arrival) is spent by the first stage, or the Reranker refuses it (its queue would overrun
+what is left), the first-stage ranking is served at once; when the Reranker cannot answer within
+``rerank.timeout_s`` (a replica died or was never placed), after the timeout. The reply says which.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ranking.rerank import RerankStage, rerank
 from ranking.session import explain
 from ranking.tokens import LexicalTokenizer
-from serve.messages import SearchRequest
+from serve.messages import RerankRequest, SearchRequest
 
 log = logging.getLogger("ray.serve")
 
@@ -64,15 +66,19 @@ class RankingPath:
         self.encoder, self.retriever, self.reranker = encoder, retriever, reranker
         self.stage, self.retries, self.explained = rerank_stage, retries, explained
         self.fallbacks = 0  # replies served from the first stage because the Reranker could not answer
+        self.refused = 0  # ... because it refused them to keep its latency budget
         self.lexical_tokens = LexicalTokenizer()  # 'why' compares words as BM25 does
 
     async def read(self, method, *args):
         return await read(method, *args, retries=self.retries)
 
     async def rank(self, version, queries: list[str], k: int, exclude: list[str], clicked: list[str],
-                   use_reranker: bool) -> Ranked:
-        """``queries`` as checked and spelling-corrected by the gateway; ``version`` read once by it."""
+                   use_reranker: bool, arrived: float | None = None) -> Ranked:
+        """``queries`` as checked and spelling-corrected by the gateway; ``version`` read once by it;
+        ``arrived``: when the gateway took the request (``time.perf_counter()``), where the
+        reranker's latency budget starts."""
         start = time.perf_counter()
+        arrived = start if arrived is None else arrived
         vectors = await self.read(self.encoder.encode, version.model, queries, "query")
         encoded = time.perf_counter()
         use_reranker = use_reranker and self.reranker is not None
@@ -88,22 +94,33 @@ class RankingPath:
         timing = {"encode": 1000 * (encoded - start), "retrieve": 1000 * (done - encoded)}
         reranked, fallback = False, None
         if use_reranker:
-            hits, reranked, fallback = await self._rerank(queries, hits)
+            left = self.stage.budget_ms - 1000 * (time.perf_counter() - arrived)
+            hits, reranked, fallback = await self._rerank(queries, hits, left)
             timing["rerank"] = 1000 * (time.perf_counter() - done)
         items = [[reply_item(hit, query, rank, reranked, self.lexical_tokens, self.explained)
                   for rank, hit in enumerate(row[:k])] for query, row in zip(queries, hits)]
         return Ranked(items, timing, reranked, fallback)
 
-    async def _rerank(self, queries: list[str], hits: list[list[dict]]) -> tuple[list, bool, str | None]:
-        """The second stage, or the first stage's ranking with the reason when the Reranker cannot answer."""
+    async def _rerank(self, queries: list[str], hits: list[list[dict]], left_ms: float = float("inf")
+                      ) -> tuple[list, bool, str | None]:
+        """The second stage, or the first stage's ranking with the reason: at once when ``left_ms`` of
+        the latency budget is gone or the Reranker refuses (its queue would overrun it), after
+        ``timeout_s`` when it cannot answer."""
+        if left_ms <= 0:  # the first stage took the whole budget (a queue before it): not even a hop more
+            self.refused += 1
+            return hits, False, (f"over the {self.stage.budget_ms:g} ms latency budget (rerank.budget_ms) before "
+                                 "reranking; first-stage ranking served")
         depth = self.stage.depth
+        request = RerankRequest(self.stage.model, tuple(queries), tuple(tuple(c["text"] for c in row[:depth])
+                                                                         for row in hits), left_ms)
         try:
-            scores = await asyncio.wait_for(asyncio.gather(*(
-                self.read(self.reranker.score, q, [c["text"] for c in row[:depth]]) for q, row in zip(queries, hits))),
-                timeout=self.stage.timeout_s)
-        except Exception as err:  # noqa: BLE001 - a dead, overloaded or slow reranker: serve the first stage
+            answer = await asyncio.wait_for(self.read(self.reranker.rerank, request), timeout=self.stage.timeout_s)
+        except Exception as err:  # noqa: BLE001 - a dead, unplaced or stuck reranker: serve the first stage
             reason = "timed out" if isinstance(err, asyncio.TimeoutError) else (str(err).splitlines() or ["error"])[0]
             log.warning("firstlight: reranker unavailable (%s); answering with the first-stage ranking", reason)
             self.fallbacks += 1
             return hits, False, f"reranker unavailable ({reason[:200]}); first-stage ranking served"
-        return [rerank(row, s, depth, self.stage.weight) for row, s in zip(hits, scores)], True, None
+        if answer.refused:
+            self.refused += 1
+            return hits, False, f"{answer.refused}; first-stage ranking served"
+        return [rerank(row, s, depth, self.stage.weight) for row, s in zip(hits, answer.scores)], True, None

@@ -97,3 +97,18 @@ def test_bf16_and_int8_rerankers_keep_fp32_scores(tiny_reranker_dir, onnx_cache)
         assert scores.dtype == np.float32 and scores.shape == (len(TEXTS),)
         np.testing.assert_allclose(scores, reference, atol=0.05)
     assert list(onnx_cache.glob("*-reranker-*/model_qint8.onnx"))
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_int8_export_keeps_the_tracer_and_quantiser_chatter_for_verbose(tiny_model_dir, onnx_cache, monkeypatch,
+                                                                           caplog, verbose):
+    import logging
+    import warnings
+
+    monkeypatch.setenv("FIRSTLIGHT_VERBOSE", "1" if verbose else "")
+    with warnings.catch_warnings(record=True) as shown, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        TextEncoder.load(str(tiny_model_dir), backend="int8", device="cpu")
+    assert any(onnx_cache.rglob("model_qint8.onnx"))  # it did export
+    chatter = [str(w.message) for w in shown] + [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert bool(chatter) == verbose, chatter[:3]

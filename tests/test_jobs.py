@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -15,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from firstlight.cli import parse_command
 
 pytestmark = [pytest.mark.cluster, pytest.mark.training]  # a slow kind: the quick tier (-m 'not slow') leaves these out
 
@@ -129,6 +133,20 @@ def test_whole_pipeline_as_one_ray_job(cluster, small_homedepot, tiny_model_dir)
     assert tuned["model"] == str(work / "train" / "model") and tuned["queries"] > 10
     assert json.loads((work / "train" / "model" / "firstlight.json").read_text())["step"] == 3
     assert "| zero-shot fusion |" in logs and "| fine-tuned fusion |" in logs  # the demo's closing table
+    # the README's fine-tuned serve command, as written, on the layout the job wrote (no --prepared_dir)
+    cfg = parse_command(readme_finetuned_serve(storage))[1]
+    cfg.validate()
+    assert cfg.resolved_prepared_dir() == str(work / "data") and cfg.absolute().model == str(work / "train" / "model")
+
+
+def readme_finetuned_serve(storage: Path) -> list[str]:
+    """`firstlight serve --index_dir ...` plus the flags the README says to add for the fine-tuned
+    model, with ``artifacts/`` pointing at ``storage``."""
+    readme = (REPO / "README.md").read_text().replace("\n", " ")
+    base = re.search(r"firstlight serve (--index_dir artifacts/homedepot/index)", readme).group(1)
+    added = re.search(r"`firstlight demo --finetune true`, add `([^`]+)`", readme).group(1)
+    flags = dict(zip(*[iter(shlex.split(base + " " + added))] * 2))  # the later --index_dir wins, as on a CLI
+    return ["serve"] + [w.replace("artifacts/", f"{storage}/") for pair in flags.items() for w in pair]
 
 
 def test_training_with_one_worker_on_each_node(cluster, small_homedepot, tiny_model_dir):

@@ -29,11 +29,14 @@ def test_default_reservations_shrink_to_fit_a_two_cpu_ray_with_the_reranker():
     # in proportion: the encoder and the reranker keep the larger shares
     assert fitted.encoder.num_cpus == fitted.reranker.num_cpus > fitted.retriever.num_cpus > fitted.gateway.num_cpus
     assert fitted.first_stage == cfg.first_stage and fitted.rerank == cfg.rerank  # nothing else changes
+    # a full cluster has no room for an autoscaled replica: the minimum is all there is
+    assert cfg.reranker.max_replicas == cfg.encoder.max_replicas == 4
+    assert all(getattr(fitted, n).max_replicas == getattr(fitted, n).min_replicas for n in ("encoder", "reranker"))
 
 
 def test_what_fits_is_left_alone_and_what_the_user_set_is_kept():
     cfg = with_reranker()
-    assert fit_to_cluster(cfg, {"CPU": 4.0}) == cfg
+    assert fit_to_cluster(cfg, {"CPU": 4.0}) == cfg  # autoscaling as configured, where there is room
     fitted = fit_to_cluster(with_reranker(**{"reranker.num_cpus": 1.0, "encoder.num_cpus": 0.5}), {"CPU": 2.0})
     # 1.0 was asked for explicitly only where it differs from the default: the encoder's 0.5 is kept,
     # the reranker's 1.0 equals the default and may shrink

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
 import requests
@@ -73,36 +71,3 @@ def test_bad_rerank_switch_gets_a_422_naming_it(ranked_service, body, field):
     reply = post(ranked_service, path, body)
     assert reply.status_code == 422 and reply.json()["error"]["field"] == field
     assert reply.json()["error"]["code"] == "wrong_type"
-
-
-class _DeadHandle:
-    """Stands in for a Reranker handle whose replica died (or never answers in time)."""
-
-    def __init__(self, error: BaseException | None = None, delay: float = 0.0):
-        self.score = self
-        self.error, self.delay = error, delay
-
-    def remote(self, query, texts):
-        async def answer():
-            await asyncio.sleep(self.delay)
-            if self.error:
-                raise self.error
-            return np.arange(len(texts), dtype=np.float32)
-        return answer()
-
-
-@pytest.mark.parametrize("handle, reason", [(_DeadHandle(RuntimeError("ActorDiedError: replica gone")), "replica gone"),
-                                            (_DeadHandle(delay=0.5), "timed out")])
-def test_when_the_reranker_cannot_answer_the_first_stage_is_served_and_said_so(handle, reason, tmp_path):
-    from ranking.rerank import RerankStage
-    from serve.ranking_path import RankingPath
-
-    stage = RerankStage(model="unused", depth=3, timeout_s=0.1)
-    path = RankingPath(None, None, handle, stage, retries=0, explained=False)  # no Ray: handles stand in
-    hits = [[{"id": f"p{i}", "title": "", "text": "t", "score": 1.0 - i / 10} for i in range(5)]]
-    ranked, reranked, fallback = asyncio.run(path._rerank(["query"], hits))
-    assert ranked == hits and reranked is False and reason in fallback and "first-stage" in fallback
-    assert path.fallbacks == 1
-    working = RankingPath(None, None, _DeadHandle(), stage, retries=0, explained=False)
-    ranked, reranked, fallback = asyncio.run(working._rerank(["query"], hits))
-    assert reranked is True and fallback is None and [c["id"] for c in ranked[0]] == ["p2", "p1", "p0", "p3", "p4"]
