@@ -116,7 +116,9 @@ def main() -> None:
     body = f"""
 `firstlight serve --index_dir {index} --rerank.model {model}` on a local Ray started with
 {args.cpus} CPUs, no reservation given: placement sized the deployments to {shares} CPU (defaults 1, 0.5,
-0.25, 1 would not fit). {len(latencies)} test queries, one client, k=10.
+0.25, 1 would not fit). {len(latencies)} test queries one at a time, then 8 and 32 concurrent clients for
+{args.seconds:g} s each; k=10. With the reranker's latency budget (rerank.budget_ms {placed.rerank.budget_ms:g}), what
+the first stage and the reranker's queue leave no time for is answered from the first stage at once.
 
 | clients | replies | reranked | p50 ms | p99 ms | QPS | waited out the timeout | errors |
 |---|---|---|---|---|---|---|---|
