@@ -1,6 +1,7 @@
 """The embed stage: encode the whole catalogue with Ray Data over a pool of encoder actors.
 
-Each actor loads the encoder once and embeds batches of product texts; results are written as
+Each actor loads the encoder once and embeds batches of product texts (with the int8 backend on a
+CPU, without torch: data_pipeline/onnx_actor.py); results are written as
 Parquet rows of ``product_id`` and a fixed-size float32 ``embedding`` list, readable by any Parquet
 tool. Ray Data shows progress while it runs; a folder whose manifest matches the same catalogue,
 model and settings is reused as it is.
@@ -20,9 +21,17 @@ from common import storage
 from common.config import check_range
 from common.errors import ConfigError, FirstLightError
 from common.manifest import atomic_folder, read_manifest, up_to_date, write_json
+from data_pipeline.onnx_actor import OnnxEncoderActor
 from data_pipeline.vectors import load_embeddings, vectors_to_arrow
+from model.backends import export_int8_file
 from model.encoder import TextEncoder
-from model.folders import DEFAULT_MODEL, absolute_if_folder, model_fingerprint
+from model.folders import (
+    DEFAULT_MODEL,
+    absolute_if_folder,
+    model_fingerprint,
+    resolve_model_path,
+)
+from model.onnx_text import unsupported
 from model.runtime import EncoderRuntime
 
 log = logging.getLogger(__name__)
@@ -119,6 +128,11 @@ def cluster_resources() -> dict:
     return resources
 
 
+def runs_without_torch(cfg: EmbedConfig) -> bool:
+    """Whether the actors run the int8 backend on a CPU with a model model/onnx_text.py can run."""
+    return cfg.actors.gpus == 0 and cfg.runtime.backend in ("auto", "int8") and unsupported(cfg.model) is None
+
+
 def embed_dataset(ds, cfg: EmbedConfig):
     """The Ray Data pipeline: a dataset with ``product_id`` and ``text`` -> ids + embeddings."""
     import ray.data
@@ -126,12 +140,18 @@ def embed_dataset(ds, cfg: EmbedConfig):
     cluster = cluster_resources()
     cfg.actors.check_fits(cluster)
     threads = cfg.actors.torch_threads(cluster)
+    # a local folder by its absolute path: actors do not share the driver's working directory
+    model = absolute_if_folder(cfg.model)
+    if runs_without_torch(cfg):
+        # exported here, once, before the actors start (this node's actors then find it cached)
+        export_int8_file(resolve_model_path(model), "encoder")
+        actor, kwargs = OnnxEncoderActor, {"model": model, "max_length": cfg.runtime.product_max_length,
+                                           "threads": threads}
+    else:
+        actor, kwargs = EncoderActor, {"model": model, "max_length": cfg.runtime.product_max_length,
+                                       "backend": cfg.runtime.backend, "threads": threads}
     return ds.map_batches(
-        EncoderActor,
-        # a local folder by its absolute path: actors do not share the driver's working directory
-        fn_constructor_kwargs={"model": absolute_if_folder(cfg.model), "max_length": cfg.runtime.product_max_length,
-                               "backend": cfg.runtime.backend, "threads": threads},
-        batch_size=cfg.batch_size, batch_format="pyarrow",
+        actor, fn_constructor_kwargs=kwargs, batch_size=cfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.actors.count),
         num_cpus=cfg.actors.cpus, num_gpus=cfg.actors.gpus)
 

@@ -16,30 +16,26 @@
 OpenVINO and ONNX Runtime fp32 were measured too and bought nothing over torch here (see RESULTS.md,
 "Tried and removed"), so they are not choices.
 
-The int8 file is exported from the model folder once and cached (``FIRSTLIGHT_CACHE``, default
-``~/.cache/firstlight/onnx``), keyed as the embed stage keys its vectors (``model_fingerprint``: the
-folder's path and its weight files' sizes and modification times); the write is
-atomic, so encoder actors starting together cannot read a half-written file.
+The int8 file is exported from the model folder once and cached (model/onnx_int8.py, which runs it
+without torch); the write is atomic, so encoder actors starting together cannot read a half-written
+file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import logging
 import os
 import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from common.errors import ConfigError
 from common.hardware import check_backend, gpu_has_bf16
 from common.runtime import verbose
-from model.folders import model_fingerprint
+from model.onnx_int8 import OnnxInt8, int8_file
 
 log = logging.getLogger(__name__)
 
@@ -56,50 +52,27 @@ def resolve_backend(backend: str, device: torch.device, field_name: str = "backe
     return backend
 
 
-def cache_dir() -> Path:
-    """$FIRSTLIGHT_CACHE/onnx, else ~/.cache/firstlight/onnx, else (a read-only home, as in some
-    containers) the temporary directory."""
-    if os.environ.get("FIRSTLIGHT_CACHE"):
-        return Path(os.environ["FIRSTLIGHT_CACHE"]) / "onnx"
-    home = Path.home() / ".cache" / "firstlight" / "onnx"
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        return home
-    except OSError:
-        return Path(tempfile.gettempdir()) / "firstlight-onnx"
+def load_int8(net: torch.nn.Module, folder: str, kind: str, threads: int | None = None) -> OnnxInt8:
+    """``net`` (loaded from ``folder``) as an int8 ONNX Runtime session: exported and quantised once,
+    then read from the cache (model/onnx_int8.py). ``kind``: "encoder" (outputs last_hidden_state) or
+    "reranker" (outputs logits)."""
+    target = int8_file(folder, kind)
+    if not target.exists():
+        log.info("exporting %s to ONNX int8 (once; cached in %s)", Path(folder).resolve().name, target.parent)
+        _export_int8(net, kind, target)
+    return OnnxInt8(target, threads or torch.get_num_threads())
 
 
-class OnnxInt8:
-    """A transformer's forward pass in ONNX Runtime with int8 weights: feeds the tokenizer's numpy
-    arrays, returns the first output (last hidden states for an encoder, logits for a reranker)."""
+def export_int8_file(folder: str, kind: str = "encoder") -> Path:
+    """The cached int8 file of the model in ``folder``, exported now if missing: for a process
+    without torch (the Retriever), which runs this in a child process."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
-    def __init__(self, path: Path, threads: int):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        self.path = path
-
-    def __call__(self, batch: dict) -> np.ndarray:
-        ids = np.asarray(batch["input_ids"], dtype=np.int64)
-        feed = {k: np.asarray(batch[k], dtype=np.int64) if k in batch else np.zeros_like(ids) for k in self.inputs}
-        return self.session.run(None, feed)[0]
-
-    @classmethod
-    def from_torch(cls, net: torch.nn.Module, folder: str, kind: str, threads: int | None = None) -> "OnnxInt8":
-        """Export ``net`` (loaded from ``folder``) to ONNX, quantise, cache, load. ``kind``: "encoder"
-        (outputs last_hidden_state) or "reranker" (outputs logits)."""
-        folder_path = Path(folder).resolve()
-        stamp = json.dumps(model_fingerprint(str(folder_path)), sort_keys=True)  # the embed cache's key too
-        key = hashlib.sha1(f"{kind}|{stamp}".encode()).hexdigest()[:16]
-        target = cache_dir() / f"{folder_path.name}-{kind}-{key}" / "model_qint8.onnx"
-        if not target.exists():
-            log.info("exporting %s to ONNX int8 (once; cached in %s)", folder_path.name, target.parent)
-            _export_int8(net, kind, target)
-        return cls(target, threads or torch.get_num_threads())
+    target = int8_file(folder, kind)
+    if not target.exists():
+        loader = AutoModel if kind == "encoder" else AutoModelForSequenceClassification
+        load_int8(loader.from_pretrained(folder), folder, kind, threads=1)
+    return target
 
 
 class _Outputs(torch.nn.Module):
@@ -146,3 +119,9 @@ def _export_int8(net: torch.nn.Module, kind: str, target: Path) -> None:
             finally:
                 logging.disable(previous)
         os.replace(quantized, target)  # atomic: a concurrent loader sees the whole file or none
+
+
+if __name__ == "__main__":  # python -m model.backends FOLDER [encoder|reranker]: export, print the file
+    import sys
+
+    print(export_int8_file(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "encoder"))

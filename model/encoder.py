@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from common.errors import ConfigError
 from common.text import normalize_text
-from model.backends import OnnxInt8, resolve_backend
+from model.backends import load_int8, resolve_backend
 from model.folders import (
     DEFAULT_MODEL,
     ensemble_members,
@@ -88,7 +88,7 @@ class TextEncoder:
         if limit and longest > limit:
             raise ConfigError("max_length", f"{longest} exceeds the model's {limit} positions",
                               f"use a max_length of at most {limit}")
-        runner = OnnxInt8.from_torch(net, path, "encoder") if backend == "int8" else None
+        runner = load_int8(net, path, "encoder") if backend == "int8" else None
         return cls(net.to(dev), tokenizer, max_length=max_length, name=str(model), device=dev,
                    prompts=read_prompts(path), backend=backend, runner=runner)
 

@@ -17,7 +17,7 @@ import torch
 from common.errors import ConfigError
 from common.manifest import atomic_folder, write_json
 from common.text import normalize_text
-from model.backends import OnnxInt8, resolve_backend
+from model.backends import load_int8, resolve_backend
 from model.encoder import pick_device
 from model.folders import resolve_model_path
 
@@ -61,7 +61,7 @@ class Reranker:
         dev = pick_device(device)
         backend = resolve_backend(backend, dev)
         net = AutoModelForSequenceClassification.from_pretrained(path)
-        runner = OnnxInt8.from_torch(net, path, "reranker") if backend == "int8" else None
+        runner = load_int8(net, path, "reranker") if backend == "int8" else None
         net = net.to(dev, dtype=torch.bfloat16 if backend == "bf16" else torch.float32)
         return cls(net, AutoTokenizer.from_pretrained(path), max_length=max_length, name=str(model), device=dev,
                    backend=backend, runner=runner)

@@ -148,6 +148,11 @@ class Admin:
         if info["dim"] != dim:
             raise ApiError(422, "dimension_mismatch", "model", f"the model makes {dim}-dim vectors, the index holds "
                            f"{info['dim']}-dim ones: pass the model the index was built with")
+        try:  # a real search, with the query encoder the Retriever runs for this model loaded
+            await self.retriever.ready.remote(new.describe())
+        except Exception as err:  # noqa: BLE001
+            raise ApiError(422, "unloadable", "model", f"could not search with model {model!r}: "
+                           f"{last_line(err)}") from None
         carried = "nothing to carry over" if new.id == old.id else await self._carry_over(old, new, model)
         await asyncio.to_thread(self.prepare_version, new.describe())  # off the event loop (about a second)
         self.active.set(new)

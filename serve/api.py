@@ -168,6 +168,19 @@ class ApiError(Exception):
         return {"error": error}
 
 
+def check_headers(raw: list[tuple[bytes, bytes]], max_headers: int, max_bytes: int) -> None:
+    """A 431 for more headers, or more header bytes, than the limits allow. Ray Serve's HTTP proxy
+    has no such cap of its own (nor a timeout for reading headers: docs/serving.md says what to put
+    in front), so the gateway refuses them before any work."""
+    if len(raw) > max_headers:
+        raise ApiError(431, "headers_too_large", "headers", f"{len(raw)} request headers were sent; at most "
+                       f"{max_headers} are accepted", max_headers)
+    size = sum(len(name) + len(value) for name, value in raw)
+    if size > max_bytes:
+        raise ApiError(431, "headers_too_large", "headers", f"the request headers hold {size} bytes; at most "
+                       f"{max_bytes} are accepted", max_bytes)
+
+
 async def read_body(request, max_bytes: int) -> bytes:
     """The body, refused with 413 by its Content-Length before a byte is read, and a chunked body
     the moment it passes the cap: a 200 MB upload is never held in memory to be refused."""

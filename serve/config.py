@@ -86,9 +86,13 @@ class RequestLimits:
     max_exclude: int = field(default=1000, metadata={"help": "product ids allowed in exclude"})
     max_session_clicks: int = field(default=20, metadata={"help": "clicked product ids allowed in a session"})
     max_body_bytes: int = field(default=65536, metadata={"help": "request body size cap"})
+    max_headers: int = field(default=64, metadata={"help": "request headers allowed (431 beyond)"})
+    max_header_bytes: int = field(default=16384, metadata={
+        "help": "bytes of request headers allowed, names and values together (431 beyond)"})
 
     def validate(self, prefix: str = "limits.") -> None:
-        for name in ("max_text_chars", "max_text_tokens", "max_k", "max_batch_texts", "max_body_bytes"):
+        for name in ("max_text_chars", "max_text_tokens", "max_k", "max_batch_texts", "max_body_bytes", "max_headers",
+                     "max_header_bytes"):
             check_range(prefix + name, getattr(self, name), 1)
         check_range(prefix + "max_exclude", self.max_exclude, 0)
         check_range(prefix + "max_session_clicks", self.max_session_clicks, 0)
@@ -115,6 +119,8 @@ class RetrieverPart:
     session_weight: float
     use_gpu: str
     resources: Resources
+    encode_queries: bool = False  # encode queries here (int8 on a CPU) instead of in the Encoder
+    query_max_length: int = 64
 
 
 @dataclass(frozen=True)
@@ -182,7 +188,10 @@ class ServeConfig:
     limits: RequestLimits = field(default_factory=RequestLimits)
     # one per deployment
     encoder: Resources = _resources(min_replicas=1, max_replicas=4, target_ongoing_requests=8.0, num_cpus=1.0)
-    retriever: Resources = _resources(num_cpus=0.5, batch_max_size=64, batch_wait_s=0.002)
+    # the Retriever encodes the queries too where the backend is int8 on a CPU (queries_in_retriever),
+    # so it autoscales on its queue like the Encoder
+    retriever: Resources = _resources(min_replicas=1, max_replicas=4, num_cpus=0.5, batch_max_size=64,
+                                      batch_wait_s=0.002)
     reranker: Resources = _resources(min_replicas=1, max_replicas=4, target_ongoing_requests=4.0, num_cpus=1.0,
                                      batch_max_size=8)
     gateway: Resources = _resources(num_cpus=0.25)
@@ -288,7 +297,15 @@ class ServeConfig:
     def retriever_part(self) -> RetrieverPart:
         return RetrieverPart(self.index_dir, self.resolved_model(), self.resolved_prepared_dir(),
                              self.resolved_state_dir(), self.first_stage, self.session_weight,
-                             self.runtime.use_gpu, self.retriever)
+                             self.runtime.use_gpu, self.retriever, self.queries_in_retriever(),
+                             self.runtime.query_max_length)
+
+    def queries_in_retriever(self) -> bool:
+        """Whether the Retriever encodes shoppers' queries itself (one Ray hop per request instead of
+        two): where the Encoder would run the int8 backend on a CPU anyway. An Encoder on a GPU, or in
+        fp32/bf16, keeps encoding them (serve/ranking_path.py)."""
+        on_cpu = self.encoder.num_gpus == 0 and self.runtime.use_gpu != "yes"
+        return on_cpu and self.runtime.backend in ("auto", "int8")
 
     def reranker_part(self) -> RerankerPart:
         return RerankerPart(self.rerank, self.runtime, self.reranker)

@@ -45,6 +45,7 @@ from serve.api import (
     ReloadResponse,
     StatsResponse,
     check_count,
+    check_headers,
     check_id,
     check_k,
     check_text,
@@ -124,6 +125,7 @@ class Gateway:
     # -- plumbing ----------------------------------------------------------------------------
     async def _handle(self, request: Request, body_model, work, admin: bool = False):
         try:
+            self._check_headers(request)
             if admin:  # before the body is read: an unauthorised caller learns nothing about it
                 self._authorise(request)
             body = parse_body(await read_body(request, self.limits.max_body_bytes),
@@ -140,6 +142,9 @@ class Gateway:
             log.exception("firstlight: %s %s failed", request.method, request.url.path)
             return JSONResponse(ApiError(500, "internal", "", "internal error; see the server log").body(),
                                 status_code=500)
+
+    def _check_headers(self, request: Request) -> None:
+        check_headers(request.headers.raw, self.limits.max_headers, self.limits.max_header_bytes)
 
     def _authorise(self, request: Request) -> None:
         token = self.cfg.admin_token()
@@ -246,7 +251,11 @@ class Gateway:
         return await self._handle(request, ReloadRequest, self.admin.reload, admin=True)
 
     @app.get("/v1/stats", response_model=StatsResponse)
-    async def stats(self):
+    async def stats(self, request: Request):
+        try:
+            self._check_headers(request)
+        except ApiError as err:
+            return JSONResponse(err.body(), status_code=err.status)
         version = self.active.get()
         info = await self.path.read(self.retriever.info, version.describe())
         return {"version": version.public(), "index": info, "rejected": dict(self.tally),

@@ -23,11 +23,12 @@ class EncodeRequest:
 @dataclass(frozen=True)
 class SearchRequest:
     """One query for the Retriever's first stage. ``version``: the version's describe() dict, read once
-    by the gateway at the request's start; ``clicked``: the session's clicked product ids
-    (ranking/session.py), which pull the query vector and are not returned."""
+    by the gateway at the request's start; ``vector``: the query's encoding, or None for the
+    Retriever to encode ``text`` itself (model/onnx_text.py); ``clicked``: the session's clicked
+    product ids (ranking/session.py), which pull the query vector and are not returned."""
 
     version: dict = field(hash=False)
-    vector: np.ndarray = field(hash=False, repr=False)
+    vector: np.ndarray | None = field(hash=False, repr=False)
     text: str
     k: int
     exclude: frozenset = frozenset()

@@ -25,7 +25,8 @@ from serve.config import RequestLimits, ServeConfig
 BODY_ERRORS = {400: "the body is not UTF-8 JSON, is nested too deeply, or a header is malformed",
                413: "the body is larger than the server accepts (refused by Content-Length before it is read)",
                415: "the Content-Type is not application/json",
-               422: "a field is missing, unknown, of the wrong type, or outside its limit"}
+               422: "a field is missing, unknown, of the wrong type, or outside its limit",
+               431: "more request headers, or more header bytes, than the server accepts"}
 ADMIN_ERRORS = {400: "more than one Authorization header",
                 401: "no admin token, or the wrong one",
                 503: "the admin API is off: the server has no admin token configured"}
@@ -37,19 +38,21 @@ ROUTES = {
     ("post", "/v1/recommend"): (False, {**BODY_ERRORS, **INDEX_ERROR}),
     ("post", "/v1/recommend/batch"): (False, {**BODY_ERRORS, **INDEX_ERROR}),
     ("post", "/v1/items"): (True, {**BODY_ERRORS, **ADMIN_ERRORS, **STORAGE_ERROR}),
-    ("delete", "/v1/items/{product_id}"): (True, {**ADMIN_ERRORS, **STORAGE_ERROR,
+    ("delete", "/v1/items/{product_id}"): (True, {**ADMIN_ERRORS, **STORAGE_ERROR, 431: BODY_ERRORS[431],
                                                   404: "no product with this id in the index"}),
     ("post", "/v1/admin/reload"): (True, {**BODY_ERRORS, **ADMIN_ERRORS,
                                           422: "the folder is not a loadable index, or the model does not fit it; "
                                                "the old version keeps serving"}),
     ("get", "/readyz"): (False, {503: "not ready: the body's reason says what cannot answer"}),
+    ("get", "/v1/stats"): (False, {431: BODY_ERRORS[431]}),
 }
 
 
 def openapi_document(app: FastAPI, cfg: ServeConfig) -> dict:
     limits = cfg.limits
     doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
-                      description=f"{app.description}\n\nLimits: bodies up to {limits.max_body_bytes} bytes; texts up "
+                      description=f"{app.description}\n\nLimits: bodies up to {limits.max_body_bytes} bytes; headers up to "
+                                  f"{limits.max_headers} and {limits.max_header_bytes} bytes; texts up "
                                   f"to {limits.max_text_chars} characters and {limits.max_text_tokens} tokens; k up to "
                                   f"{limits.max_k}. Every error is a JSON ErrorBody naming the field and the limit. "
                                   "Product ids in a path are percent-encoded.")

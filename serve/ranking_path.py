@@ -1,6 +1,9 @@
 """The ranking orchestration behind /v1/recommend: encode -> first stage -> rerank -> the reply's
 items, over the deployments' handles. The gateway checks the request first; this module knows no HTTP.
 
+Queries are encoded by the Retriever in the search's own call where it can (int8 on a CPU: one Ray
+hop instead of two), else by the Encoder deployment first (a GPU, another backend, an ensemble).
+
 Reads (encode, search, rerank) whose replica died are retried on another replica, ``retries`` times;
 writes never go through here. When the request's latency budget (``rerank.budget_ms``, counted
 from its arrival) is spent by the first stage, or the Reranker refuses it (its queue would overrun
@@ -68,6 +71,7 @@ class RankingPath:
         self.fallbacks = 0  # replies served from the first stage because the Reranker could not answer
         self.refused = 0  # ... because it refused them to keep its latency budget
         self.lexical_tokens = LexicalTokenizer()  # 'why' compares words as BM25 does
+        self.encoding_in_retriever: dict[str, bool] = {}
 
     async def read(self, method, *args):
         return await read(method, *args, retries=self.retries)
@@ -79,7 +83,10 @@ class RankingPath:
         reranker's latency budget starts."""
         start = time.perf_counter()
         arrived = start if arrived is None else arrived
-        vectors = await self.read(self.encoder.encode, version.model, queries, "query")
+        if await self._retriever_encodes(version.model):  # one hop: encoded in the search's own batch
+            vectors = [None] * len(queries)
+        else:
+            vectors = await self.read(self.encoder.encode, version.model, queries, "query")
         encoded = time.perf_counter()
         use_reranker = use_reranker and self.reranker is not None
         depth = max(k, self.stage.depth) if use_reranker else k
@@ -91,7 +98,9 @@ class RankingPath:
             for rank, hit in enumerate(row):
                 hit["first_rank"] = rank
         done = time.perf_counter()
-        timing = {"encode": 1000 * (encoded - start), "retrieve": 1000 * (done - encoded)}
+        timing = {"retrieve": 1000 * (done - encoded)}  # with the encoding, where the Retriever encodes
+        if vectors[0] is not None:
+            timing["encode"] = 1000 * (encoded - start)
         reranked, fallback = False, None
         if use_reranker:
             left = self.stage.budget_ms - 1000 * (time.perf_counter() - arrived)
@@ -100,6 +109,16 @@ class RankingPath:
         items = [[reply_item(hit, query, rank, reranked, self.lexical_tokens, self.explained)
                   for rank, hit in enumerate(row[:k])] for query, row in zip(queries, hits)]
         return Ranked(items, timing, reranked, fallback)
+
+    async def _retriever_encodes(self, model: str) -> bool:
+        """Whether the Retriever encodes ``model``'s queries (asked once per model: every replica
+        has the same files and settings)."""
+        if model not in self.encoding_in_retriever:
+            reason = await self.read(self.retriever.encodes, model)
+            if reason:
+                log.info("firstlight: queries of %s go through the Encoder deployment: %s", model, reason)
+            self.encoding_in_retriever[model] = reason is None
+        return self.encoding_in_retriever[model]
 
     async def _rerank(self, queries: list[str], hits: list[list[dict]], left_ms: float = float("inf")
                       ) -> tuple[list, bool, str | None]:

@@ -8,7 +8,7 @@ import torch
 from common.errors import ConfigError
 from data_pipeline.embed import EmbedConfig
 from evaluation.evaluate import EvalConfig
-from model import backends
+from model import backends, onnx_int8
 from model.encoder import TextEncoder
 from model.reranker import Reranker
 from model.runtime import EncoderRuntime
@@ -48,11 +48,11 @@ def test_the_int8_cache_falls_back_to_the_temporary_directory_when_home_is_read_
     home = tmp_path / "home"
     home.mkdir()
     (home / ".cache").write_text("")  # ~/.cache cannot become a folder (as on a read-only home, even for root)
-    monkeypatch.setattr(backends.Path, "home", classmethod(lambda cls: home))
-    monkeypatch.setattr(backends.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
-    assert backends.cache_dir() == tmp_path / "tmp" / "firstlight-onnx"
+    monkeypatch.setattr(onnx_int8.Path, "home", classmethod(lambda cls: home))
+    monkeypatch.setattr(onnx_int8.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert onnx_int8.cache_dir() == tmp_path / "tmp" / "firstlight-onnx"
     monkeypatch.setenv("FIRSTLIGHT_CACHE", str(tmp_path / "mine"))
-    assert backends.cache_dir() == tmp_path / "mine" / "onnx"
+    assert onnx_int8.cache_dir() == tmp_path / "mine" / "onnx"
 
 
 def test_bad_backend_choices_are_named():

@@ -105,3 +105,16 @@ def test_actor_pool_that_would_starve_reads_is_refused(ray_session):
     ds = ray.data.from_pandas(pd.DataFrame({"product_id": ["a"], "text": ["t"]}))
     with pytest.raises(ConfigError, match="actors.cpus"):
         embed_dataset(ds, EmbedConfig(actors=Actors(count=2, cpus=1.0)))
+
+
+def test_the_int8_backend_on_a_cpu_embeds_without_torch_in_the_actors(tiny_model_dir, tmp_path):
+    from data_pipeline.embed import runs_without_torch
+
+    assert runs_without_torch(EmbedConfig())  # the default: MiniLM, auto = int8 on a CPU
+    assert runs_without_torch(EmbedConfig(model=str(tiny_model_dir), runtime=EncoderRuntime(backend="int8")))
+    assert not runs_without_torch(EmbedConfig(runtime=EncoderRuntime(backend="fp32")))
+    assert not runs_without_torch(EmbedConfig(actors=Actors(gpus=1.0)))
+    slow = tmp_path / "slow_tokenizer"  # no tokenizer.json: the torch actor, as before
+    shutil.copytree(tiny_model_dir, slow)
+    (slow / "tokenizer.json").unlink()
+    assert not runs_without_torch(EmbedConfig(model=str(slow)))

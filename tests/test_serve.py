@@ -226,6 +226,18 @@ def test_a_huge_body_is_refused_without_being_read(service):
     assert post(service, "/v1/recommend", {"text": "drill", "k": 1}).ok
 
 
+@pytest.mark.parametrize("path", ["/v1/recommend", "/v1/stats"])
+def test_too_many_or_too_large_headers_get_a_431_naming_the_limit(service, path):
+    send = requests.post if path == "/v1/recommend" else requests.get
+    body = {"json": {"text": "drill"}} if path == "/v1/recommend" else {}
+    large = send(service + path, headers={"X-Padding": "a" * (1 << 20)}, timeout=60, **body)  # 1 MB
+    assert large.status_code == 431 and large.json()["error"]["field"] == "headers"
+    assert large.json()["error"]["limit"] == 16384
+    many = send(service + path, headers={f"X-H{i}": "1" for i in range(80)}, timeout=60, **body)
+    assert many.status_code == 431 and many.json()["error"]["limit"] == 64
+    assert send(service + path, headers={"X-H": "1" * 1000}, timeout=60, **body).status_code == 200
+
+
 def test_405_names_allowed_methods_and_two_authorization_headers_are_refused(service):
     reply = requests.get(service + "/v1/recommend", timeout=30)
     assert reply.status_code == 405 and reply.headers["Allow"] == "POST"

@@ -89,7 +89,7 @@ async def drive(url: str, texts: list[str], clients: int, seconds: float) -> dic
            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
     if timings:
         out["split_ms"] = {"client": float(np.mean([t[0] for t in timings])),
-                           "encode": float(np.mean([t[1]["encode"] for t in timings])),
+                           "encode": float(np.mean([t[1].get("encode", 0.0) for t in timings])),  # 0: encoded by the Retriever
                            "retrieve": float(np.mean([t[1]["retrieve"] for t in timings]))}
     return out
 
@@ -99,7 +99,8 @@ def measure(url: str, texts: list[str], seconds: float) -> list[dict]:
     return [asyncio.run(drive(url, texts, c, seconds)) for c in CONCURRENCY]
 
 
-def autoscale_timeline(url: str, texts: list[str], load_s: float, idle_s: float) -> list[tuple[float, int, str]]:
+def autoscale_timeline(url: str, texts: list[str], load_s: float, idle_s: float,
+                       deployment: str) -> list[tuple[float, int, str]]:
     import threading
 
     from ray import serve
@@ -109,7 +110,7 @@ def autoscale_timeline(url: str, texts: list[str], load_s: float, idle_s: float)
 
     def watch():
         while not stop.is_set():
-            states = serve.status().applications["firstlight"].deployments["Encoder"].replica_states
+            states = serve.status().applications["firstlight"].deployments[deployment].replica_states
             phase = "load" if time.time() - start < load_s else "idle"
             timeline.append((round(time.time() - start, 1), int(states.get("RUNNING", 0)), phase))
             time.sleep(1)
@@ -166,13 +167,17 @@ def main(argv: list[str] | None = None) -> dict:
             baseline.terminate()
             baseline.wait()
 
-    # (b) FirstLight: 2 Encoder replicas x 0.75 CPU (one torch thread each), Retriever and gateway 0.25 CPU;
-    # then the same with Ray Serve's throughput-optimised mode (a fresh Ray started with it set)
-    settings = {"encoder.min_replicas": 2, "encoder.max_replicas": 2, "encoder.num_cpus": 0.75,
-                "retriever.num_cpus": 0.25, "gateway.num_cpus": 0.25, "encoder.batch_max_size": 32,
-                "encoder.batch_wait_s": 0.005}
+    # (b) FirstLight. On a CPU the Retriever encodes the queries itself (one Ray hop; the Encoder only
+    # embeds products added through the API): one Retriever replica with one thread. On a
+    # GPU the Encoder encodes them: 2 Encoder replicas sharing the GPU. Then the same with Ray Serve's
+    # throughput-optimised mode (a fresh Ray started with it set).
+    settings = {"retriever.min_replicas": 1, "retriever.max_replicas": 1, "retriever.num_cpus": 1.0,
+                "encoder.min_replicas": 1, "encoder.max_replicas": 1, "encoder.num_cpus": 0.25,
+                "gateway.num_cpus": 0.25}
     if gpu:  # two Encoder replicas share the GPU; FAISS moves there too (the baseline keeps it on the CPU)
-        settings.update({"encoder.num_gpus": 0.5, "encoder.num_cpus": 1.0, "runtime.use_gpu": "yes"})
+        settings = {"encoder.min_replicas": 2, "encoder.max_replicas": 2, "encoder.num_gpus": 0.5,
+                    "encoder.num_cpus": 1.0, "encoder.batch_max_size": 32, "encoder.batch_wait_s": 0.005,
+                    "retriever.num_cpus": 0.25, "gateway.num_cpus": 0.25, "runtime.use_gpu": "yes"}
     ours, timeline, scale_settings = {}, [], {}
     ray_was_up = ray.is_initialized()  # a caller's Ray (a test session) is left running
     modes = args.modes.split(",")
@@ -185,7 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
         ensure_ray(num_cpus=os.cpu_count())
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        mode_settings = {**settings, "encoder.batch_wait_s": 0.0} if mode == "no-batch-wait" else settings
+        mode_settings = {**settings, "encoder.batch_wait_s": 0.0, "retriever.batch_wait_s": 0.0} \
+            if mode == "no-batch-wait" else settings
         serve.run(build_app(ServeConfig.from_args({"index_dir": index_dir, "port": port, **mode_settings})),
                   name="firstlight", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
@@ -193,13 +199,15 @@ def main(argv: list[str] | None = None) -> dict:
         ours[mode] = measure(url, texts, args.seconds)
         serve.delete("firstlight")
         if mode == "default" and not (args.skip_autoscale or gpu):
-            scale_settings = {"encoder.min_replicas": 1, "encoder.max_replicas": 3, "encoder.num_cpus": 0.5,
-                              "encoder.target_ongoing_requests": 4, "encoder.upscale_delay_s": 2,
-                              "encoder.downscale_delay_s": 10, "retriever.num_cpus": 0.25, "gateway.num_cpus": 0.25}
+            # the deployment that encodes the queries scales (the Retriever, on a CPU)
+            scale_settings = {"retriever.min_replicas": 1, "retriever.max_replicas": 3, "retriever.num_cpus": 0.5,
+                              "retriever.target_ongoing_requests": 4, "retriever.upscale_delay_s": 2,
+                              "retriever.downscale_delay_s": 10, "encoder.max_replicas": 1,
+                              "encoder.num_cpus": 0.25, "gateway.num_cpus": 0.25}
             serve.run(build_app(ServeConfig.from_args({"index_dir": index_dir, "port": port, **scale_settings})),
                       name="firstlight", route_prefix="/")
             wait_ready(url)
-            timeline = autoscale_timeline(url, texts, load_s=45, idle_s=45)
+            timeline = autoscale_timeline(url, texts, load_s=45, idle_s=45, deployment="Retriever")
         serve.shutdown()
     if not ray_was_up:
         ray.shutdown()
@@ -231,10 +239,13 @@ FirstLight: `serve/app.py` with {json.dumps(settings)} and the default backend; 
 one), and with `RAY_SERVE_THROUGHPUT_OPTIMIZED=1` (Ray Serve's throughput-optimised data plane; a Ray
 started with it).
 
-Why these settings: two Encoder replicas of 0.75 CPU with one torch thread each keep both cores
-busy with the model without oversubscribing them; batches of up to 32 texts with a 5 ms wait fill
-within the wait at 32 clients while a lone request waits at most 5 ms; the Retriever (which also
-batches concurrent searches into one FAISS call) and the gateway share the remaining 0.5 CPU.
+Why these settings: with the int8 backend on a CPU the Retriever encodes each batch of queries
+itself and searches it in the same call (one Ray hop per request, model/onnx_text.py); one
+Retriever replica with one thread leaves the other core to Ray's HTTP proxy and the gateway. Tried
+on this machine and slower: two Retriever replicas of 0.75 CPU (p50 28.2 ms at one client, 72.6
+requests/s at 32) and one replica with two threads (38.2 ms, 74.2 requests/s), both oversubscribing
+2 cores. The Encoder then only embeds products added through the API. On a GPU, two Encoder replicas
+share it and encode the queries.
 
 Each cell: QPS / p50 ms / p99 ms. Ratios use the faster FirstLight mode ({best}): QPS ratio / p50 ratio.
 
@@ -243,7 +254,8 @@ Each cell: QPS / p50 ms / p99 ms. Ratios use the faster FirstLight mode ({best})
 {chr(10).join(rows)}
 
 Where a FirstLight request's time goes (means; "encode" includes waiting for a batch to fill and
-queueing at the Encoder, "other" is the HTTP proxy, the gateway and routing):
+queueing at the Encoder, 0 where the Retriever encodes: "retrieve" then holds both; "other" is the
+HTTP proxy, the gateway and routing):
 
 | mode | clients | client-side ms | encode ms | retrieve ms | other ms |
 |---|---|---|---|---|---|
@@ -253,7 +265,7 @@ queueing at the Encoder, "other" is the HTTP proxy, the gateway and routing):
         changes = [t for i, t in enumerate(timeline) if i == 0 or t[1] != timeline[i - 1][1]]
         body += f"""
 Autoscaling ({json.dumps(scale_settings)}): 32 clients for 45 s,
-then idle for 45 s; Encoder replicas RUNNING when they changed (seconds from the start):
+then idle for 45 s; Retriever replicas RUNNING when they changed (seconds from the start):
 
 | t (s) | replicas | phase |
 |---|---|---|
