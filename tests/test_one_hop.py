@@ -48,3 +48,27 @@ def test_a_product_added_through_the_api_is_found_by_a_query_the_retriever_encod
     assert post(one_hop, "/v1/items", {"items": [item]}, token=TOKEN).status_code == 200
     hits = post(one_hop, "/v1/recommend", {"text": "Zephyrine quartz countertop polish", "k": 3}).json()["items"]
     assert hits[0]["id"] == "one-hop-1" and hits[0]["score"] > 0.8
+
+
+def test_metrics_are_exported_under_the_documented_names_without_server_paths(one_hop):
+    import time
+    from pathlib import Path
+
+    import ray
+
+    port = ray._private.worker._global_node.metrics_export_port  # the node's Prometheus endpoint
+    post(one_hop, "/v1/recommend", {"text": "drill", "k": 3})
+    post(one_hop, "/v1/recommend", {"text": ""})  # a rejection, counted by reason
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:  # exported every few seconds
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        if "ray_firstlight_retrieval_ms_count" in text and "ray_firstlight_rejected_requests" in text:
+            break
+        time.sleep(2)
+    ours = [line for line in text.splitlines() if line.startswith("ray_firstlight_")]
+    names = {line.split("{")[0] for line in ours}
+    assert "ray_firstlight_retrieval_ms_count" in names, sorted(names)
+    assert any(n.startswith("ray_firstlight_rejected_requests") for n in names), sorted(names)  # docs/serving.md
+    assert 'reason="empty"' in text
+    repo, home = str(Path(__file__).resolve().parents[1]), str(Path.home())
+    assert not [line for line in ours if repo in line or home in line or ".py" in line]
