@@ -1,5 +1,6 @@
-"""The FirstLight Ray Serve application: Gateway (HTTP) -> Encoder (autoscaled) + Retriever (FAISS + BM25)
-+ Reranker (autoscaled, when a cross-encoder is configured).
+"""The FirstLight Ray Serve application: Gateway (HTTP) -> Retriever (FAISS + BM25; on a CPU it also
+encodes the queries, autoscaled) + Encoder (queries on a GPU, products added through the API;
+autoscaled) + Reranker (autoscaled, when a cross-encoder is configured).
 
 Start it with one command:
 

@@ -1,6 +1,7 @@
 """The HTTP ingress: FastAPI routes on a Ray Serve deployment. It checks every request (limits,
 auth, ids, tokens), corrects spelling, and hands on to the ranking path (serve/ranking_path.py:
-Encoder -> Retriever -> Reranker) or to the admin side (serve/admin.py: items, reloads).
+Retriever, which encodes and searches, or Encoder then Retriever; then Reranker) or to the admin
+side (serve/admin.py: items, reloads).
 
     POST   /v1/recommend          {text, k, exclude, rerank}   -> ranked products + the version that answered
     POST   /v1/recommend/batch    {texts, k, exclude, rerank}  -> one ranking per text

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.report import update_section  # noqa: E402
 from benchmarks.speed.bench_serve import drive, free_port, wait_ready  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
+from model.runtime import EncoderRuntime  # noqa: E402
 from ranking.rerank import RerankStage  # noqa: E402
 
 
@@ -56,6 +57,8 @@ def main() -> None:
     parser.add_argument("--reranker", required=True)
     parser.add_argument("--depth", type=int, default=10, help="the default rerank depth (replayed)")
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--backend", default="auto", help="runtime.backend on both sides (fp32: the exact replay)")
+    parser.add_argument("--replay-only", action="store_true", help="skip the latency table")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -73,8 +76,10 @@ def main() -> None:
     index_dir = args.index_dir or str(root / "finetuned-train" / "index")
     judged = judged_from_frame(load_split(root / "data", "test"))
     offline_cfg = EvalConfig(prepared_dir=str(root / "data"), index_dir=index_dir, systems=("fusion", "rerank"),
-                             output=str(root / "eval" / "replay_offline.json"),
-                             rerank=RerankStage(model=args.reranker, depth=args.depth))
+                             output=str(root / "eval" / ("replay_offline.json" if args.backend == "auto"
+                                                                else f"replay_offline_{args.backend}.json")),
+                             rerank=RerankStage(model=args.reranker, depth=args.depth),
+                             runtime=EncoderRuntime(backend=args.backend))
     saved = Path(offline_cfg.output)
     if saved.exists() and json.loads(saved.read_text()).get("config") == json.loads(json.dumps(asdict(offline_cfg))):
         offline = json.loads(saved.read_text())  # the same settings were evaluated already
@@ -86,7 +91,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     base = {"index_dir": index_dir, "prepared_dir": str(root / "data"), "encoder.num_cpus": 0.5,
             "retriever.num_cpus": 0.25, "gateway.num_cpus": 0.25, "reranker.num_cpus": 1, "reranker.threads": 2,
-            "encoder.max_replicas": 1, "reranker.max_replicas": 1, "port": port}
+            "encoder.max_replicas": 1, "reranker.max_replicas": 1, "port": port, "runtime.backend": args.backend}
     serve.start(http_options={"host": "127.0.0.1", "port": port})
 
     def deploy(settings: dict):
@@ -110,7 +115,7 @@ def main() -> None:
     modes = [("dense only", {"first_stage.mode": "dense"}, False),
              ("hybrid", dict(), False)] + [(f"hybrid + rerank depth {d}", {"rerank.model": args.reranker, "rerank.depth": d}, True)
                                          for d in (10, 20, 30, 50)]
-    for name, settings, rerank in modes:
+    for name, settings, rerank in ([] if args.replay_only else modes):
         deploy(settings)
         asyncio.run(drive(url, texts, 2, 3))  # warm-up
         latency[name] = [asyncio.run(drive(url, texts, c, args.seconds)) for c in (1, 32)]
@@ -121,7 +126,8 @@ def main() -> None:
                 f" | {sum(r['errors'] for r in rs)} |" for name, rs in latency.items()]
     body = f"""
 Replay: the {len(texts)} test queries sent one request each (k=100) to the served default (hybrid first
-stage + reranker at depth {args.depth}, its latency budget lifted so that no reply falls back for time;
+stage + reranker at depth {args.depth}, backend {args.backend} on both sides, its latency budget lifted so
+that no reply falls back for time;
 {served['reranked']} of {len(texts)} replies reranked), their
 rankings scored like the offline evaluation of the same settings ({replay_s:.0f} s):
 
@@ -136,6 +142,14 @@ one replica each; {args.seconds:.0f} s per level; real test queries, k=10):
 |---|---|---|---|---|---|---|---|
 {chr(10).join(lat_rows)}
 """
+    if args.replay_only:  # a section of its own: the latency table of a full run stays
+        body = body[:body.index("\nLatency through HTTP")]
+        update_section(f"rerank_serve_replay_{args.backend}", f"Ranking path through HTTP: replay check, {args.backend}",
+                       f"python benchmarks/quality/bench_ranking_serve.py --reranker {args.reranker} --backend "
+                       f"{args.backend} --replay-only", body,
+                       {"offline": {m: offline["systems"]["rerank"]["mean"][m] for m in METRICS}, "online": online,
+                        "backend": args.backend, "depth": args.depth})
+        return
     update_section("rerank_serve", "Ranking path through HTTP: replay check and latency per mode",
                    "python benchmarks/quality/bench_ranking_serve.py --reranker " + args.reranker, body,
                    {"offline": {m: offline["systems"]["rerank"]["mean"][m] for m in METRICS}, "online": online,
