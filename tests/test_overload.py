@@ -39,22 +39,21 @@ def test_admission_learns_the_cost_of_a_pair_under_load_and_forgets_it_when_idle
     assert admission.admit(10, budget_ms=100) is None  # ... does not lock an idle replica out
 
 
-@pytest.fixture(scope="module")
-def slow_reranker(tmp_path_factory, tiny_model_dir):
-    """The real Reranker deployment class (outside Serve), its model slowed to 200 ms a batch."""
-    import torch
-    from transformers import AutoTokenizer
+def burst_on_a_slow_reranker(folder: str) -> dict:
+    """8 requests at once to the real Reranker deployment class (outside Serve), its model slowed to
+    200 ms a batch: what each got and how long it waited. Run in a child process (below): using
+    @serve.batch outside a replica leaves a batch queue on the class, which Serve could then no
+    longer serialise for the other tests' deployments."""
+    from ray.serve import batching
 
-    from model.reranker import export_reranker, new_reranker
     from model.runtime import EncoderRuntime
     from serve.config import RerankerPart, Resources
     from serve.reranker_deployment import Reranker
 
-    torch.manual_seed(0)
-    folder = export_reranker(new_reranker(str(tiny_model_dir)), AutoTokenizer.from_pretrained(tiny_model_dir),
-                             tmp_path_factory.mktemp("overload") / "model", max_length=32)
-    part = RerankerPart(RerankStage(model=str(folder), depth=10),
-                        EncoderRuntime(backend="fp32", use_gpu="no"), Resources(batch_max_size=1, batch_wait_s=0))
+    # outside a replica there is no deployment config for @serve.batch's start-up warning to read
+    batching._BatchQueue._warn_if_max_batch_size_exceeds_max_ongoing_requests = lambda self: None
+    part = RerankerPart(RerankStage(model=folder, depth=10), EncoderRuntime(backend="fp32", use_gpu="no"),
+                        Resources(batch_max_size=1, batch_wait_s=0))
     replica = Reranker.func_or_class(part)
     scores = replica._score
 
@@ -64,32 +63,46 @@ def slow_reranker(tmp_path_factory, tiny_model_dir):
 
     replica._score = slow
     replica.admission.ms_per_pair = replica.admission.recent = 20.0  # 10 pairs = 200 ms, as the slowed model measures
-    return replica
-
-
-def test_a_slow_reranker_under_load_answers_some_and_refuses_the_rest_at_once(slow_reranker, monkeypatch):
-    from ray.serve import batching
-
-    # outside a replica there is no deployment config for @serve.batch's start-up warning to read
-    monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
-    request = RerankRequest(slow_reranker.part.rerank.model, ("cordless drill",),
-                            (tuple(f"product {i}" for i in range(10)),), budget_ms=300)
+    request = RerankRequest(folder, ("cordless drill",), (tuple(f"product {i}" for i in range(10)),), budget_ms=300)
 
     async def timed():
         start = time.perf_counter()
-        answer = await slow_reranker.rerank(request)
-        return answer, time.perf_counter() - start
+        answer = await replica.rerank(request)
+        return {"scores": None if answer.scores is None else len(answer.scores[0]), "refused": answer.refused,
+                "waited_s": time.perf_counter() - start}
 
     async def burst():
         return await asyncio.gather(*(timed() for _ in range(8)))
 
-    answers = asyncio.run(burst())
-    scored = [(a, s) for a, s in answers if a.scores is not None]
-    refused = [(a, s) for a, s in answers if a.refused]
+    return {"answers": asyncio.run(burst()), "pending": replica.admission.pending}
+
+
+def test_a_slow_reranker_under_load_answers_some_and_refuses_the_rest_at_once(tmp_path, tiny_model_dir):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from model.reranker import export_reranker, new_reranker
+
+    torch.manual_seed(0)
+    folder = export_reranker(new_reranker(str(tiny_model_dir)), AutoTokenizer.from_pretrained(tiny_model_dir),
+                             tmp_path / "model", max_length=32)
+    code = ("import json; from tests.test_overload import burst_on_a_slow_reranker; "
+            f"print(json.dumps(burst_on_a_slow_reranker({str(folder)!r})))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    scored = [a for a in result["answers"] if a["scores"] is not None]
+    refused = [a for a in result["answers"] if a["refused"]]
     assert len(scored) == 1 and len(refused) == 7  # 200 ms fits 300; a second would end at ~400
-    assert len(scored[0][0].scores[0]) == 10
-    assert all(s < 0.1 for _, s in refused), [round(s, 3) for _, s in refused]  # at once, not after the batch
-    assert slow_reranker.admission.pending == 0
+    assert scored[0]["scores"] == 10 and "busy" in refused[0]["refused"]
+    assert all(a["waited_s"] < 0.1 for a in refused), refused  # at once, not after the batch
+    assert result["pending"] == 0
 
 
 class _Handle:
