@@ -142,14 +142,13 @@ def embed_dataset(ds, cfg: EmbedConfig):
     threads = cfg.actors.torch_threads(cluster)
     # a local folder by its absolute path: actors do not share the driver's working directory
     model = absolute_if_folder(cfg.model)
+    actor, kwargs = EncoderActor, {"model": model, "max_length": cfg.runtime.product_max_length, "threads": threads}
     if runs_without_torch(cfg):
         # exported here, once, before the actors start (this node's actors then find it cached)
         export_int8_file(resolve_model_path(model), "encoder")
-        actor, kwargs = OnnxEncoderActor, {"model": model, "max_length": cfg.runtime.product_max_length,
-                                           "threads": threads}
+        actor = OnnxEncoderActor
     else:
-        actor, kwargs = EncoderActor, {"model": model, "max_length": cfg.runtime.product_max_length,
-                                       "backend": cfg.runtime.backend, "threads": threads}
+        kwargs["backend"] = cfg.runtime.backend
     return ds.map_batches(
         actor, fn_constructor_kwargs=kwargs, batch_size=cfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.actors.count),
