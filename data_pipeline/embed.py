@@ -130,7 +130,7 @@ def cluster_resources() -> dict:
 
 def runs_without_torch(cfg: EmbedConfig) -> bool:
     """Whether the actors run the int8 backend on a CPU with a model model/onnx_text.py can run."""
-    return cfg.actors.gpus == 0 and cfg.runtime.backend in ("auto", "int8") and unsupported(cfg.model) is None
+    return cfg.runtime.int8_on_cpu(cfg.actors.gpus) and unsupported(cfg.model) is None
 
 
 def embed_dataset(ds, cfg: EmbedConfig):

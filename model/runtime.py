@@ -38,6 +38,11 @@ class EncoderRuntime:
         """The device argument of the model loaders (model/encoder.py pick_device)."""
         return "cpu" if self.use_gpu == "no" else ("cuda" if self.use_gpu == "yes" else "auto")
 
+    def int8_on_cpu(self, gpus: float) -> bool:
+        """Whether a model loaded with this runtime and given ``gpus`` runs the int8 backend on a CPU
+        (auto picks int8 there): where model/onnx_text.py can stand in for it without torch."""
+        return gpus == 0 and self.use_gpu != "yes" and self.backend in ("auto", "int8")
+
     @property
     def lengths(self) -> dict:
         """Token lengths by encoder role (model/encoder.py ROLES); None: a model without roles."""

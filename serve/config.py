@@ -304,8 +304,7 @@ class ServeConfig:
         """Whether the Retriever encodes shoppers' queries itself (one Ray hop per request instead of
         two): where the Encoder would run the int8 backend on a CPU anyway. An Encoder on a GPU, or in
         fp32/bf16, keeps encoding them (serve/ranking_path.py)."""
-        on_cpu = self.encoder.num_gpus == 0 and self.runtime.use_gpu != "yes"
-        return on_cpu and self.runtime.backend in ("auto", "int8")
+        return self.runtime.int8_on_cpu(self.encoder.num_gpus)
 
     def reranker_part(self) -> RerankerPart:
         return RerankerPart(self.rerank, self.runtime, self.reranker)
