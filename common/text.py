@@ -4,6 +4,7 @@ Every text that reaches the encoder or BM25 passes through :func:`normalize_text
 into the live endpoint is seen exactly as the same words were seen in training.
 """
 
+import html
 import re
 import unicodedata
 
@@ -11,10 +12,24 @@ import unicodedata
 # retrieval but split tokens or break tokenizers; they become spaces.
 _INVISIBLE = re.compile(r"[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff]")
 _SPACES = re.compile(r"\s+")
+# HTML character references with their semicolon ("Women&#39;s", "&amp;", "&quot;"): shop exports carry
+# them escaped once or twice ("&amp;#39;"). Only the terminated form is read, so "AT&T" or "B&Q" stay.
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+
+
+def _unescaped(text: str) -> str:
+    """``text`` with its HTML character references read, until none is left (each pass shortens the
+    text, so this ends, and a second call finds nothing to do)."""
+    while True:
+        read = _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
+        if read == text:
+            return text
+        text = unicodedata.normalize("NFKC", read)
 
 
 def normalize_text(text) -> str:
-    """NFKC-normalise, replace control/zero-width characters by spaces, collapse whitespace, strip.
+    """NFKC-normalise, read HTML character references, replace control/zero-width characters by
+    spaces, collapse whitespace, strip.
 
     Case is kept: uncased models lowercase in their tokenizer, cased models need it. The function is
     idempotent, so applying it twice (say, in the pipeline and again in the encoder) changes nothing.
@@ -23,7 +38,7 @@ def normalize_text(text) -> str:
         return ""
     if not isinstance(text, str):
         text = str(text)
-    text = unicodedata.normalize("NFKC", text)
+    text = _unescaped(unicodedata.normalize("NFKC", text))
     text = _INVISIBLE.sub(" ", text)
     return _SPACES.sub(" ", text).strip()
 

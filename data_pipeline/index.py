@@ -176,6 +176,7 @@ class ProductIndex:
             return self
         faiss = _faiss()
         self._gpu_resources = faiss.StandardGpuResources()
+        self._cpu_copy = self.index  # filtered searches that must honour a selector run on it
         self.index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
         self.manifest["on_gpu"] = True
         log.info("[index] %s index moved to GPU 0", self.manifest["kind"])
@@ -203,6 +204,92 @@ class ProductIndex:
         # FAISS pads with row -1 when an approximate index finds fewer than k products.
         ids = np.where(rows >= 0, self._ids[np.clip(rows, 0, None)], None)
         return scores, ids
+
+    # -- search within a filter -----------------------------------------------------------------
+    def search_within(self, queries: np.ndarray, k: int, allowed: np.ndarray, exact_below: float = 0.05,
+                      plan: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
+        """Top-k per query among the rows where ``allowed`` (one bool per row) is True:
+        (scores, ids, the path taken). Rows past the allowed count are padded (-inf, None).
+
+        The path, by the share ``s`` of rows allowed (``plan`` "auto"; the others force one, for
+        benchmarks and tests):
+        - ``exact`` when ``s <= exact_below``: every allowed row scored (a bitmap selector over a
+          flat scan; IVF probing every list; HNSW's flat storage), so nothing is missed however
+          restrictive the filter;
+        - ``ann`` above it: the index's own filtered search, with IVF's nprobe and HNSW's efSearch
+          raised by 1 / s so that about as many allowed candidates are visited as unfiltered;
+          a query it answers short of ``min(k, allowed)`` is answered again by ``exact``;
+        - ``post`` on a GPU index (FAISS's GPU indexes ignore selectors, silently): over-fetch
+          ``2k / s`` unfiltered and keep the allowed; a short query is answered by ``exact`` on the
+          CPU copy of the index;
+        - ``unplanned``: the index's filtered search with its configured breadth and no fallback
+          (what the planner is measured against).
+        """
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        allowed = np.asarray(allowed, dtype=bool)
+        count = int(allowed.sum())
+        k = min(int(k), len(self))
+        want = min(k, count)
+        if want == 0:
+            return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), None, object), "none"
+        share = count / len(self)
+        if plan == "auto":
+            plan = "post" if self.on_gpu else "exact" if share <= exact_below else "ann"
+        if plan == "post":
+            scores, rows = self._post_filtered(queries, k, allowed, share)
+        else:
+            selector, bitmap = self._selector(allowed)  # noqa: F841 - the bitmap must outlive the search
+            scores, rows = self._filtered(queries, k, selector, share, exhaustive=plan == "exact",
+                                          boost=plan != "unplanned")
+        if plan in ("ann", "post"):
+            short = np.flatnonzero((rows[:, :want] < 0).any(axis=1))
+            if len(short):
+                selector, bitmap = self._selector(allowed)  # noqa: F841
+                scores[short], rows[short] = self._filtered(queries[short], k, selector, share, exhaustive=True,
+                                                            boost=True)
+                plan = f"{plan}+exact"
+        ids = np.where(rows >= 0, self._ids[np.clip(rows, 0, None)], None)
+        return scores, ids, plan
+
+    @staticmethod
+    def _selector(allowed: np.ndarray):
+        faiss = _faiss()
+        bitmap = np.packbits(allowed, bitorder="little")
+        return faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap)), bitmap
+
+    def _cpu_index(self):
+        copy = getattr(self, "_cpu_copy", None)
+        return self.index if copy is None else copy
+
+    def _filtered(self, queries, k, selector, share: float, exhaustive: bool, boost: bool):
+        faiss = _faiss()
+        index = self._cpu_index()
+        kind = self.manifest.get("kind")
+        if kind in ("ivf", "ivfpq"):
+            ivf = faiss.extract_index_ivf(index)
+            nprobe = ivf.nlist if exhaustive else min(ivf.nlist, int(np.ceil(ivf.nprobe / (share if boost else 1))))
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+        elif kind == "hnsw" and exhaustive:
+            index = faiss.downcast_index(index.storage)  # the flat vectors under the graph
+            params = faiss.SearchParameters(sel=selector)
+        elif kind == "hnsw":
+            ef = index.hnsw.efSearch
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(min(4096, max(k, np.ceil(
+                ef / (share if boost else 1))))))
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        return index.search(queries, k, params=params)
+
+    def _post_filtered(self, queries, k, allowed: np.ndarray, share: float):
+        fetch = min(len(self), int(np.ceil(2 * k / share)))
+        scores, rows = self.index.search(queries, fetch)
+        keep = (rows >= 0) & allowed[np.clip(rows, 0, None)]
+        out_scores = np.full((len(queries), k), -np.inf, np.float32)
+        out_rows = np.full((len(queries), k), -1, np.int64)
+        for q in range(len(queries)):
+            hits = np.flatnonzero(keep[q])[:k]
+            out_scores[q, :len(hits)], out_rows[q, :len(hits)] = scores[q, hits], rows[q, hits]
+        return out_scores, out_rows
 
     def save(self, folder: Path) -> Path:
         faiss = _faiss()

@@ -2,9 +2,10 @@
 
 Output folder::
 
-    catalogue/              product_id, title, text          (Parquet)
+    catalogue/              product_id, title, text, typed attribute columns   (Parquet)
     judgments/{train,val,test}/  query, product_id, relevance (Parquet)
-    manifest.json           inputs (sha256), seed, fractions, counts, per-split query fingerprints
+    manifest.json           inputs (sha256), seed, fractions, counts, per-split query fingerprints,
+                            attributes: [{name, type}] (the schema filters and facets check against)
 
 A folder whose manifest matches the same inputs and settings is reused as it is.
 """
@@ -29,6 +30,7 @@ from common.manifest import (
     write_json,
 )
 from common.paths import HOMEDEPOT_ENV, default_homedepot_dir, default_workdir
+from data_pipeline.attributes import parse_fields
 from data_pipeline.download import download_wands, wands_present
 from data_pipeline.files import TableFile, check_exists_and_nonempty
 from data_pipeline.readers import (
@@ -67,6 +69,12 @@ class PrepareConfig:
     title_column: str = field(default="title", metadata={"help": "catalogue title column"})
     description_column: str | None = field(default=None, metadata={"help": "catalogue description column"})
     attribute_columns: Listed = field(default=(), metadata={"help": "catalogue columns added as 'name: value'"})
+    attributes: Listed = field(default=(), metadata={
+        "help": "catalogue columns kept as typed fields for filters and facets: NAME, NAME:TYPE or "
+                "NAME=COLUMN:TYPE with TYPE number, keyword, boolean or keywords ('|'-separated); "
+                "a type left out is inferred from the values and reported"})
+    brand_from_title: bool = field(default=False, metadata={
+        "help": "add a keyword field 'brand' read off the titles' first words (for titles-only catalogues)"})
     judgments_product_id_column: str | None = field(default=None, metadata={
         "help": "judgments id column when it differs from --product_id_column"})
     query_column: str = field(default="query", metadata={"help": "judgments query/user-text column"})
@@ -74,12 +82,17 @@ class PrepareConfig:
 
     def __post_init__(self):
         self.attribute_columns = listed(self.attribute_columns)
+        self.attributes = listed(self.attributes)
 
     def validate(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
         check_range("val_fraction", self.val_fraction, 0.0, 0.5)
         check_range("test_fraction", self.test_fraction, 0.0, 0.5, low_inclusive=False)
         check_range("max_unknown_fraction", self.max_unknown_fraction, 0.0, 1.0)
+        fields = parse_fields(self.attributes)
+        if self.brand_from_title and any(f.name == "brand" for f in fields):
+            raise ConfigError("brand_from_title", "a field 'brand' is declared in attributes too",
+                              "drop one: either read brand from a column or from the titles")
         if self.dataset == "files" and not (self.catalogue and self.judgments):
             raise ConfigError("catalogue", "--dataset files needs both a catalogue and a judgments file",
                               "pass --catalogue PATH --judgments PATH")
@@ -104,7 +117,8 @@ class PrepareConfig:
             return zh_demo_specs(self.data_dir)
         return (CatalogueSpec(self.catalogue, id_column=self.product_id_column, title_column=self.title_column,
                               description_column=self.description_column,
-                              attribute_columns=tuple(self.attribute_columns)),
+                              attribute_columns=tuple(self.attribute_columns), attributes=tuple(self.attributes),
+                              brand_from_title=self.brand_from_title),
                 JudgmentSpec(self.judgments, query_column=self.query_column,
                              id_column=self.judgments_product_id_column or self.product_id_column,
                              relevance_column=self.relevance_column))
@@ -149,8 +163,10 @@ def run_prepare(cfg: PrepareConfig) -> Path:
         counts = _count(tmp)
         write_json(tmp / "manifest.json", {
             "stage": "prepare", "dataset": cfg.dataset, "inputs_key": key, "counts": counts,
+            "attributes": [f.as_dict() for f in data.attributes],
             "reports": {"catalogue": data.catalogue_report.as_dict(),
-                        "judgments": data.judgments_report.as_dict()},
+                        "judgments": data.judgments_report.as_dict(),
+                        "attributes": [r.as_dict() for r in data.attribute_reports]},
             "seconds": round(time.perf_counter() - start, 1)})
     log.info("[prepare] done in %.1fs: %s", time.perf_counter() - start, _summary(counts))
     return out
@@ -176,8 +192,13 @@ def load_split(prepared: Path, split: str):
     return pq.read_table(Path(prepared) / "judgments" / split).to_pandas()
 
 
-def load_catalogue(prepared: Path):
-    return pq.read_table(Path(prepared) / "catalogue").to_pandas()
+def load_catalogue(prepared: Path, columns: list[str] | None = None):
+    return pq.read_table(Path(prepared) / "catalogue", columns=columns).to_pandas()
+
+
+def catalogue_schema(prepared: Path) -> dict[str, str]:
+    """The prepared catalogue's typed fields, {name: type} (empty for one prepared without any)."""
+    return {f["name"]: f["type"] for f in (read_manifest(Path(prepared)) or {}).get("attributes", [])}
 
 
 def prepared_manifest(prepared: Path) -> dict:

@@ -1,7 +1,8 @@
 """Readers that turn a shop's files into two Ray Datasets with one schema.
 
 - catalogue: ``product_id`` (str), ``title`` (str), ``text`` (str: normalised title + description +
-  attributes, what the encoder and BM25 read)
+  attributes, what the encoder and BM25 read), then one typed column per attribute field
+  (data_pipeline/attributes.py: price, brand, in_stock, tags ...) for filters and facets
 - judgments: ``query`` (str, normalised), ``product_id`` (str), ``relevance`` (float, 1 = irrelevant,
   2 = partly relevant, 3 = exact match)
 
@@ -23,6 +24,15 @@ import pyarrow.compute as pc
 
 from common.errors import DataError
 from common.text import normalize_text, product_text
+from data_pipeline.attributes import (
+    ARROW_TYPES,
+    AttributeField,
+    FieldReport,
+    parse_fields,
+    resolve,
+    typed_columns,
+)
+from data_pipeline.brands import derive_brands
 from data_pipeline.files import TableFile, ray_read, read_columns
 
 log = logging.getLogger(__name__)
@@ -44,9 +54,16 @@ class CatalogueSpec:
     attribute_columns: tuple[str, ...] = ()
     #: one column of packed "key:value|key:value" attributes (WANDS's product_features)
     packed_attributes_column: str | None = None
+    #: columns kept as typed fields for filters and facets (data_pipeline/attributes.py)
+    attributes: tuple[AttributeField, ...] = ()
+    #: add a keyword field "brand" read off the titles (data_pipeline/brands.py), for titles-only catalogues
+    brand_from_title: bool = False
     format: str = "auto"
     delimiter: str | None = None
     encoding: str = "utf-8"
+
+    def __post_init__(self):
+        object.__setattr__(self, "attributes", parse_fields(self.attributes))
 
     @property
     def file(self) -> TableFile:
@@ -55,7 +72,7 @@ class CatalogueSpec:
     @property
     def columns(self) -> list[str]:
         cols = [self.id_column, self.title_column, self.description_column, *self.attribute_columns,
-                self.packed_attributes_column]
+                self.packed_attributes_column, *(f.source for f in self.attributes)]
         return list(dict.fromkeys(c for c in cols if c))
 
 
@@ -115,6 +132,24 @@ class LoadedData:
     catalogue_report: LoadReport
     judgments_report: LoadReport
     input_files: list[Path]
+    attributes: tuple[AttributeField, ...] = ()  # typed fields, types resolved
+    attribute_reports: list[FieldReport] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CatalogueFields:
+    """The catalogue's typed fields with their types fixed (declared or inferred once, in the driver,
+    over the whole file), and the brands read off titles (by product id) when asked for."""
+
+    fields: tuple[AttributeField, ...] = ()
+    brands: dict | None = None
+
+    @property
+    def all(self) -> tuple[AttributeField, ...]:
+        return self.fields + ((AttributeField("brand", "keyword"),) if self.brands is not None else ())
+
+    def schema(self) -> pa.Schema:
+        return pa.schema(list(CATALOGUE_SCHEMA) + [(f.name, ARROW_TYPES[f.type]) for f in self.all])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,24 +168,31 @@ def _packed_attributes(value: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def catalogue_rows(table: pa.Table, spec: CatalogueSpec) -> pa.Table:
-    """Map a raw batch to the catalogue schema; rows with an empty id or title are dropped."""
+def catalogue_rows(table: pa.Table, spec: CatalogueSpec, fields: CatalogueFields = CatalogueFields()) -> pa.Table:
+    """Map a raw batch to the catalogue schema (with ``fields``' typed columns); rows with an empty id
+    or title are dropped."""
     ids = [v.strip() for v in table[spec.id_column].to_pylist()]
     titles = _normalised(table[spec.title_column])
     descriptions = table[spec.description_column].to_pylist() if spec.description_column else None
     attrs = {c: table[c].to_pylist() for c in spec.attribute_columns}
     packed = table[spec.packed_attributes_column].to_pylist() if spec.packed_attributes_column else None
     out = {"product_id": [], "title": [], "text": []}
+    kept = []
     for i, (pid, title) in enumerate(zip(ids, titles)):
         if not pid or not title:
             continue
         pairs = [(c.replace("_", " "), attrs[c][i]) for c in spec.attribute_columns]
         if packed is not None:
             pairs += _packed_attributes(packed[i])
+        kept.append(i)
         out["product_id"].append(pid)
         out["title"].append(title)
         out["text"].append(product_text(title, descriptions[i] if descriptions else None, pairs))
-    return pa.table(out, schema=CATALOGUE_SCHEMA)
+    raw = {f.source: [table[f.source][i].as_py() for i in kept] for f in fields.fields}
+    out.update(typed_columns(fields.fields, raw))
+    if fields.brands is not None:
+        out["brand"] = pa.array([fields.brands.get(pid) for pid in out["product_id"]], type=pa.string())
+    return pa.table(out, schema=fields.schema())
 
 
 def _relevance_values(raw: list[str], label_map: dict | None) -> np.ndarray:
@@ -277,11 +319,30 @@ def check_judgments(spec: JudgmentSpec, known_ids: frozenset, query_text: dict |
 # ---------------------------------------------------------------------------------------------
 # Readers
 # ---------------------------------------------------------------------------------------------
-def read_catalogue(spec: CatalogueSpec):
+def catalogue_fields(spec: CatalogueSpec) -> tuple[CatalogueFields, list[FieldReport]]:
+    """The typed fields' types, inferred over the whole file where not declared (a Ray batch sees only
+    part of it), and the brands read off titles when the spec asks; with a report per field."""
+    if not spec.attributes and not spec.brand_from_title:
+        return CatalogueFields(), []
+    sources = list(dict.fromkeys(f.source for f in spec.attributes))
+    table = read_columns(spec.file, list(dict.fromkeys([spec.id_column, spec.title_column, *sources])), "catalogue")
+    fields, reports = resolve(spec.attributes, {c: table[c].to_pylist() for c in sources})
+    brands = None
+    if spec.brand_from_title:
+        ids = [v.strip() for v in table[spec.id_column].to_pylist()]
+        derived = derive_brands(_normalised(table[spec.title_column]))
+        brands = {pid: b for pid, b in zip(ids, derived) if b}
+        reports.append(FieldReport("brand", "keyword", False, len(brands), len(ids), 0, [], len(set(brands.values()))))
+    for r in reports:
+        log.info("[prepare] attribute %s", r.line())
+    return CatalogueFields(fields, brands), reports
+
+
+def read_catalogue(spec: CatalogueSpec, fields: CatalogueFields = CatalogueFields()):
     """Check, then read a catalogue as a Ray Dataset. Returns (dataset, kept ids, report)."""
     known_ids, report = check_catalogue(spec)
     ds = ray_read(spec.file, spec.columns).map_batches(
-        catalogue_rows, fn_kwargs={"spec": spec}, batch_format="pyarrow")
+        catalogue_rows, fn_kwargs={"spec": spec, "fields": fields}, batch_format="pyarrow")
     return ds, known_ids, report
 
 
@@ -306,17 +367,19 @@ def read_judgments_frame(spec: JudgmentSpec, known_ids: frozenset, max_unknown_f
 
 def read_dataset(name: str, catalogue: CatalogueSpec, judgments: JudgmentSpec,
                  max_unknown_fraction: float = 0.5) -> LoadedData:
-    cat_ds, known_ids, cat_report = read_catalogue(catalogue)
+    fields, field_reports = catalogue_fields(catalogue)
+    cat_ds, known_ids, cat_report = read_catalogue(catalogue, fields)
     judg_ds, judg_report = read_judgments(judgments, known_ids, max_unknown_fraction)
     inputs = [Path(catalogue.path), Path(judgments.path)] + ([Path(judgments.queries_path)]
                                                              if judgments.queries_path else [])
-    return LoadedData(name, cat_ds, judg_ds, cat_report, judg_report, inputs)
+    return LoadedData(name, cat_ds, judg_ds, cat_report, judg_report, inputs, fields.all, field_reports)
 
 
 def homedepot_specs(data_dir: str | Path) -> tuple[CatalogueSpec, JudgmentSpec]:
     """The Home Depot product-search set: products.csv (titles) and judgments.csv (1-3 relevance)."""
     d = Path(data_dir)
-    return (CatalogueSpec(str(d / "products.csv"), id_column="product_uid", title_column="product_title"),
+    return (CatalogueSpec(str(d / "products.csv"), id_column="product_uid", title_column="product_title",
+                          brand_from_title=True),
             JudgmentSpec(str(d / "judgments.csv"), query_column="search_term", id_column="product_uid",
                          relevance_column="relevance"))
 
@@ -326,9 +389,12 @@ ZH_DEMO_DIR = Path(__file__).resolve().parent / "datasets" / "zh-demo"
 
 
 def zh_demo_specs(data_dir: str | Path | None = None) -> tuple[CatalogueSpec, JudgmentSpec]:
-    """The Chinese demo: products.csv (title, category path) and judgments.csv (graded 1-3)."""
+    """The Chinese demo: products.csv (title, category path, price in yuan, brand, stock, season tags,
+    colour) and judgments.csv (graded 1-3). The category is also product text, as it always was."""
     d = Path(data_dir) if data_dir else ZH_DEMO_DIR
-    return (CatalogueSpec(str(d / "products.csv"), attribute_columns=("category",)),
+    return (CatalogueSpec(str(d / "products.csv"), attribute_columns=("category",),
+                          attributes=("category:keyword", "price:number", "brand:keyword", "in_stock:boolean",
+                                      "season:keywords", "colour:keyword")),
             JudgmentSpec(str(d / "judgments.csv")))
 
 
@@ -342,7 +408,8 @@ def wands_specs(data_dir: str | Path) -> tuple[CatalogueSpec, JudgmentSpec]:
     return (CatalogueSpec(str(d / "product.csv"), id_column="product_id", title_column="product_name",
                           description_column="product_description",
                           attribute_columns=("product_class",), packed_attributes_column="product_features",
-                          format="tsv"),
+                          attributes=("category=product_class:keyword", "rating=average_rating:number",
+                                      "reviews=review_count:number"), format="tsv"),
             JudgmentSpec(str(d / "label.csv"), query_column="query_id", id_column="product_id",
                          relevance_column="label", label_map=WANDS_LABELS, queries_path=str(d / "query.csv"),
                          queries_id_column="query_id", queries_text_column="query", format="tsv"))

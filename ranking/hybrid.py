@@ -9,6 +9,10 @@ rank through the same object:
 - ``search``: the two fused by :func:`ranking.fusion.fuse_lists` (``FirstStage`` says how), or one
   side alone (``mode`` dense or lexical).
 
+A ``filter`` (ranking/filters.py) per query narrows both sides to the products it allows, saved and
+live alike, before fusing: BM25 through its weight mask, FAISS through ``ProductIndex.search_within``
+(which plans an exact scan or a filtered ANN search by how much the filter keeps).
+
 Lexical matching catches what embeddings blur (model numbers, sizes, brands); the weighted sum's
 weights are tuned on val (`firstlight evaluate --tune_fusion_on val`).
 """
@@ -21,6 +25,7 @@ import numpy as np
 
 from common.config import check_choice, check_range
 from data_pipeline.index import ProductIndex
+from ranking.filters import AttributeTable, Filter, matches
 from ranking.fusion import FUSION_METHODS, fuse_lists
 from ranking.lexical import LexicalIndex
 from ranking.session import personalised, resemblance
@@ -41,6 +46,9 @@ class FirstStage:
     dense_weight: float = field(default=0.7, metadata={"help": "wsum: the dense side's weight (BM25 gets 1 - it)"})
     rrf_k: int = field(default=60, metadata={"help": "rrf: the rank constant"})
     depth: int = field(default=100, metadata={"help": "products each side retrieves before fusing"})
+    exact_filter_below: float = field(default=0.05, metadata={
+        "help": "a filter keeping at most this share of the products is answered by scoring every product it "
+                "keeps (exact); above it, by the index's filtered ANN search"})
 
     def validate(self, prefix: str = "") -> None:
         check_choice(prefix + "mode", self.mode, MODES)
@@ -48,6 +56,7 @@ class FirstStage:
         check_range(prefix + "dense_weight", self.dense_weight, 0.0, 1.0)
         check_range(prefix + "rrf_k", self.rrf_k, 1)
         check_range(prefix + "depth", self.depth, 1)
+        check_range(prefix + "exact_filter_below", self.exact_filter_below, 0.0, 1.0)
 
     def reaching(self, k: int) -> "FirstStage":
         """This stage, each side retrieving at least ``k`` products: a caller asking for more than
@@ -63,8 +72,9 @@ class HybridIndex:
     """A saved FAISS index + BM25 over the same catalogue, with live additions and deletions."""
 
     def __init__(self, dense: ProductIndex | None, ids: list[str], titles: list[str], texts: list[str],
-                 lexical: bool = True):
-        """``dense`` None: the lexical side alone (evaluating BM25 needs no index)."""
+                 lexical: bool = True, attributes: AttributeTable | None = None):
+        """``dense`` None: the lexical side alone (evaluating BM25 needs no index). ``attributes``:
+        the catalogue's typed fields, row for row with ``ids`` (None: a catalogue without any)."""
         self.dense = dense
         self.titles = dict(zip(ids, titles))
         self.texts = dict(zip(ids, texts))
@@ -72,6 +82,13 @@ class HybridIndex:
         self.base_rows = {pid: i for i, pid in enumerate(dense.ids if dense is not None else ids)}
         self.masked: set[str] = set()  # saved products deleted or replaced
         self.overlay: dict[str, np.ndarray] = {}  # added or changed products' vectors, searched exactly
+        self.attributes = attributes or AttributeTable({}, _empty_frame(len(ids)))
+        self.catalogue_rows = {pid: i for i, pid in enumerate(ids)}
+        self.live_attributes: dict[str, dict] = {}  # added or changed products' attributes
+        # filters are evaluated in catalogue order; the dense side's rows may be in another order
+        self._dense_to_catalogue = np.array([self.catalogue_rows.get(p, -1) for p in dense.ids], dtype=np.int64) \
+            if dense is not None else None
+        self._catalogue_alive = np.ones(len(ids), dtype=bool)
 
     @property
     def dim(self) -> int:
@@ -83,53 +100,110 @@ class HybridIndex:
     def contains(self, product_id: str) -> bool:
         return product_id in self.overlay or (product_id in self.base_rows and product_id not in self.masked)
 
+    @property
+    def schema(self) -> dict[str, str]:
+        return self.attributes.schema
+
+    def attributes_of(self, product_id: str) -> dict:
+        """A product's typed attributes as it is now ({} for one that has none)."""
+        if product_id in self.live_attributes:
+            return self.live_attributes[product_id]
+        row = self.catalogue_rows.get(product_id)
+        return self.attributes.attributes(row) if row is not None and self.attributes.schema else {}
+
     # -- live changes: both sides at once ------------------------------------------------------
-    def upsert(self, product_id: str, title: str, text: str, vector: np.ndarray) -> None:
+    def upsert(self, product_id: str, title: str, text: str, vector: np.ndarray, attributes: dict | None = None) -> None:
         if product_id in self.base_rows:
-            self.masked.add(product_id)
+            self._mask(product_id)
         self.overlay[product_id] = np.asarray(vector, dtype=np.float32)
         self.titles[product_id], self.texts[product_id] = title, text
+        self.live_attributes[product_id] = dict(attributes or {})
         if self.lexical is not None:
             self.lexical.upsert(product_id, text)
 
     def delete(self, product_id: str) -> None:
         if product_id in self.base_rows:
-            self.masked.add(product_id)
+            self._mask(product_id)
         self.overlay.pop(product_id, None)
+        self.live_attributes.pop(product_id, None)
         if self.lexical is not None:
             self.lexical.delete(product_id)
 
+    def _mask(self, product_id: str) -> None:
+        self.masked.add(product_id)
+        if product_id in self.catalogue_rows:
+            self._catalogue_alive[self.catalogue_rows[product_id]] = False
+
+    def allowed(self, expr: Filter) -> tuple[np.ndarray, set]:
+        """What ``expr`` allows: one bool per saved product (catalogue order; deleted ones False) and
+        the set of live-added products it allows."""
+        saved = self.attributes.mask(expr) & self._catalogue_alive
+        live = {pid for pid, attrs in self.live_attributes.items() if matches(expr, attrs)}
+        return saved, live
+
+    def count(self, expr: Filter | None) -> int:
+        """Products ``expr`` allows (all products for None)."""
+        if expr is None:
+            return len(self)
+        saved, live = self.allowed(expr)
+        return int(saved.sum()) + len(live)
+
     # -- search --------------------------------------------------------------------------------
-    def dense_side(self, vectors: np.ndarray, depth: int, exclude: list[set]) -> list[dict]:
+    def dense_side(self, vectors: np.ndarray, depth: int, exclude: list[set], within: list | None = None,
+                   exact_below: float = 0.05) -> list[dict]:
+        """Per query its top ``depth`` by cosine; ``within``: per query None or ``allowed(filter)``."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        within = within or [None] * len(vectors)
         extra = len(self.masked) + max((len(e) for e in exclude), default=0)
-        scores, ids = self.dense.search(vectors, min(depth + extra, len(self.dense)))
+        fetch = min(depth + extra, len(self.dense))
+        scores = np.zeros((len(vectors), fetch), np.float32)
+        ids = np.full((len(vectors), fetch), None, object)
+        plain = [i for i, w in enumerate(within) if w is None]
+        if plain:
+            scores[plain], ids[plain] = self.dense.search(vectors[plain], fetch)
+        self.last_plans = []
+        for i in (i for i, w in enumerate(within) if w is not None):
+            allowed = within[i][0][self._dense_to_catalogue].copy()
+            allowed[self._dense_to_catalogue < 0] = False
+            s, p, plan = self.dense.search_within(vectors[i:i + 1], min(depth + len(exclude[i]), len(self.dense)),
+                                                  allowed, exact_below)
+            scores[i], ids[i] = _padded(s[0], fetch, -np.inf), _padded(p[0], fetch, None)
+            self.last_plans.append(plan)
         overlay_ids = list(self.overlay)
         overlay_scores = (vectors @ np.stack([self.overlay[p] for p in overlay_ids]).T) if overlay_ids else None
         out = []
         for row in range(len(vectors)):
+            live = within[row][1] if within[row] is not None else None
             hits = [(pid, float(s)) for pid, s in zip(ids[row], scores[row])
                     if pid is not None and pid not in self.masked and pid not in exclude[row]]
             if overlay_scores is not None:
-                hits += [(pid, float(s)) for pid, s in zip(overlay_ids, overlay_scores[row]) if pid not in exclude[row]]
+                hits += [(pid, float(s)) for pid, s in zip(overlay_ids, overlay_scores[row])
+                         if pid not in exclude[row] and (live is None or pid in live)]
             hits.sort(key=lambda h: -h[1])
             out.append(dict(hits[:depth]))
         return out
 
-    def lexical_side(self, texts: list[str], depth: int, exclude: list[set]) -> list[dict]:
+    def lexical_side(self, texts: list[str], depth: int, exclude: list[set], within: list | None = None) -> list[dict]:
         if self.lexical is None:
             raise ValueError("this index was built without its lexical side (lexical=False)")
         widest = max((len(e) for e in exclude), default=0)
         out = []
-        for hits, skip in zip(self.lexical.search(texts, depth + widest), exclude):
+        for hits, skip in zip(self.lexical.search(texts, depth + widest, within), exclude):
             out.append(dict([(p, s) for p, s in hits.items() if p not in skip][:depth]))
         return out
 
-    def sides(self, vectors, texts: list[str], stage: FirstStage, exclude: list[set] | None = None):
-        """(dense lists, lexical lists) for what ``stage.mode`` needs; the unused side is None."""
+    def sides(self, vectors, texts: list[str], stage: FirstStage, exclude: list[set] | None = None,
+              filters: list[Filter | None] | None = None):
+        """(dense lists, lexical lists) for what ``stage.mode`` needs; the unused side is None.
+        ``filters``: per query None or a filter, applied on both sides."""
         exclude = exclude or [set() for _ in range(len(texts))]
-        dense = self.dense_side(vectors, stage.depth, exclude) if stage.mode != "lexical" else None
-        lexical = self.lexical_side(texts, stage.depth, exclude) if stage.mode != "dense" else None
+        within = None
+        if filters is not None and any(f is not None for f in filters):
+            cache: dict = {}  # one mask per distinct filter in the batch
+            within = [None if f is None else cache.setdefault(f, self.allowed(f)) for f in filters]
+        dense = self.dense_side(vectors, stage.depth, exclude, within, stage.exact_filter_below) \
+            if stage.mode != "lexical" else None
+        lexical = self.lexical_side(texts, stage.depth, exclude, within) if stage.mode != "dense" else None
         return dense, lexical
 
     @staticmethod
@@ -150,11 +224,13 @@ class HybridIndex:
         return out
 
     def search(self, vectors, texts: list[str], k: int, stage: FirstStage, exclude: list[set] | None = None,
-               clicked: list[list[str]] | None = None, session_weight: float = 0.0) -> list[list[dict]]:
+               clicked: list[list[str]] | None = None, session_weight: float = 0.0,
+               filters: list[Filter | None] | None = None) -> list[list[dict]]:
         """Per query, the top-k products as {id, title, text, score, dense, lexical} (side scores are
         None where that side did not retrieve the product). ``clicked``: per query, the session's
         clicked products (ranking.session): the query vector moves toward them, they are excluded,
-        and each hit says which one it resembles (``resembles``: (id, cosine, title) or None)."""
+        and each hit says which one it resembles (``resembles``: (id, cosine, title) or None).
+        ``filters``: per query None or a filter (ranking/filters.py) every returned product passes."""
         exclude = exclude or [set() for _ in range(len(texts))]
         stage = stage.reaching(k)
         known: dict[str, np.ndarray] = {}
@@ -164,7 +240,7 @@ class HybridIndex:
                                              if any(p in known for p in row) else None for row in clicked],
                                    session_weight)
             exclude = [set(e) | set(row) for e, row in zip(exclude, clicked)]
-        dense, lexical = self.sides(vectors, texts, stage, exclude)
+        dense, lexical = self.sides(vectors, texts, stage, exclude, filters)
         results = []
         for i, ranking in enumerate(self.fused(dense, lexical, stage)):
             results.append([{"id": pid, "title": self.titles.get(pid, ""), "text": self.texts.get(pid, ""),
@@ -182,3 +258,15 @@ class HybridIndex:
                         like = resemblance(hit_vectors[hit["id"]], ids, matrix) if hit["id"] in hit_vectors else None
                         hit["resembles"] = (*like, self.titles.get(like[0], "")) if like else None
         return results
+
+
+def _padded(values: np.ndarray, size: int, fill) -> np.ndarray:
+    out = np.full(size, fill, dtype=values.dtype)
+    out[:min(size, len(values))] = values[:size]
+    return out
+
+
+def _empty_frame(rows: int):
+    import pandas as pd
+
+    return pd.DataFrame(index=range(rows))

@@ -74,27 +74,35 @@ class LexicalIndex:
     def _tokens(self, texts: list[str]) -> list[list[str]]:
         return self.tokenizer.many(texts)
 
-    def search(self, queries: list[str], k: int) -> list[dict]:
-        """Top-k products per query as {product_id: score} (products with score 0 are left out)."""
+    def search(self, queries: list[str], k: int, within: list | None = None) -> list[dict]:
+        """Top-k products per query as {product_id: score} (products with score 0 are left out).
+        ``within``: per query None, or (one bool per saved row, the added ids allowed): a filter,
+        applied as bm25s's weight mask so the k are the best *allowed* products."""
         tokens = self._tokens(queries)
         out = []
-        for query_tokens in tokens:
-            rr, ss = self._top(query_tokens, k)
+        for i, query_tokens in enumerate(tokens):
+            allowed = within[i] if within is not None else None
+            rr, ss = self._top(query_tokens, k, None if allowed is None else allowed[0])
             hits = {self.ids[r]: float(s) for r, s in zip(rr, ss) if s > 0}
             if self.added:
-                hits.update({p: s for p, s in self._added_scores(query_tokens).items() if s > 0})
+                hits.update({p: s for p, s in self._added_scores(query_tokens).items()
+                             if s > 0 and (allowed is None or p in allowed[1])})
                 hits = dict(sorted(hits.items(), key=lambda h: -h[1])[:k])
             out.append(hits)
         return out
 
-    def _top(self, query_tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _top(self, query_tokens: list[str], k: int, allowed: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of the k best saved products, best first. bm25s computes the
         scores; the ranking is done here because bm25s's ``retrieve`` spends ~7 ms of overhead on a
         single query, which is what a served request asks, where this takes ~0.3 ms."""
         token_ids = self.retriever.get_tokens_ids(query_tokens)
         if not token_ids:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        scores = self.retriever.get_scores_from_ids(token_ids, weight_mask=self._mask if self.masked else None)
+        mask = self._mask if self.masked else None
+        if allowed is not None:
+            mask = self._mask * allowed.astype(np.float32)
+        scores = self.retriever.get_scores_from_ids(token_ids, weight_mask=mask)
         k = min(k, self._n)
         top = np.argpartition(-scores, k - 1)[:k] if k < self._n else np.arange(self._n)
         top = top[np.lexsort((self._tiebreak[top], -scores[top]))]

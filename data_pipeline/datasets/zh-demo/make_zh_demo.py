@@ -264,6 +264,51 @@ QUERIES: dict[str, dict] = {
 }
 
 
+# --- attributes: the typed fields filters and facets use -------------------------------------
+# Prices in yuan: each kind's usual band in a Chinese shop, read off its titles' weight and selling
+# points by the authors; a product takes a point in its band by its position in the kind, ending in
+# 9 as shop prices do. Not any real shop's prices.
+PRICE_BANDS = {
+    "light_jacket": (129, 459), "sun_jacket": (59, 199), "shell_jacket": (199, 899), "winter_coat": (299, 1299),
+    "tshirt": (29, 99), "shirt": (69, 229), "hoodie": (79, 259), "dress": (99, 399), "pants": (59, 259),
+    "sneakers": (159, 899), "hat": (19, 79), "socks": (19, 69), "bedding": (89, 499), "pillow": (39, 229),
+    "storage": (19, 99), "cup": (29, 159), "cookware": (39, 499), "lamp": (39, 299), "towel": (19, 129),
+    "slippers": (15, 69), "phone_case": (19, 99), "screen_protector": (9, 49), "charger": (29, 199),
+    "cable": (9, 79), "power_bank": (69, 399), "earphones": (39, 1299), "speaker": (99, 599), "watch": (29, 1999),
+    "computer_acc": (19, 499), "yoga": (29, 159), "weights": (39, 1299), "tent": (29, 599), "backpack": (49, 399),
+    "ball": (19, 599), "cycling": (29, 1599), "swim": (19, 199), "tea": (49, 599), "coffee": (29, 159),
+    "nuts": (29, 199), "snacks": (9, 99), "staples": (15, 129), "dairy": (19, 99), "sweets": (19, 159),
+}
+# Brands a Chinese shop stocks for each department (real, well-known brands, assigned in turn: which
+# product carries which brand is made up). A title naming a brand keeps it.
+BRANDS = {
+    "服装": ["优衣库", "李宁", "安踏", "波司登", "骆驼", "太平鸟"],
+    "家居": ["无印良品", "苏泊尔", "美的", "九阳", "富安娜", "名创优品"],
+    "数码": ["小米", "华为", "绿联", "倍思", "漫步者", "罗技"],
+    "运动": ["迪卡侬", "李宁", "探路者", "骆驼", "牧高笛", "红双喜"],
+    "食品": ["三只松鼠", "良品铺子", "伊利", "蒙牛", "五芳斋", "农夫山泉"],
+}
+TITLE_BRANDS = {"华为": "华为", "小米": "小米", "Apple": "苹果", "苹果": "苹果", "OPPO": "OPPO"}
+SEASONS = {"春": "春", "夏": "夏", "秋": "秋", "冬": "冬", "四季": "春|夏|秋|冬"}
+COLOURS = ["米白", "白", "黑", "灰", "蓝", "红", "粉", "绿", "黄", "卡其", "棕", "紫", "橙"]
+
+
+def attributes(index: int, position: int, size: int, name: str, category: str, title: str) -> dict:
+    """price (yuan), brand, in_stock, season tags and colour of the index-th product (the
+    position-th of its kind's size), deterministic."""
+    low, high = PRICE_BANDS[name]
+    spread = ((position + 1) * 0.6180339887) % 1.0  # golden-ratio steps: spread over the band, no repeats
+    price = min(high, max(low, int((low + (high - low) * spread) // 10) * 10 + 9))
+    named = next((brand for word, brand in TITLE_BRANDS.items() if word in title and "适用" not in title), None)
+    department = BRANDS[category.split("/")[0]]
+    seasons = sorted({s for word, tag in SEASONS.items() if word in title for s in tag.split("|")},
+                     key="春夏秋冬".index)
+    colour = next((c for c in COLOURS if c + "色" in title or (c in ("白", "黑") and c in title[:6])), "")
+    return {"price": price, "brand": named or department[(list(PRICE_BANDS).index(name) + position) % len(department)],
+            "in_stock": "false" if index % 9 == 4 else "true", "season": "|".join(seasons),
+            "colour": colour + "色" if colour else ""}
+
+
 def grade(spec: dict, name: str, tags: set) -> int | None:
     tagged = [g for key, g in spec.items() if isinstance(key, tuple) and key[0] == name and key[1] in tags]
     if tagged:
@@ -281,8 +326,14 @@ def main() -> None:
             products.append((f"zh{len(products) + 1:04d}", title, category, name, tags))
     with open(HERE / "products.csv", "w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
-        out.writerow(["product_id", "title", "category"])
-        out.writerows((pid, title, category) for pid, title, category, _, _ in products)
+        fields = ["price", "brand", "in_stock", "season", "colour"]
+        out.writerow(["product_id", "title", "category", *fields])
+        sizes = {name: len(titles) for name, (_, titles) in CATALOGUE.items()}
+        positions: dict[str, int] = {}
+        for i, (pid, title, category, name, _) in enumerate(products):
+            position = positions[name] = positions.get(name, -1) + 1
+            attrs = attributes(i, position, sizes[name], name, category, title)
+            out.writerow([pid, title, category, *(attrs[f] for f in fields)])
     rows = []
     for query, spec in QUERIES.items():
         for pid, _, _, name, tags in products:
