@@ -259,8 +259,9 @@ class AttributeTable:
             return None if column[row] < 0 else bool(column[row])
         if kind == "keyword":
             return None if column[0][row] < 0 else self.values[name][column[0][row]]
-        rows, codes, _ = column
-        return [self.values[name][c] for c in codes[rows == row]] or None
+        rows, codes, _ = column  # rows ascend: a product's entries are one slice
+        held = codes[np.searchsorted(rows, row, "left"):np.searchsorted(rows, row, "right")]
+        return [self.values[name][c] for c in held] or None
 
     def attributes(self, row: int) -> dict:
         return {name: self.value(name, row) for name in self.schema}

@@ -242,11 +242,13 @@ class HybridIndex:
             exclude = [set(e) | set(row) for e, row in zip(exclude, clicked)]
         dense, lexical = self.sides(vectors, texts, stage, exclude, filters)
         results = []
+        described = bool(self.schema)
         for i, ranking in enumerate(self.fused(dense, lexical, stage)):
             results.append([{"id": pid, "title": self.titles.get(pid, ""), "text": self.texts.get(pid, ""),
                              "score": float(score),
                              "dense": dense[i].get(pid) if dense is not None else None,
-                             "lexical": lexical[i].get(pid) if lexical is not None else None, "resembles": None}
+                             "lexical": lexical[i].get(pid) if lexical is not None else None, "resembles": None,
+                             "attributes": self.attributes_of(pid) if described else None}
                             for pid, score in list(ranking.items())[:k]])
         if known:
             hit_vectors = self.vectors_of({h["id"] for row in results for h in row})

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from common.storage import exists, is_uri, join, read_text
-from common.text import product_text
+from common.text import normalize_text, product_text
 from model.folders import resolve_model_path
 from serve.api import ApiError, ReloadRequest
 from serve.versions import Version
@@ -107,13 +107,15 @@ class Admin:
         self.prepare_version = prepare_version
         self.reload_lock = asyncio.Lock()
 
-    async def upsert(self, items, read) -> dict:
-        """``items``: checked API items; ``read``: the retried read used for encoding."""
+    async def upsert(self, items, read, attributes: list | None = None) -> dict:
+        """``items``: checked API items; ``read``: the retried read used for encoding; ``attributes``:
+        per item its checked attributes, or None to keep what the product has."""
         texts = [product_text(item.title, item.description) for item in items]
         version = self.active.get()
         vectors = await read(self.encoder.encode, version.model, texts, "passage")
-        records = [{"id": item.id, "title": item.title, "text": text, "vector": vector.tolist()}
-                   for item, text, vector in zip(items, texts, vectors)]
+        attributes = attributes or [None] * len(items)
+        records = [{"id": item.id, "title": normalize_text(item.title), "text": text, "vector": vector.tolist(),
+                    "attributes": attrs} for item, text, vector, attrs in zip(items, texts, vectors, attributes)]
         outcome = await self.retriever.upsert.remote(version.describe(), records)  # a write: never retried
         refused(outcome)
         return {"upserted": [r["id"] for r in records], "items_in_index": outcome["items"],

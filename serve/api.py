@@ -13,6 +13,14 @@ import json
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.text import normalize_text
+from ranking.filters import (
+    MAX_CONDITIONS,
+    MAX_VALUE_CHARS,
+    MAX_VALUES,
+    FilterError,
+    parse_filter,
+)
+from ranking.filters import MAX_DEPTH as MAX_FILTER_DEPTH
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -24,6 +32,16 @@ class Session(BaseModel):
                                "they are not shown again. The server keeps no session: send it with each request")
 
 
+FILTER_HELP = ("only products passing this filter are ranked (optional): "
+               '{"field": NAME, "eq": VALUE} | {"field": NAME, "in": [VALUES]} | '
+               '{"field": NAME, "range": {"gt"|"gte"|"lt"|"lte": NUMBER, ...}} | {"field": NAME, "exists": BOOL} | '
+               '{"and": [FILTERS]} | {"or": [FILTERS]} | {"not": FILTER}. NAME is one of the catalogue\'s typed '
+               f"attributes (GET /v1/stats lists them). Limits: and / or / not nested at most {MAX_FILTER_DEPTH} "
+               f"deep, {MAX_CONDITIONS} conditions, {MAX_VALUES} values in one 'in', {MAX_VALUE_CHARS} characters "
+               "a value. A filter matching fewer than k products returns those it matches (none: an empty list "
+               "and 'filter.matched_none'). docs/filters.md has the details")
+
+
 class RecommendRequest(BaseModel):
     model_config = STRICT
     text: str = Field(description="what the visitor typed or said: a query, a profile, an onboarding answer")
@@ -32,6 +50,7 @@ class RecommendRequest(BaseModel):
     rerank: bool = Field(True, description="let the cross-encoder reorder the first stage's top products "
                                            "(when the server has one); false answers from the first stage alone")
     session: Session | None = Field(None, description="what this visitor did so far (optional)")
+    filter: dict | None = Field(None, description=FILTER_HELP)
 
 
 class BatchRequest(BaseModel):
@@ -41,6 +60,7 @@ class BatchRequest(BaseModel):
     exclude: list[str] = Field(default_factory=list, description="product ids never to return, for every text")
     rerank: bool = Field(True, description="as in /v1/recommend")
     session: Session | None = Field(None, description="one session, applied to every text")
+    filter: dict | None = Field(None, description="as in /v1/recommend, applied to every text")
 
 
 class Item(BaseModel):
@@ -48,6 +68,9 @@ class Item(BaseModel):
     id: str = Field(description="product id (new or existing)")
     title: str
     description: str | None = Field(None, description="optional: appended to the title in the product text")
+    attributes: dict | None = Field(None, description="typed attributes for filters ({name: value}; a number, a "
+                                    "string, true/false, or a list of strings, as the field's type says; null "
+                                    "unsets one). Left out: a changed product keeps the attributes it had")
 
 
 class ItemsRequest(BaseModel):
@@ -81,6 +104,14 @@ class Product(BaseModel):
     title: str
     score: float
     why: Why | None = None
+    attributes: dict | None = Field(None, description="the product's typed attributes (price, brand ...), when "
+                                    "the catalogue has any")
+
+
+class FilterApplied(BaseModel):
+    """The filter a reply was ranked within, as the server read it."""
+    read_as: str = Field(description="the filter in words, e.g. (brand = Makita) and (price < 100)")
+    matched_none: bool = Field(description="true when no product passes it: the empty list is the answer, not a fault")
 
 
 class VersionInfo(BaseModel):
@@ -97,6 +128,7 @@ class RecommendResponse(BaseModel):
     query: str | None = None  # the text as ranked, when spelling correction is on
     reranked: bool = False  # whether the reranker ordered the top products
     fallback: str | None = None  # why not, when it was asked for but could not answer
+    filter: FilterApplied | None = None
 
 
 class BatchResponse(BaseModel):
@@ -106,6 +138,7 @@ class BatchResponse(BaseModel):
     queries: list[str] | None = None  # the texts as ranked, when spelling correction is on
     reranked: bool = False
     fallback: str | None = None
+    filter: FilterApplied | None = None
 
 
 class ItemsResponse(BaseModel):
@@ -129,6 +162,8 @@ class ReloadResponse(BaseModel):
 class StatsResponse(BaseModel):
     version: VersionInfo
     index: dict
+    attributes: dict[str, str] = Field(default_factory=dict, description="the catalogue's typed attributes, "
+                                       "{name: number | keyword | boolean | keywords}: what filters may name")
     rejected: dict[str, int]
     reranker: dict
     dropped_at_start: str | None = Field(None, description="a saved reload that could not be served at start")
@@ -241,7 +276,8 @@ def parse_body(raw: bytes, content_type: str | None, model: type[BaseModel]) -> 
         raise ApiError(422, code, field, message) from None
 
 
-MAX_DEPTH = 8  # the deepest request (items.0.title) nests 3 levels; anything far deeper is not a request
+# the deepest request is a filter nested MAX_FILTER_DEPTH deep: filter.and.0 per level, then field.range.gte
+MAX_DEPTH = 3 + 2 * MAX_FILTER_DEPTH + 1
 MAX_INT = 2**53  # the largest integer every JSON client reads exactly
 
 
@@ -301,6 +337,59 @@ def check_count(values: list, field: str, low: int, high: int) -> None:
 def check_k(k: int, max_k: int) -> None:
     if not 1 <= k <= max_k:
         raise ApiError(422, "out_of_range", "k", f"k={k} is outside 1..{max_k}", max_k)
+
+
+def check_filter(expr: dict | None, schema: dict[str, str], field: str = "filter"):
+    """The request's filter, parsed and checked against the catalogue's typed attributes (None: none)."""
+    if expr is None:
+        return None
+    try:
+        return parse_filter(expr, schema)
+    except FilterError as err:
+        where = field if err.path == "filter" else f"{field}.{err.path}"
+        raise ApiError(422, err.code, where, f"'{where}': {err.message}", err.limit) from None
+
+
+MAX_ATTRIBUTE_VALUES = 64
+
+
+def check_attributes(values: dict | None, schema: dict[str, str], field: str) -> dict | None:
+    """An item's attributes as stored: each named field known, each value of its field's type."""
+    if values is None:
+        return None
+    checked = {}
+    for name, value in values.items():
+        where = f"{field}.{name}"
+        if name not in schema:
+            raise ApiError(422, "unknown_field", where, f"'{where}': the catalogue has no attribute {name[:60]!r} "
+                           f"(attributes: {', '.join(sorted(schema)) or 'none'})")
+        kind = schema[name]
+        if value is None:
+            continue
+        ok = {"number": isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e15,
+              "boolean": isinstance(value, bool),
+              "keyword": isinstance(value, str),
+              "keywords": isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
+        if not ok:
+            raise ApiError(422, "wrong_type", where, f"'{where}' is a {kind} attribute: send "
+                           + {"number": "a number", "boolean": "true or false", "keyword": "a string",
+                              "keywords": "a list of strings"}[kind])
+        if kind == "keywords" and len(value) > MAX_ATTRIBUTE_VALUES:
+            raise ApiError(422, "too_large", where, f"'{where}' holds at most {MAX_ATTRIBUTE_VALUES} values",
+                           MAX_ATTRIBUTE_VALUES)
+        for text in value if kind == "keywords" else [value] if kind == "keyword" else []:
+            if len(text) > MAX_VALUE_CHARS:
+                raise ApiError(422, "too_long", where, f"'{where}': a value has at most {MAX_VALUE_CHARS} "
+                               "characters", MAX_VALUE_CHARS)
+        if kind == "keyword":
+            value = normalize_text(value) or None
+        elif kind == "keywords":
+            value = list(dict.fromkeys(normalize_text(v) for v in value if normalize_text(v))) or None
+        elif kind == "number":
+            value = float(value)
+        if value is not None:
+            checked[name] = value
+    return checked
 
 
 ID_RULE = "1 to 200 characters, no control characters and no leading or trailing spaces"

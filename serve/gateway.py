@@ -29,6 +29,8 @@ from ray import serve
 from ray.serve.metrics import Counter
 from starlette.exceptions import HTTPException
 
+from common.storage import local_folder
+from data_pipeline.prepare import catalogue_schema
 from model.folders import resolve_model_path, tokenizer_folders
 from serve.admin import Admin, index_unusable, last_line
 from serve.api import (
@@ -45,7 +47,9 @@ from serve.api import (
     ReloadRequest,
     ReloadResponse,
     StatsResponse,
+    check_attributes,
     check_count,
+    check_filter,
     check_headers,
     check_id,
     check_k,
@@ -99,6 +103,8 @@ class Gateway:
         document = openapi_document(app, cfg)
         app.openapi = lambda: document
         self.tokenizers = {}
+        # the catalogue's typed attributes: what filters and items' attributes are checked against
+        self.schema = catalogue_schema(local_folder(cfg.resolved_prepared_dir()))
         self.spellers = VersionCache()  # per version: its change log holds the words of products added to it
         self.rejected = Counter("firstlight_rejected_requests", description="requests answered with a 4xx",
                                 tag_keys=("reason",))
@@ -201,14 +207,19 @@ class Gateway:
         version = self.active.get()  # read once: the whole request runs on this version
         described = version.describe()
         self._check_tokens(version.model, clean, names)
+        expr = check_filter(body.filter, self.schema)
         clicked = await self._clicked(body.session, described)
         # corrected here, not in another replica: no extra hop on every request
         queries = self._speller(described).correct(clean) if self.cfg.first_stage.spell_correct else clean
-        ranked = await self.path.rank(version, queries, body.k, body.exclude, clicked, body.rerank, start)
+        ranked = await self.path.rank(version, queries, body.k, body.exclude, clicked, body.rerank, start, expr)
         timing = {**ranked.timing_ms, "total": 1000 * (time.perf_counter() - start)}
+        applied = None if expr is None else {
+            # the first stage returns every allowed product up to k, so an empty list means none passes
+            "read_as": expr.describe(), "matched_none": self.cfg.first_stage.mode != "lexical"
+            and all(not row for row in ranked.items)}
         return {"items": ranked.items, "version": version.public(), "timing_ms": timing,
                 "queries": queries if self.cfg.first_stage.spell_correct else None, "reranked": ranked.reranked,
-                "fallback": ranked.fallback}
+                "fallback": ranked.fallback, "filter": applied}
 
     # -- routes --------------------------------------------------------------------------------
     @app.post("/v1/recommend", response_model=RecommendResponse, openapi_extra=openapi_body(RecommendRequest))
@@ -237,7 +248,9 @@ class Gateway:
                 check_text(item.title, f"items.{i}.title", self.limits.max_text_chars)
                 if item.description is not None:
                     check_text(item.description, f"items.{i}.description", 10 * self.limits.max_text_chars)
-            return await self.admin.upsert(body.items, self.path.read)
+            attributes = [check_attributes(item.attributes, self.schema, f"items.{i}.attributes")
+                          for i, item in enumerate(body.items)]
+            return await self.admin.upsert(body.items, self.path.read, attributes)
         return await self._handle(request, ItemsRequest, work, admin=True)
 
     # ``:path``: an id may hold "/" (sent as %2F, which the server decodes before routing)
@@ -259,7 +272,7 @@ class Gateway:
             return JSONResponse(err.body(), status_code=err.status)
         version = self.active.get()
         info = await self.path.read(self.retriever.info, version.describe())
-        return {"version": version.public(), "index": info, "rejected": dict(self.tally),
+        return {"version": version.public(), "index": info, "attributes": self.schema, "rejected": dict(self.tally),
                 "reranker": {"configured": bool(self.cfg.rerank.model), "depth": self.cfg.rerank.depth,
                              "budget_ms": self.cfg.rerank.budget_ms, "refused": self.path.refused,
                              "fallbacks": self.path.fallbacks}, "dropped_at_start": self.active.dropped}

@@ -26,7 +26,8 @@ import numpy as np
 from common.spelling import QuerySpeller
 from common.storage import local_folder
 from data_pipeline.index import ProductIndex
-from data_pipeline.prepare import load_catalogue
+from data_pipeline.prepare import catalogue_schema, load_catalogue
+from ranking.filters import AttributeTable
 from ranking.hybrid import FirstStage, HybridIndex
 
 log = logging.getLogger("ray.serve")
@@ -39,9 +40,11 @@ class LiveIndex:
                  lexical: bool = True):
         # cloud folders are fetched to this node's mirror first (see firstlight.storage)
         self.base = ProductIndex.load(local_folder(index_dir), use_gpu=use_gpu)
-        catalogue = load_catalogue(local_folder(prepared_dir))
+        prepared = local_folder(prepared_dir)
+        catalogue = load_catalogue(prepared)
         self.hybrid = HybridIndex(self.base, catalogue["product_id"].tolist(), catalogue["title"].tolist(),
-                                  catalogue["text"].tolist(), lexical=lexical)
+                                  catalogue["text"].tolist(), lexical=lexical,
+                                  attributes=AttributeTable(catalogue_schema(prepared), catalogue))
         self.change_log = Path(change_log)
         self.change_log.parent.mkdir(parents=True, exist_ok=True)
         self._tail = ChangeLogTail(self.change_log)
@@ -61,11 +64,16 @@ class LiveIndex:
 
     # -- changes ---------------------------------------------------------------------------
     def upsert(self, items: list[dict]) -> None:
-        """items: {id, title, text, vector}; a known id is replaced."""
+        """items: {id, title, text, vector, attributes}; a known id is replaced. An item without
+        ``attributes`` (None or absent) keeps the ones its product has: the log records them whole."""
+        self.refresh()
         for item in items:
             if len(item["vector"]) != self.dim:
                 raise ValueError(f"vector of {len(item['vector'])} dims for an index of {self.dim}")
-        self._append([{"op": "upsert", **item, "vector": [float(x) for x in item["vector"]]} for item in items])
+        self._append([{"op": "upsert", **item, "vector": [float(x) for x in item["vector"]],
+                       "attributes": item.get("attributes") if item.get("attributes") is not None
+                       else self.hybrid.attributes_of(item["id"]) if self.contains(item["id"]) else {}}
+                      for item in items])
 
     def delete(self, product_id: str) -> bool:
         """Delete a product; False when it is not in the index."""
@@ -110,8 +118,11 @@ class LiveIndex:
                         vector = np.asarray(record["vector"], dtype=np.float32)
                         if vector.shape != (self.dim,):
                             raise ValueError(f"a vector of shape {vector.shape} for a {self.dim}-dim index")
+                        attributes = record.get("attributes") or {}
+                        if not isinstance(attributes, dict):
+                            raise ValueError("attributes is not an object")
                         self.hybrid.upsert(str(record["id"]), str(record.get("title", "")),
-                                           str(record.get("text", "")), vector)
+                                           str(record.get("text", "")), vector, attributes)
                     elif record["op"] == "delete":
                         self.hybrid.delete(str(record["id"]))
                     else:
@@ -122,8 +133,8 @@ class LiveIndex:
     def added_items(self) -> list[dict]:
         """Products added or changed through the API (to carry over when the model changes)."""
         self.refresh()
-        return [{"id": pid, "title": self.hybrid.titles.get(pid, ""), "text": self.hybrid.texts.get(pid, "")}
-                for pid in self.hybrid.overlay]
+        return [{"id": pid, "title": self.hybrid.titles.get(pid, ""), "text": self.hybrid.texts.get(pid, ""),
+                 "attributes": self.hybrid.live_attributes.get(pid, {})} for pid in self.hybrid.overlay]
 
     def deleted_ids(self) -> list[str]:
         self.refresh()
@@ -132,11 +143,11 @@ class LiveIndex:
     # -- search ----------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, texts: list[str], k: int, stage: FirstStage,
                exclude: list[set] | None = None, clicked: list[list[str]] | None = None,
-               session_weight: float = 0.0) -> list[list[dict]]:
+               session_weight: float = 0.0, filters: list | None = None) -> list[list[dict]]:
         """Per query, the first stage's top-k over the saved and the live products (ranking.hybrid),
-        moved toward the session's clicked products when there are any."""
+        moved toward the session's clicked products when there are any, within its filter if any."""
         self.refresh()
-        return self.hybrid.search(vectors, texts, k, stage, exclude, clicked, session_weight)
+        return self.hybrid.search(vectors, texts, k, stage, exclude, clicked, session_weight, filters)
 
 
 class IndexUnavailable(RuntimeError):

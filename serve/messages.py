@@ -25,7 +25,8 @@ class SearchRequest:
     """One query for the Retriever's first stage. ``version``: the version's describe() dict, read once
     by the gateway at the request's start; ``vector``: the query's encoding, or None for the
     Retriever to encode ``text`` itself (model/onnx_text.py); ``clicked``: the session's clicked
-    product ids (ranking/session.py), which pull the query vector and are not returned."""
+    product ids (ranking/session.py), which pull the query vector and are not returned; ``filter``:
+    the checked filter (ranking/filters.py) every returned product passes, or None."""
 
     version: dict = field(hash=False)
     vector: np.ndarray | None = field(hash=False, repr=False)
@@ -33,6 +34,7 @@ class SearchRequest:
     k: int
     exclude: frozenset = frozenset()
     clicked: tuple = ()
+    filter: object = None  # ranking.filters.Filter
 
 
 @dataclass(frozen=True)

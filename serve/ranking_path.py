@@ -59,6 +59,8 @@ class Ranked:
 def reply_item(hit: dict, query: str, rank: int, reranked: bool, tokens, explained: bool) -> dict:
     """A returned product as the API shows it: the one place hits become reply items."""
     item = {"id": hit["id"], "title": hit["title"], "score": hit["score"]}
+    if hit.get("attributes") is not None:
+        item["attributes"] = {k: v for k, v in hit["attributes"].items() if v is not None}
     if explained:
         item["why"] = explain(query, hit, tokens, rank, hit.get("first_rank") if reranked else None)
     return item
@@ -77,10 +79,11 @@ class RankingPath:
         return await read(method, *args, retries=self.retries)
 
     async def rank(self, version, queries: list[str], k: int, exclude: list[str], clicked: list[str],
-                   use_reranker: bool, arrived: float | None = None) -> Ranked:
+                   use_reranker: bool, arrived: float | None = None, filter=None) -> Ranked:
         """``queries`` as checked and spelling-corrected by the gateway; ``version`` read once by it;
         ``arrived``: when the gateway took the request (``time.perf_counter()``), where the
-        reranker's latency budget starts."""
+        reranker's latency budget starts; ``filter``: the checked filter (ranking/filters.py), applied
+        by the first stage, so the reranker only ever sees products that pass it."""
         start = time.perf_counter()
         arrived = start if arrived is None else arrived
         if await self._retriever_encodes(version.model):  # one hop: encoded in the search's own batch
@@ -91,7 +94,7 @@ class RankingPath:
         use_reranker = use_reranker and self.reranker is not None
         depth = max(k, self.stage.depth) if use_reranker else k
         described = version.describe()
-        requests = [SearchRequest(described, v, q, depth, frozenset(exclude), tuple(clicked))
+        requests = [SearchRequest(described, v, q, depth, frozenset(exclude), tuple(clicked), filter)
                     for v, q in zip(vectors, queries)]
         hits = await self.read(self.retriever.search, requests)
         for row in hits:  # where the first stage put each product, for the reranker's part of 'why'

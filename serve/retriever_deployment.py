@@ -101,7 +101,8 @@ class Retriever:
                     vectors[i] = vector
             hits = index.search(np.stack(vectors), [r.text for r in batch],
                                 max(r.k for r in batch), self.stage, [set(r.exclude) for r in batch],
-                                [list(r.clicked) for r in batch], self.part.session_weight)
+                                [list(r.clicked) for r in batch], self.part.session_weight,
+                                [r.filter for r in batch])
             for i, request, row in zip(rows, batch, hits):
                 out[i] = row[: request.k]
             self.items.set(len(index))
@@ -139,7 +140,7 @@ class Retriever:
     def info(self, version: dict) -> dict:
         index = self.get(version)
         return {"items": len(index), "dim": index.dim, "kind": index.base.manifest.get("kind"),
-                "first_stage": self.stage.mode,
+                "first_stage": self.stage.mode, "attributes": index.hybrid.schema,
                 "on_gpu": index.base.on_gpu, "added": len(index.overlay), "deleted": len(index.deleted_ids())}
 
     def added_items(self, version: dict) -> list[dict]:

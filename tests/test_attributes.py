@@ -8,7 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.errors import ConfigError
-from data_pipeline.attributes import infer_type, parse_fields, read_boolean, read_number, resolve
+from data_pipeline.attributes import (
+    infer_type,
+    parse_fields,
+    read_boolean,
+    read_number,
+    resolve,
+)
 from data_pipeline.brands import derive_brands
 from data_pipeline.prepare import PrepareConfig, catalogue_schema, run_prepare
 

@@ -60,7 +60,8 @@ def test_openapi_schema_documents_the_api(service):
     assert {"/v1/recommend", "/v1/recommend/batch", "/v1/items", "/v1/items/{product_id}", "/v1/admin/reload",
             "/healthz", "/readyz"} <= set(schema["paths"])
     body = schema["paths"]["/v1/recommend"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body["properties"]) == {"text", "k", "exclude", "rerank", "session"} and body["required"] == ["text"]
+    assert set(body["properties"]) == {"text", "k", "exclude", "rerank", "session", "filter"}
+    assert body["required"] == ["text"] and "at most 4 deep, 32 conditions" in body["properties"]["filter"]["description"]
     assert requests.get(service + "/healthz", timeout=30).json() == {"status": "ok"}
     assert requests.get(service + "/readyz", timeout=30).json()["status"] == "ready"
 
@@ -80,6 +81,64 @@ def test_added_item_is_found_at_once_and_a_deleted_one_is_not(service):
     assert "fl-new-1" not in [h["id"] for h in hits]
     again = requests.delete(service + "/v1/items/fl-new-1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
     assert again.status_code == 404 and again.json()["error"]["field"] == "id"
+
+
+def test_filters_narrow_the_ranking_and_live_products_honour_them_at_once(service, artifacts):  # noqa: F811
+    _, catalogue = artifacts
+    stats = requests.get(service + "/v1/stats", timeout=30).json()
+    assert stats["attributes"] == {"brand": "keyword"}  # Home Depot: the brand read off titles
+    brand = catalogue["brand"].value_counts().index[0]
+    makers = set(catalogue.loc[catalogue["brand"] == brand, "product_id"])
+    assert len(makers) >= 10
+    only = {"field": "brand", "eq": brand}
+    body = post(service, "/v1/recommend", {"text": "cordless drill", "k": 10, "filter": only}).json()
+    assert len(body["items"]) == 10 and {i["id"] for i in body["items"]} <= makers  # k whenever >= k match
+    assert all(i["attributes"]["brand"] == brand for i in body["items"])
+    assert body["filter"] == {"read_as": f"brand = {brand}", "matched_none": False}
+    others = post(service, "/v1/recommend", {"text": "cordless drill", "k": 10, "filter": {"not": only}}).json()
+    assert not {i["id"] for i in others["items"]} & makers
+    batch = post(service, "/v1/recommend/batch", {"texts": ["drill", "vanity"], "k": 5, "filter": only}).json()
+    assert all({i["id"] for i in row} <= makers for row in batch["results"])
+    # nothing matches: an empty 200 that says so
+    none = post(service, "/v1/recommend", {"text": "drill", "filter": {"field": "brand", "eq": "No Such Brand"}})
+    assert none.status_code == 200 and none.json()["items"] == [] and none.json()["filter"]["matched_none"] is True
+    # a product added with attributes passes (and fails) filters at once, and a change of them moves it
+    new = {"id": "fl-festool-1", "title": "Festool cordless drill driver kit", "attributes": {"brand": "Festool"}}
+    assert post(service, "/v1/items", {"items": [new]}, token=TOKEN).status_code == 200
+    festool = {"field": "brand", "eq": "Festool"}
+    assert [i["id"] for i in post(service, "/v1/recommend", {"text": "drill", "filter": festool}).json()["items"]] \
+        == ["fl-festool-1"]
+    retitled = {"id": "fl-festool-1", "title": "Festool cordless drill driver kit, 18V"}  # attributes kept
+    assert post(service, "/v1/items", {"items": [retitled]}, token=TOKEN).status_code == 200
+    assert len(post(service, "/v1/recommend", {"text": "drill", "filter": festool}).json()["items"]) == 1
+    rebranded = {**retitled, "attributes": {"brand": brand}}
+    assert post(service, "/v1/items", {"items": [rebranded]}, token=TOKEN).status_code == 200
+    assert post(service, "/v1/recommend", {"text": "drill", "filter": festool}).json()["items"] == []
+    mine = post(service, "/v1/recommend", {"text": "Festool cordless drill driver kit", "k": 3, "filter": only})
+    assert mine.json()["items"][0]["id"] == "fl-festool-1"
+    requests.delete(service + "/v1/items/fl-festool-1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+
+
+BAD_FILTERS = [
+    ({"field": "colour", "eq": "red"}, "filter.field", "unknown_field"),
+    ({"field": "brand", "range": {"lt": 5}}, "filter.range", "wrong_type"),
+    ({"and": [{"field": "brand", "eq": "x"}, {"field": "brand", "eq": 5}]}, "filter.and.1.eq", "wrong_type"),
+    ({"not": {"not": {"not": {"not": {"not": {"field": "brand", "eq": "x"}}}}}}, "filter.not.not.not.not.not",
+     "too_deep"),
+    ({"or": [{"field": "brand", "eq": str(i)} for i in range(33)]}, "filter.or.32", "too_large"),
+    ({"field": "brand"}, "filter", "invalid_filter"),
+]
+
+
+@pytest.mark.parametrize("expr,field,code", BAD_FILTERS, ids=[b[2] + ":" + b[1] for b in BAD_FILTERS])
+def test_bad_filters_and_attributes_get_a_documented_422(service, expr, field, code):
+    reply = post(service, "/v1/recommend", {"text": "drill", "filter": expr})
+    assert reply.status_code == 422 and (reply.json()["error"]["field"], reply.json()["error"]["code"]) == (field, code)
+    bad_item = {"id": "fl-bad", "title": "a drill", "attributes": {"brand": 7}}
+    reply = post(service, "/v1/items", {"items": [bad_item]}, token=TOKEN)
+    assert reply.status_code == 422 and reply.json()["error"]["field"] == "items.0.attributes.brand"
+    bad_item["attributes"] = {"price": 7}
+    assert post(service, "/v1/items", {"items": [bad_item]}, token=TOKEN).json()["error"]["code"] == "unknown_field"
 
 
 def _misspelling(speller, titles):
