@@ -207,7 +207,7 @@ class ProductIndex:
 
     # -- search within a filter -----------------------------------------------------------------
     def search_within(self, queries: np.ndarray, k: int, allowed: np.ndarray, exact_below: float = 0.05,
-                      plan: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
+                      plan: str = "auto", widen: float = 1.0) -> tuple[np.ndarray, np.ndarray, str]:
         """Top-k per query among the rows where ``allowed`` (one bool per row) is True:
         (scores, ids, the path taken). Rows past the allowed count are padded (-inf, None).
 
@@ -217,7 +217,8 @@ class ProductIndex:
           flat scan; IVF probing every list; HNSW's flat storage), so nothing is missed however
           restrictive the filter;
         - ``ann`` above it: the index's own filtered search, with IVF's nprobe and HNSW's efSearch
-          raised by 1 / s so that about as many allowed candidates are visited as unfiltered;
+          raised by ``widen`` / s (1 / s visits about as many allowed candidates as an unfiltered
+          search; more finds more of the exact filtered top-k);
           a query it answers short of ``min(k, allowed)`` is answered again by ``exact``;
         - ``post`` on a GPU index (FAISS's GPU indexes ignore selectors, silently): over-fetch
           ``2k / s`` unfiltered and keep the allowed; a short query is answered by ``exact`` on the
@@ -239,14 +240,13 @@ class ProductIndex:
             scores, rows = self._post_filtered(queries, k, allowed, share)
         else:
             selector, bitmap = self._selector(allowed)  # noqa: F841 - the bitmap must outlive the search
-            scores, rows = self._filtered(queries, k, selector, share, exhaustive=plan == "exact",
-                                          boost=plan != "unplanned")
+            scores, rows = self._filtered(queries, k, selector, share / widen if plan != "unplanned" else 1.0,
+                                          exhaustive=plan == "exact")
         if plan in ("ann", "post"):
             short = np.flatnonzero((rows[:, :want] < 0).any(axis=1))
             if len(short):
                 selector, bitmap = self._selector(allowed)  # noqa: F841
-                scores[short], rows[short] = self._filtered(queries[short], k, selector, share, exhaustive=True,
-                                                            boost=True)
+                scores[short], rows[short] = self._filtered(queries[short], k, selector, 1.0, exhaustive=True)
                 plan = f"{plan}+exact"
         ids = np.where(rows >= 0, self._ids[np.clip(rows, 0, None)], None)
         return scores, ids, plan
@@ -261,21 +261,22 @@ class ProductIndex:
         copy = getattr(self, "_cpu_copy", None)
         return self.index if copy is None else copy
 
-    def _filtered(self, queries, k, selector, share: float, exhaustive: bool, boost: bool):
+    def _filtered(self, queries, k, selector, scale: float, exhaustive: bool):
+        """The index's search through ``selector``: every list / the flat storage when
+        ``exhaustive``, else at its configured breadth divided by ``scale``."""
         faiss = _faiss()
         index = self._cpu_index()
         kind = self.manifest.get("kind")
         if kind in ("ivf", "ivfpq"):
             ivf = faiss.extract_index_ivf(index)
-            nprobe = ivf.nlist if exhaustive else min(ivf.nlist, int(np.ceil(ivf.nprobe / (share if boost else 1))))
+            nprobe = ivf.nlist if exhaustive else min(ivf.nlist, int(np.ceil(ivf.nprobe / scale)))
             params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
         elif kind == "hnsw" and exhaustive:
             index = faiss.downcast_index(index.storage)  # the flat vectors under the graph
             params = faiss.SearchParameters(sel=selector)
         elif kind == "hnsw":
             ef = index.hnsw.efSearch
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(min(4096, max(k, np.ceil(
-                ef / (share if boost else 1))))))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(min(4096, max(k, np.ceil(ef / scale)))))
         else:
             params = faiss.SearchParameters(sel=selector)
         return index.search(queries, k, params=params)

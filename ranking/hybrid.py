@@ -49,6 +49,9 @@ class FirstStage:
     exact_filter_below: float = field(default=0.05, metadata={
         "help": "a filter keeping at most this share of the products is answered by scoring every product it "
                 "keeps (exact); above it, by the index's filtered ANN search"})
+    filter_widen: float = field(default=8.0, metadata={
+        "help": "filtered ANN searches IVF's nprobe / HNSW's efSearch x this / the share the filter keeps "
+                "(8: recall@100 >= 0.99 of the exact filtered ranking in benchmarks/RESULTS.md)"})
 
     def validate(self, prefix: str = "") -> None:
         check_choice(prefix + "mode", self.mode, MODES)
@@ -57,6 +60,7 @@ class FirstStage:
         check_range(prefix + "rrf_k", self.rrf_k, 1)
         check_range(prefix + "depth", self.depth, 1)
         check_range(prefix + "exact_filter_below", self.exact_filter_below, 0.0, 1.0)
+        check_range(prefix + "filter_widen", self.filter_widen, 1.0, 1000.0)
 
     def reaching(self, k: int) -> "FirstStage":
         """This stage, each side retrieving at least ``k`` products: a caller asking for more than
@@ -141,6 +145,21 @@ class HybridIndex:
         live = {pid for pid, attrs in self.live_attributes.items() if matches(expr, attrs)}
         return saved, live
 
+    def lookup(self, product_ids: list[str], expr: Filter | None = None, exclude: set | None = None) -> dict:
+        """{id: hit} for those of ``product_ids`` in the index that pass ``expr`` and are not excluded;
+        a hit as ``search`` makes one, with score None (nothing ranked it)."""
+        out = {}
+        for pid in product_ids:
+            if not self.contains(pid) or pid in (exclude or ()):
+                continue
+            attributes = self.attributes_of(pid)
+            if expr is not None and not matches(expr, attributes):
+                continue
+            out[pid] = {"id": pid, "title": self.titles.get(pid, ""), "text": self.texts.get(pid, ""), "score": None,
+                        "dense": None, "lexical": None, "resembles": None,
+                        "attributes": attributes if self.schema else None}
+        return out
+
     def count(self, expr: Filter | None) -> int:
         """Products ``expr`` allows (all products for None)."""
         if expr is None:
@@ -150,7 +169,7 @@ class HybridIndex:
 
     # -- search --------------------------------------------------------------------------------
     def dense_side(self, vectors: np.ndarray, depth: int, exclude: list[set], within: list | None = None,
-                   exact_below: float = 0.05) -> list[dict]:
+                   exact_below: float = 0.05, widen: float = 8.0) -> list[dict]:
         """Per query its top ``depth`` by cosine; ``within``: per query None or ``allowed(filter)``."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         within = within or [None] * len(vectors)
@@ -166,7 +185,7 @@ class HybridIndex:
             allowed = within[i][0][self._dense_to_catalogue].copy()
             allowed[self._dense_to_catalogue < 0] = False
             s, p, plan = self.dense.search_within(vectors[i:i + 1], min(depth + len(exclude[i]), len(self.dense)),
-                                                  allowed, exact_below)
+                                                  allowed, exact_below, widen=widen)
             scores[i], ids[i] = _padded(s[0], fetch, -np.inf), _padded(p[0], fetch, None)
             self.last_plans.append(plan)
         overlay_ids = list(self.overlay)
@@ -201,7 +220,7 @@ class HybridIndex:
         if filters is not None and any(f is not None for f in filters):
             cache: dict = {}  # one mask per distinct filter in the batch
             within = [None if f is None else cache.setdefault(f, self.allowed(f)) for f in filters]
-        dense = self.dense_side(vectors, stage.depth, exclude, within, stage.exact_filter_below) \
+        dense = self.dense_side(vectors, stage.depth, exclude, within, stage.exact_filter_below, stage.filter_widen) \
             if stage.mode != "lexical" else None
         lexical = self.lexical_side(texts, stage.depth, exclude, within) if stage.mode != "dense" else None
         return dense, lexical

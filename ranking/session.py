@@ -69,13 +69,17 @@ def explain(query: str, hit: dict, tokenizer, rank: int, first_rank: int | None)
     parts = []
     if matched:
         parts.append("matches " + ", ".join(f"'{w}'" for w in matched))
-    parts.append({("lexical", "semantic"): "found by both BM25 and the encoder", ("lexical",): "found by BM25",
-                  ("semantic",): "found by the encoder"}.get(tuple(stages), "added by the session"))
+    found = {("lexical", "semantic"): "found by both BM25 and the encoder", ("lexical",): "found by BM25",
+             ("semantic",): "found by the encoder"}.get(tuple(stages))
+    if found or not hit.get("rules"):  # a product only a rule put here says so below
+        parts.append(found or "added by the session")
     if moved:
         parts.append(f"moved {'up' if moved > 0 else 'down'} {abs(moved)} by the reranker")
     resembles = None
     if like:
         resembles = {"id": like[0], "title": like[2], "similarity": round(like[1], 3)}
         parts.append(f"like '{resembles['title'] or like[0]}' you clicked")
+    rules = list(hit.get("rules") or [])
+    parts.extend(rules)
     return {"text": "; ".join(parts), "matched": matched, "stages": stages, "reranker_moved": moved,
-            "resembles": resembles}
+            "resembles": resembles, "rules": rules}

@@ -101,8 +101,10 @@ class Admin:
     """Item changes and reloads over the Encoder and Retriever handles; ``prepare_version(version)``
     readies what the gateway keeps per version (its speller) before a switch."""
 
-    def __init__(self, encoder, retriever, active, prepare_version, reload_roots=()):
+    def __init__(self, encoder, retriever, active, prepare_version, reload_roots=(), carry_rules=None):
+        """``carry_rules(old_id, new_id)``: copies the merchandising rules to a version switched to."""
         self.encoder, self.retriever, self.active = encoder, retriever, active
+        self.carry_rules = carry_rules
         self.reload_roots = tuple(reload_roots)
         self.prepare_version = prepare_version
         self.reload_lock = asyncio.Lock()
@@ -156,6 +158,9 @@ class Admin:
             raise ApiError(422, "unloadable", "model", f"could not search with model {model!r}: "
                            f"{last_line(err)}") from None
         carried = "nothing to carry over" if new.id == old.id else await self._carry_over(old, new, model)
+        if new.id != old.id and self.carry_rules is not None:
+            rules = await asyncio.to_thread(self.carry_rules, old.id, new.id)
+            carried += f"; {rules} merchandising rule(s)" if rules else ""
         await asyncio.to_thread(self.prepare_version, new.describe())  # off the event loop (about a second)
         self.active.set(new)
         log.info("firstlight: switched %s -> %s (%s)", old.describe(), new.describe(), carried)

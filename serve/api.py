@@ -13,6 +13,10 @@ import json
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.text import normalize_text
+from ranking.facets import DEFAULT_DEPTH as DEFAULT_FACET_DEPTH
+from ranking.facets import MAX_BOUNDARIES, parse_facets
+from ranking.facets import MAX_DEPTH as MAX_FACET_DEPTH
+from ranking.facets import MAX_FIELDS as MAX_FACETS
 from ranking.filters import (
     MAX_CONDITIONS,
     MAX_VALUE_CHARS,
@@ -51,6 +55,11 @@ class RecommendRequest(BaseModel):
                                            "(when the server has one); false answers from the first stage alone")
     session: Session | None = Field(None, description="what this visitor did so far (optional)")
     filter: dict | None = Field(None, description=FILTER_HELP)
+    facets: dict | None = Field(None, description="counts for a filter sidebar (optional): "
+                                '{"fields": [keyword attributes], "ranges": {number attribute: [ascending '
+                                'boundaries]}, "depth": N}, counted over the first stage\'s top depth products '
+                                f"(default {DEFAULT_FACET_DEPTH}, at most {MAX_FACET_DEPTH}) within the filter; at "
+                                f"most {MAX_FACETS} facets, {MAX_BOUNDARIES} boundaries each")
 
 
 class BatchRequest(BaseModel):
@@ -78,6 +87,14 @@ class ItemsRequest(BaseModel):
     items: list[Item]
 
 
+class RulesRequest(BaseModel):
+    model_config = STRICT
+    rules: list[dict] = Field(description="rules to add or replace (by id), 1 to 100: {id, action: boost | bury | pin, "
+                              "ids: [product ids] or filter: FILTER, query: a pattern such as '*jacket*' (absent: "
+                              "every query), by: places a boost moves (1..100, default 3), position: where a pin "
+                              "puts the product (1-based, up to max_k)}. docs/filters.md has the details")
+
+
 class ReloadRequest(BaseModel):
     model_config = STRICT
     index_dir: str = Field(description="folder of the FAISS index to switch to (output of `firstlight index`)")
@@ -97,12 +114,15 @@ class Why(BaseModel):
     stages: list[str] = Field(description="first-stage sides that retrieved it: lexical (BM25), semantic (encoder)")
     reranker_moved: int | None = Field(None, description="places the reranker moved it up (negative: down)")
     resembles: Resembles | None = Field(None, description="the clicked product it is most like, when a session is sent")
+    rules: list[str] = Field(default_factory=list, description="merchandising rules that moved it, e.g. "
+                             "\"pinned at 1 by rule 'spring-sale'\"")
 
 
 class Product(BaseModel):
     id: str
     title: str
-    score: float
+    score: float | None = Field(description="the ranking's score; null for a product a merchandising rule pinned "
+                                "that the ranking did not retrieve")
     why: Why | None = None
     attributes: dict | None = Field(None, description="the product's typed attributes (price, brand ...), when "
                                     "the catalogue has any")
@@ -129,6 +149,9 @@ class RecommendResponse(BaseModel):
     reranked: bool = False  # whether the reranker ordered the top products
     fallback: str | None = None  # why not, when it was asked for but could not answer
     filter: FilterApplied | None = None
+    facets: dict | None = Field(None, description="per asked field, [{value, count}] (most frequent first); per "
+                                "range field, [{gte, lt, count}] buckets")
+    facets_over: int | None = Field(None, description="how many candidate products the facets counted")
 
 
 class BatchResponse(BaseModel):
@@ -144,6 +167,12 @@ class BatchResponse(BaseModel):
 class ItemsResponse(BaseModel):
     upserted: list[str]
     items_in_index: int
+    version: VersionInfo
+
+
+class RulesResponse(BaseModel):
+    rules: list[dict] = Field(description="every rule of the active version, as sent")
+    revision: int = Field(description="counts the changes to this version's rules")
     version: VersionInfo
 
 
@@ -347,6 +376,34 @@ def check_filter(expr: dict | None, schema: dict[str, str], field: str = "filter
         return parse_filter(expr, schema)
     except FilterError as err:
         where = field if err.path == "filter" else f"{field}.{err.path}"
+        raise ApiError(422, err.code, where, f"'{where}': {err.message}", err.limit) from None
+
+
+def check_rules(specs: list[dict], schema: dict[str, str], max_position: int) -> list:
+    from ranking.rules import parse_rule
+
+    check_count(specs, "rules", 1, 100)
+    rules = []
+    for i, spec in enumerate(specs):
+        try:
+            rules.append(parse_rule(spec, schema, max_position))
+        except FilterError as err:
+            where = f"rules.{i}.{err.path}" if err.path != "rule" else f"rules.{i}"
+            raise ApiError(422, err.code, where, f"'{where}': {err.message}", err.limit) from None
+    ids = [r.id for r in rules]
+    if len(set(ids)) != len(ids):
+        raise ApiError(422, "duplicate_id", "rules", "two rules in one request share an id; send each id once")
+    return rules
+
+
+def check_facets(spec: dict | None, schema: dict[str, str]):
+    """The request's facets, checked against the catalogue's typed attributes (None: none asked)."""
+    if spec is None:
+        return None
+    try:
+        return parse_facets(spec, schema)
+    except FilterError as err:
+        where = f"facets.{err.path}" if err.path != "facets" else "facets"
         raise ApiError(422, err.code, where, f"'{where}': {err.message}", err.limit) from None
 
 

@@ -46,23 +46,28 @@ from serve.api import (
     RecommendResponse,
     ReloadRequest,
     ReloadResponse,
+    RulesRequest,
+    RulesResponse,
     StatsResponse,
     check_attributes,
     check_count,
+    check_facets,
     check_filter,
     check_headers,
     check_id,
     check_k,
+    check_rules,
     check_text,
     openapi_body,
     parse_body,
     read_body,
 )
 from serve.config import ServeConfig
-from serve.live_index import IndexUnavailable, LiveSpeller, change_log_path
+from serve.live_index import IndexUnavailable, LiveSpeller, StorageFull, change_log_path
 from serve.messages import RerankRequest
 from serve.openapi import add_demo, add_docs, openapi_document
 from serve.ranking_path import RankingPath
+from serve.rules_store import RulesStore
 from serve.versions import ActiveVersion, Version, VersionCache
 
 log = logging.getLogger("ray.serve")
@@ -99,12 +104,14 @@ class Gateway:
         self.active = ActiveVersion(cfg.resolved_state_dir(), Version(cfg.resolved_model(), cfg.index_dir),
                                     usable=lambda v: index_unusable(v.index_dir))
         self.path = RankingPath(encoder, retriever, reranker, cfg.rerank, cfg.retries, cfg.explain)
-        self.admin = Admin(encoder, retriever, self.active, self._prepare_version, cfg.resolved_reload_roots())
+        # the catalogue's typed attributes: what filters and items' attributes are checked against
+        self.schema = catalogue_schema(local_folder(cfg.resolved_prepared_dir()))
+        self.rules = RulesStore(cfg.resolved_state_dir(), self.schema, cfg.limits.max_k)
+        self.admin = Admin(encoder, retriever, self.active, self._prepare_version, cfg.resolved_reload_roots(),
+                           self.rules.carry)
         document = openapi_document(app, cfg)
         app.openapi = lambda: document
         self.tokenizers = {}
-        # the catalogue's typed attributes: what filters and items' attributes are checked against
-        self.schema = catalogue_schema(local_folder(cfg.resolved_prepared_dir()))
         self.spellers = VersionCache()  # per version: its change log holds the words of products added to it
         self.rejected = Counter("firstlight_rejected_requests", description="requests answered with a 4xx",
                                 tag_keys=("reason",))
@@ -208,10 +215,12 @@ class Gateway:
         described = version.describe()
         self._check_tokens(version.model, clean, names)
         expr = check_filter(body.filter, self.schema)
+        facets = check_facets(getattr(body, "facets", None), self.schema)
         clicked = await self._clicked(body.session, described)
         # corrected here, not in another replica: no extra hop on every request
         queries = self._speller(described).correct(clean) if self.cfg.first_stage.spell_correct else clean
-        ranked = await self.path.rank(version, queries, body.k, body.exclude, clicked, body.rerank, start, expr)
+        ranked = await self.path.rank(version, queries, body.k, body.exclude, clicked, body.rerank, start, expr,
+                                      facets, self.rules.rules(version.id))
         timing = {**ranked.timing_ms, "total": 1000 * (time.perf_counter() - start)}
         applied = None if expr is None else {
             # the first stage returns every allowed product up to k, so an empty list means none passes
@@ -219,15 +228,16 @@ class Gateway:
             and all(not row for row in ranked.items)}
         return {"items": ranked.items, "version": version.public(), "timing_ms": timing,
                 "queries": queries if self.cfg.first_stage.spell_correct else None, "reranked": ranked.reranked,
-                "fallback": ranked.fallback, "filter": applied}
+                "fallback": ranked.fallback, "filter": applied, "facets": ranked.facets, "facets_over": ranked.facets_over}
 
     # -- routes --------------------------------------------------------------------------------
     @app.post("/v1/recommend", response_model=RecommendResponse, openapi_extra=openapi_body(RecommendRequest))
     async def recommend(self, request: Request):
         async def work(body: RecommendRequest):
             reply = await self._recommend([body.text], body, "text")
-            queries = reply.pop("queries")
-            return {**reply, "items": reply["items"][0], "query": queries[0] if queries else None}
+            queries, facets, over = reply.pop("queries"), reply.pop("facets"), reply.pop("facets_over")
+            return {**reply, "items": reply["items"][0], "query": queries[0] if queries else None,
+                    "facets": facets[0] if facets else None, "facets_over": over[0] if over else None}
         return await self._handle(request, RecommendRequest, work)
 
     @app.post("/v1/recommend/batch", response_model=BatchResponse, openapi_extra=openapi_body(BatchRequest))
@@ -236,6 +246,7 @@ class Gateway:
             check_count(body.texts, "texts", 1, self.limits.max_batch_texts)
             reply = await self._recommend(body.texts, body, "texts")
             reply["results"] = reply.pop("items")
+            reply.pop("facets"), reply.pop("facets_over")
             return reply
         return await self._handle(request, BatchRequest, work)
 
@@ -258,6 +269,40 @@ class Gateway:
     async def delete_item(self, product_id: str, request: Request):
         async def work(_):
             return await self.admin.delete(product_id)
+        return await self._handle(request, None, work, admin=True)
+
+    @app.post("/v1/admin/rules", response_model=RulesResponse, openapi_extra=openapi_body(RulesRequest))
+    async def put_rules(self, request: Request):
+        async def work(body: RulesRequest):
+            rules = check_rules(body.rules, self.schema, self.limits.max_k)
+            version = self.active.get()
+            try:
+                data = await asyncio.to_thread(self.rules.put, version.id, rules)
+            except ValueError as err:
+                raise ApiError(422, "too_large", "rules", str(err)) from None
+            except StorageFull as err:
+                raise ApiError(507, "insufficient_storage", "body", str(err)) from None
+            return {**data, "version": version.public()}
+        return await self._handle(request, RulesRequest, work, admin=True)
+
+    @app.get("/v1/admin/rules", response_model=RulesResponse)
+    async def get_rules(self, request: Request):
+        async def work(_):
+            version = self.active.get()
+            return {**self.rules.listing(version.id), "version": version.public()}
+        return await self._handle(request, None, work, admin=True)
+
+    @app.delete("/v1/admin/rules/{rule_id:path}", response_model=RulesResponse)
+    async def delete_rule(self, rule_id: str, request: Request):
+        async def work(_):
+            version = self.active.get()
+            try:
+                found = await asyncio.to_thread(self.rules.delete, version.id, rule_id)
+            except StorageFull as err:
+                raise ApiError(507, "insufficient_storage", "body", str(err)) from None
+            if not found:
+                raise ApiError(404, "not_found", "rule_id", f"no rule {rule_id[:100]!r} in the active version")
+            return {**self.rules.listing(version.id), "version": version.public()}
         return await self._handle(request, None, work, admin=True)
 
     @app.post("/v1/admin/reload", response_model=ReloadResponse, openapi_extra=openapi_body(ReloadRequest))

@@ -40,6 +40,10 @@ ROUTES = {
     ("post", "/v1/items"): (True, {**BODY_ERRORS, **ADMIN_ERRORS, **STORAGE_ERROR}),
     ("delete", "/v1/items/{product_id}"): (True, {**ADMIN_ERRORS, **STORAGE_ERROR, 431: BODY_ERRORS[431],
                                                   404: "no product with this id in the index"}),
+    ("post", "/v1/admin/rules"): (True, {**BODY_ERRORS, **ADMIN_ERRORS, **STORAGE_ERROR}),
+    ("get", "/v1/admin/rules"): (True, {**ADMIN_ERRORS, 431: BODY_ERRORS[431]}),
+    ("delete", "/v1/admin/rules/{rule_id}"): (True, {**ADMIN_ERRORS, **STORAGE_ERROR, 431: BODY_ERRORS[431],
+                                                     404: "no rule with this id in the active version"}),
     ("post", "/v1/admin/reload"): (True, {**BODY_ERRORS, **ADMIN_ERRORS,
                                           422: "the folder is not a loadable index, or the model does not fit it; "
                                                "the old version keeps serving"}),

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 from ray.exceptions import ActorUnavailableError, RayActorError
 
+from ranking.facets import count_facets
 from ranking.rerank import RerankStage, rerank
+from ranking.rules import apply_rules, pinned_ids
 from ranking.session import explain
 from ranking.tokens import LexicalTokenizer
 from serve.messages import RerankRequest, SearchRequest
@@ -54,6 +56,8 @@ class Ranked:
     timing_ms: dict
     reranked: bool
     fallback: str | None
+    facets: list | None = None  # per query, its facet counts (when asked)
+    facets_over: list | None = None  # per query, how many candidates they counted
 
 
 def reply_item(hit: dict, query: str, rank: int, reranked: bool, tokens, explained: bool) -> dict:
@@ -79,11 +83,14 @@ class RankingPath:
         return await read(method, *args, retries=self.retries)
 
     async def rank(self, version, queries: list[str], k: int, exclude: list[str], clicked: list[str],
-                   use_reranker: bool, arrived: float | None = None, filter=None) -> Ranked:
+                   use_reranker: bool, arrived: float | None = None, filter=None, facets=None,
+                   rules: list | None = None) -> Ranked:
         """``queries`` as checked and spelling-corrected by the gateway; ``version`` read once by it;
         ``arrived``: when the gateway took the request (``time.perf_counter()``), where the
         reranker's latency budget starts; ``filter``: the checked filter (ranking/filters.py), applied
-        by the first stage, so the reranker only ever sees products that pass it."""
+        by the first stage, so the reranker only ever sees products that pass it; ``facets``: a
+        ranking.facets.FacetRequest, counted over the first stage's top ``facets.depth``; ``rules``:
+        the version's merchandising rules (ranking/rules.py), applied after the reranker."""
         start = time.perf_counter()
         arrived = start if arrived is None else arrived
         if await self._retriever_encodes(version.model):  # one hop: encoded in the search's own batch
@@ -93,6 +100,8 @@ class RankingPath:
         encoded = time.perf_counter()
         use_reranker = use_reranker and self.reranker is not None
         depth = max(k, self.stage.depth) if use_reranker else k
+        if facets is not None:
+            depth = max(depth, facets.depth)
         described = version.describe()
         requests = [SearchRequest(described, v, q, depth, frozenset(exclude), tuple(clicked), filter)
                     for v, q in zip(vectors, queries)]
@@ -100,6 +109,7 @@ class RankingPath:
         for row in hits:  # where the first stage put each product, for the reranker's part of 'why'
             for rank, hit in enumerate(row):
                 hit["first_rank"] = rank
+        counted = None if facets is None else [row[:facets.depth] for row in hits]
         done = time.perf_counter()
         timing = {"retrieve": 1000 * (done - encoded)}  # with the encoding, where the Retriever encodes
         if vectors[0] is not None:
@@ -109,9 +119,22 @@ class RankingPath:
             left = self.stage.budget_ms - 1000 * (time.perf_counter() - arrived)
             hits, reranked, fallback = await self._rerank(queries, hits, left)
             timing["rerank"] = 1000 * (time.perf_counter() - done)
+        if rules:
+            hits = await self._apply_rules(described, hits, queries, rules, filter, exclude)
         items = [[reply_item(hit, query, rank, reranked, self.lexical_tokens, self.explained)
                   for rank, hit in enumerate(row[:k])] for query, row in zip(queries, hits)]
-        return Ranked(items, timing, reranked, fallback)
+        if counted is None:
+            return Ranked(items, timing, reranked, fallback)
+        return Ranked(items, timing, reranked, fallback, [count_facets(row, facets) for row in counted],
+                      [len(row) for row in counted])
+
+    async def _apply_rules(self, described: dict, hits: list, queries: list[str], rules: list, filter,
+                           exclude: list[str]) -> list:
+        """Each query's ranking reordered by the rules that apply to it; products a pin names that the
+        ranking lacks are looked up (one call for the request) and pinned if they pass its filter."""
+        wanted = {p for q in queries for p in pinned_ids(rules, q)} - {h["id"] for row in hits for h in row}
+        pinned = await self.read(self.retriever.lookup, described, sorted(wanted), filter, exclude) if wanted else {}
+        return [apply_rules(row, rules, query, pinned) for row, query in zip(hits, queries)]
 
     async def _retriever_encodes(self, model: str) -> bool:
         """Whether the Retriever encodes ``model``'s queries (asked once per model: every replica

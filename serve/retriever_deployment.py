@@ -79,6 +79,13 @@ class Retriever:
 
         return list(await asyncio.gather(*(self.search_one(r) for r in requests)))
 
+    def lookup(self, version: dict, product_ids: list[str], filter=None, exclude=()) -> dict:
+        """{id: hit} for those of ``product_ids`` in the index, passing ``filter`` and not excluded
+        (products a merchandising pin names that the ranking did not retrieve)."""
+        index = self.get(version)
+        index.refresh()
+        return index.hybrid.lookup(product_ids, filter, set(exclude))
+
     def unknown(self, version: dict, product_ids: list[str]) -> list[str]:
         """Those of ``product_ids`` that are not in the index."""
         index = self.get(version)

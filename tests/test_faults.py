@@ -96,6 +96,8 @@ def test_acknowledged_changes_survive_kill_9_of_every_replica(resilient):
     for thread in writers:
         thread.join()
     assert len(acknowledged) == 20
+    rule = {"id": "survivor", "action": "pin", "ids": [acknowledged[0]], "position": 1, "query": "*drill*"}
+    assert post(url, "/v1/admin/rules", {"rules": [rule]}, token=TOKEN).status_code == 200
     for deployment in ("Gateway", "Encoder", "Retriever", "Reranker"):  # the whole app, at once
         for pid in replica_pids(deployment):
             os.kill(pid, 9)
@@ -108,6 +110,9 @@ def test_acknowledged_changes_survive_kill_9_of_every_replica(resilient):
         reply = post(url, "/v1/recommend", {"text": f"walnut spice rack number {n} {i}", "k": 20, "rerank": False})
         found |= {hit["id"] for hit in reply.json()["items"]}
     assert set(acknowledged) <= found
+    first = post(url, "/v1/recommend", {"text": "cordless drill", "k": 3}).json()["items"][0]  # the rule survived
+    assert first["id"] == acknowledged[0] and first["why"]["rules"] == ["pinned at 1 by rule 'survivor'"]
+    requests.delete(url + "/v1/admin/rules/survivor", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
 
 
 def change_log(cfg: ServeConfig, url: str):

@@ -210,3 +210,64 @@ def test_a_live_product_honours_filters_at_once_and_a_filter_matching_nothing_gi
     assert f"p{old}" not in {h["id"] for h in index.search(vectors[old:old + 1], ["drill"], 100, stage,
                                                                filters=[makita])[0]}
     assert index.count(only) == 2
+
+
+def test_facets_count_values_and_buckets_and_bad_requests_name_the_part():
+    from ranking.facets import count_facets, parse_facets
+
+    request = parse_facets({"fields": ["brand", "tags", "in_stock"], "ranges": {"price": [50, 100]}, "depth": 5},
+                           SCHEMA)
+    hits = [{"attributes": a} for a in [
+        {"brand": "Makita", "tags": ["spring", "summer"], "price": 10.0, "in_stock": True},
+        {"brand": "Makita", "tags": ["spring"], "price": 50.0, "in_stock": False},
+        {"brand": "Bosch", "price": 150.0}, {}]]
+    counts = count_facets(hits, request)
+    assert counts["brand"] == [{"value": "Makita", "count": 2}, {"value": "Bosch", "count": 1}]
+    assert counts["tags"] == [{"value": "spring", "count": 2}, {"value": "summer", "count": 1}]
+    assert counts["in_stock"] == [{"value": False, "count": 1}, {"value": True, "count": 1}]
+    assert counts["price"] == [{"gte": None, "lt": 50.0, "count": 1}, {"gte": 50.0, "lt": 100.0, "count": 1},
+                               {"gte": 100.0, "lt": None, "count": 1}]
+    for spec, path, code in [({"fields": ["colour"]}, "fields.0", "unknown_field"),
+                             ({"fields": ["price"]}, "fields.0", "wrong_type"),
+                             ({"ranges": {"brand": [1]}}, "ranges.brand", "wrong_type"),
+                             ({"ranges": {"price": [5, 5]}}, "ranges.price", "invalid_filter"),
+                             ({"ranges": {"price": []}}, "ranges.price", "wrong_type"),
+                             ({"depth": 0}, "depth", "out_of_range"),
+                             ({"top": 3}, "top", "unknown_field")]:
+        with pytest.raises(FilterError) as err:
+            parse_facets(spec, SCHEMA)
+        assert (err.value.path, err.value.code) == (path, code)
+
+
+def test_rules_bury_boost_and_pin_in_order_and_say_so():
+    from ranking.rules import apply_rules, parse_rule, pinned_ids
+
+    hits = [{"id": f"p{i}", "attributes": {"brand": "Makita" if i in (0, 1) else "Bosch" if i == 6 else "Ryobi"}}
+            for i in range(8)]
+    rules = [parse_rule(r, SCHEMA) for r in [
+        {"id": "no-makita", "action": "bury", "filter": {"field": "brand", "eq": "Makita"}},
+        {"id": "bosch-up", "action": "boost", "filter": {"field": "brand", "eq": "Bosch"}, "by": 2},
+        {"id": "hero", "action": "pin", "ids": ["p5"], "position": 1},
+        {"id": "new-arrival", "action": "pin", "ids": ["fresh"], "position": 3, "query": "*drill*"},
+        {"id": "jackets-only", "action": "pin", "ids": ["p7"], "position": 1, "query": "*jacket*"}]]
+    fresh = {"id": "fresh", "attributes": {"brand": "Festool"}}
+    assert pinned_ids(rules, "Cordless DRILL") == ["p5", "fresh"]
+    out = apply_rules(hits, rules, "Cordless DRILL", pinned={"fresh": fresh})
+    assert [h["id"] for h in out] == ["p5", "p2", "fresh", "p3", "p6", "p4", "p7", "p0", "p1"]
+    why = {h["id"]: h.get("rules") for h in out}
+    assert why["p5"] == ["pinned at 1 by rule 'hero'"] and why["fresh"] == ["pinned at 3 by rule 'new-arrival'"]
+    assert why["p6"] == ["boosted by rule 'bosch-up'"] and why["p0"] == ["buried by rule 'no-makita'"]
+    assert why["p2"] is None and hits[0].get("rules") is None  # the input is not changed
+    assert [h["id"] for h in apply_rules(hits, rules[2:], "a lamp")] == ["p5", "p0", "p1", "p2", "p3", "p4", "p6",
+                                                                        "p7"]
+    for spec, path in [({"id": "x", "action": "shove", "ids": ["a"]}, "action"),
+                       ({"id": "x", "action": "pin", "ids": ["a"], "filter": {"field": "brand", "eq": "b"}}, "ids"),
+                       ({"id": "x", "action": "bury", "filter": {"field": "size", "eq": 1}}, "filter.field"),
+                       ({"id": "a/b", "action": "pin", "ids": ["a"]}, "id"),
+                       ({"id": "x", "action": "pin", "ids": ["a"], "position": 0}, "position"),
+                       ({"id": "x", "action": "boost", "ids": ["a"], "by": 1000}, "by"),
+                       ({"id": "x", "action": "boost", "ids": ["a"], "query": ""}, "query"),
+                       ({"id": "x", "action": "boost", "ids": ["a"], "weight": 2}, "weight")]:
+        with pytest.raises(FilterError) as err:
+            parse_rule(spec, SCHEMA)
+        assert err.value.path == path, spec

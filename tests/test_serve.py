@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 
+import pandas as pd
 import pytest
 import requests
 
@@ -60,7 +61,7 @@ def test_openapi_schema_documents_the_api(service):
     assert {"/v1/recommend", "/v1/recommend/batch", "/v1/items", "/v1/items/{product_id}", "/v1/admin/reload",
             "/healthz", "/readyz"} <= set(schema["paths"])
     body = schema["paths"]["/v1/recommend"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body["properties"]) == {"text", "k", "exclude", "rerank", "session", "filter"}
+    assert set(body["properties"]) == {"text", "k", "exclude", "rerank", "session", "filter", "facets"}
     assert body["required"] == ["text"] and "at most 4 deep, 32 conditions" in body["properties"]["filter"]["description"]
     assert requests.get(service + "/healthz", timeout=30).json() == {"status": "ok"}
     assert requests.get(service + "/readyz", timeout=30).json()["status"] == "ready"
@@ -117,6 +118,56 @@ def test_filters_narrow_the_ranking_and_live_products_honour_them_at_once(servic
     mine = post(service, "/v1/recommend", {"text": "Festool cordless drill driver kit", "k": 3, "filter": only})
     assert mine.json()["items"][0]["id"] == "fl-festool-1"
     requests.delete(service + "/v1/items/fl-festool-1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+
+
+def test_facet_counts_equal_a_brute_force_count_over_the_same_candidates(service, artifacts):  # noqa: F811
+    _, catalogue = artifacts
+    brands = dict(zip(catalogue["product_id"], catalogue["brand"]))
+    filt = {"not": {"field": "brand", "eq": catalogue["brand"].value_counts().index[0]}}
+    body = post(service, "/v1/recommend", {"text": "cordless drill", "k": 5, "filter": filt, "rerank": False,
+                                           "facets": {"fields": ["brand"], "depth": 60}}).json()
+    assert len(body["items"]) == 5 and body["facets_over"] == 60
+    candidates = post(service, "/v1/recommend", {"text": "cordless drill", "k": 60, "filter": filt,
+                                                 "rerank": False}).json()["items"]
+    expected = pd.Series([brands[c["id"]] for c in candidates]).value_counts()
+    assert {f["value"]: f["count"] for f in body["facets"]["brand"]} == expected.to_dict()
+    bad = post(service, "/v1/recommend", {"text": "drill", "facets": {"ranges": {"brand": [1, 2]}}})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "facets.ranges.brand"
+
+
+def test_a_pin_and_a_bury_show_in_order_and_in_why_and_rules_are_admin_only(service, artifacts):  # noqa: F811
+    _, catalogue = artifacts
+    ask = {"text": "white vanity", "k": 8, "rerank": False}
+    before = [i["id"] for i in post(service, "/v1/recommend", ask).json()["items"]]
+    outsider = next(p for p in catalogue["product_id"] if p not in before)
+    rules = [{"id": "hero", "action": "pin", "ids": [outsider], "position": 2, "query": "*vanity*"},
+             {"id": "sink-top", "action": "bury", "ids": [before[0]]}]
+    assert post(service, "/v1/admin/rules", {"rules": rules}).status_code == 401
+    reply = post(service, "/v1/admin/rules", {"rules": rules}, token=TOKEN)
+    assert reply.status_code == 200, reply.text
+    assert [r["id"] for r in reply.json()["rules"]] == ["hero", "sink-top"]
+    items = post(service, "/v1/recommend", ask).json()["items"]
+    ids = [i["id"] for i in items]
+    assert ids[1] == outsider and items[1]["score"] is None  # pinned although the ranking did not retrieve it
+    assert items[1]["why"]["rules"] == ["pinned at 2 by rule 'hero'"] and "pinned at 2" in items[1]["why"]["text"]
+    assert before[0] not in ids[:7]  # buried below the other candidates
+    other = post(service, "/v1/recommend", {"text": "cordless drill", "k": 5, "rerank": False}).json()["items"]
+    assert outsider not in [i["id"] for i in other]  # the pin only matches vanity queries
+    # a filter the pinned product fails keeps it out: rules never break the request's filter
+    brand = catalogue.set_index("product_id")["brand"].get(outsider)
+    narrowed = {**ask, "filter": {"not": {"field": "brand", "eq": brand}} if brand else {"field": "brand",
+                                                                                           "exists": True}}
+    assert outsider not in [i["id"] for i in post(service, "/v1/recommend", narrowed).json()["items"]]
+    bad = post(service, "/v1/admin/rules", {"rules": [{"id": "x", "action": "pin", "filter": {"field": "size",
+                                                                                            "eq": 1}}]}, token=TOKEN)
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "rules.0.filter.field"
+    gone = requests.delete(service + "/v1/admin/rules/hero", headers={"Authorization": f"Bearer {TOKEN}"},
+                           timeout=30)
+    assert gone.status_code == 200 and [r["id"] for r in gone.json()["rules"]] == ["sink-top"]
+    assert requests.delete(service + "/v1/admin/rules/hero", headers={"Authorization": f"Bearer {TOKEN}"},
+                           timeout=30).status_code == 404
+    requests.delete(service + "/v1/admin/rules/sink-top", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    assert [i["id"] for i in post(service, "/v1/recommend", ask).json()["items"]] == before
 
 
 BAD_FILTERS = [
