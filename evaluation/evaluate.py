@@ -16,6 +16,10 @@ input's format (``--judgments FILE``, columns mapped as in `prepare --dataset fi
 the prepared catalogue. Spelling correction (``--first_stage.spell_correct``, on as in the server) runs before
 every system, baselines included.
 
+``--filter EXPR`` (a filter expression as the API takes it, ranking/filters.py) ranks within the
+products it allows, through the same code as the server; each query is then scored against its
+judged products that pass the filter (queries left with no relevant product are dropped and counted).
+
 Metrics (:mod:`evaluation.metrics`): nDCG@10, Recall@100, MRR@10, P@10 (relevance >= 2), the share of
 each top 10 that is judged, and nDCG@10 over each query's judged candidates only. Results go to a
 JSON file (means and per-query values for paired comparisons), a TREC run file per system beside
@@ -25,6 +29,7 @@ it, and a printed table.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,7 +39,7 @@ from common import storage
 from common.config import Listed, check_choice, check_range, listed
 from common.errors import ConfigError, FirstLightError
 from common.manifest import write_json
-from data_pipeline.prepare import load_catalogue, load_split, prepared_manifest
+from data_pipeline.prepare import catalogue_schema, load_catalogue, load_split, prepared_manifest
 from data_pipeline.readers import JudgmentSpec, read_judgments_frame
 from data_pipeline.vectors import load_embeddings
 from evaluation.metrics import (
@@ -47,6 +52,7 @@ from evaluation.metrics import (
 )
 from model.reranker import Reranker
 from model.runtime import EncoderRuntime
+from ranking.filters import FilterError, parse_filter
 from ranking.fusion import fuse_runs
 from ranking.hybrid import FirstStage
 from ranking.offline import OfflineRanker, rerank_all
@@ -78,6 +84,9 @@ class EvalConfig:
     first_stage: FirstStage = field(default_factory=FirstStage)
     rerank: RerankStage = field(default_factory=RerankStage)
     runtime: EncoderRuntime = field(default_factory=EncoderRuntime)
+    filter: str | None = field(default=None, metadata={
+        "help": "rank within a filter, as the server does: a JSON filter expression over the catalogue's typed "
+                "attributes, e.g. '{\"field\": \"brand\", \"eq\": \"DEWALT\"}' (docs/filters.md)"})
     output: str | None = field(default=None, metadata={"help": "results JSON; default PREPARED/../eval/SPLIT.json"})
 
     RENAMED: ClassVar[dict] = {
@@ -124,14 +133,33 @@ class EvalConfig:
         return Path(self.prepared_dir).parent / "eval" / f"{name}.json"
 
 
-def _judged(cfg: EvalConfig, prepared: Path, split: str | None):
-    """The judged queries of a split, or of the --judgments file (split None)."""
+def parsed_filter(cfg: EvalConfig, prepared: Path):
+    """``--filter`` checked against the prepared catalogue's attributes (None without one)."""
+    if cfg.filter is None:
+        return None
+    try:
+        expr = json.loads(cfg.filter)
+    except ValueError as err:
+        raise ConfigError("filter", f"is not JSON ({err})", "pass a JSON object, e.g. "
+                          "'{\"field\": \"brand\", \"eq\": \"DEWALT\"}'") from None
+    try:
+        return parse_filter(expr, catalogue_schema(prepared))
+    except FilterError as err:
+        raise ConfigError(f"filter ({err.path})", err.message, "see docs/filters.md for the expressions") from None
+
+
+def _judged(cfg: EvalConfig, prepared: Path, split: str | None, allowed: set | None = None):
+    """The judged queries of a split, or of the --judgments file (split None); with ``allowed``,
+    only the judgments of those products."""
     if split is None:
         known = frozenset(load_catalogue(prepared)["product_id"])
         spec = JudgmentSpec(cfg.judgments, cfg.query_column, cfg.product_id_column, cfg.relevance_column)
         frame, source = read_judgments_frame(spec, known), cfg.judgments
     else:
         frame, source = load_split(prepared, split), f"the {split} split"
+    if allowed is not None:
+        frame = frame[frame["product_id"].isin(allowed)]
+        source += " within the filter"
     judged = judged_from_frame(frame)
     if not judged.queries:
         raise FirstLightError(f"{source} has no query with a relevant product (relevance >= 2.5); "
@@ -139,11 +167,11 @@ def _judged(cfg: EvalConfig, prepared: Path, split: str | None):
     return judged
 
 
-def _runs(cfg: EvalConfig, ranker: OfflineRanker, judged, need_dense: bool, need_lexical: bool):
+def _runs(cfg: EvalConfig, ranker: OfflineRanker, judged, need_dense: bool, need_lexical: bool, filter=None):
     """(texts as ranked, their query vectors, bm25 run, dense run) for the judged queries."""
     mode = "hybrid" if need_dense and need_lexical else ("dense" if need_dense else "lexical")
     queries = judged.queries
-    texts, vectors, dense, lexical = ranker.sides(queries, cfg.stage(mode))
+    texts, vectors, dense, lexical = ranker.sides(queries, cfg.stage(mode), filter)
     return (texts, vectors, dict(zip(queries, lexical)) if lexical else None,
             dict(zip(queries, dense)) if dense else None)
 
@@ -190,14 +218,24 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
     cfg.validate()
     prepared = Path(cfg.prepared_dir)
     manifest = prepared_manifest(prepared)
-    judged = _judged(cfg, prepared, None if cfg.judgments else cfg.split)
-    queries = judged.queries
-    log.info("[evaluate] %d %s queries with a relevant product", len(queries), cfg.judgments or cfg.split)
+    expr = parsed_filter(cfg, prepared)
     need_dense = bool(set(cfg.systems) & {"dense", "fusion", "rerank"})
     need_lexical = bool(set(cfg.systems) & {"bm25", "fusion", "rerank"})
     ranker = OfflineRanker(str(prepared), cfg.index_dir if need_dense else None, model=cfg.model,
                            spell_correct=cfg.first_stage.spell_correct, runtime=cfg.runtime, lexical=need_lexical)
     info = {}
+    allowed = None
+    if expr is not None:
+        saved, live = ranker.hybrid.allowed(expr)
+        allowed = {p for p, ok in zip(ranker.hybrid.catalogue_rows, saved) if ok} | live  # catalogue order
+        info["filter"] = {"read_as": expr.describe(), "products": len(allowed)}
+        log.info("[evaluate] the filter %s keeps %d of %d products", expr.describe(), len(allowed), len(ranker.hybrid))
+    everything = _judged(cfg, prepared, None if cfg.judgments else cfg.split) if expr is not None else None
+    judged = _judged(cfg, prepared, None if cfg.judgments else cfg.split, allowed)
+    queries = judged.queries
+    if everything is not None:
+        info["filter"]["queries_dropped"] = len(everything.queries) - len(queries)
+    log.info("[evaluate] %d %s queries with a relevant product", len(queries), cfg.judgments or cfg.split)
     if need_dense:
         info["model"] = ranker.model
     if cfg.tune_fusion_on:
@@ -211,7 +249,7 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
             cfg = replace(cfg, first_stage=replace(cfg.first_stage, rrf_k=int(params["k"])))
         log.info("[evaluate] fusion %s tuned on %d %s queries: %s", fusion, len(tuning.queries),
                  cfg.tune_fusion_on, params)
-    texts, q_vectors, bm25_run, dense_run = _runs(cfg, ranker, judged, need_dense, need_lexical)
+    texts, q_vectors, bm25_run, dense_run = _runs(cfg, ranker, judged, need_dense, need_lexical, expr)
     if cfg.first_stage.spell_correct:
         info["spell_correct"] = {"queries_changed": sum(t != q for q, t in zip(queries, texts)), "queries": len(queries)}
     runs = {"bm25": bm25_run, "dense": dense_run}

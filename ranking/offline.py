@@ -15,10 +15,11 @@ from pathlib import Path
 from common.errors import ConfigError
 from common.spelling import QuerySpeller
 from data_pipeline.index import ProductIndex
-from data_pipeline.prepare import load_catalogue
+from data_pipeline.prepare import catalogue_schema, load_catalogue
 from model.encoder import TextEncoder
 from model.reranker import Reranker
 from model.runtime import EncoderRuntime
+from ranking.filters import AttributeTable
 from ranking.hybrid import FirstStage, HybridIndex
 from ranking.rerank import rerank
 
@@ -36,7 +37,8 @@ class OfflineRanker:
         if index is not None and not self.model:
             raise ConfigError("model", f"the index in {index_dir} does not record its model", "pass --model")
         self.hybrid = HybridIndex(index, catalogue["product_id"].tolist(), catalogue["title"].tolist(),
-                                  catalogue["text"].tolist(), lexical=lexical)
+                                  catalogue["text"].tolist(), lexical=lexical,
+                                  attributes=AttributeTable(catalogue_schema(Path(prepared_dir)), catalogue))
         self.speller = QuerySpeller(catalogue["text"]) if spell_correct else None
         self._encoder, self.runtime = None, runtime or EncoderRuntime()
 
@@ -50,19 +52,22 @@ class OfflineRanker:
     def corrected(self, queries: list[str]) -> list[str]:
         return [self.speller.correct(q) for q in queries] if self.speller else list(queries)
 
-    def sides(self, queries: list[str], stage: FirstStage):
-        """(texts as ranked, their query vectors (None for lexical), dense lists, lexical lists)."""
+    def sides(self, queries: list[str], stage: FirstStage, filter=None):
+        """(texts as ranked, their query vectors (None for lexical), dense lists, lexical lists);
+        ``filter``: one filter (ranking/filters.py) for every query, applied as the server applies it."""
         texts = self.corrected(queries)
         start = time.perf_counter()
         vectors = self.encoder.encode(texts, batch_size=128, role="query") if stage.mode != "lexical" else None
-        dense, lexical = self.hybrid.sides(vectors, texts, stage)
+        dense, lexical = self.hybrid.sides(vectors, texts, stage, filters=None if filter is None
+                                           else [filter] * len(texts))
         log.info("[rank] first stage (%s) for %d queries in %.1fs", stage.mode, len(queries),
                  time.perf_counter() - start)
         return texts, vectors, dense, lexical
 
-    def candidates(self, queries: list[str], stage: FirstStage, k: int) -> tuple[list[str], list[list[dict]]]:
+    def candidates(self, queries: list[str], stage: FirstStage, k: int, filter=None
+                   ) -> tuple[list[str], list[list[dict]]]:
         """(texts as ranked, the first stage's top-k candidate dicts per query)."""
-        texts, _, dense, lexical = self.sides(queries, stage)
+        texts, _, dense, lexical = self.sides(queries, stage, filter)
         fused = HybridIndex.fused(dense, lexical, stage)
         return texts, [[{"id": p, "text": self.hybrid.texts.get(p, ""), "title": self.hybrid.titles.get(p, ""),
                          "score": s} for p, s in list(ranking.items())[:k]] for ranking in fused]

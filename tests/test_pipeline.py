@@ -134,3 +134,26 @@ def test_wands_download_fetches_all_three_files(wands_dir, tmp_path):
         server.shutdown()
     for name in ("product.csv", "query.csv", "label.csv"):
         assert (folder / name).read_bytes() == (wands_dir / name).read_bytes()
+
+
+def test_evaluate_ranks_within_a_filter_and_scores_against_what_it_allows(small_homedepot, tmp_path, ray_session,
+                                                                         capsys):
+    import pandas as pd
+
+    assert main(["prepare", "--dataset", "homedepot", "--data_dir", str(small_homedepot),
+                 "--output_dir", str(tmp_path / "data")]) == 0
+    catalogue = pd.read_parquet(tmp_path / "data" / "catalogue")
+    brand = catalogue["brand"].value_counts().index[0]
+    expr = json.dumps({"not": {"field": "brand", "eq": brand}})
+    assert main(["evaluate", "--prepared_dir", str(tmp_path / "data"), "--systems", "bm25", "--split", "val",
+                 "--filter", expr, "--output", str(tmp_path / "filtered.json")]) == 0
+    results = json.loads((tmp_path / "filtered.json").read_text())
+    assert results["filter"]["read_as"] == f"not (brand = {brand})"
+    assert results["filter"]["products"] == int((catalogue["brand"] != brand).sum())
+    run = (tmp_path / "filtered.bm25.trec").read_text().split("\n")
+    ranked = {line.split()[2] for line in run if line}
+    assert ranked and not ranked & set(catalogue.loc[catalogue["brand"] == brand, "product_id"])
+    capsys.readouterr()
+    assert main(["evaluate", "--prepared_dir", str(tmp_path / "data"), "--systems", "bm25",
+                 "--filter", '{"field": "colour", "eq": "red"}']) == 2
+    assert "colour" in capsys.readouterr().err

@@ -135,15 +135,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     row[f"{name}_path"] = taken
                 raw.append(row)
                 print(json.dumps(row), flush=True)
-            del index
     if not args.no_write:
         RESULTS_JSON.write_text(json.dumps(raw, indent=1))
         update_section("filters", "Filtered search: recall and time by selectivity", "python -m "
-                       "benchmarks.speed.bench_filters", table(raw))
+                       "benchmarks.speed.bench_filters", markdown(raw))
     return raw
 
 
-def table(raw: list[dict]) -> str:
+def markdown(raw: list[dict]) -> str:
     lines = ["Recall@100 against the exact filtered ranking (brute force over the allowed products, same "
              "scores), and the median time of one query (FAISS only, 2 cores). The filter keeps a share of "
              "the products by a **synthetic** seeded attribute. *planned* is what FirstLight runs "
