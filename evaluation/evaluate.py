@@ -39,7 +39,12 @@ from common import storage
 from common.config import Listed, check_choice, check_range, listed
 from common.errors import ConfigError, FirstLightError
 from common.manifest import write_json
-from data_pipeline.prepare import catalogue_schema, load_catalogue, load_split, prepared_manifest
+from data_pipeline.prepare import (
+    catalogue_schema,
+    load_catalogue,
+    load_split,
+    prepared_manifest,
+)
 from data_pipeline.readers import JudgmentSpec, read_judgments_frame
 from data_pipeline.vectors import load_embeddings
 from evaluation.metrics import (
