@@ -97,6 +97,11 @@ def test_the_demo_page_in_a_real_browser(app, tmp_path):
     assert cold[0]["id"] not in [r["id"] for r in warm]  # the clicked product is gone
     assert [r["id"] for r in warm] != [r["id"] for r in cold[1:]]  # and the ranking moved, not just shifted
     assert "Personalised by 1 click" in seen["session"]
+    # the facet sidebar: ticking a brand leaves only that brand's products, and says so
+    facet = seen["facet"]
+    assert facet["field"] == "brand" and seen["faceted"]
+    assert all(r["attributes"].get("brand") == facet["value"] for r in seen["faceted"])
+    assert f"within brand in ({facet['value']})" in seen["faceted_status"]
     assert seen["admin"].startswith("Added demo-lantern")
     # found at once, among the top the (random, tiny) test reranker reorders
     assert "demo-lantern" in [r["id"] for r in seen["new"][:5]]

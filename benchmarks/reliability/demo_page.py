@@ -1,5 +1,6 @@
 """Drive the demo page (served at /) in a real headless Chromium, as a visitor and an admin would:
-search, click a result and see the ranking change, add a product and find it. Saves a screenshot.
+search, click a result and see the ranking change, tick a facet and see only matching products, add a
+product and find it. Saves a screenshot.
 
 The browser is the operating system's (Debian: `apt-get install chromium chromium-driver`), driven
 by Selenium through /usr/bin/chromedriver: nothing is downloaded at run time. tests/test_demo.py
@@ -12,6 +13,7 @@ runs it in CI; against a running server (`firstlight serve ... --admin_token_fil
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -62,7 +64,8 @@ def drive(url: str, token: str, query: str, new_item: dict, screenshot: Path | N
             _wait(lambda: find(By.ID, "status").get_attribute("data-done") not in (None, previous),
                   what="the results")
             return [{"id": li.get_attribute("data-id"), "title": li.find_element(By.CLASS_NAME, "title").text,
-                     "why": li.find_element(By.CLASS_NAME, "why").text}
+                     "why": li.find_element(By.CLASS_NAME, "why").text,
+                     "attributes": json.loads(li.get_attribute("data-attributes") or "{}")}
                     for li in driver.find_elements(By.CSS_SELECTOR, "#results li")]
 
         def done() -> str | None:
@@ -76,9 +79,21 @@ def drive(url: str, token: str, query: str, new_item: dict, screenshot: Path | N
         _wait(lambda: find(By.ID, "session").get_attribute("data-clicks") == "1", what="the click")
         seen["warm"] = results_after(before)
         seen["session"] = find(By.ID, "session").text
+        boxes = driver.find_elements(By.CSS_SELECTOR, "#facets fieldset input[type=checkbox]")
+        if boxes:  # the sidebar: tick the first value of the first keyword facet
+            field = boxes[0].find_element(By.XPATH, "./ancestor::fieldset").get_attribute("data-field")
+            seen["facet"] = {"field": field, "value": boxes[0].get_attribute("data-value")}
+            before = done()
+            boxes[0].click()
+            seen["faceted"] = results_after(before)
+            seen["faceted_status"] = find(By.ID, "status").text
         if screenshot:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(screenshot))
+        if boxes:  # untick it again for the admin's steps
+            before = done()
+            driver.find_elements(By.CSS_SELECTOR, "#facets fieldset input[type=checkbox]:checked")[0].click()
+            results_after(before)
         find(By.CSS_SELECTOR, "#admin summary").click()
         find(By.ID, "token").send_keys(token)
         find(By.ID, "new-id").send_keys(new_item["id"])
