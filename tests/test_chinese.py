@@ -3,6 +3,7 @@ CJK-aware lexical side behind FirstLight's endpoint."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import requests
 
@@ -87,3 +88,30 @@ def test_chinese_and_emoji_within_the_token_limit_pass_and_over_it_get_a_422(zh_
     assert emoji.status_code == 422 and emoji.json()["error"]["code"] == "too_many_tokens"
     assert requests.get(zh_service + "/readyz", timeout=30).json()["status"] == "ready"
 
+
+
+def test_a_budget_filter_and_facets_on_the_chinese_demo(zh_service, zh_artifacts):
+    _, catalogue = zh_artifacts
+    by_id = catalogue.set_index("product_id")
+    budget = {"and": [{"field": "price", "range": {"lte": 300}}, {"field": "in_stock", "eq": True}]}
+    facets = {"fields": ["category", "season"], "ranges": {"price": [100, 200, 300]}, "depth": 50}
+    reply = post(zh_service, "/v1/recommend", {"text": "我需要一件适合春游的外套", "k": 5, "filter": budget,
+                                               "facets": facets})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    items = body["items"]
+    assert len(items) == 5 and all(by_id.loc[i["id"], "price"] <= 300 and by_id.loc[i["id"], "in_stock"]
+                                   for i in items)
+    assert all(i["attributes"]["price"] <= 300 for i in items)
+    assert sum(OUTERWEAR in by_id.loc[i["id"], "category"] for i in items) >= 3  # still outerwear, within budget
+    # facet counts equal a count over the same 50 candidates
+    candidates = post(zh_service, "/v1/recommend", {"text": "我需要一件适合春游的外套", "k": 50,
+                                                    "filter": budget}).json()["items"]
+    assert body["facets_over"] == len(candidates) == 50
+    cats = pd.Series([by_id.loc[c["id"], "category"] for c in candidates]).value_counts().to_dict()
+    assert {f["value"]: f["count"] for f in body["facets"]["category"]} == cats
+    prices = [by_id.loc[c["id"], "price"] for c in candidates]
+    assert [b["count"] for b in body["facets"]["price"]] == [sum(p < 100 for p in prices),
+                                                             sum(100 <= p < 200 for p in prices),
+                                                             sum(200 <= p < 300 for p in prices), sum(p >= 300 for p in prices)]
+    assert body["facets"]["price"][-1]["count"] == sum(p == 300 for p in prices)  # lte 300: only 300 itself

@@ -271,3 +271,17 @@ def test_rules_bury_boost_and_pin_in_order_and_say_so():
         with pytest.raises(FilterError) as err:
             parse_rule(spec, SCHEMA)
         assert err.value.path == path, spec
+
+
+def test_without_a_filter_the_ranking_is_the_one_a_catalogue_without_attributes_gets():
+    index, vectors, frame = hybrid_with_attributes()
+    plain = HybridIndex(index.dense, list(frame["product_id"]), list(index.titles.values()),
+                        list(index.texts.values()))
+    stage = FirstStage(depth=40)
+    texts = ["Makita drill spring", "generic drill model 7", "Bosch"]
+    with_attrs = index.search(vectors[:3], texts, 20, stage)
+    without = plain.search(vectors[:3], texts, 20, stage)
+    assert [[(h["id"], h["score"]) for h in row] for row in with_attrs] == \
+        [[(h["id"], h["score"]) for h in row] for row in without]
+    assert with_attrs[0][0]["attributes"] == index.attributes_of(with_attrs[0][0]["id"])
+    assert without[0][0]["attributes"] is None

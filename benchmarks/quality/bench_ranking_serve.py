@@ -8,6 +8,8 @@
    depths 10 / 20 / 30 / 50 (the per-request ``rerank`` switch and one deployment per depth).
 
     python benchmarks/quality/bench_ranking_serve.py --reranker artifacts/homedepot/reranker/model
+    python benchmarks/quality/bench_ranking_serve.py --index-dir artifacts/homedepot/index --replay-only
+        # no reranker: the replay check of the hybrid first stage alone
 """
 
 from __future__ import annotations
@@ -54,13 +56,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", default=str(default_workdir() / "homedepot"))
     parser.add_argument("--index-dir", default=None, help="default WORKDIR/finetuned-train/index")
-    parser.add_argument("--reranker", required=True)
+    parser.add_argument("--reranker", default=None, help="absent: replay the first stage alone (with --replay-only)")
     parser.add_argument("--depth", type=int, default=10, help="the default rerank depth (replayed)")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--backend", default="auto", help="runtime.backend on both sides (fp32: the exact replay)")
     parser.add_argument("--replay-only", action="store_true", help="skip the latency table")
     args = parser.parse_args()
+    if args.reranker is None and not args.replay_only:
+        parser.error("the latency table compares rerank depths: pass --reranker, or --replay-only")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    system = "rerank" if args.reranker else "fusion"
 
     from ray import serve
 
@@ -75,9 +80,10 @@ def main() -> None:
     root = Path(args.workdir)
     index_dir = args.index_dir or str(root / "finetuned-train" / "index")
     judged = judged_from_frame(load_split(root / "data", "test"))
-    offline_cfg = EvalConfig(prepared_dir=str(root / "data"), index_dir=index_dir, systems=("fusion", "rerank"),
-                             output=str(root / "eval" / ("replay_offline.json" if args.backend == "auto"
-                                                                else f"replay_offline_{args.backend}.json")),
+    offline_cfg = EvalConfig(prepared_dir=str(root / "data"), index_dir=index_dir,
+                             systems=("fusion", "rerank") if args.reranker else ("fusion",),
+                             output=str(root / "eval" / (f"replay_offline_{system}.json" if args.backend == "auto"
+                                                         else f"replay_offline_{system}_{args.backend}.json")),
                              rerank=RerankStage(model=args.reranker, depth=args.depth),
                              runtime=EncoderRuntime(backend=args.backend))
     saved = Path(offline_cfg.output)
@@ -101,14 +107,14 @@ def main() -> None:
     texts = judged.queries
     # the replay checks rankings, not latency: no reply may fall back to the first stage for time
     deploy({"rerank.model": args.reranker, "rerank.depth": args.depth, "rerank.budget_ms": 600000,
-            "rerank.timeout_s": 600})
+            "rerank.timeout_s": 600} if args.reranker else {})
     started = time.perf_counter()
     served = asyncio.run(replay(url, texts, 100))
     replay_s = time.perf_counter() - started
-    online = {"rerank": evaluate_run(served["run"], judged)}
+    online = {system: evaluate_run(served["run"], judged)}
     rows = []
     for metric in METRICS:
-        a, b = offline["systems"]["rerank"]["mean"][metric], online["rerank"][metric]
+        a, b = offline["systems"][system]["mean"][metric], online[system][metric]
         rows.append(f"| {metric} | {a:.4f} | {b:.4f} | {b - a:+.4f} |")
 
     latency = {}
@@ -122,13 +128,15 @@ def main() -> None:
         print(name, [(r["p50_ms"], r["p99_ms"], r["qps"]) for r in latency[name]])
     serve.shutdown()
 
+    what = (f"the served default (hybrid first stage + reranker at depth {args.depth}, backend {args.backend} on "
+            f"both sides, its latency budget lifted so that no reply falls back for time; {served['reranked']} of "
+            f"{len(texts)} replies reranked)" if args.reranker else
+            f"the hybrid first stage alone over {os.path.relpath(index_dir)} (no reranker; backend {args.backend} "
+            "on both sides)")
     lat_rows = [f"| {name} | " + " | ".join(f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['qps']:.1f}" for r in rs) +
                 f" | {sum(r['errors'] for r in rs)} |" for name, rs in latency.items()]
     body = f"""
-Replay: the {len(texts)} test queries sent one request each (k=100) to the served default (hybrid first
-stage + reranker at depth {args.depth}, backend {args.backend} on both sides, its latency budget lifted so
-that no reply falls back for time;
-{served['reranked']} of {len(texts)} replies reranked), their
+Replay: the {len(texts)} test queries sent one request each (k=100) to {what}, their
 rankings scored like the offline evaluation of the same settings ({replay_s:.0f} s):
 
 | metric | offline (`firstlight evaluate`) | online (HTTP replies) | difference |
@@ -144,10 +152,12 @@ one replica each; {args.seconds:.0f} s per level; real test queries, k=10):
 """
     if args.replay_only:  # a section of its own: the latency table of a full run stays
         body = body[:body.index("\nLatency through HTTP")]
-        update_section(f"rerank_serve_replay_{args.backend}", f"Ranking path through HTTP: replay check, {args.backend}",
-                       f"python benchmarks/quality/bench_ranking_serve.py --reranker {args.reranker} --backend "
-                       f"{args.backend} --replay-only", body,
-                       {"offline": {m: offline["systems"]["rerank"]["mean"][m] for m in METRICS}, "online": online,
+        update_section(f"rerank_serve_replay_{args.backend}" + ("" if args.reranker else "_first_stage"),
+                       f"Ranking path through HTTP: replay check, {args.backend}"
+                       + ("" if args.reranker else ", first stage alone"),
+                       f"python benchmarks/quality/bench_ranking_serve.py {'--reranker ' + args.reranker if args.reranker else '--index-dir ' + os.path.relpath(index_dir)} "
+                       f"--backend {args.backend} --replay-only", body,
+                       {"offline": {m: offline["systems"][system]["mean"][m] for m in METRICS}, "online": online,
                         "backend": args.backend, "depth": args.depth})
         return
     update_section("rerank_serve", "Ranking path through HTTP: replay check and latency per mode",
