@@ -25,6 +25,7 @@ from ranking.filters import (
     parse_filter,
 )
 from ranking.filters import MAX_DEPTH as MAX_FILTER_DEPTH
+from ranking.rules import parse_rule
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -380,8 +381,6 @@ def check_filter(expr: dict | None, schema: dict[str, str], field: str = "filter
 
 
 def check_rules(specs: list[dict], schema: dict[str, str], max_position: int) -> list:
-    from ranking.rules import parse_rule
-
     check_count(specs, "rules", 1, 100)
     rules = []
     for i, spec in enumerate(specs):

@@ -1,14 +1,17 @@
 """The HTTP ingress: FastAPI routes on a Ray Serve deployment. It checks every request (limits,
 auth, ids, tokens), corrects spelling, and hands on to the ranking path (serve/ranking_path.py:
 Retriever, which encodes and searches, or Encoder then Retriever; then Reranker) or to the admin
-side (serve/admin.py: items, reloads).
+side (serve/admin.py: items, reloads; serve/rules_store.py: merchandising rules).
 
     POST   /v1/recommend          {text, k, exclude, rerank}   -> ranked products + the version that answered
     POST   /v1/recommend/batch    {texts, k, exclude, rerank}  -> one ranking per text
-    POST   /v1/items              {items: [{id, title, description}]}   (admin) add or change products
+    POST   /v1/items              {items: [{id, title, description, attributes}]}   (admin) add or change products
     DELETE /v1/items/{id}         (id percent-encoded; may hold "/")    (admin) remove a product
     POST   /v1/admin/reload       {index_dir, model}                    (admin) switch model + index
     POST   /v1/recommend          ... + {session: {clicked: [ids]}}     -> moved toward the clicks, each item with 'why'
+    POST   /v1/recommend          ... + {filter: EXPR, facets: {...}}   -> within the filter, with facet counts
+    POST   /v1/admin/rules        {rules: [{id, action, ids | filter, query, by, position}]}   (admin) boost, bury, pin
+    GET    /v1/admin/rules, DELETE /v1/admin/rules/{id}                 (admin) list, remove a rule
     GET    /v1/stats, /healthz, /readyz, /docs, /openapi.json, / (the demo page)
 
 Admin routes need one ``Authorization: Bearer <token>`` header (two are refused), the token being
