@@ -27,6 +27,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.report import update_section  # noqa: E402
+from benchmarks.speed.bench_serve import drive, wait_ready  # noqa: E402
 from common.paths import default_homedepot_dir, default_workdir  # noqa: E402
 
 SHARES = (None, 0.5, 0.05, 0.005, 0.0005)
@@ -51,36 +52,12 @@ def kept(share: float | None) -> str:
     return "no filter" if share is None else f"{share:.2%}"
 
 
+def filter_of(share: float | None) -> dict:
+    return {} if share is None else {"filter": {"field": "synthetic_share", "range": {"lt": share}}}
+
+
 def body(text: str, share: float | None) -> dict:
-    out = {"text": text, "k": 10}
-    if share is not None:
-        out["filter"] = {"field": "synthetic_share", "range": {"lt": share}}
-    return out
-
-
-async def drive(url: str, texts: list[str], share, clients: int, seconds: float) -> dict:
-    import aiohttp
-
-    latencies, errors = [], 0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        deadline = time.perf_counter() + seconds
-
-        async def loop(i: int):
-            nonlocal errors
-            j = i
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                async with session.post(url + "/v1/recommend", json=body(texts[j % len(texts)], share)) as reply:
-                    data = await reply.json()
-                j += clients
-                if reply.status != 200 or (share is not None and len(data["items"]) < 10):
-                    errors += 1
-                    continue
-                latencies.append(1000 * (time.perf_counter() - start))
-
-        await asyncio.gather(*(loop(i) for i in range(clients)))
-    return {"p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
-            "qps": len(latencies) / seconds, "requests": len(latencies), "errors": errors}
+    return {"text": text, "k": 10, **filter_of(share)}
 
 
 def main() -> None:
@@ -114,11 +91,7 @@ def main() -> None:
     url = run_serve(cfg, blocking=False)
     rows = []
     try:
-        deadline = time.time() + 600
-        while requests.get(url + "/readyz", timeout=30).status_code != 200:
-            if time.time() > deadline:
-                sys.exit("not ready after 10 minutes")
-            time.sleep(2)
+        wait_ready(url, 600, "/readyz")
         texts = load_split(prepared, "test")["query"].drop_duplicates().tolist()
         for q in texts[:5]:
             requests.post(url + "/v1/recommend", json=body(q, 0.05), timeout=60)
@@ -129,7 +102,7 @@ def main() -> None:
                 reply = requests.post(url + "/v1/recommend", json=body(q, share), timeout=60)
                 latencies.append(1000 * (time.perf_counter() - start))
                 assert reply.status_code == 200 and len(reply.json()["items"]) == 10, reply.text
-            loaded = asyncio.run(drive(url, texts, share, 32, args.seconds))
+            loaded = asyncio.run(drive(url, texts, 32, args.seconds, filter_of(share), min_items=10))
             rows.append({"share": share, "p50_1": float(np.percentile(latencies, 50)),
                          "p99_1": float(np.percentile(latencies, 99)), **{f"{k}_32": v for k, v in loaded.items()}})
             print(rows[-1], flush=True)

@@ -40,13 +40,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, timeout_s: float = 300) -> None:
+def wait_ready(url: str, timeout_s: float = 300, path: str = "/healthz") -> None:
+    """Until ``url + path`` answers 200 (/readyz: every deployment answers a real request)."""
     import requests
 
     start = time.time()
     while time.time() - start < timeout_s:
         try:
-            if requests.get(url + "/healthz", timeout=2).ok:
+            if requests.get(url + path, timeout=30).ok:
                 return
         except requests.RequestException:
             pass
@@ -54,8 +55,11 @@ def wait_ready(url: str, timeout_s: float = 300) -> None:
     raise RuntimeError(f"{url} did not come up in {timeout_s}s")
 
 
-async def drive(url: str, texts: list[str], clients: int, seconds: float) -> dict:
-    """``clients`` concurrent loops of POST /v1/recommend for ``seconds``; latencies and server timings."""
+async def drive(url: str, texts: list[str], clients: int, seconds: float, extra: dict | None = None,
+                min_items: int = 0) -> dict:
+    """``clients`` concurrent loops of POST /v1/recommend for ``seconds``; latencies and server timings.
+    ``extra``: more of the request body (a filter); a reply with fewer than ``min_items`` items counts
+    as an error."""
     import aiohttp
 
     latencies, timings, errors = [], [], 0
@@ -67,9 +71,10 @@ async def drive(url: str, texts: list[str], clients: int, seconds: float) -> dic
             j = i
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
-                async with session.post(url + "/v1/recommend", json={"text": texts[j % len(texts)], "k": 10}) as reply:
+                async with session.post(url + "/v1/recommend", json={"text": texts[j % len(texts)], "k": 10,
+                                                                      **(extra or {})}) as reply:
                     body = await reply.json()
-                    if reply.status != 200:
+                    if reply.status != 200 or len(body.get("items", ())) < min_items:
                         errors += 1
                         if errors == 1:
                             print(f"{url}: HTTP {reply.status}: {body}", file=sys.stderr)
