@@ -85,8 +85,23 @@ async def _http_error(request: Request, exc: HTTPException):
     # Unknown routes and wrong methods answer in the same JSON error shape as everything else (a 405
     # keeps its Allow header).
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and allowed_methods(request):
+        headers["Allow"] = ", ".join(sorted(allowed_methods(request)))
     return JSONResponse(ApiError(exc.status_code, code, "path", f"{request.method} {request.url.path}: "
-                                 f"{exc.detail}").body(), status_code=exc.status_code, headers=exc.headers)
+                                 f"{exc.detail}").body(), status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> set[str]:
+    """The methods the OpenAPI document lists for this request's path (Starlette's own 405 names only
+    the first route on a path, where several routes may share it)."""
+    methods = set()
+    for template, operations in app.openapi().get("paths", {}).items():
+        pattern = "".join(".+" if part.startswith("{") else re.escape(part)
+                          for part in re.split(r"(\{[^}]+\})", template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations}
+    return methods
 
 
 def without_paths(text: str) -> str:
