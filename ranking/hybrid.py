@@ -180,14 +180,12 @@ class HybridIndex:
         plain = [i for i, w in enumerate(within) if w is None]
         if plain:
             scores[plain], ids[plain] = self.dense.search(vectors[plain], fetch)
-        self.last_plans = []
         for i in (i for i, w in enumerate(within) if w is not None):
             allowed = within[i][0][self._dense_to_catalogue].copy()
             allowed[self._dense_to_catalogue < 0] = False
-            s, p, plan = self.dense.search_within(vectors[i:i + 1], min(depth + len(exclude[i]), len(self.dense)),
-                                                  allowed, exact_below, widen=widen)
+            s, p, _ = self.dense.search_within(vectors[i:i + 1], min(depth + len(exclude[i]), len(self.dense)),
+                                               allowed, exact_below, widen=widen)
             scores[i], ids[i] = _padded(s[0], fetch, -np.inf), _padded(p[0], fetch, None)
-            self.last_plans.append(plan)
         overlay_ids = list(self.overlay)
         overlay_scores = (vectors @ np.stack([self.overlay[p] for p in overlay_ids]).T) if overlay_ids else None
         out = []
