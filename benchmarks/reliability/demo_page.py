@@ -124,7 +124,7 @@ def main(argv=None) -> None:
     item = {"id": f"demo-{int(time.time())}", "title": "FirstLight demo lantern with solar panel"}
     seen = drive(args.url, Path(args.token_file).read_text().strip(), args.query, item, Path(args.screenshot))
     for step, value in seen.items():
-        print(step, value if isinstance(value, str) else [r["title"] for r in value][:5])
+        print(step, [r["title"] for r in value][:5] if isinstance(value, list) else value)
 
 
 if __name__ == "__main__":
