@@ -133,6 +133,7 @@ class ProductIndex:
 
     def __init__(self, index, ids: list[str], manifest: dict):
         self.index, self.ids, self.manifest = index, list(ids), manifest
+        self._cpu_copy = None  # set when the index moves to a GPU: selector searches run on it
         self._ids = np.asarray(self.ids, dtype=object)
 
     @property
@@ -236,16 +237,15 @@ class ProductIndex:
         share = count / len(self)
         if plan == "auto":
             plan = "post" if self.on_gpu else "exact" if share <= exact_below else "ann"
+        selector, bitmap = self._selector(allowed)  # noqa: F841 - the bitmap must outlive the searches
         if plan == "post":
             scores, rows = self._post_filtered(queries, k, allowed, share)
         else:
-            selector, bitmap = self._selector(allowed)  # noqa: F841 - the bitmap must outlive the search
             scores, rows = self._filtered(queries, k, selector, share / widen if plan != "unplanned" else 1.0,
                                           exhaustive=plan == "exact")
         if plan in ("ann", "post"):
             short = np.flatnonzero((rows[:, :want] < 0).any(axis=1))
             if len(short):
-                selector, bitmap = self._selector(allowed)  # noqa: F841
                 scores[short], rows[short] = self._filtered(queries[short], k, selector, 1.0, exhaustive=True)
                 plan = f"{plan}+exact"
         ids = np.where(rows >= 0, self._ids[np.clip(rows, 0, None)], None)
@@ -257,15 +257,11 @@ class ProductIndex:
         bitmap = np.packbits(allowed, bitorder="little")
         return faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap)), bitmap
 
-    def _cpu_index(self):
-        copy = getattr(self, "_cpu_copy", None)
-        return self.index if copy is None else copy
-
     def _filtered(self, queries, k, selector, scale: float, exhaustive: bool):
         """The index's search through ``selector``: every list / the flat storage when
         ``exhaustive``, else at its configured breadth divided by ``scale``."""
         faiss = _faiss()
-        index = self._cpu_index()
+        index = self.index if self._cpu_copy is None else self._cpu_copy
         kind = self.manifest.get("kind")
         if kind in ("ivf", "ivfpq"):
             ivf = faiss.extract_index_ivf(index)

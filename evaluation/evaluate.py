@@ -154,22 +154,26 @@ def parsed_filter(cfg: EvalConfig, prepared: Path):
 
 
 def _judged(cfg: EvalConfig, prepared: Path, split: str | None, allowed: set | None = None):
-    """The judged queries of a split, or of the --judgments file (split None); with ``allowed``,
-    only the judgments of those products."""
+    """(the judged queries of a split, or of the --judgments file (split None), how many queries the
+    filter left without a relevant product); with ``allowed``, only the judgments of those products."""
     if split is None:
         known = frozenset(load_catalogue(prepared)["product_id"])
         spec = JudgmentSpec(cfg.judgments, cfg.query_column, cfg.product_id_column, cfg.relevance_column)
         frame, source = read_judgments_frame(spec, known), cfg.judgments
     else:
         frame, source = load_split(prepared, split), f"the {split} split"
+    dropped = 0
     if allowed is not None:
+        before = len(judged_from_frame(frame).queries)
         frame = frame[frame["product_id"].isin(allowed)]
         source += " within the filter"
     judged = judged_from_frame(frame)
+    if allowed is not None:
+        dropped = before - len(judged.queries)
     if not judged.queries:
         raise FirstLightError(f"{source} has no query with a relevant product (relevance >= 2.5); "
                               "Fix: use a larger held-out set or check the judgments")
-    return judged
+    return judged, dropped
 
 
 def _runs(cfg: EvalConfig, ranker: OfflineRanker, judged, need_dense: bool, need_lexical: bool, filter=None):
@@ -235,16 +239,15 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
         allowed = {p for p, ok in zip(ranker.hybrid.catalogue_rows, saved) if ok} | live  # catalogue order
         info["filter"] = {"read_as": expr.describe(), "products": len(allowed)}
         log.info("[evaluate] the filter %s keeps %d of %d products", expr.describe(), len(allowed), len(ranker.hybrid))
-    everything = _judged(cfg, prepared, None if cfg.judgments else cfg.split) if expr is not None else None
-    judged = _judged(cfg, prepared, None if cfg.judgments else cfg.split, allowed)
+    judged, dropped = _judged(cfg, prepared, None if cfg.judgments else cfg.split, allowed)
     queries = judged.queries
-    if everything is not None:
-        info["filter"]["queries_dropped"] = len(everything.queries) - len(queries)
+    if expr is not None:
+        info["filter"]["queries_dropped"] = dropped
     log.info("[evaluate] %d %s queries with a relevant product", len(queries), cfg.judgments or cfg.split)
     if need_dense:
         info["model"] = ranker.model
     if cfg.tune_fusion_on:
-        tuning = _judged(cfg, prepared, cfg.tune_fusion_on)
+        tuning, _ = _judged(cfg, prepared, cfg.tune_fusion_on)
         _, _, tune_bm25, tune_dense = _runs(cfg, ranker, tuning, True, True)
         fusion = cfg.first_stage.fusion
         params = tune_fusion([tune_dense, tune_bm25], tuning, fusion, cfg.first_stage.depth)

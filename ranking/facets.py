@@ -20,7 +20,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from ranking.filters import FilterError
+from ranking.filters import FilterError, require_attribute
 
 MAX_FIELDS = 10
 MAX_BOUNDARIES = 20
@@ -53,20 +53,15 @@ def parse_facets(spec, schema: dict[str, str]) -> FacetRequest:
     if len(fields) + len(ranges) > MAX_FIELDS:
         raise FilterError("fields", "too_large", f"at most {MAX_FIELDS} facets a request", MAX_FIELDS)
     for i, name in enumerate(fields):
-        if name not in schema:
-            raise FilterError(f"fields.{i}", "unknown_field", f"no attribute {name[:60]!r} (attributes: "
-                              f"{', '.join(sorted(schema)) or 'none'})")
-        if schema[name] == "number":
+        if require_attribute(name, schema, f"fields.{i}") == "number":
             raise FilterError(f"fields.{i}", "wrong_type", f"{name!r} is a number: count it in 'ranges' with "
                               "boundaries")
     checked = []
     for name, bounds in ranges.items():
         where = f"ranges.{name}"
-        if name not in schema:
-            raise FilterError(where, "unknown_field", f"no attribute {name[:60]!r} (attributes: "
-                              f"{', '.join(sorted(schema)) or 'none'})")
-        if schema[name] != "number":
-            raise FilterError(where, "wrong_type", f"ranges count number attributes; {name!r} is a {schema[name]}")
+        kind = require_attribute(name, schema, where)
+        if kind != "number":
+            raise FilterError(where, "wrong_type", f"ranges count number attributes; {name!r} is a {kind}")
         if not isinstance(bounds, list) or not 1 <= len(bounds) <= MAX_BOUNDARIES or not all(
                 isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds):
             raise FilterError(where, "wrong_type", f"boundaries are 1 to {MAX_BOUNDARIES} finite numbers",

@@ -125,11 +125,7 @@ def _condition(expr: dict, schema: dict[str, str], path: str) -> Condition:
     name = expr["field"]
     if not isinstance(name, str):
         raise FilterError(_at(path, "field"), "wrong_type", "'field' is the name of an attribute (a string)")
-    if name not in schema:
-        known = ", ".join(sorted(schema)) or "none: this catalogue was prepared without typed attributes"
-        raise FilterError(_at(path, "field"), "unknown_field", f"no attribute {name[:60]!r} in this catalogue "
-                          f"(attributes: {known})")
-    kind = schema[name]
+    kind = require_attribute(name, schema, _at(path, "field"))
     ops = [k for k in expr if k != "field"]
     if len(ops) != 1 or ops[0] not in OPERATORS:
         raise FilterError(path or "filter", "invalid_filter", f"a condition on {name!r} takes exactly one of "
@@ -161,6 +157,15 @@ def _condition(expr: dict, schema: dict[str, str], path: str) -> Condition:
             raise FilterError(where, "too_large", f"'in' takes at most {MAX_VALUES} values", MAX_VALUES)
     checked = tuple(_value(v, kind, name, where if op == "eq" else f"{where}.{i}") for i, v in enumerate(values))
     return Condition(name, op, values=tuple(dict.fromkeys(checked)))
+
+
+def require_attribute(name: str, schema: dict[str, str], where: str) -> str:
+    """The type of attribute ``name``, or a FilterError at ``where`` listing the catalogue's attributes."""
+    if name not in schema:
+        known = ", ".join(sorted(schema)) or "none: this catalogue was prepared without typed attributes"
+        raise FilterError(where, "unknown_field", f"no attribute {name[:60]!r} in this catalogue "
+                          f"(attributes: {known})")
+    return schema[name]
 
 
 def _number(value, where: str) -> float:
@@ -222,6 +227,11 @@ class AttributeTable:
     - keyword: one code per row (-1 = unset) and the value -> code vocabulary;
     - keywords: every (row, code) pair, so "holds any of" is one ``np.isin``.
     """
+
+    @classmethod
+    def empty(cls, rows: int) -> "AttributeTable":
+        """The table of a catalogue without typed attributes (every filter names an unknown field)."""
+        return cls({}, pd.DataFrame(index=range(rows)))
 
     def __init__(self, schema: dict[str, str], frame: pd.DataFrame):
         self.schema = dict(schema)

@@ -86,7 +86,7 @@ class HybridIndex:
         self.base_rows = {pid: i for i, pid in enumerate(dense.ids if dense is not None else ids)}
         self.masked: set[str] = set()  # saved products deleted or replaced
         self.overlay: dict[str, np.ndarray] = {}  # added or changed products' vectors, searched exactly
-        self.attributes = attributes or AttributeTable({}, _empty_frame(len(ids)))
+        self.attributes = attributes or AttributeTable.empty(len(ids))
         self.catalogue_rows = {pid: i for i, pid in enumerate(ids)}
         self.live_attributes: dict[str, dict] = {}  # added or changed products' attributes
         # filters are evaluated in catalogue order; the dense side's rows may be in another order
@@ -159,13 +159,6 @@ class HybridIndex:
                         "dense": None, "lexical": None, "resembles": None,
                         "attributes": attributes if self.schema else None}
         return out
-
-    def count(self, expr: Filter | None) -> int:
-        """Products ``expr`` allows (all products for None)."""
-        if expr is None:
-            return len(self)
-        saved, live = self.allowed(expr)
-        return int(saved.sum()) + len(live)
 
     # -- search --------------------------------------------------------------------------------
     def dense_side(self, vectors: np.ndarray, depth: int, exclude: list[set], within: list | None = None,
@@ -283,9 +276,3 @@ def _padded(values: np.ndarray, size: int, fill) -> np.ndarray:
     out = np.full(size, fill, dtype=values.dtype)
     out[:min(size, len(values))] = values[:size]
     return out
-
-
-def _empty_frame(rows: int):
-    import pandas as pd
-
-    return pd.DataFrame(index=range(rows))

@@ -86,8 +86,9 @@ async def _http_error(request: Request, exc: HTTPException):
     # keeps its Allow header).
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     headers = dict(exc.headers or {})
-    if exc.status_code == 405 and allowed_methods(request):
-        headers["Allow"] = ", ".join(sorted(allowed_methods(request)))
+    allowed = allowed_methods(request) if exc.status_code == 405 else set()
+    if allowed:
+        headers["Allow"] = ", ".join(sorted(allowed))
     return JSONResponse(ApiError(exc.status_code, code, "path", f"{request.method} {request.url.path}: "
                                  f"{exc.detail}").body(), status_code=exc.status_code, headers=headers)
 

@@ -147,7 +147,7 @@ class Retriever:
     def info(self, version: dict) -> dict:
         index = self.get(version)
         return {"items": len(index), "dim": index.dim, "kind": index.base.manifest.get("kind"),
-                "first_stage": self.stage.mode, "attributes": index.hybrid.schema,
+                "first_stage": self.stage.mode,
                 "on_gpu": index.base.on_gpu, "added": len(index.overlay), "deleted": len(index.deleted_ids())}
 
     def added_items(self, version: dict) -> list[dict]:
