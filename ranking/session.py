@@ -19,6 +19,7 @@ import re
 import numpy as np
 
 from common.text import normalize_text
+from ranking.tokens import CJK_RUNS
 
 RESEMBLES_AT = 0.6  # cosine above which a product is said to resemble a clicked one
 
@@ -48,14 +49,34 @@ _WORD = re.compile(r"(?u)\b\w\w+\b")
 
 def matched_words(query: str, product_text: str, tokenizer) -> list[str]:
     """The query's words found in the product's text, compared as BM25 compares them (``tokenizer``
-    is ranking.tokens.LexicalTokenizer: lower case, stopwords out, stemmed)."""
+    is ranking.tokens.LexicalTokenizer: lower case, stopwords out, stemmed). Chinese (and other CJK)
+    text has no spaces to find words by: there, the longest runs of two or more characters the
+    product's text holds too ("春游" of "适合春游的外套")."""
     product = set(tokenizer(product_text))
+    product_text = normalize_text(product_text).lower()
     seen, out = set(), []
-    for word in _WORD.findall(normalize_text(query).lower()):
-        tokens = tokenizer(word)
-        if tokens and all(t in product for t in tokens) and word not in seen:
-            seen.add(word)
-            out.append(word)
+    for i, part in enumerate(CJK_RUNS.split(normalize_text(query).lower())):
+        words = cjk_matches(part, product_text) if i % 2 else [
+            w for w in _WORD.findall(part) if (tokens := tokenizer(w)) and all(t in product for t in tokens)]
+        for word in words:
+            if word not in seen:
+                seen.add(word)
+                out.append(word)
+    return out
+
+
+def cjk_matches(run: str, text: str) -> list[str]:
+    """The longest pieces (two characters or more) of a CJK run that ``text`` holds, left to right."""
+    out, i = [], 0
+    while i < len(run) - 1:
+        end = i + 1
+        while end < len(run) and run[i:end + 1] in text:
+            end += 1
+        if end - i >= 2:
+            out.append(run[i:end])
+            i = end
+        else:
+            i += 1
     return out
 
 
@@ -79,7 +100,10 @@ def explain(query: str, hit: dict, tokenizer, rank: int, first_rank: int | None)
     if like:
         resembles = {"id": like[0], "title": like[2], "similarity": round(like[1], 3)}
         parts.append(f"like '{resembles['title'] or like[0]}' you clicked")
+    constraints = list(hit.get("constraints") or [])
+    if constraints:
+        parts.append("meets " + ", ".join(constraints))
     rules = list(hit.get("rules") or [])
     parts.extend(rules)
     return {"text": "; ".join(parts), "matched": matched, "stages": stages, "reranker_moved": moved,
-            "resembles": resembles, "rules": rules}
+            "resembles": resembles, "constraints": constraints, "rules": rules}

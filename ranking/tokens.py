@@ -21,7 +21,7 @@ from common.text import normalize_text
 # Han (with extensions and compatibility ideographs), Hiragana, Katakana, Hangul syllables and jamo
 CJK_CHARS = ("\u1100-\u11ff\u3040-\u309f\u30a0-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
              "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f")
-_RUNS = re.compile(f"([{CJK_CHARS}]+)")
+CJK_RUNS = re.compile(f"([{CJK_CHARS}]+)")
 _WORD = re.compile(r"(?u)\b\w\w+\b")  # bm25s's default token pattern
 
 
@@ -45,7 +45,7 @@ class LexicalTokenizer:
 
     def __call__(self, text: str) -> list[str]:
         tokens = []
-        for i, part in enumerate(_RUNS.split(normalize_text(text).lower())):
+        for i, part in enumerate(CJK_RUNS.split(normalize_text(text).lower())):
             if i % 2:  # split() with a group alternates: other text, CJK run, other text, ...
                 tokens.extend(self._cjk(part))
             else:

@@ -56,6 +56,10 @@ class RecommendRequest(BaseModel):
                                            "(when the server has one); false answers from the first stage alone")
     session: Session | None = Field(None, description="what this visitor did so far (optional)")
     filter: dict | None = Field(None, description=FILTER_HELP)
+    read_constraints: bool = Field(True, description="read constraints from the text (a price bound, a brand, a "
+                                   "colour, 'in stock', 'not corded' ...) and apply them (when the server reads them); "
+                                   "false ranks the text as it is. The request's own filter wins over a read "
+                                   "constraint on the same field")
     facets: dict | None = Field(None, description="counts for a filter sidebar (optional): "
                                 '{"fields": [keyword attributes], "ranges": {number attribute: [ascending '
                                 'boundaries]}, "depth": N}, counted over the first stage\'s top depth products '
@@ -71,6 +75,7 @@ class BatchRequest(BaseModel):
     rerank: bool = Field(True, description="as in /v1/recommend")
     session: Session | None = Field(None, description="one session, applied to every text")
     filter: dict | None = Field(None, description="as in /v1/recommend, applied to every text")
+    read_constraints: bool = Field(True, description="as in /v1/recommend, each text read on its own")
 
 
 class Item(BaseModel):
@@ -115,6 +120,8 @@ class Why(BaseModel):
     stages: list[str] = Field(description="first-stage sides that retrieved it: lexical (BM25), semantic (encoder)")
     reranker_moved: int | None = Field(None, description="places the reranker moved it up (negative: down)")
     resembles: Resembles | None = Field(None, description="the clicked product it is most like, when a session is sent")
+    constraints: list[str] = Field(default_factory=list, description="constraints read from the text that it "
+                                   "meets, e.g. 'price ≤ 300', 'colour = 蓝色'")
     rules: list[str] = Field(default_factory=list, description="merchandising rules that moved it, e.g. "
                              "\"pinned at 1 by rule 'spring-sale'\"")
 
@@ -135,6 +142,20 @@ class FilterApplied(BaseModel):
     matched_none: bool = Field(description="true when no product passes it: the empty list is the answer, not a fault")
 
 
+class ConstraintRead(BaseModel):
+    """A constraint read from the shopper's text, and what became of it (docs/constraints.md)."""
+    field: str = Field(description="the attribute it is on (price, brand, colour ...), or 'text' for a word to exclude")
+    op: str = Field(description="lte, gte, between, about, eq, not, not_contains")
+    value: float | str | bool | list[float] = Field(description="the bound, the value named, or [low, high]")
+    span: list[int] = Field(description="[start, end) character offsets in the text as read (normalised)")
+    text: str = Field(description="the words it was read from")
+    kind: str = Field(description="hard (a filter) or soft (a boost)")
+    status: str = Field(description="applied, relaxed (dropped: too few products met every constraint), ignored "
+                        "(the catalogue has no such attribute) or overridden (the request's filter sets the field)")
+    read_as: str = Field(description="in words, e.g. 'price ≤ 300'")
+    reason: str | None = Field(None, description="why it was relaxed, ignored or overridden")
+
+
 class VersionInfo(BaseModel):
     """The model + index pair that answered: an id and folder names (full paths only to admins)."""
     id: str
@@ -153,6 +174,9 @@ class RecommendResponse(BaseModel):
     facets: dict | None = Field(None, description="per asked field, [{value, count}] (most frequent first); per "
                                 "range field, [{gte, lt, count}] buckets")
     facets_over: int | None = Field(None, description="how many candidate products the facets counted")
+    constraints: list[ConstraintRead] | None = Field(None, description="what the text was read to ask for; null "
+                                                     "when reading is off (read_constraints false, or the server's "
+                                                     "constraints.read)")
 
 
 class BatchResponse(BaseModel):
@@ -163,6 +187,7 @@ class BatchResponse(BaseModel):
     reranked: bool = False
     fallback: str | None = None
     filter: FilterApplied | None = None
+    constraints: list[list[ConstraintRead]] | None = Field(None, description="per text, as in /v1/recommend")
 
 
 class ItemsResponse(BaseModel):

@@ -1,7 +1,8 @@
 """The serving config: one typed object for `firstlight serve`, `serve run`/`serve deploy` and tests.
 
 It composes the components every stage shares instead of copying their fields: ``first_stage``
-(ranking/hybrid.py), ``rerank`` (ranking/rerank.py), ``runtime`` (model/runtime.py); and its own:
+(ranking/hybrid.py), ``rerank`` (ranking/rerank.py), ``runtime`` (model/runtime.py), ``constraints``
+(ranking/constraints.py); and its own:
 ``limits`` (the API contract) and one ``Resources`` per deployment (``encoder``, ``retriever``,
 ``reranker``, ``gateway``). Each deployment is bound to its own component only (serve/app.py).
 
@@ -22,6 +23,7 @@ from common.errors import ConfigError
 from common.paths import default_workdir
 from common.storage import exists, is_uri, join, parent, read_text
 from model.runtime import EncoderRuntime
+from ranking.constraints import ConstraintReading
 from ranking.hybrid import FirstStage
 from ranking.rerank import RerankStage
 
@@ -186,6 +188,7 @@ class ServeConfig:
     rerank: RerankStage = field(default_factory=RerankStage)
     runtime: EncoderRuntime = field(default_factory=EncoderRuntime)
     limits: RequestLimits = field(default_factory=RequestLimits)
+    constraints: ConstraintReading = field(default_factory=ConstraintReading)
     # one per deployment
     encoder: Resources = _resources(min_replicas=1, max_replicas=4, target_ongoing_requests=8.0, num_cpus=1.0)
     # the Retriever encodes the queries too where the backend is int8 on a CPU (queries_in_retriever),
@@ -221,6 +224,7 @@ class ServeConfig:
         self.first_stage.validate("first_stage.")
         self.runtime.validate("runtime.")
         self.limits.validate("limits.")
+        self.constraints.validate("constraints.")
         for name in ("encoder", "retriever", "reranker", "gateway"):
             getattr(self, name).validate(f"{name}.")
         if self.rerank.model is not None:

@@ -10,6 +10,7 @@ side (serve/admin.py: items, reloads; serve/rules_store.py: merchandising rules)
     POST   /v1/admin/reload       {index_dir, model}                    (admin) switch model + index
     POST   /v1/recommend          ... + {session: {clicked: [ids]}}     -> moved toward the clicks, each item with 'why'
     POST   /v1/recommend          ... + {filter: EXPR, facets: {...}}   -> within the filter, with facet counts
+    POST   /v1/recommend          "蓝色连衣裙 300元以内" -> constraints read from the text, applied and said back
     POST   /v1/admin/rules        {rules: [{id, action, ids | filter, query, by, position}]}   (admin) boost, bury, pin
     GET    /v1/admin/rules, DELETE /v1/admin/rules/{id}                 (admin) list, remove a rule
     GET    /v1/stats, /healthz, /readyz, /docs, /openapi.json, / (the demo page)
@@ -35,6 +36,8 @@ from starlette.exceptions import HTTPException
 from common.storage import local_folder
 from data_pipeline.prepare import catalogue_schema
 from model.folders import resolve_model_path, tokenizer_folders
+from ranking.constraint_plan import ConstraintPlan, plan
+from ranking.constraints import ConstraintReader
 from serve.admin import Admin, index_unusable, last_line
 from serve.api import (
     ApiError,
@@ -122,9 +125,13 @@ class Gateway:
         self.encoder, self.retriever, self.reranker = encoder, retriever, reranker
         self.active = ActiveVersion(cfg.resolved_state_dir(), Version(cfg.resolved_model(), cfg.index_dir),
                                     usable=lambda v: index_unusable(v.index_dir))
-        self.path = RankingPath(encoder, retriever, reranker, cfg.rerank, cfg.retries, cfg.explain)
+        self.path = RankingPath(encoder, retriever, reranker, cfg.rerank, cfg.retries, cfg.explain,
+                                cfg.constraints.soft_boost)
         # the catalogue's typed attributes: what filters and items' attributes are checked against
-        self.schema = catalogue_schema(local_folder(cfg.resolved_prepared_dir()))
+        prepared = local_folder(cfg.resolved_prepared_dir())
+        self.schema = catalogue_schema(prepared)
+        # reads prices, brands, colours ... from shoppers' words; its vocabulary is the catalogue's values
+        self.reader = ConstraintReader.for_catalogue(cfg.constraints, prepared) if cfg.constraints.read else None
         self.rules = RulesStore(cfg.resolved_state_dir(), self.schema, cfg.limits.max_k)
         self.admin = Admin(encoder, retriever, self.active, self._prepare_version, cfg.resolved_reload_roots(),
                            self.rules.carry)
@@ -238,16 +245,25 @@ class Gateway:
         clicked = await self._clicked(body.session, described)
         # corrected here, not in another replica: no extra hop on every request
         queries = self._speller(described).correct(clean) if self.cfg.first_stage.spell_correct else clean
+        # read after correction ("kkohler" is KOHLER): spans index the text as ranked (the reply's query)
+        reading = self.reader is not None and body.read_constraints
+        read_start = time.perf_counter()
+        plans = [plan(self.reader.read(t), self.schema, self.cfg.constraints, expr) if reading
+                 else ConstraintPlan((), expr) for t in queries]
+        read_ms = 1000 * (time.perf_counter() - read_start)
         ranked = await self.path.rank(version, queries, body.k, body.exclude, clicked, body.rerank, start, expr,
-                                      facets, self.rules.rules(version.id))
+                                      facets, self.rules.rules(version.id), plans)
         timing = {**ranked.timing_ms, "total": 1000 * (time.perf_counter() - start)}
+        if reading:
+            timing["read_constraints"] = read_ms
         applied = None if expr is None else {
             # the first stage returns every allowed product up to k, so an empty list means none passes
             "read_as": expr.describe(), "matched_none": self.cfg.first_stage.mode != "lexical"
             and all(not row for row in ranked.items)}
         return {"items": ranked.items, "version": version.public(), "timing_ms": timing,
                 "queries": queries if self.cfg.first_stage.spell_correct else None, "reranked": ranked.reranked,
-                "fallback": ranked.fallback, "filter": applied, "facets": ranked.facets, "facets_over": ranked.facets_over}
+                "fallback": ranked.fallback, "filter": applied, "facets": ranked.facets, "facets_over": ranked.facets_over,
+                "constraints": [p.public() for p in ranked.plans] if reading else None}
 
     # -- routes --------------------------------------------------------------------------------
     @app.post("/v1/recommend", response_model=RecommendResponse, openapi_extra=openapi_body(RecommendRequest))
@@ -255,8 +271,10 @@ class Gateway:
         async def work(body: RecommendRequest):
             reply = await self._recommend([body.text], body, "text")
             queries, facets, over = reply.pop("queries"), reply.pop("facets"), reply.pop("facets_over")
+            constraints = reply.pop("constraints")
             return {**reply, "items": reply["items"][0], "query": queries[0] if queries else None,
-                    "facets": facets[0] if facets else None, "facets_over": over[0] if over else None}
+                    "facets": facets[0] if facets else None, "facets_over": over[0] if over else None,
+                    "constraints": constraints[0] if constraints is not None else None}
         return await self._handle(request, RecommendRequest, work)
 
     @app.post("/v1/recommend/batch", response_model=BatchResponse, openapi_extra=openapi_body(BatchRequest))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ray.exceptions import ActorUnavailableError, RayActorError
 
+from ranking.constraint_plan import ConstraintPlan, boosted, without_excluded
 from ranking.facets import count_facets
 from ranking.rerank import RerankStage, rerank
 from ranking.rules import apply_rules, pinned_ids
@@ -58,6 +59,7 @@ class Ranked:
     fallback: str | None
     facets: list | None = None  # per query, its facet counts (when asked)
     facets_over: list | None = None  # per query, how many candidates they counted
+    plans: list | None = None  # per query, its ConstraintPlan as applied (relaxed where it had to be)
 
 
 def reply_item(hit: dict, query: str, rank: int, reranked: bool, tokens, explained: bool) -> dict:
@@ -71,9 +73,11 @@ def reply_item(hit: dict, query: str, rank: int, reranked: bool, tokens, explain
 
 
 class RankingPath:
-    def __init__(self, encoder, retriever, reranker, rerank_stage: RerankStage, retries: int, explained: bool):
+    def __init__(self, encoder, retriever, reranker, rerank_stage: RerankStage, retries: int, explained: bool,
+                 soft_boost: int = 0):
         self.encoder, self.retriever, self.reranker = encoder, retriever, reranker
         self.stage, self.retries, self.explained = rerank_stage, retries, explained
+        self.soft_boost = soft_boost  # places a product meeting every soft constraint moves up
         self.fallbacks = 0  # replies served from the first stage because the Reranker could not answer
         self.refused = 0  # ... because it refused them to keep its latency budget
         self.lexical_tokens = LexicalTokenizer()  # 'why' compares words as BM25 does
@@ -84,15 +88,19 @@ class RankingPath:
 
     async def rank(self, version, queries: list[str], k: int, exclude: list[str], clicked: list[str],
                    use_reranker: bool, arrived: float | None = None, filter=None, facets=None,
-                   rules: list | None = None) -> Ranked:
+                   rules: list | None = None, plans: list[ConstraintPlan] | None = None) -> Ranked:
         """``queries`` as checked and spelling-corrected by the gateway; ``version`` read once by it;
         ``arrived``: when the gateway took the request (``time.perf_counter()``), where the
         reranker's latency budget starts; ``filter``: the checked filter (ranking/filters.py), applied
-        by the first stage, so the reranker only ever sees products that pass it; ``facets``: a
-        ranking.facets.FacetRequest, counted over the first stage's top ``facets.depth``; ``rules``:
-        the version's merchandising rules (ranking/rules.py), applied after the reranker."""
+        by the first stage, so the reranker only ever sees products that pass it; ``plans``: per
+        query, the constraints read from its text (ranking/constraint_plan.py), which carry that
+        filter with theirs, are relaxed here when they leave fewer than ``k`` products, and boost the
+        final order; ``facets``: a ranking.facets.FacetRequest, counted over the first stage's top
+        ``facets.depth``; ``rules``: the version's merchandising rules (ranking/rules.py), applied
+        after the reranker."""
         start = time.perf_counter()
         arrived = start if arrived is None else arrived
+        plans = list(plans) if plans is not None else [ConstraintPlan((), filter) for _ in queries]
         if await self._retriever_encodes(version.model):  # one hop: encoded in the search's own batch
             vectors = [None] * len(queries)
         else:
@@ -103,9 +111,7 @@ class RankingPath:
         if facets is not None:
             depth = max(depth, facets.depth)
         described = version.describe()
-        requests = [SearchRequest(described, v, q, depth, frozenset(exclude), tuple(clicked), filter)
-                    for v, q in zip(vectors, queries)]
-        hits = await self.read(self.retriever.search, requests)
+        hits = await self._search(described, vectors, queries, depth, exclude, clicked, plans, k)
         for row in hits:  # where the first stage put each product, for the reranker's part of 'why'
             for rank, hit in enumerate(row):
                 hit["first_rank"] = rank
@@ -119,22 +125,54 @@ class RankingPath:
             left = self.stage.budget_ms - 1000 * (time.perf_counter() - arrived)
             hits, reranked, fallback = await self._rerank(queries, hits, left)
             timing["rerank"] = 1000 * (time.perf_counter() - done)
+        hits = [boosted(row, plan, self.soft_boost) for row, plan in zip(hits, plans)]
         if rules:
-            hits = await self._apply_rules(described, hits, queries, rules, filter, exclude)
+            hits = await self._apply_rules(described, hits, queries, rules, [p.filter() for p in plans], exclude)
+        for row, plan in zip(hits, plans):
+            for hit in row[:k]:
+                hit["constraints"] = plan.satisfied(hit)
         items = [[reply_item(hit, query, rank, reranked, self.lexical_tokens, self.explained)
                   for rank, hit in enumerate(row[:k])] for query, row in zip(queries, hits)]
         if counted is None:
-            return Ranked(items, timing, reranked, fallback)
+            return Ranked(items, timing, reranked, fallback, plans=plans)
         return Ranked(items, timing, reranked, fallback, [count_facets(row, facets) for row in counted],
-                      [len(row) for row in counted])
+                      [len(row) for row in counted], plans)
 
-    async def _apply_rules(self, described: dict, hits: list, queries: list[str], rules: list, filter,
+    async def _search(self, described: dict, vectors: list, queries: list[str], depth: int, exclude: list[str],
+                      clicked: list[str], plans: list[ConstraintPlan], k: int) -> list[list[dict]]:
+        """The first stage within each query's filter, less its excluded words; a query left with fewer
+        than ``k`` products has its least certain hard constraint relaxed (``plans`` updated in place)
+        and is searched again, until ``k`` are found or nothing is left to relax."""
+        todo, hits = list(range(len(queries))), [[] for _ in queries]
+        while todo:
+            # a word to exclude removes products after the search: fetch more to keep k
+            requests = [SearchRequest(described, vectors[i], queries[i], depth * (2 if plans[i].exclusions() else 1),
+                                      frozenset(exclude), tuple(clicked), plans[i].filter()) for i in todo]
+            found = await self.read(self.retriever.search, requests)
+            for i, row in zip(todo, found):
+                hits[i] = without_excluded(row, plans[i].exclusions(), self.lexical_tokens)[:depth]
+            todo = [i for i in todo if len(hits[i]) < k and plans[i].relaxable()]
+            for i in todo:
+                plans[i] = plans[i].relaxed()
+        return hits
+
+    async def _apply_rules(self, described: dict, hits: list, queries: list[str], rules: list, filters: list,
                            exclude: list[str]) -> list:
         """Each query's ranking reordered by the rules that apply to it; products a pin names that the
-        ranking lacks are looked up (one call for the request) and pinned if they pass its filter."""
-        wanted = {p for q in queries for p in pinned_ids(rules, q)} - {h["id"] for row in hits for h in row}
-        pinned = await self.read(self.retriever.lookup, described, sorted(wanted), filter, exclude) if wanted else {}
-        return [apply_rules(row, rules, query, pinned) for row, query in zip(hits, queries)]
+        ranking lacks are looked up (one call per distinct filter) and pinned if they pass the query's
+        filter."""
+        out = []
+        looked_up: dict = {}
+        for row, query, expr in zip(hits, queries, filters):
+            wanted = sorted(set(pinned_ids(rules, query)) - {h["id"] for h in row})
+            pinned = {}
+            if wanted:
+                key = (expr, tuple(wanted))
+                if key not in looked_up:
+                    looked_up[key] = await self.read(self.retriever.lookup, described, wanted, expr, exclude)
+                pinned = looked_up[key]
+            out.append(apply_rules(row, rules, query, pinned))
+        return out
 
     async def _retriever_encodes(self, model: str) -> bool:
         """Whether the Retriever encodes ``model``'s queries (asked once per model: every replica

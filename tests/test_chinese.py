@@ -115,3 +115,53 @@ def test_a_budget_filter_and_facets_on_the_chinese_demo(zh_service, zh_artifacts
                                                              sum(100 <= p < 200 for p in prices),
                                                              sum(200 <= p < 300 for p in prices), sum(p >= 300 for p in prices)]
     assert body["facets"]["price"][-1]["count"] == sum(p == 300 for p in prices)  # lte 300: only 300 itself
+
+
+def test_a_budget_in_words_is_read_applied_and_said_back(zh_service, zh_artifacts):
+    _, catalogue = zh_artifacts
+    by_id = catalogue.set_index("product_id")
+    text = "我需要一件适合春游的外套，300元以内"
+    reply = post(zh_service, "/v1/recommend", {"text": text, "k": 5})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    items = body["items"]
+    assert len(items) == 5 and all(by_id.loc[i["id"], "price"] <= 300 for i in items), items
+    assert all(OUTERWEAR in by_id.loc[i["id"], "category"] for i in items), [i["title"] for i in items]
+    price = next(c for c in body["constraints"] if c["field"] == "price")
+    assert (price["op"], price["value"], price["text"], price["kind"], price["status"]) == \
+           ("lte", 300, "300元以内", "hard", "applied")
+    assert text[price["span"][0]:price["span"][1]] == "300元以内"
+    assert {(c["field"], c["value"]) for c in body["constraints"]} >= {("season", "春"), ("category", "外套")}
+    assert all("price ≤ 300" in i["why"]["constraints"] for i in items)
+    assert any(i["why"]["matched"] for i in items)  # Chinese words, not only English ones
+    assert "read_constraints" in body["timing_ms"]
+    # switched off: the text is ranked as it is, and nothing is said back
+    off = post(zh_service, "/v1/recommend", {"text": text, "k": 20, "read_constraints": False}).json()
+    assert off["constraints"] is None and any(by_id.loc[i["id"], "price"] > 300 for i in off["items"])
+    # the request's own filter wins over a read price
+    mine = {"field": "price", "range": {"lte": 200}}
+    over = post(zh_service, "/v1/recommend", {"text": text, "k": 5, "filter": mine}).json()
+    assert all(by_id.loc[i["id"], "price"] <= 200 for i in over["items"])
+    assert next(c for c in over["constraints"] if c["field"] == "price")["status"] == "overridden"
+
+
+def test_constraints_that_leave_too_few_products_are_relaxed_least_certain_first(zh_service, zh_artifacts):
+    _, catalogue = zh_artifacts
+    li_ning = catalogue[catalogue["brand"] == "李宁"]
+    assert 0 < (li_ning["price"] <= 60).sum() < 5 and (catalogue["price"] <= 60).sum() >= 5
+    body = post(zh_service, "/v1/recommend", {"text": "李宁 60元以内", "k": 5}).json()
+    status = {c["field"]: c["status"] for c in body["constraints"]}
+    assert status == {"brand": "relaxed", "price": "applied"}  # the brand (0.8) is less certain than the price
+    assert len(body["items"]) == 5 and all(i["attributes"]["price"] <= 60 for i in body["items"])
+    reason = next(c for c in body["constraints"] if c["field"] == "brand")["reason"]
+    assert "fewer than k" in reason
+
+
+@pytest.mark.parametrize("text", ["外套 under $-5", "外套 under $" + "9" * 20, "外套 0元以内", "外套 -300元以内",
+                                  "不要", "not", "外套 between $500 and $5", "9" * 1000])
+def test_odd_constraints_never_fail_the_request(zh_service, text):
+    reply = post(zh_service, "/v1/recommend", {"text": text, "k": 5})
+    assert reply.status_code in (200, 422), reply.text
+    if reply.status_code == 200:
+        for c in reply.json()["constraints"]:
+            assert c["field"] != "price" or c["status"] in ("applied", "relaxed")

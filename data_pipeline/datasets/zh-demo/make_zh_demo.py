@@ -291,6 +291,10 @@ BRANDS = {
 TITLE_BRANDS = {"华为": "华为", "小米": "小米", "Apple": "苹果", "苹果": "苹果", "OPPO": "OPPO"}
 SEASONS = {"春": "春", "夏": "夏", "秋": "秋", "冬": "冬", "四季": "春|夏|秋|冬"}
 COLOURS = ["米白", "白", "黑", "灰", "蓝", "红", "粉", "绿", "黄", "卡其", "棕", "紫", "橙"]
+# Kinds a shop lists in colours, and the colours given in turn where the title names none (made up,
+# as the brands are): what "蓝色连衣裙" can be read against.
+COLOURED = ("服装", "家居/水杯", "家居/拖鞋", "家居/毛巾浴巾", "数码/手机配件/手机壳", "运动/健身/瑜伽", "运动/户外/背包")
+PALETTE = ["黑", "白", "蓝", "灰", "红", "卡其", "绿", "粉"]
 
 
 def attributes(index: int, position: int, size: int, name: str, category: str, title: str) -> dict:
@@ -304,6 +308,8 @@ def attributes(index: int, position: int, size: int, name: str, category: str, t
     seasons = sorted({s for word, tag in SEASONS.items() if word in title for s in tag.split("|")},
                      key="春夏秋冬".index)
     colour = next((c for c in COLOURS if c + "色" in title or (c in ("白", "黑") and c in title[:6])), "")
+    if not colour and category.startswith(COLOURED):
+        colour = PALETTE[(position * 3 + index) % len(PALETTE)]
     return {"price": price, "brand": named or department[(list(PRICE_BANDS).index(name) + position) % len(department)],
             "in_stock": "false" if index % 9 == 4 else "true", "season": "|".join(seasons),
             "colour": colour + "色" if colour else ""}
