@@ -42,7 +42,7 @@ class ConstraintReading:
     hard_fields: Listed = field(default=("brand",), metadata={
         "help": "keyword attributes whose named values become filters; the others' (colour, category, season) "
                 "become boosts. Price bounds and stock are always filters, 'about X' a boost"})
-    soft_boost: int = field(default=5, metadata={
+    soft_boost: int = field(default=10, metadata={
         "help": "places a product moves up for meeting every soft constraint (a colour, 'about 300', a season), "
                 "in proportion for some"})
     about_band: float = field(default=0.15, metadata={"help": "'about X' boosts prices within X +/- this share"})
@@ -126,6 +126,8 @@ CJK_WORD = re.compile(f"[{CJK_CHARS}]{{1,4}}?(?=的|[^{CJK_CHARS}]|$)|[{CJK_CHAR
 FOR_DEVICE = re.compile(r"[\s\w.-]{0,12}?(?:手机|phone|平板|ipad|watch|电脑|笔记本|laptop)\s?"
                         r"(?:壳|套|膜|充电|数据线|支架|表带|case|cover|charger|cable|band|protector|stand|screen)")
 NOT_A_WORD = {"too", "very", "so", "more", "less", "that", "this", "for", "sure", "only", "just", "really"}
+# "不要太贵", "不是很大": a negated degree ("not too expensive") excludes nothing
+NOT_A_CJK_WORD = ("太", "很", "那么", "特别", "非常", "超过", "要")
 
 
 class ConstraintReader:
@@ -196,7 +198,7 @@ class ConstraintReader:
         rest = text[at:]
         cjk = CJK_WORD.match(rest)
         if cjk:
-            return at + cjk.start(), at + cjk.end()
+            return None if cjk.group(0).startswith(NOT_A_CJK_WORD) else (at + cjk.start(), at + cjk.end())
         words = latin_words(rest)
         if words and words[0][1] == 0 and len(words[0][0]) >= 2 and words[0][0] not in NOT_A_WORD \
                 and not words[0][0].isdigit():

@@ -19,6 +19,7 @@ from data_pipeline.prepare import catalogue_schema, load_catalogue
 from model.encoder import TextEncoder
 from model.reranker import Reranker
 from model.runtime import EncoderRuntime
+from ranking.constraint_plan import ConstraintPlan, without_excluded
 from ranking.filters import AttributeTable
 from ranking.hybrid import FirstStage, HybridIndex
 from ranking.rerank import rerank
@@ -63,6 +64,38 @@ class OfflineRanker:
         log.info("[rank] first stage (%s) for %d queries in %.1fs", stage.mode, len(queries),
                  time.perf_counter() - start)
         return texts, vectors, dense, lexical
+
+    def sides_within(self, texts: list[str], vectors, stage: FirstStage, plans: list[ConstraintPlan], k: int,
+                     tokenizer) -> tuple[list | None, list | None, list[ConstraintPlan]]:
+        """(dense lists, lexical lists, plans as applied) for texts already corrected and encoded: each
+        query within its plan's filter, less the products with an excluded word, its least certain
+        hard constraint relaxed while its fused list is shorter than ``k``: what the server's ranking
+        path does (serve/ranking_path.py)."""
+        plans = list(plans)
+        dense = [None] * len(texts) if stage.mode != "lexical" else None
+        lexical = [None] * len(texts) if stage.mode != "dense" else None
+        todo = list(range(len(texts)))
+        while todo:
+            d, x = self.hybrid.sides(vectors[todo] if vectors is not None else None, [texts[i] for i in todo], stage,
+                                     filters=[plans[i].filter() for i in todo])
+            for j, i in enumerate(todo):
+                words = plans[i].exclusions()
+                if dense is not None:
+                    dense[i] = self._without(d[j], words, tokenizer)
+                if lexical is not None:
+                    lexical[i] = self._without(x[j], words, tokenizer)
+            fused = HybridIndex.fused([dense[i] for i in todo] if dense is not None else None,
+                                      [lexical[i] for i in todo] if lexical is not None else None, stage)
+            todo = [i for i, ranking in zip(todo, fused) if len(ranking) < k and plans[i].relaxable()]
+            for i in todo:
+                plans[i] = plans[i].relaxed()
+        return dense, lexical, plans
+
+    def _without(self, side: dict, words: list[str], tokenizer) -> dict:
+        if not words:
+            return side
+        kept = without_excluded([{"id": p, "text": self.hybrid.texts.get(p, "")} for p in side], words, tokenizer)
+        return {h["id"]: side[h["id"]] for h in kept}
 
     def candidates(self, queries: list[str], stage: FirstStage, k: int, filter=None
                    ) -> tuple[list[str], list[list[dict]]]:

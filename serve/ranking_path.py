@@ -110,6 +110,8 @@ class RankingPath:
         depth = max(k, self.stage.depth) if use_reranker else k
         if facets is not None:
             depth = max(depth, facets.depth)
+        if any(p.soft() for p in plans):  # a boosted product may come from soft_boost places below k
+            depth = max(depth, k + self.soft_boost)
         described = version.describe()
         hits = await self._search(described, vectors, queries, depth, exclude, clicked, plans, k)
         for row in hits:  # where the first stage put each product, for the reranker's part of 'why'
