@@ -20,6 +20,11 @@ every system, baselines included.
 products it allows, through the same code as the server; each query is then scored against its
 judged products that pass the filter (queries left with no relevant product are dropped and counted).
 
+``--constraints.read`` (on, as in the server) reads each query's constraints (a price bound, a brand,
+"not corded": ranking/constraints.py) and ranks as the server does: hard ones filter, the least
+certain is relaxed when fewer than 10 products are left, soft ones boost the final order of every
+system. A query it reads nothing from is ranked exactly as with it off.
+
 Metrics (:mod:`evaluation.metrics`): nDCG@10, Recall@100, MRR@10, P@10 (relevance >= 2), the share of
 each top 10 that is judged, and nDCG@10 over each query's judged candidates only. Results go to a
 JSON file (means and per-query values for paired comparisons), a TREC run file per system beside
@@ -57,11 +62,14 @@ from evaluation.metrics import (
 )
 from model.reranker import Reranker
 from model.runtime import EncoderRuntime
+from ranking.constraint_plan import boosted, plan
+from ranking.constraints import ConstraintReader, ConstraintReading
 from ranking.filters import FilterError, parse_filter
 from ranking.fusion import fuse_runs
 from ranking.hybrid import FirstStage
 from ranking.offline import OfflineRanker, rerank_all
 from ranking.rerank import RerankStage, as_run
+from ranking.tokens import LexicalTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,7 @@ class EvalConfig:
     first_stage: FirstStage = field(default_factory=FirstStage)
     rerank: RerankStage = field(default_factory=RerankStage)
     runtime: EncoderRuntime = field(default_factory=EncoderRuntime)
+    constraints: ConstraintReading = field(default_factory=ConstraintReading)
     filter: str | None = field(default=None, metadata={
         "help": "rank within a filter, as the server does: a JSON filter expression over the catalogue's typed "
                 "attributes, e.g. '{\"field\": \"brand\", \"eq\": \"DEWALT\"}' (docs/filters.md)"})
@@ -108,6 +117,7 @@ class EvalConfig:
         for s in self.systems:
             check_choice("systems", s, SYSTEMS)
         self.first_stage.validate("first_stage.")
+        self.constraints.validate("constraints.")
         check_range("first_stage.depth", self.first_stage.depth, 100)  # Recall@100 needs 100 per system
         self.runtime.validate("runtime.")
         self.rerank.validate("rerank.", most=self.first_stage.depth)
@@ -176,13 +186,32 @@ def _judged(cfg: EvalConfig, prepared: Path, split: str | None, allowed: set | N
     return judged, dropped
 
 
-def _runs(cfg: EvalConfig, ranker: OfflineRanker, judged, need_dense: bool, need_lexical: bool, filter=None):
-    """(texts as ranked, their query vectors, bm25 run, dense run) for the judged queries."""
+def _runs(cfg: EvalConfig, ranker: OfflineRanker, judged, need_dense: bool, need_lexical: bool, filter=None,
+          reader: ConstraintReader | None = None):
+    """(texts as ranked, their query vectors, bm25 run, dense run, the plans of the constraints read
+    (None without ``reader``)) for the judged queries."""
     mode = "hybrid" if need_dense and need_lexical else ("dense" if need_dense else "lexical")
     queries = judged.queries
-    texts, vectors, dense, lexical = ranker.sides(queries, cfg.stage(mode), filter)
+    if reader is None:
+        texts, vectors, dense, lexical = ranker.sides(queries, cfg.stage(mode), filter)
+        plans = None
+    else:
+        texts = ranker.corrected(queries)
+        vectors = ranker.encoder.encode(texts, batch_size=128, role="query") if need_dense else None
+        plans = [plan(reader.read(t), reader.schema, cfg.constraints, filter) for t in texts]
+        dense, lexical, plans = ranker.sides_within(texts, vectors, cfg.stage(mode), plans, 10, LexicalTokenizer())
     return (texts, vectors, dict(zip(queries, lexical)) if lexical else None,
-            dict(zip(queries, dense)) if dense else None)
+            dict(zip(queries, dense)) if dense else None, plans)
+
+
+def _boosted_run(run: dict, plans: list, queries: list[str], places: int, ranker: OfflineRanker) -> dict:
+    """A system's run with each query's soft constraints boosting its order, as the server does last."""
+    out = {}
+    for q, p in zip(queries, plans):
+        ranking = sorted(run.get(q, {}).items(), key=lambda h: -h[1])
+        hits = boosted([{"id": pid, "attributes": ranker.hybrid.attributes_of(pid)} for pid, _ in ranking], p, places)
+        out[q] = as_run(hits)
+    return out
 
 
 def _candidate_scores(cfg: EvalConfig, ranker: OfflineRanker, judged, texts, q_vectors, reranker) -> dict:
@@ -248,7 +277,7 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
         info["model"] = ranker.model
     if cfg.tune_fusion_on:
         tuning, _ = _judged(cfg, prepared, cfg.tune_fusion_on)
-        _, _, tune_bm25, tune_dense = _runs(cfg, ranker, tuning, True, True)
+        _, _, tune_bm25, tune_dense, _ = _runs(cfg, ranker, tuning, True, True)
         fusion = cfg.first_stage.fusion
         params = tune_fusion([tune_dense, tune_bm25], tuning, fusion, cfg.first_stage.depth)
         if fusion == "wsum":  # the weights follow the runs' order: dense first, BM25 second
@@ -257,7 +286,13 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
             cfg = replace(cfg, first_stage=replace(cfg.first_stage, rrf_k=int(params["k"])))
         log.info("[evaluate] fusion %s tuned on %d %s queries: %s", fusion, len(tuning.queries),
                  cfg.tune_fusion_on, params)
-    texts, q_vectors, bm25_run, dense_run = _runs(cfg, ranker, judged, need_dense, need_lexical, expr)
+    reader = ConstraintReader.for_catalogue(cfg.constraints, prepared) if cfg.constraints.read else None
+    texts, q_vectors, bm25_run, dense_run, plans = _runs(cfg, ranker, judged, need_dense, need_lexical, expr, reader)
+    if plans is not None:
+        info["constraints"] = {"queries_read": sum(bool(p.items) for p in plans),
+                               "queries_relaxed": sum(any(x.status == "relaxed" for x in p.items) for p in plans)}
+        log.info("[evaluate] constraints read from %d of %d queries (%d relaxed)",
+                 info["constraints"]["queries_read"], len(queries), info["constraints"]["queries_relaxed"])
     if cfg.first_stage.spell_correct:
         info["spell_correct"] = {"queries_changed": sum(t != q for q, t in zip(queries, texts)), "queries": len(queries)}
     runs = {"bm25": bm25_run, "dense": dense_run}
@@ -277,6 +312,9 @@ def run_evaluate(cfg: EvalConfig, show_table: bool = True) -> dict:
         info["rerank"] = {"model": cfg.rerank.model, "depth": cfg.rerank.depth, "weight": cfg.rerank.weight,
                           "max_length": reranker.max_length}
     candidate_runs = _candidate_scores(cfg, ranker, judged, texts, q_vectors, reranker)
+    if plans is not None and any(p.soft() for p in plans):
+        runs = {name: None if run is None else _boosted_run(run, plans, queries, cfg.constraints.soft_boost, ranker)
+                for name, run in runs.items()}
 
     results = {"split": cfg.split if not cfg.judgments else None, "judgments": cfg.judgments,
                "queries": len(queries), "dataset": manifest.get("dataset"),

@@ -165,3 +165,12 @@ def test_latin_brand_names_that_are_ordinary_words_are_not_read_as_brands():
 def test_reading_settings_are_checked():
     with pytest.raises(Exception, match="soft_boost"):
         ConstraintReading(soft_boost=-1).validate()
+
+
+def test_constraint_settings_have_one_home_in_serve_and_evaluate():
+    from evaluation.evaluate import EvalConfig
+    from serve.config import ServeConfig
+
+    cfg = ServeConfig.from_args({"index_dir": "x", "constraints": {"hard_fields": "brand,colour", "soft_boost": "3"}})
+    assert cfg.constraints.hard_fields == ("brand", "colour") and cfg.constraints.soft_boost == 3
+    assert EvalConfig().constraints == ConstraintReading()  # evaluate reads as the server does

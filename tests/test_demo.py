@@ -91,7 +91,7 @@ def test_the_demo_page_in_a_real_browser(app, tmp_path):
 
     screenshot = tmp_path / "demo.png"
     item = {"id": "demo-lantern", "title": "Brass storm lantern with glass chimney"}
-    seen = drive(app, TOKEN, "cordless drill", item, screenshot)
+    seen = drive(app, TOKEN, "cordless drill", item, screenshot, constraint_query="cordless drill, not corded")
     cold, warm = seen["cold"], seen["warm"]
     assert len(cold) == 10 and all(r["why"].startswith("Why: ") for r in cold)
     assert cold[0]["id"] not in [r["id"] for r in warm]  # the clicked product is gone
@@ -106,3 +106,7 @@ def test_the_demo_page_in_a_real_browser(app, tmp_path):
     # found at once, among the top the (random, tiny) test reranker reorders
     assert "demo-lantern" in [r["id"] for r in seen["new"][:5]]
     assert screenshot.stat().st_size > 20_000
+    # the words read as a constraint show as a chip; removing it removes the words and searches again
+    assert seen["chips"] == [{"field": "text", "status": "applied", "text": "without 'corded'"}]
+    assert not any("corded" in r["title"].lower().split() for r in seen["constrained"])
+    assert seen["query_after"] == "cordless drill," and seen["chips_after"] == []

@@ -49,8 +49,10 @@ def _wait(predicate, timeout_s: float = 60, what: str = "the page"):
     raise TimeoutError(f"{what} did not happen in {timeout_s}s")
 
 
-def drive(url: str, token: str, query: str, new_item: dict, screenshot: Path | None = None) -> dict:
-    """Run the visitor's and the admin's steps; what the page showed at each."""
+def drive(url: str, token: str, query: str, new_item: dict, screenshot: Path | None = None,
+          constraint_query: str | None = None) -> dict:
+    """Run the visitor's and the admin's steps; what the page showed at each. ``constraint_query``: a
+    text with a constraint in it, searched last: its chips, then the chips once the first is removed."""
     from selenium.webdriver.common.by import By
 
     driver = browser()
@@ -109,6 +111,23 @@ def drive(url: str, token: str, query: str, new_item: dict, screenshot: Path | N
         before = done()
         find(By.ID, "search").click()
         seen["new"] = results_after(before)
+        if constraint_query:
+            def chips() -> list[dict]:
+                return [{"field": c.get_attribute("data-field"), "status": c.get_attribute("data-status"),
+                         "text": c.find_element(By.CLASS_NAME, "label").text}
+                        for c in driver.find_elements(By.CSS_SELECTOR, "#constraints .chip")]
+            box.clear()
+            box.send_keys(constraint_query)
+            before = done()
+            find(By.ID, "search").click()
+            seen["constrained"] = results_after(before)
+            seen["chips"] = chips()
+            if seen["chips"]:
+                before = done()
+                find(By.CSS_SELECTOR, "#constraints .chip button").click()
+                seen["unconstrained"] = results_after(before)
+                seen["chips_after"] = chips()
+                seen["query_after"] = find(By.ID, "q").get_attribute("value")
     finally:
         driver.quit()
     return seen
@@ -120,9 +139,12 @@ def main(argv=None) -> None:
     parser.add_argument("--token-file", required=True)
     parser.add_argument("--query", default="I need a light jacket for a spring outing")
     parser.add_argument("--screenshot", default="docs/images/demo.png")
+    parser.add_argument("--constraint-query", default="cordless drill, not corded",
+                        help="a text with a constraint: its chips are shown, then one is removed")
     args = parser.parse_args(argv)
     item = {"id": f"demo-{int(time.time())}", "title": "FirstLight demo lantern with solar panel"}
-    seen = drive(args.url, Path(args.token_file).read_text().strip(), args.query, item, Path(args.screenshot))
+    seen = drive(args.url, Path(args.token_file).read_text().strip(), args.query, item, Path(args.screenshot),
+                 args.constraint_query)
     for step, value in seen.items():
         print(step, [r["title"] for r in value][:5] if isinstance(value, list) else value)
 
