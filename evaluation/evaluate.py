@@ -20,7 +20,7 @@ every system, baselines included.
 products it allows, through the same code as the server; each query is then scored against its
 judged products that pass the filter (queries left with no relevant product are dropped and counted).
 
-``--constraints.read`` (on, as in the server) reads each query's constraints (a price bound, a brand,
+``--constraints.read true`` (off by default here, on in the server) reads each query's constraints (a price bound, a brand,
 "not corded": ranking/constraints.py) and ranks as the server does: hard ones filter, the least
 certain is relaxed when fewer than 10 products are left, soft ones boost the final order of every
 system. A query it reads nothing from is ranked exactly as with it off.
@@ -97,7 +97,9 @@ class EvalConfig:
     first_stage: FirstStage = field(default_factory=FirstStage)
     rerank: RerankStage = field(default_factory=RerankStage)
     runtime: EncoderRuntime = field(default_factory=EncoderRuntime)
-    constraints: ConstraintReading = field(default_factory=ConstraintReading)
+    # off here: the systems are scored on the text as typed, comparable with every earlier figure;
+    # --constraints.read true ranks as the server does (benchmarks/quality/bench_constraints.py)
+    constraints: ConstraintReading = field(default_factory=lambda: ConstraintReading(read=False))
     filter: str | None = field(default=None, metadata={
         "help": "rank within a filter, as the server does: a JSON filter expression over the catalogue's typed "
                 "attributes, e.g. '{\"field\": \"brand\", \"eq\": \"DEWALT\"}' (docs/filters.md)"})

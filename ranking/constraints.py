@@ -55,6 +55,9 @@ class ConstraintReading:
         check_range(prefix + "about_band", self.about_band, 0.0, 1.0)
 
 
+#: constraints read from one text at most (in text order): a text of 300 price bounds is not a request,
+#: and each hard constraint may cost one more search when it is relaxed
+MAX_CONSTRAINTS = 8
 # how sure the reader is of each kind: the least sure hard constraint is relaxed first
 CERTAINTY = {"stock": 0.95, "price": 0.9, "bare_price": 0.7, "term": 0.8, "not": 0.7, "text": 0.6}
 SIGNS = {"lte": "≤", "gte": "≥"}
@@ -190,7 +193,7 @@ class ConstraintReader:
             if t.field in s.hard_fields and FOR_DEVICE.match(text, b):
                 continue
             found.append(_term_constraint(t, (a, b), shown[a:b], t.field in s.hard_fields))
-        return sorted(found, key=lambda c: c.span)
+        return sorted(found, key=lambda c: c.span)[:MAX_CONSTRAINTS]
 
     @staticmethod
     def _negated_word(text: str, at: int) -> tuple[int, int] | None:

@@ -108,10 +108,16 @@ PATTERNS = [
 ]
 
 
+# a run of digits (or Chinese numerals) too long to be a price; masked before matching, because the
+# patterns would otherwise try it from every position (10,000 digits: seconds)
+TOO_LONG = re.compile(r"[\d,.]{16,}|[零〇一二两三四五六七八九十百千万]{13,}")
+
+
 def read_prices(text: str, taken: list[tuple[int, int]] | None = None) -> list[PriceBound]:
     """Every price bound in ``text`` (lower-cased, normalised), left to right, spans not overlapping
     each other or ``taken``."""
     taken = list(taken or [])
+    text = TOO_LONG.sub(lambda m: "#" * len(m.group(0)), text)  # same length: spans still index the text
     found = []
     for op, pattern, needs_currency in PATTERNS:
         for m in pattern.finditer(text):

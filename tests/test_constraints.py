@@ -60,7 +60,7 @@ def test_price_bounds_in_english_and_chinese(text, expected):
 
 
 @pytest.mark.parametrize("text", ["under cabinet light", "2-4 ft board", "under 5 lbs", "5米以内的数据线", "3天内发货",
-                                  "vent cover 31", "toro power max 726", "under $-5", "under " + "9" * 900,
+                                  "vent cover 31", "toro power max 726", "under $-5", "under " + "9" * 10_000, "300" + "0" * 10_000 + "元以内",
                                   "about 5 ft", "iphone 15"])
 def test_numbers_that_are_not_prices_are_not_read_as_prices(text):
     assert read_prices(text.lower()) == []
@@ -173,4 +173,17 @@ def test_constraint_settings_have_one_home_in_serve_and_evaluate():
 
     cfg = ServeConfig.from_args({"index_dir": "x", "constraints": {"hard_fields": "brand,colour", "soft_boost": "3"}})
     assert cfg.constraints.hard_fields == ("brand", "colour") and cfg.constraints.soft_boost == 3
-    assert EvalConfig().constraints == ConstraintReading()  # evaluate reads as the server does
+    # evaluate scores the text as typed unless told to read it as the server does
+    assert EvalConfig().constraints == ConstraintReading(read=False) and ServeConfig().constraints.read
+
+
+def test_hostile_texts_are_read_in_linear_time_and_bounded(zh_reader):
+    import time
+
+    from ranking.constraints import MAX_CONSTRAINTS
+
+    for text in ["under " + "9" * 1000, "一" * 1000 + "元以内", "不要" * 500, "三百元以内 " * 150, "not " * 250]:
+        start = time.perf_counter()
+        found = zh_reader.read(text)
+        assert time.perf_counter() - start < 0.5 and len(found) <= MAX_CONSTRAINTS
+    assert len(zh_reader.read("三百元以内 " * 150)) == MAX_CONSTRAINTS

@@ -61,7 +61,8 @@ def test_openapi_schema_documents_the_api(service):
     assert {"/v1/recommend", "/v1/recommend/batch", "/v1/items", "/v1/items/{product_id}", "/v1/admin/reload",
             "/healthz", "/readyz"} <= set(schema["paths"])
     body = schema["paths"]["/v1/recommend"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body["properties"]) == {"text", "k", "exclude", "rerank", "session", "filter", "facets"}
+    assert set(body["properties"]) == {"text", "k", "exclude", "rerank", "session", "filter", "facets",
+                                         "read_constraints"}
     assert body["required"] == ["text"] and "at most 4 deep, 32 conditions" in body["properties"]["filter"]["description"]
     assert requests.get(service + "/healthz", timeout=30).json() == {"status": "ok"}
     assert requests.get(service + "/readyz", timeout=30).json()["status"] == "ready"
