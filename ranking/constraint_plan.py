@@ -46,8 +46,18 @@ class ConstraintPlan:
     explicit: Filter | None = None  # the request's own filter, never relaxed
 
     def filter(self) -> Filter | None:
-        """The request's filter and every applied hard constraint's, together."""
-        parts = [p.test for p in self.items if p.status == APPLIED and p.constraint.hard and p.test is not None]
+        """The request's filter and every applied hard constraint's, together; two values named for
+        one field are either ("makita or dewalt drill")."""
+        parts, named = [], {}
+        for p in self.items:
+            if p.status != APPLIED or not p.constraint.hard or p.test is None:
+                continue
+            if p.constraint.op == "eq" and p.constraint.values:
+                named.setdefault(p.constraint.field, []).append(p.test)
+            else:
+                parts.append(p.test)
+        for tests in named.values():
+            parts.append(tests[0] if len(tests) == 1 else Combined("or", tuple(tests)))
         if self.explicit is not None:
             parts.insert(0, self.explicit)
         if not parts:

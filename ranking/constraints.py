@@ -9,8 +9,8 @@ ranking/constraint_plan.py's part.
 
     price    lte / gte / between / about   "under $80", "300元以内", "200到300元", "300元左右"
     <field>  eq                            "Makita", "蓝色连衣裙" (colour, category), "春游" (season);
-                                           not "华为手机壳": a brand before a device and an accessory
-                                           names what the accessory fits
+                                           not "华为手机壳", "paint for cub cadet": a brand an
+                                           accessory fits is not its maker
     <field>  not                           "not Makita", "不要黑色"
     in_stock eq true                       "in stock", "有货", "现货"
     text     not_contains                  "not corded", "不要皮的": a word no attribute holds
@@ -128,6 +128,8 @@ CJK_WORD = re.compile(f"[{CJK_CHARS}]{{1,4}}?(?=的|[^{CJK_CHARS}]|$)|[{CJK_CHAR
 # "华为手机壳", "苹果手机充电器", "apple watch band"
 FOR_DEVICE = re.compile(r"[\s\w.-]{0,12}?(?:手机|phone|平板|ipad|watch|电脑|笔记本|laptop)\s?"
                         r"(?:壳|套|膜|充电|数据线|支架|表带|case|cover|charger|cable|band|protector|stand|screen)")
+# "paint for cub cadet", "适用华为": the brand is what the product fits, not who made it
+FOR_BRAND = re.compile(r"(?:\bfor|\bfits?|compatible\s+with|适用于?|兼容)\s*$")
 NOT_A_WORD = {"too", "very", "so", "more", "less", "that", "this", "for", "sure", "only", "just", "really"}
 # "不要太贵", "不是很大": a negated degree ("not too expensive") excludes nothing
 NOT_A_CJK_WORD = ("太", "很", "那么", "特别", "非常", "超过", "要")
@@ -190,7 +192,7 @@ class ConstraintReader:
         for a, b, t in terms:
             if (a, b, t) in negated_terms or _overlaps((a, b), taken):
                 continue
-            if t.field in s.hard_fields and FOR_DEVICE.match(text, b):
+            if t.field in s.hard_fields and (FOR_DEVICE.match(text, b) or FOR_BRAND.search(text, 0, a)):
                 continue
             found.append(_term_constraint(t, (a, b), shown[a:b], t.field in s.hard_fields))
         return sorted(found, key=lambda c: c.span)[:MAX_CONSTRAINTS]

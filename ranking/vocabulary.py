@@ -12,7 +12,10 @@ seasons, read from the catalogue itself, so a new shop's vocabulary works withou
 - A Latin-script term stands for the values that extend it too: "BEHR" for "BEHR Premium Plus".
 - A Latin-script term also used as an ordinary word is dropped: when fewer than half of the titles
   holding it carry it as the attribute ("Delta" is a brand; "delta" in many titles is not), the
-  shopper's word is not read as that attribute either. Chinese terms are kept as they are.
+  shopper's word is not read as that attribute either. The same holds in context: a term next to a
+  word it mostly forms an ordinary phrase with in titles is not read there ("cabinet crown moulding":
+  Crown is a brand, "crown moulding" in titles mostly is not). Chinese terms are kept as they are.
+- Words written apart match a one-word value: "traffic master" reads TrafficMASTER.
 
 Terms are matched longest first: whole words for Latin script, substrings for Chinese (no spaces
 to go by); a term needs two characters at least.
@@ -45,6 +48,7 @@ LATIN_WORD = re.compile(r"[a-z0-9]+(?:['&.-][a-z0-9]+)*")
 HAS_CJK = re.compile(f"[{CJK_CHARS}]")
 BRAND_SHARE = 0.5  # a Latin term stays when at least this share of the titles holding it carry it
 MAX_WORDS = 5
+PHRASE_EVIDENCE = 3  # titles a phrase must appear in before it can overrule a term
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Vocabulary:
     def __init__(self, schema: dict[str, str], frame: pd.DataFrame, fields: list[str] | None = None):
         fields = [f for f in (fields or schema) if schema.get(f) in ("keyword", "keywords") and f in frame]
         self.words: dict[tuple, Term] = {}  # Latin: tuple of words
+        self.ordinary_phrases: set[tuple] = set()
         self.chars: dict[str, Term] = {}  # Chinese and mixed: the string itself
         titles = frame["title"].astype(str).map(lower).tolist() if "title" in frame else []
         for name in fields:
@@ -127,24 +132,43 @@ class Vocabulary:
             self.words[words] = Term(term.field, term.name, tuple(sorted(set(term.values) | values)))
 
     def _drop_ordinary_words(self, frame: pd.DataFrame, titles: list[str]) -> None:
+        """Drop the Latin terms that titles mostly use as ordinary words, and keep the counts of each
+        term's phrases with its neighbouring word ("crown moulding"), for ``find`` to check in context."""
         if not titles or not self.words:
             return
-        seen = Counter()
-        carried = Counter()
+        seen, carried = Counter(), Counter()
         wanted = set(self.words)
         for i, title in enumerate(titles):
             words = [w for w, _, _ in latin_words(title)]
-            grams = {tuple(words[j:j + n]) for n in range(1, MAX_WORDS + 1) for j in range(len(words) - n + 1)}
-            for gram in grams & wanted:
-                seen[gram] += 1
-                term = self.words[gram]
-                cell = frame[term.field].iat[i]
-                held = cell if isinstance(cell, (list, tuple)) or hasattr(cell, "tolist") else [cell]
-                if any(v in term.values for v in held if isinstance(v, str)):
-                    carried[gram] += 1
-        for gram, count in seen.items():
-            if carried[gram] < BRAND_SHARE * count:
+            for n in range(1, MAX_WORDS + 1):
+                for j in range(len(words) - n + 1):
+                    gram = tuple(words[j:j + n])
+                    if gram not in wanted:
+                        continue
+                    term = self.words[gram]
+                    cell = frame[term.field].iat[i]
+                    held = cell if isinstance(cell, (list, tuple)) or hasattr(cell, "tolist") else [cell]
+                    has = any(v in term.values for v in held if isinstance(v, str))
+                    phrases = [gram]
+                    if j + n < len(words):
+                        phrases.append(gram + (words[j + n],))
+                    if j > 0:
+                        phrases.append((words[j - 1],) + gram)
+                    for phrase in phrases:
+                        seen[phrase] += 1
+                        carried[phrase] += has
+        for gram in list(self.words):
+            if seen[gram] and carried[gram] < BRAND_SHARE * seen[gram]:
                 del self.words[gram]
+        # a phrase seen in a few titles, mostly without the attribute: the word is ordinary there
+        self.ordinary_phrases = {p for p, count in seen.items() if len(p) > 1 and count >= PHRASE_EVIDENCE
+                                 and carried[p] < BRAND_SHARE * count}
+
+    def _in_ordinary_phrase(self, words: list, i: int, n: int) -> bool:
+        gram = tuple(w for w, _, _ in words[i:i + n])
+        after = gram + (words[i + n][0],) if i + n < len(words) else None
+        before = (words[i - 1][0],) + gram if i > 0 else None
+        return after in self.ordinary_phrases or before in self.ordinary_phrases
 
     def find(self, text: str, taken: list[tuple[int, int]]) -> list[tuple[int, int, Term]]:
         """Terms in ``text`` (already lower-cased), longest first, not overlapping each other or ``taken``."""
@@ -152,8 +176,11 @@ class Vocabulary:
         words = latin_words(text)
         for i in range(len(words)):
             for n in range(min(MAX_WORDS, len(words) - i), 0, -1):
-                term = self.words.get(tuple(w for w, _, _ in words[i:i + n]))
-                if term is not None:
+                gram = tuple(w for w, _, _ in words[i:i + n])
+                term = self.words.get(gram)
+                if term is None and n > 1:  # "traffic master" for TrafficMASTER
+                    term = self.words.get(("".join(gram),))
+                if term is not None and not self._in_ordinary_phrase(words, i, n):
                     found.append((words[i][1], words[i + n - 1][2], term))
                     break
         if self.chars:

@@ -122,6 +122,11 @@ def test_the_least_certain_hard_constraint_is_relaxed_first(zh_reader):
     assert p.filter() is None and all(x["status"] == "relaxed" for x in p.public())
 
 
+def test_two_brands_named_are_either(zh_reader):
+    p = plan(zh_reader.read("李宁或者安踏的运动鞋 300元以内"), SCHEMA, ConstraintReading())
+    assert p.filter().describe() == "(price <= 300) and ((brand in (李宁)) or (brand in (安踏)))"
+
+
 def test_an_explicit_filter_overrides_a_read_constraint_on_its_field(zh_reader):
     explicit = parse_filter({"field": "price", "range": {"lte": 100}}, SCHEMA)
     p = plan(zh_reader.read("李宁 300元以内"), SCHEMA, ConstraintReading(), explicit)
