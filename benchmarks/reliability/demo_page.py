@@ -146,7 +146,7 @@ def main(argv=None) -> None:
     seen = drive(args.url, Path(args.token_file).read_text().strip(), args.query, item, Path(args.screenshot),
                  args.constraint_query)
     for step, value in seen.items():
-        print(step, [r["title"] for r in value][:5] if isinstance(value, list) else value)
+        print(step, [r.get("title") or r.get("text") for r in value][:5] if isinstance(value, list) else value)
 
 
 if __name__ == "__main__":
