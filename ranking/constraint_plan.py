@@ -119,6 +119,16 @@ def plan(constraints: list[Constraint], schema: dict[str, str], settings: Constr
     return ConstraintPlan(tuple(items), explicit)
 
 
+def relax_short(plans: list[ConstraintPlan], todo: list[int], found: list[int], k: int) -> list[int]:
+    """The queries of ``todo`` (``found`` products each) left with fewer than ``k`` that still have a
+    hard constraint to relax: relaxed in ``plans``, and returned to be searched again. The server's
+    ranking path and ``OfflineRanker.sides_within`` both stop on this."""
+    short = [i for i, n in zip(todo, found) if n < k and plans[i].relaxable()]
+    for i in short:
+        plans[i] = plans[i].relaxed()
+    return short
+
+
 def fields_of(expr: Filter) -> set[str]:
     if isinstance(expr, Condition):
         return {expr.field}

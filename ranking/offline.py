@@ -19,7 +19,7 @@ from data_pipeline.prepare import catalogue_schema, load_catalogue
 from model.encoder import TextEncoder
 from model.reranker import Reranker
 from model.runtime import EncoderRuntime
-from ranking.constraint_plan import ConstraintPlan, without_excluded
+from ranking.constraint_plan import ConstraintPlan, relax_short, without_excluded
 from ranking.filters import AttributeTable
 from ranking.hybrid import FirstStage, HybridIndex
 from ranking.rerank import rerank
@@ -86,9 +86,7 @@ class OfflineRanker:
                     lexical[i] = self._without(x[j], words, tokenizer)
             fused = HybridIndex.fused([dense[i] for i in todo] if dense is not None else None,
                                       [lexical[i] for i in todo] if lexical is not None else None, stage)
-            todo = [i for i, ranking in zip(todo, fused) if len(ranking) < k and plans[i].relaxable()]
-            for i in todo:
-                plans[i] = plans[i].relaxed()
+            todo = relax_short(plans, todo, [len(ranking) for ranking in fused], k)
         return dense, lexical, plans
 
     def _without(self, side: dict, words: list[str], tokenizer) -> dict:

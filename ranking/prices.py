@@ -113,28 +113,24 @@ PATTERNS = [
 TOO_LONG = re.compile(r"[\d,.]{16,}|[零〇一二两三四五六七八九十百千万]{13,}")
 
 
-def read_prices(text: str, taken: list[tuple[int, int]] | None = None) -> list[PriceBound]:
-    """Every price bound in ``text`` (lower-cased, normalised), left to right, spans not overlapping
-    each other or ``taken``."""
-    taken = list(taken or [])
+def read_prices(text: str) -> list[PriceBound]:
+    """Every price bound in ``text`` (lower-cased, normalised), left to right, spans not overlapping."""
     text = TOO_LONG.sub(lambda m: "#" * len(m.group(0)), text)  # same length: spans still index the text
     found = []
     for op, pattern, needs_currency in PATTERNS:
         for m in pattern.finditer(text):
-            start, end = m.span()
+            start = m.start()
             while text[start].isspace():  # the money pattern may begin at the space before a number
                 start += 1
-            if any(start < b and a < end for a, b in taken):
+            if any(start < b.end and b.start < m.end() for b in found):
                 continue
-            bound = _bound(op, m)
-            if bound is None or (needs_currency and not bound.currency):
-                continue
-            taken.append((start, end))
-            found.append(PriceBound(op, bound.value, start, end, bound.currency))
+            bound = _bound(op, m, start)
+            if bound is not None and (bound.currency or not needs_currency):
+                found.append(bound)
     return sorted(found, key=lambda b: b.start)
 
 
-def _bound(op: str, m: re.Match) -> PriceBound | None:
+def _bound(op: str, m: re.Match, start: int) -> PriceBound | None:
     names = m.groupdict()
     first = read_number(names["num1"])
     currency = bool(names.get("pre1") or names.get("post1") or names.get("pre2") or names.get("post2"))
@@ -147,5 +143,5 @@ def _bound(op: str, m: re.Match) -> PriceBound | None:
         if second is None:
             return None
         low, high = sorted((first, second))
-        return PriceBound(op, (low, high), *m.span(), currency)
-    return PriceBound(op, first, *m.span(), currency)
+        return PriceBound(op, (low, high), start, m.end(), currency)
+    return PriceBound(op, first, start, m.end(), currency)

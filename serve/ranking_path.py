@@ -20,7 +20,12 @@ from dataclasses import dataclass
 
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from ranking.constraint_plan import ConstraintPlan, boosted, without_excluded
+from ranking.constraint_plan import (
+    ConstraintPlan,
+    boosted,
+    relax_short,
+    without_excluded,
+)
 from ranking.facets import count_facets
 from ranking.rerank import RerankStage, rerank
 from ranking.rules import apply_rules, pinned_ids
@@ -153,9 +158,7 @@ class RankingPath:
             found = await self.read(self.retriever.search, requests)
             for i, row in zip(todo, found):
                 hits[i] = without_excluded(row, plans[i].exclusions(), self.lexical_tokens)[:depth]
-            todo = [i for i in todo if len(hits[i]) < k and plans[i].relaxable()]
-            for i in todo:
-                plans[i] = plans[i].relaxed()
+            todo = relax_short(plans, todo, [len(hits[i]) for i in todo], k)
         return hits
 
     async def _apply_rules(self, described: dict, hits: list, queries: list[str], rules: list, filters: list,
@@ -163,18 +166,13 @@ class RankingPath:
         """Each query's ranking reordered by the rules that apply to it; products a pin names that the
         ranking lacks are looked up (one call per distinct filter) and pinned if they pass the query's
         filter."""
-        out = []
-        looked_up: dict = {}
-        for row, query, expr in zip(hits, queries, filters):
-            wanted = sorted(set(pinned_ids(rules, query)) - {h["id"] for h in row})
-            pinned = {}
-            if wanted:
-                key = (expr, tuple(wanted))
-                if key not in looked_up:
-                    looked_up[key] = await self.read(self.retriever.lookup, described, wanted, expr, exclude)
-                pinned = looked_up[key]
-            out.append(apply_rules(row, rules, query, pinned))
-        return out
+        wanted = [set(pinned_ids(rules, query)) - {h["id"] for h in row} for row, query in zip(hits, queries)]
+        by_filter: dict = {}  # queries sharing a filter (a batch, or texts read alike) share one lookup
+        for expr, ids in zip(filters, wanted):
+            by_filter.setdefault(expr, set()).update(ids)
+        pinned = {expr: await self.read(self.retriever.lookup, described, sorted(ids), expr, exclude)
+                  for expr, ids in by_filter.items() if ids}
+        return [apply_rules(row, rules, query, pinned.get(expr, {})) for row, query, expr in zip(hits, queries, filters)]
 
     async def _retriever_encodes(self, model: str) -> bool:
         """Whether the Retriever encodes ``model``'s queries (asked once per model: every replica
