@@ -32,6 +32,9 @@ STRICT = ConfigDict(extra="forbid", strict=True)
 
 class Session(BaseModel):
     model_config = STRICT
+    id: str | None = Field(None, description="the shop's id for this visit (1 to 200 characters, optional): logged "
+                           "with the impression so a training run can tell visits apart. Send an opaque id, "
+                           "never a name or an email: it is stored as sent")
     clicked: list[str] = Field(default_factory=list, description="product ids the visitor clicked in this session, "
                                "most recent last (up to max_session_clicks): the ranking moves toward them and "
                                "they are not shown again. The server keeps no session: send it with each request")
@@ -86,6 +89,22 @@ class Item(BaseModel):
     attributes: dict | None = Field(None, description="typed attributes for filters ({name: value}; a number, a "
                                     "string, true/false, or a list of strings, as the field's type says; null "
                                     "unsets one). Left out: a changed product keeps the attributes it had")
+
+
+class EventIn(BaseModel):
+    model_config = STRICT
+    type: str = Field(description="click, add_to_cart or purchase")
+    request_id: str = Field(description="the request_id of the recommendation the product was shown in")
+    product_id: str = Field(description="the product clicked, put in the cart or bought: one the recommendation showed")
+
+
+class EventsRequest(BaseModel):
+    model_config = STRICT
+    events: list[EventIn] = Field(description="what shoppers did after a recommendation (1..max_events)")
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="events appended to the log and on disk")
 
 
 class ItemsRequest(BaseModel):
@@ -165,6 +184,7 @@ class VersionInfo(BaseModel):
 
 class RecommendResponse(BaseModel):
     items: list[Product]
+    request_id: str = Field(description="names this list in POST /v1/events (a click, a purchase on one of its products)")
     version: VersionInfo
     timing_ms: dict
     query: str | None = None  # the text as ranked, when spelling correction is on
@@ -181,6 +201,7 @@ class RecommendResponse(BaseModel):
 
 class BatchResponse(BaseModel):
     results: list[list[Product]]
+    request_ids: list[str] = Field(description="per text, the request_id of its list (for POST /v1/events)")
     version: VersionInfo
     timing_ms: dict
     queries: list[str] | None = None  # the texts as ranked, when spelling correction is on
@@ -222,6 +243,10 @@ class StatsResponse(BaseModel):
     rejected: dict[str, int]
     reranker: dict
     dropped_at_start: str | None = Field(None, description="a saved reload that could not be served at start")
+    events: dict = Field(default_factory=dict, description="this replica's event log: impressions logged and "
+                         "dropped, events logged and refused, write failures")
+    arms: dict = Field(default_factory=dict, description="per arm (control; canary while one runs), this replica's "
+                       "requests, impressions, clicks, add_to_cart, purchases and CTR (clicks / impressions)")
 
 
 class Health(BaseModel):

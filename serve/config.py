@@ -2,7 +2,7 @@
 
 It composes the components every stage shares instead of copying their fields: ``first_stage``
 (ranking/hybrid.py), ``rerank`` (ranking/rerank.py), ``runtime`` (model/runtime.py), ``constraints``
-(ranking/constraints.py); and its own:
+(ranking/constraints.py), ``events`` (serve/event_log.py); and its own:
 ``limits`` (the API contract) and one ``Resources`` per deployment (``encoder``, ``retriever``,
 ``reranker``, ``gateway``). Each deployment is bound to its own component only (serve/app.py).
 
@@ -26,6 +26,7 @@ from model.runtime import EncoderRuntime
 from ranking.constraints import ConstraintReading
 from ranking.hybrid import FirstStage
 from ranking.rerank import RerankStage
+from serve.event_log import EventLogging
 
 
 @dataclass
@@ -87,6 +88,7 @@ class RequestLimits:
     max_batch_texts: int = field(default=32, metadata={"help": "texts allowed in one /v1/recommend/batch call"})
     max_exclude: int = field(default=1000, metadata={"help": "product ids allowed in exclude"})
     max_session_clicks: int = field(default=20, metadata={"help": "clicked product ids allowed in a session"})
+    max_events: int = field(default=100, metadata={"help": "events allowed in one POST /v1/events call"})
     max_body_bytes: int = field(default=65536, metadata={"help": "request body size cap"})
     max_headers: int = field(default=64, metadata={"help": "request headers allowed (431 beyond)"})
     max_header_bytes: int = field(default=16384, metadata={
@@ -94,7 +96,7 @@ class RequestLimits:
 
     def validate(self, prefix: str = "limits.") -> None:
         for name in ("max_text_chars", "max_text_tokens", "max_k", "max_batch_texts", "max_body_bytes", "max_headers",
-                     "max_header_bytes"):
+                     "max_header_bytes", "max_events"):
             check_range(prefix + name, getattr(self, name), 1)
         check_range(prefix + "max_exclude", self.max_exclude, 0)
         check_range(prefix + "max_session_clicks", self.max_session_clicks, 0)
@@ -189,6 +191,7 @@ class ServeConfig:
     runtime: EncoderRuntime = field(default_factory=EncoderRuntime)
     limits: RequestLimits = field(default_factory=RequestLimits)
     constraints: ConstraintReading = field(default_factory=ConstraintReading)
+    events: EventLogging = field(default_factory=EventLogging)
     # one per deployment
     encoder: Resources = _resources(min_replicas=1, max_replicas=4, target_ongoing_requests=8.0, num_cpus=1.0)
     # the Retriever encodes the queries too where the backend is int8 on a CPU (queries_in_retriever),
@@ -215,6 +218,10 @@ class ServeConfig:
             raise ConfigError("state_dir", "the change log of items added through the API is appended to and "
                               "fsync'ed, which object storage cannot do",
                               "pass --state_dir on a file system every Retriever replica shares")
+        if is_uri(self.events.dir or ""):
+            raise ConfigError("events.dir", "events are acknowledged once appended and fsync'ed, which object "
+                              "storage cannot do", "log to a file system (a shared one when there are several "
+                              "gateway replicas) and copy its date=... folders to the bucket")
         if not exists(join(self.index_dir, "index.faiss")):
             raise ConfigError("index_dir", f"{self.index_dir} holds no FAISS index (index.faiss)",
                               "run `firstlight index` and pass its output folder")
@@ -225,6 +232,7 @@ class ServeConfig:
         self.runtime.validate("runtime.")
         self.limits.validate("limits.")
         self.constraints.validate("constraints.")
+        self.events.validate("events.")
         for name in ("encoder", "retriever", "reranker", "gateway"):
             getattr(self, name).validate(f"{name}.")
         if self.rerank.model is not None:
@@ -261,6 +269,10 @@ class ServeConfig:
     def resolved_state_dir(self) -> str:
         return str(Path(self.state_dir) if self.state_dir else Path(self.index_dir).parent / "serve_state")
 
+    def resolved_events_dir(self) -> str:
+        """Where impressions and events are logged: ``events.dir``, else SERVE_STATE/events."""
+        return self.events.dir or str(Path(self.resolved_state_dir()) / "events")
+
     def resolved_model(self) -> str:
         if self.model:
             return self.model
@@ -290,6 +302,7 @@ class ServeConfig:
                        reload_roots=self.resolved_reload_roots(),
                        prepared_dir=_absolute(self.resolved_prepared_dir()),
                        state_dir=str(Path(self.resolved_state_dir()).resolve()),
+                       events=replace(self.events, dir=str(Path(self.resolved_events_dir()).resolve())),
                        rerank=replace(self.rerank, model=_absolute(self.rerank.model)) if self.rerank.model
                        else self.rerank,
                        admin_token_file=str(Path(self.admin_token_file).resolve()) if self.admin_token_file else None)

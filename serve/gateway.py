@@ -11,6 +11,7 @@ side (serve/admin.py: items, reloads; serve/rules_store.py: merchandising rules)
     POST   /v1/recommend          ... + {session: {clicked: [ids]}}     -> moved toward the clicks, each item with 'why'
     POST   /v1/recommend          ... + {filter: EXPR, facets: {...}}   -> within the filter, with facet counts
     POST   /v1/recommend          "蓝色连衣裙 300元以内" -> constraints read from the text, applied and said back
+    POST   /v1/events             {events: [{type, request_id, product_id}]}   clicks, carts, purchases -> the log
     POST   /v1/admin/rules        {rules: [{id, action, ids | filter, query, by, position}]}   (admin) boost, bury, pin
     GET    /v1/admin/rules, DELETE /v1/admin/rules/{id}                 (admin) list, remove a rule
     GET    /v1/stats, /healthz, /readyz, /docs, /openapi.json, / (the demo page)
@@ -27,6 +28,7 @@ import re
 import time
 from collections import Counter as Tally
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
@@ -34,6 +36,7 @@ from ray.serve.metrics import Counter
 from starlette.exceptions import HTTPException
 
 from common.storage import local_folder
+from data_pipeline.events import EVENT_TYPES, EVENTS, IMPRESSIONS
 from data_pipeline.prepare import catalogue_schema
 from model.folders import resolve_model_path, tokenizer_folders
 from ranking.constraint_plan import ConstraintPlan, plan
@@ -44,6 +47,8 @@ from serve.api import (
     BatchRequest,
     BatchResponse,
     DeleteResponse,
+    EventsRequest,
+    EventsResponse,
     Health,
     ItemsRequest,
     ItemsResponse,
@@ -69,6 +74,14 @@ from serve.api import (
     read_body,
 )
 from serve.config import ServeConfig
+from serve.event_log import (
+    AppendLog,
+    ArmCounts,
+    LogFull,
+    RequestIds,
+    ShownLists,
+    choose_swap,
+)
 from serve.live_index import IndexUnavailable, LiveSpeller, StorageFull, change_log_path
 from serve.messages import RerankRequest
 from serve.openapi import add_demo, add_docs, openapi_document
@@ -108,6 +121,11 @@ def allowed_methods(request: Request) -> set[str]:
     return methods
 
 
+def ruled(item: dict) -> bool:
+    """Whether a merchandising rule placed this product (a swap never moves one)."""
+    return bool(item.get("rules") or (item.get("why") or {}).get("rules"))
+
+
 def without_paths(text: str) -> str:
     """``text`` with absolute file paths replaced: public replies do not show the server's layout."""
     return re.sub(r"(?<![\w:/])/[^\s'\"()]*/[^\s'\"()]*", "<path>", text)
@@ -142,6 +160,15 @@ class Gateway:
         self.rejected = Counter("firstlight_rejected_requests", description="requests answered with a 4xx",
                                 tag_keys=("reason",))
         self.tally = Tally()
+        # every reply names its list (request_id); with events.log the list is logged and events accepted
+        events_dir = cfg.resolved_events_dir()
+        self.request_ids = RequestIds(events_dir)
+        self.event_log = AppendLog(events_dir, cfg.events) if cfg.events.log else None
+        self.shown = ShownLists()
+        self.arms = ArmCounts()
+        self.arm_metric = Counter("firstlight_arm_total", description="per arm: requests, impressions (lists "
+                                  "shown), click, add_to_cart, purchase", tag_keys=("arm", "kind"))
+        self.rng = np.random.default_rng()
         self._tokenizer(self.active.get().model)  # loaded now, not on the first visitor's request
         self._prepare_version(self.active.get().describe())
 
@@ -243,6 +270,8 @@ class Gateway:
         expr = check_filter(body.filter, self.schema)
         facets = check_facets(getattr(body, "facets", None), self.schema)
         clicked = await self._clicked(body.session, described)
+        if body.session is not None and body.session.id is not None:
+            check_id(body.session.id, "session.id")
         # corrected here, not in another replica: no extra hop on every request
         queries = self._speller(described).correct(clean) if self.cfg.first_stage.spell_correct else clean
         # read after correction ("kkohler" is KOHLER): spans index the text as ranked (the reply's query)
@@ -253,6 +282,7 @@ class Gateway:
         read_ms = 1000 * (time.perf_counter() - read_start)
         ranked = await self.path.rank(version, queries, body.k, body.exclude, clicked, body.rerank, start, expr,
                                       facets, self.rules.rules(version.id), plans)
+        items, request_ids = self._log_shown(clean, queries, ranked.items, described, body, ranked.reranked)
         timing = {**ranked.timing_ms, "total": 1000 * (time.perf_counter() - start)}
         if reading:
             timing["read_constraints"] = read_ms
@@ -260,10 +290,87 @@ class Gateway:
             # the first stage returns every allowed product up to k, so an empty list means none passes
             "read_as": expr.describe(), "matched_none": self.cfg.first_stage.mode != "lexical"
             and all(not row for row in ranked.items)}
-        return {"items": ranked.items, "version": version.public(), "timing_ms": timing,
+        return {"items": items, "request_ids": request_ids, "version": version.public(), "timing_ms": timing,
                 "queries": queries if self.cfg.first_stage.spell_correct else None, "reranked": ranked.reranked,
                 "fallback": ranked.fallback, "filter": applied, "facets": ranked.facets, "facets_over": ranked.facets_over,
                 "constraints": [p.public() for p in ranked.plans] if reading else None}
+
+    def _log_shown(self, texts: list[str], queries: list[str], rows: list[list[dict]], described: dict, body,
+                   reranked: bool) -> tuple[list[list[dict]], list[str]]:
+        """Each list's request_id; with events.log, a swap for a small random share of lists (the
+        interventions position bias is estimated from) and the shown list queued for the log."""
+        arm, now = "control", time.time()
+        session_id = body.session.id if body.session is not None else None
+        ids, out = [], []
+        for text, query, row in zip(texts, queries, rows):
+            request_id = self.request_ids.issue(now, arm)
+            ids.append(request_id)
+            swap = None
+            if self.event_log is not None:
+                swap = choose_swap(self.rng, len(row), self.cfg.events.swap_share, self.cfg.events.swap_depth)
+                if swap and not (ruled(row[0]) or ruled(row[swap[1] - 1])):
+                    row = list(row)
+                    row[0], row[swap[1] - 1] = row[swap[1] - 1], row[0]
+                else:
+                    swap = None
+                shown = [item["id"] for item in row]
+                self.shown.add(request_id, shown, arm)
+                self.event_log.offer(IMPRESSIONS, {
+                    "request_id": request_id, "ts": now, "session_id": session_id, "text": text, "query": query,
+                    "version": described["id"], "arm": arm, "items": shown, "swap": list(swap) if swap else None,
+                    "reranked": reranked})
+            out.append(row)
+        self._count(arm, "requests")
+        self._count(arm, "impressions", len(rows))
+        return out, ids
+
+    def _count(self, arm: str, kind: str, n: int = 1) -> None:
+        self.arms.add(arm, kind, n)
+        self.arm_metric.inc(n, tags={"arm": arm, "kind": kind})
+
+    async def _events(self, body: EventsRequest) -> dict:
+        if self.event_log is None:
+            raise ApiError(503, "events_off", "events", "this server logs no events: serve with events.log true")
+        check_count(body.events, "events", 1, self.limits.max_events)
+        now, records, look_up = time.time(), [], []
+        for i, event in enumerate(body.events):
+            if event.type not in EVENT_TYPES:
+                raise ApiError(422, "invalid_value", f"events.{i}.type", f"'events.{i}.type' is {event.type[:40]!r}; "
+                               f"use one of {', '.join(EVENT_TYPES)}")
+            issued, arm = self.request_ids.read(event.request_id) or (None, None)
+            if issued is None or issued > now + 60:
+                raise ApiError(422, "unknown_request", f"events.{i}.request_id", f"'events.{i}.request_id' is not a "
+                               "request_id this server issued: send the request_id of the recommendation's reply")
+            if now - issued > self.cfg.events.max_age_s:
+                raise ApiError(422, "expired_request", f"events.{i}.request_id", f"'events.{i}.request_id' was issued "
+                               f"{(now - issued) / 3600:.0f} hours ago; events are taken for "
+                               f"{self.cfg.events.max_age_s / 3600:.0f} hours after a recommendation")
+            check_id(event.product_id, f"events.{i}.product_id")
+            shown = self.shown.get(event.request_id)
+            position = None
+            if shown is not None:
+                if event.product_id not in shown[0]:
+                    raise ApiError(422, "not_shown", f"events.{i}.product_id", f"'events.{i}.product_id': product "
+                                   f"{event.product_id[:100]!r} was not in that recommendation")
+                position = shown[0].index(event.product_id) + 1
+            else:  # listed by another replica, or before a restart: the product must exist at least
+                look_up.append(i)
+            records.append({"request_id": event.request_id, "ts": now, "type": event.type,
+                            "product_id": event.product_id, "position": position, "arm": arm, "shown_at": issued})
+        if look_up:
+            unknown = set(await self.path.read(self.retriever.unknown, self.active.get().describe(),
+                                               [body.events[i].product_id for i in look_up]))
+            for i in look_up:
+                if body.events[i].product_id in unknown:
+                    raise ApiError(422, "unknown_id", f"events.{i}.product_id", f"'events.{i}.product_id': no "
+                                   f"product {body.events[i].product_id[:100]!r} in the index")
+        try:
+            await asyncio.wrap_future(self.event_log.append(EVENTS, records))
+        except LogFull as err:
+            raise ApiError(507, "insufficient_storage", "events", str(err)) from None
+        for record in records:
+            self._count(record["arm"], record["type"])
+        return {"accepted": len(records)}
 
     # -- routes --------------------------------------------------------------------------------
     @app.post("/v1/recommend", response_model=RecommendResponse, openapi_extra=openapi_body(RecommendRequest))
@@ -272,7 +379,7 @@ class Gateway:
             reply = await self._recommend([body.text], body, "text")
             queries, facets, over = reply.pop("queries"), reply.pop("facets"), reply.pop("facets_over")
             constraints = reply.pop("constraints")
-            return {**reply, "items": reply["items"][0], "query": queries[0] if queries else None,
+            return {**reply, "items": reply["items"][0], "request_id": reply.pop("request_ids")[0], "query": queries[0] if queries else None,
                     "facets": facets[0] if facets else None, "facets_over": over[0] if over else None,
                     "constraints": constraints[0] if constraints is not None else None}
         return await self._handle(request, RecommendRequest, work)
@@ -286,6 +393,10 @@ class Gateway:
             reply.pop("facets"), reply.pop("facets_over")
             return reply
         return await self._handle(request, BatchRequest, work)
+
+    @app.post("/v1/events", response_model=EventsResponse, openapi_extra=openapi_body(EventsRequest))
+    async def events(self, request: Request):
+        return await self._handle(request, EventsRequest, self._events)
 
     @app.post("/v1/items", response_model=ItemsResponse, openapi_extra=openapi_body(ItemsRequest))
     async def upsert_items(self, request: Request):
@@ -357,7 +468,9 @@ class Gateway:
         return {"version": version.public(), "index": info, "attributes": self.schema, "rejected": dict(self.tally),
                 "reranker": {"configured": bool(self.cfg.rerank.model), "depth": self.cfg.rerank.depth,
                              "budget_ms": self.cfg.rerank.budget_ms, "refused": self.path.refused,
-                             "fallbacks": self.path.fallbacks}, "dropped_at_start": self.active.dropped}
+                             "fallbacks": self.path.fallbacks}, "dropped_at_start": self.active.dropped,
+                "events": dict(self.event_log.counts) if self.event_log else {"logging": "off"},
+                "arms": self.arms.public()}
 
     @app.get("/healthz", response_model=Health)
     async def healthz(self):

@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException
 
+from data_pipeline.events import EVENT_TYPES
 from serve.api import ErrorBody
 from serve.config import RequestLimits, ServeConfig
 
@@ -37,6 +38,16 @@ STORAGE_ERROR = {507: "the change log could not be written (disk full); nothing 
 ROUTES = {
     ("post", "/v1/recommend"): (False, {**BODY_ERRORS, **INDEX_ERROR}),
     ("post", "/v1/recommend/batch"): (False, {**BODY_ERRORS, **INDEX_ERROR}),
+    ("post", "/v1/events"): (False, {**BODY_ERRORS, **INDEX_ERROR,
+                                     422: "a field is missing, of the wrong type or outside its limit; a request_id "
+                                          "this server did not issue (unknown_request) or issued longer ago than "
+                                          "events.max_age_s (expired_request); a product that recommendation did "
+                                          "not show (not_shown) or that is not in the index (unknown_id); nothing "
+                                          "of the call was logged",
+                                     503: "this server logs no events (events.log is false)",
+                                     507: "the event log could not take them (disk full, or storage so slow that "
+                                          "max_queue records wait); nothing was logged, retry later; "
+                                          "recommendations go on"}),
     ("post", "/v1/items"): (True, {**BODY_ERRORS, **ADMIN_ERRORS, **STORAGE_ERROR}),
     ("delete", "/v1/items/{product_id}"): (True, {**ADMIN_ERRORS, **STORAGE_ERROR, 431: BODY_ERRORS[431],
                                                   404: "no product with this id in the index"}),
@@ -97,6 +108,9 @@ def _limits(doc: dict, limits: RequestLimits) -> None:
             if option.get("type") == "object":
                 option["properties"]["clicked"].update(maxItems=limits.max_session_clicks)
                 option["properties"]["clicked"]["items"].update(minLength=1, maxLength=200)
+                for id_option in option["properties"]["id"].get("anyOf", []):
+                    if id_option.get("type") == "string":
+                        id_option.update(minLength=1, maxLength=200)
     body("/v1/recommend/batch")["texts"].update(minItems=1, maxItems=limits.max_batch_texts)
     body("/v1/recommend/batch")["texts"]["items"].update(text)
     items = body("/v1/items")["items"]
@@ -107,9 +121,21 @@ def _limits(doc: dict, limits: RequestLimits) -> None:
     for option in item["description"].get("anyOf", []):
         if option.get("type") == "string":
             option.update(maxLength=10 * limits.max_text_chars)
+    events = body("/v1/events")["events"]
+    events.update(minItems=1, maxItems=limits.max_events)
+    event = _resolved(doc, events["items"])["properties"]
+    event["type"]["enum"] = list(EVENT_TYPES)
+    event["product_id"].update(minLength=1, maxLength=200)
+    event["request_id"].update(minLength=1, maxLength=64)
     for parameter in doc["paths"]["/v1/items/{product_id}"]["delete"].get("parameters", []):
         if parameter["name"] == "product_id":
             parameter["schema"].update(minLength=1, maxLength=200)
+
+
+def _resolved(doc: dict, schema: dict) -> dict:
+    """A schema, or the component a ``$ref`` names."""
+    ref = schema.get("$ref", "")
+    return doc["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else schema
 
 
 def add_demo(app: FastAPI) -> None:

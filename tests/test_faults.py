@@ -4,11 +4,13 @@ that vanishes after a reload. Two replicas of every deployment, as in the produc
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -81,7 +83,7 @@ def test_losing_one_replica_under_load_fails_no_request(resilient, artifacts, de
 
 
 def test_acknowledged_changes_survive_kill_9_of_every_replica(resilient):
-    url, _ = resilient
+    url, cfg = resilient
     acknowledged = []
 
     def writer(n: int) -> None:
@@ -98,6 +100,7 @@ def test_acknowledged_changes_survive_kill_9_of_every_replica(resilient):
     assert len(acknowledged) == 20
     rule = {"id": "survivor", "action": "pin", "ids": [acknowledged[0]], "position": 1, "query": "*drill*"}
     assert post(url, "/v1/admin/rules", {"rules": [rule]}, token=TOKEN).status_code == 200
+    clicks = acknowledged_clicks(url, 4, 10)  # and clicks, logged by the gateway
     for deployment in ("Gateway", "Encoder", "Retriever", "Reranker"):  # the whole app, at once
         for pid in replica_pids(deployment):
             os.kill(pid, 9)
@@ -113,6 +116,34 @@ def test_acknowledged_changes_survive_kill_9_of_every_replica(resilient):
     first = post(url, "/v1/recommend", {"text": "cordless drill", "k": 3}).json()["items"][0]  # the rule survived
     assert first["id"] == acknowledged[0] and first["why"]["rules"] == ["pinned at 1 by rule 'survivor'"]
     requests.delete(url + "/v1/admin/rules/survivor", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    logged = {(e["request_id"], e["product_id"]) for e in logged_events(cfg)}
+    assert len(clicks) == 40 and set(clicks) <= logged  # every acknowledged click is on disk
+
+
+def acknowledged_clicks(url: str, clients: int, each: int) -> list[tuple[str, str]]:
+    """Clicks posted by ``clients`` threads on lists just recommended: the (request_id, product) of each
+    one the server acknowledged."""
+    done = []
+
+    def client(n: int) -> None:
+        for i in range(each):
+            reply = post(url, "/v1/recommend", {"text": f"oak shelf bracket {n} {i}", "k": 3, "rerank": False}).json()
+            click = {"type": "click", "request_id": reply["request_id"], "product_id": reply["items"][-1]["id"]}
+            if post(url, "/v1/events", {"events": [click]}).status_code == 200:
+                done.append((click["request_id"], click["product_id"]))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return done
+
+
+def logged_events(cfg: ServeConfig) -> list[dict]:
+    folder = Path(cfg.resolved_events_dir()) / "events"
+    return [json.loads(line) for path in folder.glob("date=*/*.jsonl") for line in path.read_text().splitlines()
+            if line.endswith("}")]
 
 
 def change_log(cfg: ServeConfig, url: str):
@@ -160,6 +191,30 @@ def test_a_full_disk_refuses_changes_with_507_and_keeps_serving(resilient):
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     assert post(url, "/v1/items", {"items": [{"id": "room", "title": "Marble mortar and pestle"}]},
                 token=TOKEN).status_code == 200
+
+
+def test_a_full_disk_refuses_events_with_507_and_recommendations_go_on(resilient):
+    url, cfg = resilient
+    assert acknowledged_clicks(url, 1, 1)  # the gateway's event file exists
+    (pid,) = replica_pids("Gateway")
+    mine = [p for p in (Path(cfg.resolved_events_dir()) / "events").glob(f"date=*/*-{pid}-*.jsonl")]
+    size = max(p.stat().st_size for p in mine)
+    before = len(logged_events(cfg))
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (size + 50, resource.RLIM_INFINITY))  # less than any record
+    try:
+        reply = post(url, "/v1/recommend", {"text": "brass door knocker", "k": 3, "rerank": False})
+        assert reply.status_code == 200, reply.text
+        click = {"type": "click", "request_id": reply.json()["request_id"], "product_id": reply.json()["items"][0]["id"]}
+        refused = post(url, "/v1/events", {"events": [click]})
+        assert refused.status_code == 507, refused.text
+        assert refused.json()["error"]["code"] == "insufficient_storage" and "nothing was written" in refused.text
+        assert len(logged_events(cfg)) == before and max(p.stat().st_size for p in mine) == size
+        assert post(url, "/v1/recommend", {"text": "brass door knocker", "k": 3}).status_code == 200
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert post(url, "/v1/events", {"events": [click]}).status_code == 200
+    stats = requests.get(url + "/v1/stats", timeout=30).json()["events"]
+    assert stats["write_failures"] >= 1 and stats["events_refused"] >= 1
 
 
 def test_an_index_that_vanishes_after_a_reload_never_bricks_the_service(resilient, artifacts):  # noqa: F811

@@ -20,6 +20,7 @@ from common.config import check_choice, check_range
 from common.errors import ConfigError
 from common.storage import is_uri
 from model.folders import DEFAULT_MODEL, is_ensemble, resolve_model_path
+from train.event_pairs import ClickPairs
 from train.lora import LoRA
 from train.settings import (
     Checkpointing,
@@ -76,12 +77,17 @@ class TrainConfig:
     mine_depth: int = field(default=30, metadata={"help": "mined negatives come from the top this many"})
     mine_skip: int = field(default=3, metadata={"help": "top results never used as mined negatives"})
     lora: LoRA = field(default_factory=LoRA)
+    # learning from served traffic instead of judgments
+    events: str | None = field(default=None, metadata={
+        "help": "train on an event log (the server's SERVE_STATE/events) instead of judgments: clicks are "
+                "positives, products skipped above them negatives (docs/events.md); no judgments file is read"})
+    clicks: ClickPairs = field(default_factory=ClickPairs)
     fail_at_step: int = field(default=0, metadata={"cli": False, "help": "tests only: raise once at this step"})
 
     @property
     def mines(self) -> bool:
         """Some hard negatives are mined near-misses (from the zero-shot index, which must then exist)."""
-        return self.hard_negatives in MINED_MODES
+        return self.hard_negatives in MINED_MODES and not self.events  # a log's negatives are skipped products
 
     def micro_steps(self) -> tuple[int, int]:
         """(texts per backward pass, backward passes per optimizer step) as DeepSpeed sees them."""
@@ -117,11 +123,15 @@ class TrainConfig:
             check_range(name, getattr(self, name), 1)
         check_range("length_window", self.length_window, 0)
         self.lora.validate()
+        self.clicks.validate()
 
     def validate_paths(self) -> None:
         """The checks of the folders and models the config names (cloud URIs are checked where training
         fetches them, train.driver)."""
         validate_shared_paths(self)
+        if self.events and not is_uri(self.events) and not (Path(self.events) / "impressions").is_dir():
+            raise ConfigError("events", f"{self.events} holds no event log (no impressions/ folder)",
+                              "pass the folder the server logs to (SERVE_STATE/events by default)")
         if self.mines and not is_uri(self.prepared_dir):
             if not self.mine_index_dir:
                 self.mine_index_dir = str(Path(self.prepared_dir).parent / "index")
@@ -147,7 +157,10 @@ def validate_shared_paths(cfg) -> None:
     """The prepared folder, the starting model and the checkpoint to resume from, of any task."""
     if not cfg.prepared_dir:
         raise ConfigError("prepared_dir", "is not set", "pass --prepared_dir (the output of prepare)")
-    for split in ("train", "val"):
+    if not is_uri(cfg.prepared_dir) and not (Path(cfg.prepared_dir) / "catalogue").is_dir():
+        raise ConfigError("prepared_dir", f"{cfg.prepared_dir} holds no prepared catalogue",
+                          "run `firstlight prepare` and pass its output folder")
+    for split in () if getattr(cfg, "events", None) else ("train", "val"):  # a log replaces the judgments
         if not is_uri(cfg.prepared_dir) and not (Path(cfg.prepared_dir) / "judgments" / split).is_dir():
             raise ConfigError("prepared_dir", f"{cfg.prepared_dir} has no {split} split",
                               "run `firstlight prepare` and pass its output folder")

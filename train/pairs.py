@@ -26,11 +26,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from data_pipeline.events import read_log
 from data_pipeline.index import ProductIndex
 from data_pipeline.prepare import load_catalogue, load_split
 from model.encoder import TextEncoder, prompted
 from model.folders import read_prompts
 from train.config import JUDGED_MODES
+from train.event_pairs import click_pairs
 from train.losses import TEXTS
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ def text_key(text: str) -> int:
 
 def build_pairs(prepared, cfg) -> pd.DataFrame:
     """The shuffled (query, positive, negative, has_negative, *_key) table the run trains on."""
+    if getattr(cfg, "events", None):
+        return event_pairs(prepared, cfg)[0]
     judgments = pd.concat([load_split(prepared, split) for split in cfg.data.split_names], ignore_index=True)
     catalogue = load_catalogue(prepared)
     text = catalogue.set_index("product_id")["text"]
@@ -74,7 +78,22 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
         for i, pid in enumerate(positives):
             negative = text[negatives[i % len(negatives)]] if negatives else ""
             rows.append((query, text[pid], negative, bool(negatives)))
-    pairs = pd.DataFrame(rows, columns=["query", "positive", "negative", "has_negative"])
+    return keyed(pd.DataFrame(rows, columns=["query", "positive", "negative", "has_negative"]), cfg)
+
+
+def event_pairs(prepared, cfg) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(pairs, validation judgments, summary) from the event log ``cfg.events`` (train/event_pairs.py):
+    the catalogue gives the products' texts; no judgments file is read."""
+    impressions, events = read_log(cfg.events)
+    text = load_catalogue(prepared).set_index("product_id")["text"]
+    text = text[~text.index.duplicated()]
+    pairs, val, summary = click_pairs(impressions, events, text, cfg.clicks, cfg.optim.seed,
+                                      negatives=cfg.hard_negatives != "none")
+    log.info("[train] from events: %s", summary)
+    return keyed(pairs, cfg), val, summary
+
+
+def keyed(pairs: pd.DataFrame, cfg) -> pd.DataFrame:
     for column in TEXTS:
         pairs[f"{column}_key"] = pairs[column].map(text_key).astype(np.int64)
     pairs = pairs.sample(frac=1.0, random_state=cfg.optim.seed).reset_index(drop=True)

@@ -9,6 +9,7 @@ the full-catalogue test figure comes from `firstlight evaluate`.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from data_pipeline.prepare import load_catalogue, load_split
@@ -24,9 +25,11 @@ def sample_queries(judged: Judged, count: int, rng: np.random.Generator) -> list
 
 
 class Validator:
-    def __init__(self, cfg, tokenizer, prompts: dict | None = None):
+    def __init__(self, cfg, tokenizer, prompts: dict | None = None, judged: dict | None = None):
+        """``judged``: validation judgments as columns (query, product_id, relevance) instead of the
+        val split's (a run on an event log judges by held-out clicks)."""
         rng = np.random.default_rng(cfg.optim.seed)
-        judged = judged_from_frame(load_split(cfg.prepared_dir, "val"))
+        judged = judged_from_frame(pd.DataFrame(judged) if judged is not None else load_split(cfg.prepared_dir, "val"))
         queries = sample_queries(judged, cfg.checkpoints.val_queries, rng)
         self.judged = Judged({q: judged.graded[q] for q in queries}, {q: judged.binary[q] for q in queries},
                              {q: judged.candidates[q] for q in queries})

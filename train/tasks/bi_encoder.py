@@ -13,7 +13,7 @@ from train.batching import length_grouped
 from train.config import TrainConfig
 from train.lora import add_adapters, merged
 from train.losses import InfoNCELoss
-from train.pairs import build_pairs, tokenized_dataset
+from train.pairs import build_pairs, event_pairs, tokenized_dataset
 from train.steps import CachedStep, PlainStep
 from train.validation import Validator
 
@@ -26,9 +26,14 @@ class BiEncoderTask:
     model_loader = "AutoModel"
 
     def data(self, cfg: TrainConfig, model_path: str):
-        pairs = build_pairs(cfg.prepared_dir, cfg)
+        extra = {}
+        if cfg.events:  # validation judges by the held-out queries' clicks, not by a judgments file
+            pairs, val, summary = event_pairs(cfg.prepared_dir, cfg)
+            extra = {"val_judgments": val.to_dict("list"), "events_summary": summary}
+        else:
+            pairs = build_pairs(cfg.prepared_dir, cfg)
         log.info("[train] %d pairs (%d with a hard negative)", len(pairs), int(pairs["has_negative"].sum()))
-        return tokenized_dataset(pairs, model_path, cfg), len(pairs), {}
+        return tokenized_dataset(pairs, model_path, cfg), len(pairs), extra
 
     def model(self, cfg: TrainConfig, model_path: str, attention: str | None):
         from transformers import AutoModel
@@ -44,7 +49,9 @@ class BiEncoderTask:
         return CachedStep(loss, cfg.grad_cache_chunk) if cfg.grad_cache_chunk else PlainStep(loss)
 
     def validator(self, cfg: TrainConfig, tokenizer, model_path: str, extra: dict):
-        return Validator(cfg, tokenizer, read_prompts(model_path)) if cfg.checkpoints.val_queries else None
+        if not cfg.checkpoints.val_queries:
+            return None
+        return Validator(cfg, tokenizer, read_prompts(model_path), judged=extra.get("val_judgments"))
 
     def batches(self, cfg: TrainConfig, batches, rng):
         """Micro-batches regrouped by product-text length, so each pads less (``length_window``)."""
