@@ -97,3 +97,33 @@ def read_log(folder) -> tuple[pd.DataFrame, pd.DataFrame]:
         log.warning("[events] %d of %d events name a request with no logged impression: skipped",
                     int((~known).sum()), len(events))
     return impressions.reset_index(drop=True), events[known].reset_index(drop=True)
+
+
+def arm_counts(folder, since: float) -> dict[str, dict[str, float]]:
+    """Per arm, the lists shown since ``since`` (unix seconds) and the clicks, carts and purchases on
+    them, read straight from the files (cheap enough to poll while a canary runs)."""
+    folder = Path(folder)
+    arms: dict[str, dict] = {}
+    listed: dict[str, str] = {}
+    clicks_per_list: dict[str, int] = {}
+    for path in _files(folder, IMPRESSIONS):
+        for record in _parse(Path(path).read_text(errors="replace").splitlines(), ("request_id", "ts", "arm")):
+            if (record["ts"] or 0) >= since and record["arm"]:
+                listed[record["request_id"]] = record["arm"]
+                arms.setdefault(record["arm"], {"lists": 0, "click": 0, "add_to_cart": 0, "purchase": 0})["lists"] += 1
+    seen = set()
+    for path in _files(folder, EVENTS):
+        for record in _parse(Path(path).read_text(errors="replace").splitlines(), ("request_id", "type", "product_id")):
+            arm = listed.get(record["request_id"])
+            key = (record["request_id"], record["type"], record["product_id"])
+            if arm is None or record["type"] not in EVENT_TYPES or key in seen:
+                continue
+            seen.add(key)
+            arms[arm][record["type"]] += 1
+            if record["type"] == "click":
+                clicks_per_list[record["request_id"]] = clicks_per_list.get(record["request_id"], 0) + 1
+    for arm, counts in arms.items():  # clicks per list: its mean and variance, for the canary's decision
+        per_list = [clicks_per_list.get(r, 0) for r, a in listed.items() if a == arm]
+        counts["ctr"] = sum(per_list) / len(per_list) if per_list else 0.0
+        counts["ctr_var"] = float(pd.Series(per_list).var(ddof=1)) if len(per_list) > 1 else 0.0
+    return arms

@@ -13,6 +13,8 @@
     firstlight index --embeddings_dir artifacts/homedepot/embeddings --kind ivf
     firstlight evaluate --prepared_dir ... --index_dir ...
     firstlight serve --index_dir artifacts/homedepot/index     # HTTP endpoint (Ray Serve)
+    firstlight train --events artifacts/homedepot/serve_state/events   # learn from logged clicks
+    firstlight loop --events .../serve_state/events --prepared_dir ...  # train, gate, canary, promote
 
 Every stage also takes ``--config FILE`` (a YAML file of its settings; flags after it override it),
 ``--print_config`` (writes the settings as such a file) and ``--verbose``. The same commands run under `ray job submit -- firstlight ...`, joining that cluster.
@@ -31,6 +33,7 @@ from data_pipeline.embed import EmbedConfig, run_embed
 from data_pipeline.index import IndexConfig, run_index
 from data_pipeline.prepare import PrepareConfig, run_prepare
 from evaluation.evaluate import EvalConfig, run_evaluate
+from firstlight.loop import LoopConfig, run_loop
 from firstlight.pipeline import DemoConfig, run_demo
 from model.ensemble import EnsembleConfig, run_ensemble
 from model.pretrained import FetchModelConfig, run_fetch_model
@@ -57,6 +60,7 @@ STAGES = {
     "index": (IndexConfig, run_index, False, "build the FAISS product index"),
     "evaluate": (EvalConfig, run_evaluate, False, "score BM25, the encoder and their fusion"),
     "serve": (ServeConfig, run_serve, True, "serve recommendations over HTTP (Ray Serve + FAISS)"),
+    "loop": (LoopConfig, run_loop, True, "learn from the server's event log: train, gate, canary, promote or roll back"),
 }
 
 

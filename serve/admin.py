@@ -85,6 +85,19 @@ def checked_reload_target(body: ReloadRequest, roots) -> tuple[str, str]:
     return index_dir, model
 
 
+def checked_reranker(path: str, roots) -> str:
+    """A canary's reranker: a model folder below the reload roots."""
+    if "\x00" in path or not path.strip():
+        raise ApiError(422, "invalid_path", "reranker", "'reranker' is empty or holds a NUL character")
+    if not within(path, roots):
+        raise _outside("reranker", path, roots)
+    resolved = path if is_uri(path) else str(Path(path).expanduser().resolve())
+    if not exists(join(resolved, "config.json")):
+        raise ApiError(422, "not_found", "reranker", f"{path} holds no model (config.json): pass the folder "
+                       "`firstlight train-reranker` wrote")
+    return resolved
+
+
 def _check_model(model: str, roots) -> None:
     """A reload's model is a folder below the roots, or a model FirstLight ships as a package: a hub
     name would have the reload wait on the network (or, offline, on its retries)."""
@@ -101,9 +114,11 @@ class Admin:
     """Item changes and reloads over the Encoder and Retriever handles; ``prepare_version(version)``
     readies what the gateway keeps per version (its speller) before a switch."""
 
-    def __init__(self, encoder, retriever, active, prepare_version, reload_roots=(), carry_rules=None):
-        """``carry_rules(old_id, new_id)``: copies the merchandising rules to a version switched to."""
+    def __init__(self, encoder, retriever, active, prepare_version, reload_roots=(), carry_rules=None, canaries=None):
+        """``carry_rules(old_id, new_id)``: copies the merchandising rules to a version switched to;
+        ``canaries``: the CanaryStore (serve/canary.py), whose version gets every item change too."""
         self.encoder, self.retriever, self.active = encoder, retriever, active
+        self.canaries = canaries
         self.carry_rules = carry_rules
         self.reload_roots = tuple(reload_roots)
         self.prepare_version = prepare_version
@@ -114,19 +129,28 @@ class Admin:
         per item its checked attributes, or None to keep what the product has."""
         texts = [product_text(item.title, item.description) for item in items]
         version = self.active.get()
-        vectors = await read(self.encoder.encode, version.model, texts, "passage")
         attributes = attributes or [None] * len(items)
-        records = [{"id": item.id, "title": normalize_text(item.title), "text": text, "vector": vector.tolist(),
-                    "attributes": attrs} for item, text, vector, attrs in zip(items, texts, vectors, attributes)]
-        outcome = await self.retriever.upsert.remote(version.describe(), records)  # a write: never retried
-        refused(outcome)
-        return {"upserted": [r["id"] for r in records], "items_in_index": outcome["items"],
+        outcome = None
+        for target in self._targets(version):  # a running canary gets every change too: searchable at once
+            vectors = await read(self.encoder.encode, target.model, texts, "passage")
+            records = [{"id": item.id, "title": normalize_text(item.title), "text": text, "vector": vector.tolist(),
+                        "attributes": attrs} for item, text, vector, attrs in zip(items, texts, vectors, attributes)]
+            done = await self.retriever.upsert.remote(target.describe(), records)  # a write: never retried
+            refused(done)
+            outcome = outcome or done
+        return {"upserted": [item.id for item in items], "items_in_index": outcome["items"],
                 "version": version.public()}
+
+    def _targets(self, version: Version) -> list[Version]:
+        canary = self.canaries.get() if self.canaries is not None else None
+        return [version] + ([canary["version"]] if canary and canary["version"].id != version.id else [])
 
     async def delete(self, product_id: str) -> dict:
         version = self.active.get()
         outcome = await self.retriever.delete.remote(version.describe(), product_id)
         refused(outcome)
+        for canary in self._targets(version)[1:]:
+            refused(await self.retriever.delete.remote(canary.describe(), product_id))
         if not outcome["deleted"]:
             raise ApiError(404, "not_found", "id", f"no product {product_id!r} in the index")
         return {"deleted": product_id, "version": version.public()}
@@ -140,6 +164,16 @@ class Admin:
         Anything wrong with the new version is a 422 before the switch: the old one keeps serving."""
         index_dir, model = await asyncio.to_thread(checked_reload_target, body, self.reload_roots)
         old, new = self.active.get(), Version(model, index_dir)
+        await self._loadable(new)
+        carried = await self._carry(old, new)
+        self.active.set(new)
+        log.info("firstlight: switched %s -> %s (%s)", old.describe(), new.describe(), carried)
+        return {"previous": old.describe(), "active": new.describe(), "carried_over": carried,
+                "items_in_index": (await self.retriever.info.remote(new.describe()))["items"]}
+
+    async def _loadable(self, new: Version) -> None:
+        """A 422 unless ``new`` loads on the Encoder and the Retriever and answers a real search."""
+        model, index_dir = new.model, new.index_dir
         try:
             dim = await self.encoder.dim.remote(model)
         except Exception as err:  # noqa: BLE001 - whatever loading raised, the caller gets the reason
@@ -157,15 +191,54 @@ class Admin:
         except Exception as err:  # noqa: BLE001
             raise ApiError(422, "unloadable", "model", f"could not search with model {model!r}: "
                            f"{last_line(err)}") from None
-        carried = "nothing to carry over" if new.id == old.id else await self._carry_over(old, new, model)
+
+    async def _carry(self, old: Version, new: Version) -> str:
+        """The API's item changes and the merchandising rules of ``old`` carried to ``new``, and the
+        gateway's per-version state readied."""
+        carried = "nothing to carry over" if new.id == old.id else await self._carry_over(old, new, new.model)
         if new.id != old.id and self.carry_rules is not None:
             rules = await asyncio.to_thread(self.carry_rules, old.id, new.id)
             carried += f"; {rules} merchandising rule(s)" if rules else ""
         await asyncio.to_thread(self.prepare_version, new.describe())  # off the event loop (about a second)
-        self.active.set(new)
-        log.info("firstlight: switched %s -> %s (%s)", old.describe(), new.describe(), carried)
-        return {"previous": old.describe(), "active": new.describe(), "carried_over": carried,
-                "items_in_index": (await self.retriever.info.remote(new.describe()))["items"]}
+        return carried
+
+    # -- canaries ------------------------------------------------------------------------------
+    async def start_canary(self, body, canaries, has_reranker: bool) -> dict:
+        """Serve ``body``'s version to ``body.share`` of traffic beside the active one."""
+        async with self.reload_lock:
+            if canaries.get() is not None:
+                raise ApiError(409, "canary_running", "index_dir", "a canary is running: promote it or roll it "
+                               "back first (POST /v1/admin/canary/promote or /rollback)")
+            index_dir, model = await asyncio.to_thread(checked_reload_target, body, self.reload_roots)
+            reranker = None
+            if body.reranker is not None:
+                if not has_reranker:
+                    raise ApiError(422, "no_reranker", "reranker", "this server runs no reranker: serve with "
+                                   "rerank.model set to give a canary its own")
+                reranker = await asyncio.to_thread(checked_reranker, body.reranker, self.reload_roots)
+            old, new = self.active.get(), Version(model, index_dir, reranker)
+            if new.id == old.id:
+                raise ApiError(422, "same_version", "index_dir", "that is the active version already")
+            await self._loadable(new)
+            carried = await self._carry(old, new)
+            canary = canaries.start(new, body.share)
+            log.info("firstlight: canary %s at %.0f%% beside %s (%s)", new.describe(), 100 * body.share,
+                     old.describe(), carried)
+            return {"canary": new.describe(), "control": old.describe(), "share": canary["share"],
+                    "carried_over": carried}
+
+    async def end_canary(self, canaries, promote: bool) -> dict:
+        async with self.reload_lock:
+            canary = canaries.get()
+            if canary is None:
+                raise ApiError(404, "no_canary", "canary", "no canary is running")
+            old = self.active.get()
+            if promote:
+                self.active.set(canary["version"])
+            canaries.clear()
+            log.info("firstlight: canary %s %s", canary["version"].describe(), "promoted" if promote else "rolled back")
+            return {"active": self.active.get().describe(), "previous": old.describe(),
+                    "outcome": "promoted" if promote else "rolled back"}
 
     async def _carry_over(self, old: Version, new: Version, model: str) -> str:
         """Products added or deleted through the API on ``old`` are re-embedded / deleted on ``new``."""

@@ -126,6 +126,22 @@ class ReloadRequest(BaseModel):
     model: str | None = Field(None, description="its encoder; default: the model recorded in the index")
 
 
+class CanaryRequest(BaseModel):
+    model_config = STRICT
+    index_dir: str = Field(description="folder of the canary's FAISS index (below the reload roots)")
+    model: str | None = Field(None, description="its encoder; default: the model recorded in the index")
+    reranker: str | None = Field(None, description="its own cross-encoder folder; default: the server's reranker")
+    share: float = Field(0.1, description="share of sessions served by the canary, above 0 and at most 0.5")
+
+
+class CanaryResponse(BaseModel):
+    canary: dict | None = Field(description="the canary's version, its share and when it started (null: none runs)")
+    control: dict = Field(description="the active version")
+    arms: dict = Field(description="per arm, this replica's requests, impressions, clicks, add_to_cart, purchases, CTR")
+    outcome: str | None = Field(None, description="started, promoted or rolled back, after a change")
+    carried_over: str | None = Field(None, description="when a canary starts: the API's item changes and rules copied to it")
+
+
 class Resembles(BaseModel):
     id: str
     title: str
@@ -246,7 +262,9 @@ class StatsResponse(BaseModel):
     events: dict = Field(default_factory=dict, description="this replica's event log: impressions logged and "
                          "dropped, events logged and refused, write failures")
     arms: dict = Field(default_factory=dict, description="per arm (control; canary while one runs), this replica's "
-                       "requests, impressions, clicks, add_to_cart, purchases and CTR (clicks / impressions)")
+                       "requests, impressions (lists shown), clicks, add_to_cart, purchases and CTR (clicks / "
+                       "impressions)")
+    canary: dict | None = Field(None, description="the running canary's version, share and start, or null")
 
 
 class Health(BaseModel):

@@ -8,6 +8,8 @@ side (serve/admin.py: items, reloads; serve/rules_store.py: merchandising rules)
     POST   /v1/items              {items: [{id, title, description, attributes}]}   (admin) add or change products
     DELETE /v1/items/{id}         (id percent-encoded; may hold "/")    (admin) remove a product
     POST   /v1/admin/reload       {index_dir, model}                    (admin) switch model + index
+    POST   /v1/admin/canary       {index_dir, model, reranker, share}   (admin) serve a second version to a share
+    GET    /v1/admin/canary, POST /v1/admin/canary/promote, /rollback   (admin) its figures; end it
     POST   /v1/recommend          ... + {session: {clicked: [ids]}}     -> moved toward the clicks, each item with 'why'
     POST   /v1/recommend          ... + {filter: EXPR, facets: {...}}   -> within the filter, with facet counts
     POST   /v1/recommend          "蓝色连衣裙 300元以内" -> constraints read from the text, applied and said back
@@ -46,6 +48,8 @@ from serve.api import (
     ApiError,
     BatchRequest,
     BatchResponse,
+    CanaryRequest,
+    CanaryResponse,
     DeleteResponse,
     EventsRequest,
     EventsResponse,
@@ -73,6 +77,8 @@ from serve.api import (
     parse_body,
     read_body,
 )
+from serve.canary import CanaryStore, in_canary
+from serve.canary import public as canary_public
 from serve.config import ServeConfig
 from serve.event_log import (
     AppendLog,
@@ -151,8 +157,9 @@ class Gateway:
         # reads prices, brands, colours ... from shoppers' words; its vocabulary is the catalogue's values
         self.reader = ConstraintReader.for_catalogue(cfg.constraints, prepared) if cfg.constraints.read else None
         self.rules = RulesStore(cfg.resolved_state_dir(), self.schema, cfg.limits.max_k)
+        self.canaries = CanaryStore(cfg.resolved_state_dir())
         self.admin = Admin(encoder, retriever, self.active, self._prepare_version, cfg.resolved_reload_roots(),
-                           self.rules.carry)
+                           self.rules.carry, self.canaries)
         document = openapi_document(app, cfg)
         app.openapi = lambda: document
         self.tokenizers = {}
@@ -264,7 +271,7 @@ class Gateway:
                                "1 to 200 characters", 200)
         names = [f"{field}.{i}" if field == "texts" else field for i in range(len(texts))]
         clean = [check_text(t, name, self.limits.max_text_chars) for t, name in zip(texts, names)]
-        version = self.active.get()  # read once: the whole request runs on this version
+        version, arm = self._version_for(body.session)  # read once: the whole request runs on this version
         described = version.describe()
         self._check_tokens(version.model, clean, names)
         expr = check_filter(body.filter, self.schema)
@@ -282,7 +289,7 @@ class Gateway:
         read_ms = 1000 * (time.perf_counter() - read_start)
         ranked = await self.path.rank(version, queries, body.k, body.exclude, clicked, body.rerank, start, expr,
                                       facets, self.rules.rules(version.id), plans)
-        items, request_ids = self._log_shown(clean, queries, ranked.items, described, body, ranked.reranked)
+        items, request_ids = self._log_shown(clean, queries, ranked.items, described, body, ranked.reranked, arm)
         timing = {**ranked.timing_ms, "total": 1000 * (time.perf_counter() - start)}
         if reading:
             timing["read_constraints"] = read_ms
@@ -295,11 +302,21 @@ class Gateway:
                 "fallback": ranked.fallback, "filter": applied, "facets": ranked.facets, "facets_over": ranked.facets_over,
                 "constraints": [p.public() for p in ranked.plans] if reading else None}
 
+    def _version_for(self, session) -> tuple[Version, str]:
+        """(version, arm): the canary's for its share of sessions while one runs, else the active one."""
+        canary = self.canaries.get()
+        if canary is None:
+            return self.active.get(), "control"
+        session_id = session.id if session is not None else None
+        chosen = in_canary(session_id, canary["id"], canary["share"]) if session_id is not None \
+            else self.rng.random() < canary["share"]
+        return (canary["version"], "canary") if chosen else (self.active.get(), "control")
+
     def _log_shown(self, texts: list[str], queries: list[str], rows: list[list[dict]], described: dict, body,
-                   reranked: bool) -> tuple[list[list[dict]], list[str]]:
+                   reranked: bool, arm: str) -> tuple[list[list[dict]], list[str]]:
         """Each list's request_id; with events.log, a swap for a small random share of lists (the
         interventions position bias is estimated from) and the shown list queued for the log."""
-        arm, now = "control", time.time()
+        now = time.time()
         session_id = body.session.id if body.session is not None else None
         ids, out = [], []
         for text, query, row in zip(texts, queries, rows):
@@ -453,6 +470,42 @@ class Gateway:
             return {**self.rules.listing(version.id), "version": version.public()}
         return await self._handle(request, None, work, admin=True)
 
+    @app.post("/v1/admin/canary", response_model=CanaryResponse, openapi_extra=openapi_body(CanaryRequest))
+    async def start_canary(self, request: Request):
+        async def work(body: CanaryRequest):
+            if not 0 < body.share <= 0.5:
+                raise ApiError(422, "out_of_range", "share", f"share={body.share} is outside (0, 0.5]: a canary "
+                               "serves the smaller part of traffic", 0.5)
+            started = await self.admin.start_canary(body, self.canaries, self.reranker is not None)
+            return {**self._canary_state(), "outcome": "started", "carried_over": started["carried_over"]}
+        return await self._handle(request, CanaryRequest, work, admin=True)
+
+    @app.get("/v1/admin/canary", response_model=CanaryResponse)
+    async def get_canary(self, request: Request):
+        async def work(_):
+            return self._canary_state()
+        return await self._handle(request, None, work, admin=True)
+
+    @app.post("/v1/admin/canary/promote", response_model=CanaryResponse)
+    async def promote_canary(self, request: Request):
+        async def work(_):
+            ended = await self.admin.end_canary(self.canaries, promote=True)
+            return {**self._canary_state(), "outcome": ended["outcome"]}
+        return await self._handle(request, None, work, admin=True)
+
+    @app.post("/v1/admin/canary/rollback", response_model=CanaryResponse)
+    async def rollback_canary(self, request: Request):
+        async def work(_):
+            ended = await self.admin.end_canary(self.canaries, promote=False)
+            return {**self._canary_state(), "outcome": ended["outcome"]}
+        return await self._handle(request, None, work, admin=True)
+
+    def _canary_state(self) -> dict:
+        """For admins: full paths, as a reload's reply shows them."""
+        canary = self.canaries.get()
+        return {"canary": None if canary is None else {**canary_public(canary), "version": canary["version"].describe()},
+                "control": self.active.get().describe(), "arms": self.arms.public()}
+
     @app.post("/v1/admin/reload", response_model=ReloadResponse, openapi_extra=openapi_body(ReloadRequest))
     async def reload(self, request: Request):
         return await self._handle(request, ReloadRequest, self.admin.reload, admin=True)
@@ -470,7 +523,7 @@ class Gateway:
                              "budget_ms": self.cfg.rerank.budget_ms, "refused": self.path.refused,
                              "fallbacks": self.path.fallbacks}, "dropped_at_start": self.active.dropped,
                 "events": dict(self.event_log.counts) if self.event_log else {"logging": "off"},
-                "arms": self.arms.public()}
+                "arms": self.arms.public(), "canary": canary_public(self.canaries.get())}
 
     @app.get("/healthz", response_model=Health)
     async def healthz(self):

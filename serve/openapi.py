@@ -55,6 +55,14 @@ ROUTES = {
     ("get", "/v1/admin/rules"): (True, {**ADMIN_ERRORS, 431: BODY_ERRORS[431]}),
     ("delete", "/v1/admin/rules/{rule_id}"): (True, {**ADMIN_ERRORS, **STORAGE_ERROR, 431: BODY_ERRORS[431],
                                                      404: "no rule with this id in the active version"}),
+    ("post", "/v1/admin/canary"): (True, {**BODY_ERRORS, **ADMIN_ERRORS,
+                                          409: "a canary is running already: promote it or roll it back first",
+                                          422: "the folder is not a loadable index, the model does not fit it, the "
+                                               "reranker folder holds no model, the share is outside (0, 0.5], or it "
+                                               "is the active version; nothing changed"}),
+    ("get", "/v1/admin/canary"): (True, {**ADMIN_ERRORS, 431: BODY_ERRORS[431]}),
+    ("post", "/v1/admin/canary/promote"): (True, {**ADMIN_ERRORS, 431: BODY_ERRORS[431], 404: "no canary is running"}),
+    ("post", "/v1/admin/canary/rollback"): (True, {**ADMIN_ERRORS, 431: BODY_ERRORS[431], 404: "no canary is running"}),
     ("post", "/v1/admin/reload"): (True, {**BODY_ERRORS, **ADMIN_ERRORS,
                                           422: "the folder is not a loadable index, or the model does not fit it; "
                                                "the old version keeps serving"}),

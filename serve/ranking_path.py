@@ -130,7 +130,7 @@ class RankingPath:
         reranked, fallback = False, None
         if use_reranker:
             left = self.stage.budget_ms - 1000 * (time.perf_counter() - arrived)
-            hits, reranked, fallback = await self._rerank(queries, hits, left)
+            hits, reranked, fallback = await self._rerank(queries, hits, left, version.reranker or self.stage.model)
             timing["rerank"] = 1000 * (time.perf_counter() - done)
         hits = [boosted(row, plan, self.soft_boost) for row, plan in zip(hits, plans)]
         if rules:
@@ -184,8 +184,8 @@ class RankingPath:
             self.encoding_in_retriever[model] = reason is None
         return self.encoding_in_retriever[model]
 
-    async def _rerank(self, queries: list[str], hits: list[list[dict]], left_ms: float = float("inf")
-                      ) -> tuple[list, bool, str | None]:
+    async def _rerank(self, queries: list[str], hits: list[list[dict]], left_ms: float = float("inf"),
+                      model: str | None = None) -> tuple[list, bool, str | None]:
         """The second stage, or the first stage's ranking with the reason: at once when ``left_ms`` of
         the latency budget is gone or the Reranker refuses (its queue would overrun it), after
         ``timeout_s`` when it cannot answer."""
@@ -194,7 +194,7 @@ class RankingPath:
             return hits, False, (f"over the {self.stage.budget_ms:g} ms latency budget (rerank.budget_ms) before "
                                  "reranking; first-stage ranking served")
         depth = self.stage.depth
-        request = RerankRequest(self.stage.model, tuple(queries), tuple(tuple(c["text"] for c in row[:depth])
+        request = RerankRequest(model or self.stage.model, tuple(queries), tuple(tuple(c["text"] for c in row[:depth])
                                                                          for row in hits), left_ms)
         try:
             answer = await asyncio.wait_for(self.read(self.reranker.rerank, request), timeout=self.stage.timeout_s)
@@ -206,4 +206,5 @@ class RankingPath:
         if answer.refused:
             self.refused += 1
             return hits, False, f"{answer.refused}; first-stage ranking served"
-        return [rerank(row, s, depth, self.stage.weight) for row, s in zip(hits, answer.scores)], True, None
+        return [rerank(row, s, depth, self.stage.weight, self.stage.click_weight) for row, s in zip(hits, answer.scores)], \
+            True, None

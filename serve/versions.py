@@ -1,7 +1,8 @@
 """Which model + index pair answers: the *active version*, kept in STATE/active.json.
 
-A version is a (model, index) pair; its id is a short hash of the two, so vectors from one model are
-never searched in another model's index. Every request reads the active version once, at its start,
+A version is a (model, index) pair, with the reranker it ranks with when that is not the server's
+configured one (a canary's, serve/canary.py); its id is a short hash of them, so vectors from one
+model are never searched in another model's index. Every request reads the active version once, at its start,
 and carries it to the Encoder and the Retriever: a reload that lands mid-request does not mix models,
 and requests in flight finish on the version they started with. The file is replaced atomically
 (write + rename), and every gateway replica sees a reload at its next request.
@@ -15,7 +16,7 @@ import logging
 import os
 import tempfile
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("ray.serve")
@@ -25,17 +26,29 @@ log = logging.getLogger("ray.serve")
 class Version:
     model: str
     index_dir: str
+    reranker: str | None = None  # None: the server's configured reranker (rerank.model)
 
     @property
     def id(self) -> str:
-        return hashlib.sha256(f"{self.model}\n{self.index_dir}".encode()).hexdigest()[:12]
+        own = f"\n{self.reranker}" if self.reranker else ""  # ids of versions without one stay as they were
+        return hashlib.sha256(f"{self.model}\n{self.index_dir}{own}".encode()).hexdigest()[:12]
 
     def describe(self) -> dict:
-        return {"id": self.id, "model": self.model, "index": self.index_dir}
+        return {"id": self.id, "model": self.model, "index": self.index_dir,
+                **({"reranker": self.reranker} if self.reranker else {})}
 
     def public(self) -> dict:
         """What anyone may see: the id and the last two parts of each path (no server layout)."""
-        return {"id": self.id, "model": _short(self.model), "index": _short(self.index_dir)}
+        return {"id": self.id, "model": _short(self.model), "index": _short(self.index_dir),
+                **({"reranker": _short(self.reranker)} if self.reranker else {})}
+
+    def fields(self) -> dict:
+        """As saved in a state file (no reranker key when it has none, as before rerankers per version)."""
+        return {"model": self.model, "index_dir": self.index_dir, **({"reranker": self.reranker} if self.reranker else {})}
+
+    @classmethod
+    def saved(cls, data: dict) -> "Version":
+        return cls(data["model"], data["index_dir"], data.get("reranker"))
 
 
 def _short(path: str) -> str:
@@ -52,13 +65,13 @@ class ActiveVersion:
         """``usable(version) -> None or the reason it cannot serve``: checked on the saved version at start."""
         self.path = Path(state_dir) / "active.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.configured = asdict(default)
+        self.configured = default.fields()
         self.dropped: str | None = None  # what was dropped at start, and why (shown in /v1/stats)
         saved = self._saved()
         if saved is None or saved.get("configured") != self.configured:
             self.set(default)
         else:
-            version = Version(saved["model"], saved["index_dir"])
+            version = Version.saved(saved)
             reason = usable(version) if usable and version != default else None
             if reason:
                 self.dropped = f"the reloaded version {version.id} could not be served; see the log"
@@ -72,7 +85,7 @@ class ActiveVersion:
             return None
         try:
             data = json.loads(self.path.read_text())
-            Version(data["model"], data["index_dir"])
+            Version.saved(data)
             return data
         except (ValueError, KeyError, TypeError) as err:
             log.warning("firstlight: %s is damaged (%s); serving the configured version", self.path, err)
@@ -83,19 +96,20 @@ class ActiveVersion:
         stamp = (st.st_mtime_ns, st.st_ino)  # a replace gives a new inode even within one clock tick
         if self._seen is None or self._seen[0] != stamp:
             data = json.loads(self.path.read_text())
-            self._seen = (stamp, Version(data["model"], data["index_dir"]))
+            self._seen = (stamp, Version.saved(data))
         return self._seen[1]
 
     def set(self, version: Version) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".active-")
         with os.fdopen(fd, "w") as fh:
-            json.dump({**asdict(version), "configured": self.configured}, fh)
+            json.dump({**version.fields(), "configured": self.configured}, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
 
 
-KEEP_VERSIONS = 2  # a reload keeps the version before it loaded, for requests still in flight
+# the active version, a canary beside it, and the version before a reload (requests still in flight)
+KEEP_VERSIONS = 3
 
 
 class VersionCache(OrderedDict):

@@ -86,7 +86,7 @@ def test_why_names_the_matched_words_the_sources_and_the_reranker(app, artifacts
     assert all(i["why"]["text"] for i in body["items"])
 
 
-def test_the_demo_page_in_a_real_browser(app, tmp_path):
+def test_the_demo_page_in_a_real_browser(app, artifacts, tmp_path):  # noqa: F811
     from benchmarks.reliability.demo_page import drive
 
     screenshot = tmp_path / "demo.png"
@@ -97,6 +97,15 @@ def test_the_demo_page_in_a_real_browser(app, tmp_path):
     assert cold[0]["id"] not in [r["id"] for r in warm]  # the clicked product is gone
     assert [r["id"] for r in warm] != [r["id"] for r in cold[1:]]  # and the ranking moved, not just shifted
     assert "Personalised by 1 click" in seen["session"]
+    # the click went to the event log, linked to the list it was made on, with the visit's id
+    events_dir = artifacts[0] / "demo_state" / "events"
+    logged = [json.loads(line) for path in (events_dir / "events").glob("date=*/*.jsonl")
+              for line in path.read_text().splitlines()]
+    click = next(e for e in logged if e["product_id"] == cold[0]["id"] and e["type"] == "click")
+    shown = [json.loads(line) for path in (events_dir / "impressions").glob("date=*/*.jsonl")
+             for line in path.read_text().splitlines()]
+    listed = next(r for r in shown if r["request_id"] == click["request_id"])
+    assert listed["session_id"].startswith("demo-") and listed["items"][click["position"] - 1] == cold[0]["id"]
     # the facet sidebar: ticking a brand leaves only that brand's products, and says so
     facet = seen["facet"]
     assert facet["field"] == "brand" and seen["faceted"]

@@ -118,3 +118,17 @@ def test_training_on_events_reads_no_judgments(tmp_path, tiny_model_dir, small_h
     assert (model / "model.safetensors").exists()
     assert json.loads((model / "firstlight.json").read_text())["val_ndcg@10"] is not None
     assert not (Path(prepared) / "judgments").exists()
+
+
+def test_clicks_judge_products_by_their_debiased_click_rate(tmp_path, ray_session):
+    from train.event_pairs import click_judgments
+
+    grades = {f"query {q}": {p: (3.0 if i % 2 else 1.5) for i, p in enumerate(PRODUCTS[q:q + 10])} for q in range(20)}
+    _, impressions, events = simulated(tmp_path, sessions=8000, grades=grades)
+    train, held, summary = click_judgments(impressions, events, ClickPairs(val_share=0.2))
+    assert len(held) and len(train) and set(train["query"]).isdisjoint(held["query"])
+    judged = pd.concat([train, held])
+    truth = judged.apply(lambda r: grades[r["query"]][r["product_id"]], axis=1)
+    # relevant products (3.0) judged above irrelevant ones (1.5) wherever they were shown
+    assert judged[truth == 3.0]["relevance"].mean() > judged[truth == 1.5]["relevance"].mean() + 0.8
+    assert judged["relevance"].between(1.0, 3.0).all() and 0.7 < summary["eta"] < 1.3

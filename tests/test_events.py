@@ -21,7 +21,9 @@ from serve.event_log import (
     ShownLists,
     choose_swap,
 )
-from tests.serving import artifacts, post, served, small_app  # noqa: F401 - the shared fixture
+from serve.canary import CanaryStore, in_canary
+from serve.versions import Version
+from tests.serving import TOKEN, artifacts, post, served, small_app  # noqa: F401 - the shared fixture
 
 
 def lines(folder: Path, stream: str) -> list[dict]:
@@ -148,11 +150,32 @@ def test_the_serving_config_refuses_a_bucket_log_and_bad_shares(artifacts):  # n
             small_app({"index_dir": str(root / "index"), **settings}).validate()
 
 
+def test_canary_assignment_is_sticky_and_near_its_share():
+    arms = [in_canary(f"visit-{n}", "c1", 0.2) for n in range(20000)]
+    assert 0.19 < sum(arms) / len(arms) < 0.21
+    assert arms == [in_canary(f"visit-{n}", "c1", 0.2) for n in range(20000)]  # the same on every replica
+    assert arms != [in_canary(f"visit-{n}", "c2", 0.2) for n in range(20000)]  # a new canary, a new draw
+
+
+def test_a_canary_survives_a_restart_and_ends_durably(tmp_path):
+    store = CanaryStore(str(tmp_path))
+    assert store.get() is None
+    store.start(Version("m", "/idx/b", "/rerankers/b"), 0.25)
+    again = CanaryStore(str(tmp_path)).get()  # a restarted replica
+    assert again["version"] == Version("m", "/idx/b", "/rerankers/b") and again["share"] == 0.25
+    assert again["id"] == Version("m", "/idx/b", "/rerankers/b").id != Version("m", "/idx/b").id
+    store.clear()
+    assert CanaryStore(str(tmp_path)).get() is None
+    (tmp_path / "canary.json").write_text("{not json")
+    assert CanaryStore(str(tmp_path)).get() is None  # a damaged file serves no canary, and no error
+
+
 # -- over HTTP -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def logged(artifacts):  # noqa: F811
     root, _ = artifacts
     cfg = small_app({"index_dir": str(root / "index"), "state_dir": str(root / "events_state"),
+                     "admin_token_file": str(root / "token"),
                      "events": {"swap_share": 0.5, "flush_ms": 5}, "limits": {"max_events": 5}})
     with served(cfg) as url:
         yield url, Path(cfg.resolved_events_dir())
@@ -234,3 +257,50 @@ def test_event_counts_are_limited(logged):
         answer = post(url, "/v1/events", {"events": events})
         assert answer.status_code == 422 and answer.json()["error"]["field"] == "events", answer.text
     assert post(url, "/v1/events", {"events": [one] * 5}).json() == {"accepted": 5}
+
+
+@pytest.mark.serving
+def test_a_canary_serves_its_share_of_sessions_stickily_and_is_promoted_or_rolled_back(logged, artifacts):  # noqa: F811
+    url, _ = logged
+    root, _ = artifacts
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    control = requests.get(url + "/v1/stats", timeout=30).json()["version"]["id"]
+    assert post(url, "/v1/admin/canary", {"index_dir": str(root / "index_v2"), "share": 0.5}).status_code == 401
+    started = post(url, "/v1/admin/canary", {"index_dir": str(root / "index_v2"), "share": 0.5}, token=TOKEN)
+    assert started.status_code == 200 and started.json()["outcome"] == "started", started.text
+    canary = started.json()["canary"]["version"]["id"]
+    again = post(url, "/v1/admin/canary", {"index_dir": str(root / "index_v2"), "share": 0.5}, token=TOKEN)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "canary_running"
+    for share in (0.0, 0.9):
+        bad = post(url, "/v1/admin/canary", {"index_dir": str(root / "index_v2"), "share": share}, token=TOKEN)
+        assert bad.status_code in (409, 422)
+    served_by = {}
+    for n in range(16):
+        for _ in range(3):
+            reply = post(url, "/v1/recommend", {"text": "cordless drill", "k": 3, "rerank": False,
+                                                "session": {"id": f"visit-{n}"}}).json()
+            served_by.setdefault(n, set()).add(reply["version"]["id"])
+        if reply["version"]["id"] == canary:  # a click on a canary list counts for the canary
+            click = {"type": "click", "request_id": reply["request_id"], "product_id": reply["items"][0]["id"]}
+            assert post(url, "/v1/events", {"events": [click]}).status_code == 200
+    assert all(len(ids) == 1 for ids in served_by.values())  # sticky
+    assert {next(iter(ids)) for ids in served_by.values()} == {control, canary}  # both arms serve
+    added = post(url, "/v1/items", {"items": [{"id": "canary-new", "title": "Teak shower bench"}]}, token=TOKEN)
+    assert added.status_code == 200
+    for n in range(16):  # a product added during the canary is found in both arms at once
+        hits = post(url, "/v1/recommend", {"text": "teak shower bench", "k": 3, "rerank": False,
+                                           "session": {"id": f"visit-{n}"}}).json()["items"]
+        assert hits[0]["id"] == "canary-new"
+    state = requests.get(url + "/v1/admin/canary", headers=admin, timeout=30).json()
+    assert state["canary"]["share"] == 0.5 and state["arms"]["canary"]["clicks"] >= 1
+    assert state["arms"]["canary"]["requests"] >= 3 and state["arms"]["control"]["requests"] >= 3
+    promoted = post(url, "/v1/admin/canary/promote", token=TOKEN).json()
+    assert promoted["outcome"] == "promoted" and promoted["canary"] is None
+    assert requests.get(url + "/v1/stats", timeout=30).json()["version"]["id"] == canary
+    assert post(url, "/v1/admin/canary/rollback", token=TOKEN).status_code == 404
+    # and back: the old control as a canary, rolled back
+    assert post(url, "/v1/admin/canary", {"index_dir": str(root / "index"), "share": 0.5}, token=TOKEN).ok
+    assert post(url, "/v1/admin/canary/rollback", token=TOKEN).json()["outcome"] == "rolled back"
+    for n in range(8):
+        reply = post(url, "/v1/recommend", {"text": "drill", "k": 2, "session": {"id": f"visit-{n}"}}).json()
+        assert reply["version"]["id"] == canary

@@ -98,3 +98,25 @@ def test_reranker_cli_refuses_a_missing_first_stage_index(first_stage, tmp_path,
     code = main(["train-reranker", "--prepared_dir", str(prepared), "--first_stage_index_dir", str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert code == 2 and "'first_stage_index_dir'" in err and "firstlight index" in err and "Traceback" not in err
+
+
+def test_the_reranker_trains_on_logged_clicks_with_no_judgments(first_stage, tiny_model_dir, tmp_path):
+    import shutil
+
+    from benchmarks.events.clicks import run_in_process, training_queries
+    from train.driver import run_train
+
+    prepared, index = first_stage
+    queries, grades = training_queries(prepared)
+    ids = sorted(load_catalogue(prepared)["product_id"])
+    rankings = {q: ([p for p in grades[q] if p in set(ids)] + ids)[:10] for q in queries}
+    run_in_process(rankings, grades, 3000, tmp_path / "log", seed=0, swap_share=0.1)
+    catalogue_only = tmp_path / "data"  # the catalogue alone: a run that reads judgments fails
+    shutil.copytree(Path(prepared) / "catalogue", catalogue_only / "catalogue")
+    shutil.copy(Path(prepared) / "manifest.json", catalogue_only / "manifest.json")
+    cfg = tiny_reranker_config((catalogue_only, index), tiny_model_dir, tmp_path / "run", events=str(tmp_path / "log"),
+                               num_workers=1, cpus_per_worker=1, grad_accum=1)
+    model_dir = Path(run_train(cfg))
+    saved = json.loads((model_dir / "firstlight.json").read_text())
+    assert saved["kind"] == "reranker" and saved["step"] in (2, 4)
+    assert not (catalogue_only / "judgments").exists()

@@ -129,9 +129,7 @@ class TrainConfig:
         """The checks of the folders and models the config names (cloud URIs are checked where training
         fetches them, train.driver)."""
         validate_shared_paths(self)
-        if self.events and not is_uri(self.events) and not (Path(self.events) / "impressions").is_dir():
-            raise ConfigError("events", f"{self.events} holds no event log (no impressions/ folder)",
-                              "pass the folder the server logs to (SERVE_STATE/events by default)")
+        check_event_log(self.events)
         if self.mines and not is_uri(self.prepared_dir):
             if not self.mine_index_dir:
                 self.mine_index_dir = str(Path(self.prepared_dir).parent / "index")
@@ -151,6 +149,12 @@ def validate_shared(cfg) -> None:
     cfg.checkpoints.validate()
     cfg.data.validate()
     check_together(cfg.optim, cfg.dist, cfg.checkpoints, cfg.data)
+
+
+def check_event_log(events: str | None) -> None:
+    if events and not is_uri(events) and not (Path(events) / "impressions").is_dir():
+        raise ConfigError("events", f"{events} holds no event log (no impressions/ folder)",
+                          "pass the folder the server logs to (SERVE_STATE/events by default)")
 
 
 def validate_shared_paths(cfg) -> None:

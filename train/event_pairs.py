@@ -9,8 +9,8 @@
   a weighted loss). p is estimated from the logs themselves: in the small randomised share of
   lists where the server swapped its first product with the one at position j (events.swap_share),
   the first product's click rate at j against its click rate at 1 is p(j) / p(1) (Joachims et al.,
-  2017, "swap interventions"). A power law p(j) = j^-eta is fitted to those ratios, weighted by how
-  many swaps each position had, so sparse positions borrow strength from the rest.
+  2017, "swap interventions"). A power law p(j) = j^-eta is fitted to those swaps by maximum
+  likelihood, so sparse positions borrow strength from the rest.
 - **Validation** (checkpoint choice) uses held-out queries' clicks, never judgments.
 """
 
@@ -40,7 +40,7 @@ class ClickPairs:
                 "from the logs' swaps); naive: every click counts once"})
     purchase_weight: float = field(default=2.0, metadata={"help": "a purchased product counts this many clicks"})
     max_weight: float = field(default=10.0, metadata={"help": "the largest weight one click gets (clipped: variance)"})
-    min_swaps: int = field(default=100, metadata={
+    min_swaps: int = field(default=40, metadata={
         "help": "swapped lists needed to estimate position bias (fewer: an error naming events.swap_share)"})
     val_share: float = field(default=0.1, metadata={
         "help": "share of queries (by hash) held out to pick the checkpoint by their clicks"})
@@ -76,7 +76,10 @@ def clicked(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def estimate_bias(impressions: pd.DataFrame, clicks: pd.DataFrame, min_swaps: int) -> PositionBias:
-    """Fit p(j) = j^-eta to the swap experiments' click-rate ratios."""
+    """The eta of p(j) = j^-eta that makes the swap experiments' clicks most likely: in a list swapped
+    with j, the ranking's first product is clicked with probability t * j^-eta, t being its click rate
+    where it stayed first. Maximum likelihood over a grid (a position whose few swaps drew no click
+    counts as evidence too, which a fit to measured ratios would have to drop)."""
     clicked_pairs = set(zip(clicks["request_id"], clicks["product_id"]))
     swapped = impressions[impressions["swap"].notna()]
     if len(swapped) < min_swaps:
@@ -93,14 +96,13 @@ def estimate_bias(impressions: pd.DataFrame, clicks: pd.DataFrame, min_swaps: in
         j = int(swap[1])
         if j <= len(items):  # the ranking's first product, shown at j
             at.setdefault(j, []).append((request_id, items[j - 1]) in clicked_pairs)
-    ratios = {j: (float(np.mean(hits)) / top_rate, len(hits)) for j, hits in sorted(at.items())}
-    usable = [(j, r, n) for j, (r, n) in ratios.items() if r > 0]
-    if not usable:
-        raise ConfigError("events", "no swapped product was clicked", "log more traffic")
-    x = np.log([j for j, _, _ in usable])
-    y = np.log([min(r, 1.0) for _, r, _ in usable])
-    w = np.asarray([n for _, _, n in usable], dtype=float)
-    eta = float(max(0.0, -np.sum(w * x * y) / np.sum(w * x * x)))  # least squares through log p(1) = 0
+    positions = np.asarray([j for j, hits in at.items() for _ in hits], dtype=float)
+    hits = np.asarray([h for j in at for h in at[j]], dtype=float)
+    grid = np.linspace(0.0, 3.0, 301)
+    p = np.clip(top_rate * positions[None, :] ** -grid[:, None], 1e-9, 1 - 1e-9)
+    likelihood = (hits * np.log(p) + (1 - hits) * np.log(1 - p)).sum(axis=1)
+    eta = float(grid[int(np.argmax(likelihood))])
+    ratios = {j: (float(np.mean(h)) / top_rate, len(h)) for j, h in sorted(at.items())}
     return PositionBias(eta, ratios)
 
 
@@ -151,6 +153,33 @@ def click_pairs(impressions: pd.DataFrame, events: pd.DataFrame, text: pd.Series
                "distinct_pairs": int(pairs[["query", "positive"]].drop_duplicates().shape[0]),
                "val_queries": len({q for q, _, _ in val}), "correction": cfg.correction,
                "eta": bias.eta if bias else None,
-               "swap_ratios": {str(j): [round(r, 3), n] for j, (r, n) in bias.ratios.items()} if bias else None}
+               "swap_ratios": {str(j): [round(float(r), 3), int(n)] for j, (r, n) in bias.ratios.items()} if bias else None}
     val_frame = pd.DataFrame(val, columns=["query", "product_id", "relevance"]).drop_duplicates(["query", "product_id"])
     return pairs.drop(columns=["weight"]), val_frame, summary
+
+
+def click_judgments(impressions: pd.DataFrame, events: pd.DataFrame, cfg: ClickPairs
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Graded judgments from the log, for a learner that wants labels rather than pairs (the reranker):
+    per (query, product shown), its clicks over its expected examinations (the sum of p(position) over
+    the lists it was in: an unbiased click rate where seen), 1 + 2 x that rate on the 1-3 scale. Only
+    products with at least one expected examination are judged. (train, held-out) frames: query,
+    product_id, relevance."""
+    clicks = clicked(events)
+    bias = estimate_bias(impressions, clicks, cfg.min_swaps) if cfg.correction == "ipw" else None
+    clicked_pairs = set(zip(clicks["request_id"], clicks["product_id"]))
+    seen: dict[tuple[str, str], list[float]] = {}
+    for request_id, query, items in zip(impressions["request_id"], impressions["query"], impressions["items"]):
+        if not isinstance(query, str) or not query:
+            continue
+        for position, product in enumerate(items, start=1):
+            exposure = bias.propensity(position) if bias is not None else 1.0
+            totals = seen.setdefault((query, product), [0.0, 0.0])
+            totals[0] += exposure
+            totals[1] += (request_id, product) in clicked_pairs
+    rows = [(q, p, 1.0 + 2.0 * min(1.0, hits / exposure)) for (q, p), (exposure, hits) in seen.items()
+            if exposure >= 1.0]
+    frame = pd.DataFrame(rows, columns=["query", "product_id", "relevance"])
+    held = frame["query"].map(lambda q: held_out(q, cfg.val_share)).astype(bool)
+    summary = {"judged_pairs": len(frame), "queries": int(frame["query"].nunique()), "eta": bias.eta if bias else None}
+    return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True), summary

@@ -20,7 +20,8 @@ from common.errors import ConfigError
 from common.storage import is_uri
 from model.folders import DEFAULT_MODEL
 from ranking.hybrid import FirstStage
-from train.config import validate_shared, validate_shared_paths
+from train.config import check_event_log, validate_shared, validate_shared_paths
+from train.event_pairs import ClickPairs
 from train.settings import (
     Checkpointing,
     Distribution,
@@ -68,6 +69,9 @@ class RerankerConfig:
         "help": "the FAISS index the server's first stage searches (candidates are mined from it); "
                 "default PREPARED/../index"})
     first_stage: FirstStage = field(default_factory=FirstStage)
+    events: str | None = field(default=None, metadata={
+        "help": "judge from an event log's clicks (docs/events.md) instead of the judgments; no judgments file is read"})
+    clicks: ClickPairs = field(default_factory=ClickPairs)
     fail_at_step: int = field(default=0, metadata={"cli": False, "help": "tests only: raise once at this step"})
 
     def micro_steps(self) -> tuple[int, int]:
@@ -91,9 +95,11 @@ class RerankerConfig:
         check_range("pair_max_length", self.pair_max_length, 8)
         check_range("rerank_depth", self.rerank_depth, 1)
         check_range("mine_skip", self.mine_skip, 0, self.mine_depth - 1)
+        self.clicks.validate()
 
     def validate_paths(self) -> None:
         validate_shared_paths(self)
+        check_event_log(self.events)
         if not self.first_stage_index_dir and not is_uri(self.prepared_dir):
             self.first_stage_index_dir = str(Path(self.prepared_dir).parent / "index")
         if self.first_stage_index_dir and not is_uri(self.first_stage_index_dir) and \

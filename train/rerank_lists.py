@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 IRRELEVANT = 1.0
 
 
-def mine_lists(cfg, ranker: OfflineRanker, split: str, queries: list[str] | None = None) -> pd.DataFrame:
-    """One row per query: query (as ranked: spelling-corrected), products, labels (lists)."""
-    judgments = load_split(cfg.prepared_dir, split)
+def mine_lists(cfg, ranker: OfflineRanker, split: str, queries: list[str] | None = None,
+               judgments: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per query: query (as ranked: spelling-corrected), products, labels (lists).
+    ``judgments``: (query, product_id, relevance) to use instead of the split's (judged from clicks)."""
+    judgments = load_split(cfg.prepared_dir, split) if judgments is None else judgments
     judged = judgments.groupby(["query", "product_id"], sort=True)["relevance"].mean()
     by_query: dict[str, dict] = {}
     for (query, pid), rel in judged.items():

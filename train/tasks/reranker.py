@@ -5,19 +5,24 @@ sentence-transformers CrossEncoder folder that records its pair length."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
+from data_pipeline.events import read_log
 from data_pipeline.prepare import load_split
 from evaluation.metrics import judged_from_frame
 from model.reranker import export_reranker, new_reranker
 from ranking.offline import OfflineRanker
+from train.event_pairs import click_judgments
 from train.rerank_config import RerankerConfig
 from train.rerank_lists import mine_lists, tokenized_lists
 from train.rerank_losses import RerankLoss, RerankValidator
 from train.steps import PlainStep
 from train.validation import sample_queries
+
+log = logging.getLogger(__name__)
 
 
 class RerankerTask:
@@ -28,12 +33,18 @@ class RerankerTask:
     def data(self, cfg: RerankerConfig, model_path: str):
         """Tokenised query groups, mined from the first stage the server runs, and the validation lists."""
         ranker = OfflineRanker(cfg.prepared_dir, cfg.first_stage_index_dir, spell_correct=cfg.first_stage.spell_correct)
-        lists = mine_lists(cfg, ranker, "train").sample(frac=1.0, random_state=cfg.optim.seed).reset_index(drop=True)
+        train_frame = val_frame = None
+        if cfg.events:  # judged from the log's clicks instead of a judgments file (train/event_pairs.py)
+            impressions, events = read_log(cfg.events)
+            train_frame, val_frame, summary = click_judgments(impressions, events, cfg.clicks)
+            log.info("[train-reranker] judged from events: %s", summary)
+        lists = mine_lists(cfg, ranker, "train", judgments=train_frame).sample(
+            frac=1.0, random_state=cfg.optim.seed).reset_index(drop=True)
         if cfg.data.max_pairs:  # here: query groups
             lists = lists.head(cfg.data.max_pairs)
         extra = {"val_lists": [], "val_judged": None}
         if cfg.checkpoints.val_queries:
-            judged = judged_from_frame(load_split(cfg.prepared_dir, "val"))
+            judged = judged_from_frame(load_split(cfg.prepared_dir, "val") if val_frame is None else val_frame)
             queries = sample_queries(judged, cfg.checkpoints.val_queries, np.random.default_rng(cfg.optim.seed))
             texts, candidates = ranker.candidates(queries, cfg.first_stage, cfg.rerank_depth)
             extra["val_lists"] = [{"key": q, "query": t, "ids": [c["id"] for c in cands],
