@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+
 from common import storage
 from common.config import Listed, check_choice, check_range, listed
 from common.errors import ConfigError, FirstLightError
@@ -224,7 +226,12 @@ def _candidate_scores(cfg: EvalConfig, ranker: OfflineRanker, judged, texts, q_v
         out["bm25"] = {q: ranker.hybrid.lexical.score(t, judged.candidates[q]) for q, t in zip(queries, texts)}
     if set(cfg.systems) & {"dense", "fusion", "rerank"}:
         emb_dir = Path(cfg.embeddings_dir) if cfg.embeddings_dir else Path(cfg.index_dir).parent / "embeddings"
-        product_ids, vectors = load_embeddings(emb_dir / "vectors")
+        if (emb_dir / "vectors").exists():
+            product_ids, vectors = load_embeddings(emb_dir / "vectors")
+        else:  # an index alone (a served one, its embeddings elsewhere): its own vectors
+            known = ranker.hybrid.vectors_of({p for q in queries for p in judged.candidates[q]})
+            product_ids = list(known)
+            vectors = np.stack([known[p] for p in product_ids]) if known else np.zeros((0, len(q_vectors[0])))
         row = {p: i for i, p in enumerate(product_ids)}
         out["dense"] = {}
         for q, qv in zip(queries, q_vectors):

@@ -34,7 +34,7 @@ import requests
 from common.config import check_range, load_config
 from common.errors import ConfigError, FirstLightError
 from common.manifest import atomic_folder, read_manifest, write_json
-from data_pipeline.embed import EmbedConfig, run_embed
+from data_pipeline.embed import Actors, EmbedConfig, run_embed
 from data_pipeline.events import EVENTS, IMPRESSIONS, arm_counts
 from data_pipeline.index import IndexConfig, run_index
 from evaluation.evaluate import EvalConfig, run_evaluate
@@ -56,6 +56,7 @@ class LoopConfig:
     admin_token_file: str | None = field(default=None, metadata={"help": "or a file holding it"})
     train_recipe: str | None = field(default=None, metadata={
         "help": "training settings file (train/recipe.yaml's format); default: the default recipe"})
+    actors: Actors = field(default_factory=Actors)  # the embedding actor pool, as `firstlight embed` takes it
     gate_min_gain: float = field(default=0.0, metadata={
         "help": "held-out-click nDCG@10 the new version must gain over the serving one to be tried as a canary"})
     canary_share: float = field(default=0.1, metadata={"help": "share of sessions the canary serves"})
@@ -76,6 +77,7 @@ class LoopConfig:
         check_range("min_impressions", self.min_impressions, 1)
         check_range("margin", self.margin, 0.0)
         check_range("poll_s", self.poll_s, 0.0)
+        self.actors.validate()
         if not self.token():
             raise ConfigError("admin_token_env", f"no admin token: ${self.admin_token_env} is unset",
                               "export the server's admin token, or pass --admin_token_file")
@@ -116,7 +118,7 @@ def run_loop(cfg: LoopConfig) -> dict:
     snapshot = _step(round_dir / "events", lambda folder: _snapshot(Path(cfg.events), folder))
     model = _train(cfg, round_dir, snapshot, serving["model"])
     embeddings = run_embed(EmbedConfig(prepared_dir=cfg.prepared_dir, output_dir=str(round_dir / "embeddings"),
-                                       model=str(model)))
+                                       model=str(model), actors=cfg.actors))
     index = run_index(IndexConfig(embeddings_dir=str(embeddings), output_dir=str(round_dir / "index")))
     gate = _gate(cfg, round_dir, snapshot, serving, index)
     if not gate["passed"]:

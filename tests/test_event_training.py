@@ -80,15 +80,19 @@ def test_inverse_propensity_weights_lift_clicks_from_low_positions(tmp_path, ray
     # every product equally relevant: naive pairs follow the position bias, corrected ones are flat
     _, impressions, events = simulated(tmp_path, sessions=8000)
     naive, _, _ = click_pairs(impressions, events, TEXT, ClickPairs(correction="naive", val_share=0.0), seed=0)
-    ipw, _, summary = click_pairs(impressions, events, TEXT, ClickPairs(val_share=0.0), seed=0)
+    ipw, _, summary = click_pairs(impressions, events, TEXT, ClickPairs(val_share=0.0, apply="loss"), seed=0)
     ranked = {f"query {q}": [TEXT[p] for p in PRODUCTS[q:q + 10]] for q in range(20)}  # as simulated() ranks
 
-    def top_share(pairs):
-        return sum(ranked[q].index(t) == 0 for q, t in zip(pairs["query"], pairs["positive"])) / len(pairs)
+    def top_share(pairs):  # the share of the loss on clicks of the ranking's first product
+        top = [ranked[q].index(t) == 0 for q, t in zip(pairs["query"], pairs["positive"])]
+        return float((pairs["weight"] * top).sum() / pairs["weight"].sum())
 
     # naive: the first product draws 1 / H(10) = 34% of clicks where unswapped (26% with 30% swapped);
     # corrected, every product about 10%
     assert top_share(naive) > 0.22 and top_share(ipw) < 0.14, (top_share(naive), top_share(ipw))
+    resampled, _, _ = click_pairs(impressions, events, TEXT, ClickPairs(val_share=0.0, apply="resample"), seed=0)
+    assert top_share(resampled) < 0.14 and (resampled["weight"] == 1.0).all()
+    assert (naive["weight"] == 1.0).all() and ipw["weight"].mean() == pytest.approx(1.0)
     assert 0.7 < summary["eta"] < 1.3
 
 

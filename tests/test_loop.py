@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from benchmarks.events.clicks import ClickModel, run_http, training_queries
+from data_pipeline.embed import Actors
 from firstlight import loop
 from firstlight.loop import LoopConfig, judge, run_loop
 from tests.serving import TOKEN, artifacts, post, served, small_app  # noqa: F401 - the shared fixture
@@ -63,8 +64,10 @@ def test_a_round_trains_gates_canaries_and_decides_resuming_after_a_crash(shop, 
     recipe.write_text("optim: {batch_size: 16, max_steps: 6, lr: 1.0e-4}\ndist: {num_workers: 1, cpus_per_worker: 1}\n"
                       "checkpoints: {every: 3, val_queries: 20, val_products: 200}\nhard_negatives: judged\n")
     cfg = LoopConfig(server=url, events=serve_cfg.resolved_events_dir(), prepared_dir=str(root / "data"),
-                     output_dir=str(tmp_path / "loop"), admin_token_file=str(root / "token"), train_recipe=str(recipe),
-                     gate_min_gain=-1.0, canary_share=0.5, min_impressions=30, margin=1.0, poll_s=0.5)
+                     output_dir=str(root / "loop_rounds"),  # below the server's reload roots
+                     admin_token_file=str(root / "token"), train_recipe=str(recipe),
+                     gate_min_gain=-1.0, canary_share=0.5, min_impressions=30, margin=1.0, poll_s=0.5,
+                     actors=Actors(cpus=0.25))  # the server beside it holds part of the 2 CPUs
 
     def crash(*args):
         raise RuntimeError("the job's node was lost")
@@ -73,10 +76,10 @@ def test_a_round_trains_gates_canaries_and_decides_resuming_after_a_crash(shop, 
     with pytest.raises(RuntimeError, match="node was lost"):
         run_loop(cfg)
     monkeypatch.undo()
-    round_dir = next((tmp_path / "loop").glob("round-*"))
+    round_dir = next((root / "loop_rounds").glob("round-*"))
     trained = (round_dir / "train" / "model" / "firstlight.json").stat().st_mtime_ns
     assert json.loads((round_dir / "events" / "manifest.json").read_text())["records"]["impressions"] >= 600
-    assert (round_dir / "gate.json").exists() and (tmp_path / "loop" / "current.json").exists()
+    assert (round_dir / "gate.json").exists() and (root / "loop_rounds" / "current.json").exists()
 
     stop = threading.Event()
 
@@ -99,5 +102,5 @@ def test_a_round_trains_gates_canaries_and_decides_resuming_after_a_crash(shop, 
     assert decision["arms"]["canary"]["lists"] >= 30 and decision["arms"]["control"]["lists"] > 0
     stats = requests.get(url + "/v1/stats", timeout=30).json()
     assert stats["canary"] is None and stats["version"]["index"].endswith(f"{round_dir.name}/index")
-    assert not (tmp_path / "loop" / "current.json").exists()
+    assert not (root / "loop_rounds" / "current.json").exists()
     assert post(url, "/v1/recommend", {"text": "cordless drill", "k": 3}).ok

@@ -75,18 +75,19 @@ def catalogue_only(root: Path, out: Path) -> Path:
     return folder
 
 
-def train_on(log: Path, prepared: Path, out: Path, correction: str) -> Path:
+def train_on(log: Path, prepared: Path, out: Path, correction: str, variant: str = "", settings: dict | None = None
+             ) -> Path:
     from common.config import build_config
     from train.config import TrainConfig
     from train.driver import run_train
 
-    run = out / f"run-{log.name}-{correction}"
+    run = out / f"run-{log.name}-{correction}{variant}"
     model = run / "model"
     if (model / "model.safetensors").exists():
         return model
     shutil.rmtree(run, ignore_errors=True)
     cfg = build_config(TrainConfig, {"prepared_dir": str(prepared), "output_dir": str(run), "events": str(log),
-                                     "clicks": {"correction": correction}})
+                                     "clicks": {"correction": correction}, **(settings or {})})
     return Path(run_train(cfg))
 
 
@@ -123,6 +124,8 @@ def main() -> None:
     parser.add_argument("--sessions", default="2500,5000,10000,20000")
     parser.add_argument("--naive-at", type=int, default=20000, help="also train naive click-as-positive at this size")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--variants", default="{}", help='JSON {"name": {training settings}}: also trained at the '
+                        'largest size, e.g. {"2 epochs": {"optim.epochs": 2}}')
     args = parser.parse_args()
 
     from common.runtime import ensure_ray, setup_logging
@@ -135,12 +138,17 @@ def main() -> None:
     sizes = [int(s) for s in args.sessions.split(",")]
     rows = {"zero-shot (the cold server's encoder)": ("-", evaluate(root, None, out, "zero-shot"), None)}
     runs = [(n, "ipw") for n in sizes] + ([(args.naive_at, "naive")] if args.naive_at else [])
-    for sessions, correction in runs:
+    variants = json.loads(args.variants)
+    runs += [(max(sizes), "ipw", name) for name in variants]
+    for sessions, correction, *variant in runs:
         log = simulate(root, out, sessions, args.seed)
-        model = train_on(log, prepared, out, correction)
+        name = variant[0] if variant else ""
+        tag = "-" + "".join(c if c.isalnum() else "_" for c in name) if name else ""
+        model = train_on(log, prepared, out, correction, tag, variants.get(name))
         summary = json.loads((log / "simulation.json").read_text())
-        label = f"{sessions:,} sessions, {'bias-corrected (IPW)' if correction == 'ipw' else 'naive clicks'}"
-        rows[label] = (summary["clicks"], evaluate(root, model, out, f"{sessions}-{correction}"), model)
+        label = f"{sessions:,} sessions, {'bias-corrected (IPW)' if correction == 'ipw' else 'naive clicks'}" + \
+            (f", {name}" if name else "")
+        rows[label] = (summary["clicks"], evaluate(root, model, out, f"{sessions}-{correction}{tag}"), model)
     write_report(rows, out, sizes)
 
 

@@ -19,6 +19,7 @@ import argparse
 import itertools
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,11 +64,44 @@ def run_of(lists: dict, scores: dict, depth: int, weight: float, click_weight: f
     return {q: as_run(rerank(hits, scores[q], depth, weight, click_weight)) for q, (_, hits) in lists.items()}
 
 
+def http_gain(root: Path, index_dir: str, reranker_dir: str, settings: dict, port: int) -> dict:
+    """One click's gain through HTTP on a running server with ``settings``: per test query, the other
+    relevant products' nDCG@10 without the click (it excluded) and with it (session.clicked)."""
+    import requests
+    from ray import serve
+
+    from evaluation.metrics import evaluate_run
+    from serve.app import run_serve
+    from serve.config import ServeConfig
+
+    judged, clicks = clicked_split(root / "data", "test")
+    cfg = ServeConfig.from_args({"index_dir": index_dir, "rerank.model": reranker_dir, "port": port,
+                                 "events.log": False, **settings})
+    url = run_serve(cfg, blocking=False)
+    try:
+        deadline = time.time() + 600
+        while requests.get(url + "/readyz", timeout=30).status_code != 200:
+            if time.time() > deadline:
+                sys.exit("not ready after 10 minutes")
+            time.sleep(2)
+        runs = {"no click": {}, "click": {}}
+        with requests.Session() as http:
+            for query, click in sorted(clicks.items()):
+                for name, body in (("no click", {"exclude": [click]}), ("click", {"session": {"clicked": [click]}})):
+                    reply = http.post(url + "/v1/recommend", json={"text": query, "k": 10, **body}, timeout=60).json()
+                    runs[name][query] = {item["id"]: 10.0 - i for i, item in enumerate(reply["items"])}
+    finally:
+        serve.shutdown()
+    per = {name: evaluate_run(run, judged, per_query=True) for name, run in runs.items()}
+    return {name: float(np.mean(p["ndcg@10"])) for name, p in per.items()} | {"per_query": per}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default=str(default_workdir() / "homedepot"))
     parser.add_argument("--index-dir", default=None, help="default WORKDIR/finetuned/index (the served default)")
     parser.add_argument("--reranker", default=None, help="default WORKDIR/reranker/model")
+    parser.add_argument("--http", action="store_true", help="also measure through HTTP, before and after")
     args = parser.parse_args(argv)
 
     from evaluation.compare import paired_bootstrap
@@ -119,6 +153,27 @@ def main(argv=None) -> None:
                 raw[f"{name} {m}"] = ci
                 cells.append(f"{mean:.3f} ({ci['mean_diff']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}])")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    http_part = ""
+    if args.http:
+        from common.runtime import ensure_ray
+
+        ensure_ray(num_cpus=2)
+        before = http_gain(root, index_dir, reranker_dir, {"rerank.click_weight": 0.0}, 8141)
+        after = http_gain(root, index_dir, reranker_dir, {"rerank.click_weight": best[1],
+                                                          "rerank.weight": served.weight}, 8142)
+        gains = {}
+        for name, res in (("before", before), ("after", after)):
+            ci = paired_bootstrap(res["per_query"]["click"]["ndcg@10"], res["per_query"]["no click"]["ndcg@10"])
+            gains[name] = ci
+            raw[f"http {name}"] = {"no click": res["no click"], "click": res["click"], "gain": ci}
+        http_part = f"""
+**Through HTTP** on the served default (`firstlight serve` with the reranker; {len(test_clicks)} test queries, k 10,
+the click sent as `session.clicked`, the clicked product excluded from the no-click request): one click's nDCG@10
+gain, text-only second stage (`rerank.click_weight 0`): {before['no click']:.3f} -> {before['click']:.3f}
+(**{gains['before']['mean_diff']:+.3f}** [{gains['before']['ci_low']:+.3f}, {gains['before']['ci_high']:+.3f}]); session-aware
+(`rerank.click_weight {best[1]:g}`): {after['no click']:.3f} -> {after['click']:.3f}
+(**{gains['after']['mean_diff']:+.3f}** [{gains['after']['ci_low']:+.3f}, {gains['after']['ci_high']:+.3f}]).
+"""
     table = "\n".join(f"| {w:g} | " + " | ".join(f"{grid[(w, c)]:.3f}" for c in CLICK_WEIGHTS) + " |"
                       for w in BLEND_WEIGHTS)
     update_section("session-rerank", "Session-aware second stage: one click through the reranker",
@@ -141,7 +196,7 @@ Val nDCG@10 with a click (no click: {val_none:.3f}), reranker weight (rows) by c
 | reranker weight | {" | ".join(f"{c:g}" for c in CLICK_WEIGHTS)} |
 |---|{"---|" * len(CLICK_WEIGHTS)}
 {table}
-""", raw=raw)
+{http_part}""", raw=raw)
 
 
 if __name__ == "__main__":
