@@ -56,12 +56,10 @@ class Actors:
 
     def check_fits(self, cluster: dict) -> None:
         """Fail before starting when the actor pool would starve the read/write tasks (a silent hang)."""
-        cpus = min(cluster.get("CPU", 0), cluster.get("free_CPU", float("inf")))  # a server may hold some
+        cpus = cluster.get("CPU", 0)
         if self.gpus == 0 and self.count * self.cpus > cpus - 1:
-            held = f" ({cluster['CPU'] - cpus:g} held by other work, e.g. a server)" if cpus < cluster.get("CPU", 0) else ""
             raise ConfigError("actors.cpus", f"{self.count} actor(s) x {self.cpus:g} CPU leave less than "
-                              f"one of the cluster's {cpus:g} free CPUs{held} for reading and writing, so the job "
-                              "would hang",
+                              f"one of the cluster's {cpus:g} CPUs for reading and writing, so the job would hang",
                               f"use --actors.count/--actors.cpus that add up to at most {max(cpus - 1, 0):g} "
                               "(threads are set apart with --actors.threads)")
         if self.gpus and self.count * self.gpus > cluster.get("GPU", 0):
@@ -126,7 +124,6 @@ def cluster_resources() -> dict:
     import ray
 
     resources = dict(ray.cluster_resources())
-    resources["free_CPU"] = ray.available_resources().get("CPU", 0.0)
     resources["nodes"] = sum(1 for n in ray.nodes() if n.get("Alive"))
     return resources
 

@@ -267,11 +267,8 @@ class HybridIndex:
                 if ids:
                     matrix = np.stack([known[p] for p in ids])
                     for hit in row:
-                        vector = hit_vectors.get(hit["id"])
-                        like = resemblance(vector, ids, matrix) if vector is not None else None
+                        like = resemblance(hit_vectors[hit["id"]], ids, matrix) if hit["id"] in hit_vectors else None
                         hit["resembles"] = (*like, self.titles.get(like[0], "")) if like else None
-                        # how like the clicks it is: what a session-aware second stage adds (ranking/rerank.py)
-                        hit["click_sim"] = float((matrix @ vector).max()) if vector is not None else None
         return results
 
 

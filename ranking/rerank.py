@@ -4,11 +4,6 @@ Pure Python over the candidate dicts the first stage returns (no model here: the
 deployment or the evaluate stage computes the scores), so the gateway applies exactly what
 `firstlight evaluate` applies. ``weight`` 1 ranks by the reranker alone; below 1 it blends the two
 stages' min-max normalised scores (the first stage keeps 1 - weight).
-
-Within a session the cross-encoder still reads only the typed text, so alone it would sort the
-clicked-toward candidates back by text. With clicks, ``click_weight`` adds each candidate's cosine to
-the nearest clicked product (min-max normalised, like the others) to the blend: the second stage
-keeps what the click taught the first (tuned on val, benchmarks/quality/bench_session_rerank.py).
 """
 
 from __future__ import annotations
@@ -29,9 +24,6 @@ class RerankStage:
     depth: int = field(default=10, metadata={"help": "first-stage products the reranker reorders per query"})
     weight: float = field(default=0.6, metadata={
         "help": "the reranker's share of a blended score with the first stage's (1 = reranker alone)"})
-    click_weight: float = field(default=0.0, metadata={
-        "help": "with a session's clicks: the weight of each candidate's likeness to the clicked products, "
-                "added to the blend (0 = the text alone decides)"})
     max_length: int | None = field(default=None, metadata={
         "help": "tokens per (query, product) pair; default: what the model was trained with (its firstlight.json)"})
     timeout_s: float = field(default=2.0, metadata={
@@ -46,18 +38,16 @@ class RerankStage:
         """``most``: the deepest list the caller's first stage hands on (None: it widens to fit)."""
         check_range(prefix + "depth", self.depth, 1, most)
         check_range(prefix + "weight", self.weight, 0.0, 1.0)
-        check_range(prefix + "click_weight", self.click_weight, 0.0)
         check_range(prefix + "timeout_s", self.timeout_s, 0.0, low_inclusive=False)
         check_range(prefix + "budget_ms", self.budget_ms, 0.0, low_inclusive=False)
         if self.max_length is not None:
             check_range(prefix + "max_length", self.max_length, 2, 8192)
 
 
-def rerank(candidates: list[dict], scores, depth: int, weight: float = 1.0, click_weight: float = 0.0) -> list[dict]:
+def rerank(candidates: list[dict], scores, depth: int, weight: float = 1.0) -> list[dict]:
     """Candidates (best first, each with ``score``) -> the same products, the top ``depth`` reordered.
 
-    ``scores``: the reranker's score of each of the first ``depth`` candidates, in their order;
-    ``click_weight``: with a session (candidates carry ``click_sim``), likeness to the clicks' share.
+    ``scores``: the reranker's score of each of the first ``depth`` candidates, in their order.
     Reordered items carry ``rerank`` (the reranker's score) and their ``score`` becomes the blended
     value; the ones below ``depth`` keep their first-stage order after them."""
     head, tail = candidates[:depth], candidates[depth:]
@@ -68,10 +58,6 @@ def rerank(candidates: list[dict], scores, depth: int, weight: float = 1.0, clic
         return list(candidates)
     final = scores if weight >= 1.0 else weight * _minmax(scores) + (1.0 - weight) * _minmax(
         np.array([c["score"] for c in head], dtype=np.float64))
-    if click_weight > 0 and all(c.get("click_sim") is not None for c in head):
-        if weight >= 1.0:
-            final = _minmax(final)
-        final = final + click_weight * _minmax(np.array([c["click_sim"] for c in head], dtype=np.float64))
     order = np.argsort(-final, kind="stable")
     reordered = [{**head[i], "first_stage": head[i]["score"], "rerank": float(scores[i]), "score": float(final[i])}
                  for i in order]

@@ -5,7 +5,7 @@
   an id is signed with a secret every replica shares (created once under the log folder), so any
   replica knows an id the server issued, and its age, without asking the others.
 - ``AppendLog`` appends records to this writer's own JSON Lines files from one thread, in groups:
-  one write and one fsync for everything queued since the last (group commit). Its queue is
+  one write (and for events, one fsync) for everything queued since the last (group commit). Its queue is
   bounded, so a full disk or slow storage never grows memory: impressions are then dropped and
   counted (recommendations go on being served), and events are refused with 507.
 - ``choose_swap`` picks the small randomised share of lists whose first product trades places with
@@ -195,7 +195,11 @@ class AppendLog:
         return done
 
     def close(self, timeout: float = 5.0) -> None:
-        self.queue.put(None)
+        """Write what is queued (waiting at most ``timeout`` seconds: a stuck disk must not hang a stop)."""
+        try:
+            self.queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
         self._thread.join(timeout)
 
     # the writer thread
@@ -255,7 +259,8 @@ class AppendLog:
             view = memoryview(data)
             while view:
                 view = view[fh.write(view):]
-            os.fsync(fh.fileno())
+            if stream == EVENTS:  # acknowledged: on disk first. Impressions are acknowledged to no one: in
+                os.fsync(fh.fileno())  # the OS's hands they survive a killed process, and skip fsync's stalls
         except OSError:
             try:  # undo the partial group, so no acknowledged record is ever joined to a torn one
                 fh.truncate(start)

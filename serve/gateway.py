@@ -179,6 +179,12 @@ class Gateway:
         self._tokenizer(self.active.get().model)  # loaded now, not on the first visitor's request
         self._prepare_version(self.active.get().describe())
 
+    def __del__(self):
+        # Serve calls this on a graceful stop (a redeploy, a scale-down): the queued impressions are written
+        log_ = getattr(self, "event_log", None)
+        if log_ is not None:
+            log_.close()
+
     def _prepare_version(self, version: dict) -> None:
         if self.cfg.first_stage.spell_correct:
             self._speller(version)

@@ -206,5 +206,4 @@ class RankingPath:
         if answer.refused:
             self.refused += 1
             return hits, False, f"{answer.refused}; first-stage ranking served"
-        return [rerank(row, s, depth, self.stage.weight, self.stage.click_weight) for row, s in zip(hits, answer.scores)], \
-            True, None
+        return [rerank(row, s, depth, self.stage.weight) for row, s in zip(hits, answer.scores)], True, None

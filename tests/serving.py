@@ -17,9 +17,11 @@ from serve.config import ServeConfig
 TOKEN = "s3cret-admin-token"
 
 
-# Every deployment small enough that a whole application fits 2 cores beside the test session.
+# Every deployment small enough that a whole application fits 2 cores beside the test session; lists
+# served as ranked (no swapped share) unless a test asks for swaps, so tests may check the order.
 SMALL_APP = {"encoder": {"num_cpus": 0.25, "max_replicas": 1}, "retriever": {"num_cpus": 0.25},
-             "reranker": {"num_cpus": 0.25, "max_replicas": 1}, "gateway": {"num_cpus": 0.1}}
+             "reranker": {"num_cpus": 0.25, "max_replicas": 1}, "gateway": {"num_cpus": 0.1},
+             "events": {"swap_share": 0.0}}
 
 
 def small_app(settings: dict) -> ServeConfig:

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from data_pipeline.events import EVENTS, IMPRESSIONS, read_log, read_stream
+from serve.canary import CanaryStore, in_canary
 from serve.event_log import (
     AppendLog,
     EventLogging,
@@ -21,7 +22,6 @@ from serve.event_log import (
     ShownLists,
     choose_swap,
 )
-from serve.canary import CanaryStore, in_canary
 from serve.versions import Version
 from tests.serving import TOKEN, artifacts, post, served, small_app  # noqa: F401 - the shared fixture
 

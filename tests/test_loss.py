@@ -172,20 +172,3 @@ def test_cached_gradient_step_equals_the_full_batch_gradient(tiny_model_dir):
     for name, p in model.named_parameters():
         if p.grad is not None:
             torch.testing.assert_close(cached[name], p.grad, rtol=1e-4, atol=1e-6)
-
-
-def test_pair_weights_set_each_pairs_share_of_the_loss():
-    import torch
-
-    from train.losses import info_nce
-
-    torch.manual_seed(0)
-    q, p = torch.nn.functional.normalize(torch.randn(6, 8), dim=1), torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
-    plain, _ = info_nce(q, p)
-    same, _ = info_nce(q, p, weights=torch.ones(6))
-    assert torch.allclose(plain, same)
-    dropped, _ = info_nce(q, p, weights=torch.tensor([0.0, 1, 1, 1, 1, 1]))
-    each = torch.nn.functional.cross_entropy(20 * q @ p.T, torch.arange(6), reduction="none")
-    assert torch.allclose(dropped, each[1:].mean())
-    doubled, _ = info_nce(q, p, weights=torch.tensor([2.0, 1, 1, 1, 1, 1]))
-    assert torch.allclose(doubled, (2 * each[0] + each[1:].sum()) / 7)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from ranking.hybrid import FirstStage, HybridIndex
-from ranking.rerank import rerank
 from ranking.session import RESEMBLES_AT, explain, matched_words, personalised
 from ranking.tokens import LexicalTokenizer
 
@@ -75,18 +74,4 @@ def test_a_click_pulls_its_family_up_excludes_itself_and_is_named(catalogue_inde
     assert resembled and all(h["resembles"][0] == "lamp-a" and h["resembles"][1] >= RESEMBLES_AT and
                              h["resembles"][2] == "Desk lamp" for h in resembled)
     assert {h["id"] for h in resembled} >= {"lamp-b", "lamp-c"}
-    likeness = {h["id"]: h["click_sim"] for h in after}  # what the second stage may keep (ranking/rerank.py)
-    assert min(likeness["lamp-b"], likeness["lamp-c"]) > max(v for k, v in likeness.items() if k.startswith("drill"))
     assert hybrid.vectors_of(["drill-a", "nope"]).keys() == {"drill-a"}
-
-
-def test_a_session_aware_second_stage_keeps_what_the_click_taught():
-    # the reranker reads the text alone: it prefers a; b is the one like the click
-    hits = [{"id": "a", "score": 0.9, "click_sim": 0.1}, {"id": "b", "score": 0.8, "click_sim": 0.9},
-            {"id": "c", "score": 0.7, "click_sim": 0.2}]
-    scores = [3.0, 1.0, 0.0]
-    assert [h["id"] for h in rerank(hits, scores, 3, 0.6)] == ["a", "b", "c"]
-    assert [h["id"] for h in rerank(hits, scores, 3, 0.6, click_weight=1.0)] == ["b", "a", "c"]
-    assert [h["id"] for h in rerank(hits, scores, 3, 1.0, click_weight=1.0)] == ["b", "a", "c"]
-    no_session = [{k: v for k, v in h.items() if k != "click_sim"} for h in hits]
-    assert [h["id"] for h in rerank(no_session, scores, 3, 0.6, click_weight=1.0)] == ["a", "b", "c"]

@@ -4,10 +4,11 @@
   ``purchase_weight`` times).
 - **Negatives**: a product shown above the click and skipped (looked at, most likely, and passed
   over); where the click was first, one shown below it and not clicked.
-- **Position bias**: a product shown lower is clicked less whatever its relevance, so a naive count
-  learns the old ranking back. Each click is weighted by 1 / p(position), the chance that position
-  is looked at: its pair's share of the loss (``apply: loss``), or its chance of being drawn
-  (``apply: resample``). p is estimated from the logs themselves: in the small randomised share of
+- **Position bias** (``correction``; naive, every click once, is the default: it measured as well as
+  the corrected one on simulated Home Depot traffic, benchmarks/RESULTS.md "Cold to warm"): a product shown lower is clicked less whatever its relevance, so a naive count
+  learns the old ranking back. With ``correction: ipw`` each click is weighted by 1 / p(position),
+  the chance that position is looked at, and pairs are drawn in proportion to their weights. p is
+  estimated from the logs themselves: in the small randomised share of
   lists where the server swapped its first product with the one at position j (events.swap_share),
   the first product's click rate at j against its click rate at 1 is p(j) / p(1) (Joachims et al.,
   2017, "swap interventions"). A power law p(j) = j^-eta is fitted to those swaps by maximum
@@ -36,21 +37,19 @@ CORRECTIONS = ("ipw", "naive")
 class ClickPairs:
     """How clicks become training pairs. Flags ``--clicks.correction naive``."""
 
-    correction: str = field(default="ipw", metadata={
-        "help": "ipw: weight each click by 1 / the estimated chance its position was looked at (position bias "
-                "from the logs' swaps); naive: every click counts once"})
+    correction: str = field(default="naive", metadata={
+        "help": "naive: every click counts once (measured best on Home Depot's simulated traffic); ipw: weight "
+                "each click by 1 / the estimated chance its position was looked at (position bias from the "
+                "logs' swaps)"})
     purchase_weight: float = field(default=2.0, metadata={"help": "a purchased product counts this many clicks"})
     max_weight: float = field(default=10.0, metadata={"help": "the largest weight one click gets (clipped: variance)"})
     min_swaps: int = field(default=40, metadata={
         "help": "swapped lists needed to estimate position bias (fewer: an error naming events.swap_share)"})
-    apply: str = field(default="resample", metadata={
-        "help": "how ipw weights act: loss (each pair's share of the loss) or resample (pairs drawn in proportion)"})
     val_share: float = field(default=0.1, metadata={
         "help": "share of queries (by hash) held out to pick the checkpoint by their clicks"})
 
     def validate(self, prefix: str = "clicks.") -> None:
         check_choice(prefix + "correction", self.correction, CORRECTIONS)
-        check_choice(prefix + "apply", self.apply, ("loss", "resample"))
         check_range(prefix + "purchase_weight", self.purchase_weight, 0.0, low_inclusive=False)
         check_range(prefix + "max_weight", self.max_weight, 1.0)
         check_range(prefix + "min_swaps", self.min_swaps, 1)
@@ -149,19 +148,17 @@ def click_pairs(impressions: pd.DataFrame, events: pd.DataFrame, text: pd.Series
     if pairs.empty:
         raise ConfigError("events", "the log holds no click on a product of the catalogue outside the held-out "
                           "queries", "log more traffic, or check that the server and training use one catalogue")
-    if bias is not None and cfg.apply == "resample":  # drawn in proportion to weight: the same expected gradient
+    if bias is not None:  # drawn in proportion to weight: the expected gradient of a weighted loss
         rng = np.random.default_rng(seed)
         drawn = rng.choice(len(pairs), size=len(pairs), p=pairs["weight"] / pairs["weight"].sum())
         pairs = pairs.iloc[drawn].reset_index(drop=True)
-        pairs["weight"] = 1.0
-    pairs["weight"] = pairs["weight"] / pairs["weight"].mean()  # the loss's mean, weighted (train/losses.py)
     summary = {"impressions": len(impressions), "clicks": len(clicks), "pairs": len(pairs),
                "distinct_pairs": int(pairs[["query", "positive"]].drop_duplicates().shape[0]),
                "val_queries": len({q for q, _, _ in val}), "correction": cfg.correction,
                "eta": bias.eta if bias else None,
                "swap_ratios": {str(j): [round(float(r), 3), int(n)] for j, (r, n) in bias.ratios.items()} if bias else None}
     val_frame = pd.DataFrame(val, columns=["query", "product_id", "relevance"]).drop_duplicates(["query", "product_id"])
-    return pairs, val_frame, summary
+    return pairs.drop(columns=["weight"]), val_frame, summary
 
 
 def click_judgments(impressions: pd.DataFrame, events: pd.DataFrame, cfg: ClickPairs

@@ -81,28 +81,20 @@ def batch_scores(queries: torch.Tensor, positives: torch.Tensor, negatives: torc
 
 def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None,
              negative_mask: torch.Tensor | None = None, scale: float = 20.0,
-             keys: dict[str, torch.Tensor] | None = None, symmetric: bool = False,
-             weights: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+             keys: dict[str, torch.Tensor] | None = None, symmetric: bool = False) -> tuple[torch.Tensor, float]:
     """InfoNCE of unit-norm embeddings over the global batch; (loss, negatives each query saw).
 
     ``scale`` is the inverse temperature (20 = 1/0.05, as sentence-transformers). ``symmetric``
     adds the other direction (each positive picks its query among the batch's queries) and
-    averages the two. ``weights``: per pair, its share of the mean (pairs from logged clicks carry
-    inverse-propensity weights, train/event_pairs.py). See :func:`batch_scores` for the candidates
-    and ``keys``."""
+    averages the two. See :func:`batch_scores` for the candidates and ``keys``."""
     _, size = world()
     cosines, valid = batch_scores(queries, positives, negatives, negative_mask, keys)
     n = cosines.shape[0]
     logits = (scale * cosines).masked_fill(~valid, float("-inf"))
     labels = torch.arange(n, device=logits.device)
-    w = None if weights is None else gather_with_grad(weights.to(logits.device).float())
-
-    def mean(losses: torch.Tensor) -> torch.Tensor:
-        return losses.mean() if w is None else (losses * w).sum() / w.sum().clamp_min(1e-12)
-
-    loss = mean(F.cross_entropy(logits.float(), labels, reduction="none"))
+    loss = F.cross_entropy(logits.float(), labels)
     if symmetric:  # the positives block transposed: masked the same way, since `same` is symmetric
-        loss = (loss + mean(F.cross_entropy(logits[:, :n].T.float(), labels, reduction="none"))) / 2
+        loss = (loss + F.cross_entropy(logits[:, :n].T.float(), labels)) / 2
     return loss * size, float(valid.sum().item()) / n - 1
 
 
@@ -128,9 +120,8 @@ class InfoNCELoss(nn.Module):
         keys = {k: batch[f"{k}_key"].to(device) for k in TEXTS} if self.mask_duplicates else None
         negatives = embedded.get("negative")
         mask = batch["has_negative"].to(device) if negatives is not None else None
-        weights = batch.get("weight")
         loss, seen = info_nce(embedded["query"], embedded["positive"], negatives, mask, self.scale, keys,
-                              self.symmetric, weights)
+                              self.symmetric)
         return loss, {"negatives_per_query": seen}
 
     def compute(self, engine, batch: dict) -> tuple[torch.Tensor, dict]:

@@ -112,8 +112,6 @@ class Tokenize:
 
     def __call__(self, batch: pa.Table) -> dict:
         out = {"has_negative": np.asarray(batch["has_negative"].to_numpy(zero_copy_only=False), dtype=bool)}
-        if "weight" in batch.column_names:  # pairs from logged clicks: inverse-propensity weights
-            out["weight"] = np.asarray(batch["weight"].to_numpy(zero_copy_only=False), dtype=np.float32)
         for column in TEXTS:
             out[f"{column}_key"] = np.asarray(batch[f"{column}_key"].to_numpy(zero_copy_only=False), dtype=np.int64)
             role = "query" if column == "query" else "passage"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import sys
 import time
@@ -95,7 +96,7 @@ async def post_events(url: str, lists: list[dict], clients: int, seconds: float)
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
 
 
-def speed(root: Path, out: Path, seconds: float, requests_1: int) -> dict:
+def speed(root: Path, out: Path, seconds: float, requests_1: int, order: tuple[bool, ...] = (False, True)) -> dict:
     import requests
     from ray import serve
 
@@ -105,7 +106,7 @@ def speed(root: Path, out: Path, seconds: float, requests_1: int) -> dict:
     served = {"index_dir": str(root / "finetuned" / "index"), "rerank.model": str(root / "reranker" / "model"),
               "port": 8131}
     result = {}
-    for logging_on in (False, True):
+    for logging_on in order:
         state = out / f"speed-state-{'on' if logging_on else 'off'}"
         shutil.rmtree(state, ignore_errors=True)
         url, _ = start({**served, "state_dir": str(state), "events.log": logging_on})
@@ -124,8 +125,6 @@ def speed(root: Path, out: Path, seconds: float, requests_1: int) -> dict:
 
 
 def canaries(root: Path, out: Path, sessions: int, trained_index: Path) -> dict:
-    import os
-
     import requests
     from ray import serve
 
@@ -135,9 +134,10 @@ def canaries(root: Path, out: Path, sessions: int, trained_index: Path) -> dict:
     queries, grades = training_queries(root / "data")
     state = out / "canary-state"
     shutil.rmtree(state, ignore_errors=True)
-    os.environ["FIRSTLIGHT_ADMIN_TOKEN"] = TOKEN
+    token = out / "admin-token"  # a file: the replicas do not see this process's environment
+    token.write_text(TOKEN)
     url, cfg = start({"index_dir": str(root / "index"), "state_dir": str(state), "port": 8132,
-                      "reload_roots": [str(root)]})
+                      "reload_roots": [str(root)], "admin_token_file": str(token)})
     admin = {"Authorization": f"Bearer {TOKEN}"}
     rounds = []
     try:
@@ -171,6 +171,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=2000, help="simulated sessions per canary")
     parser.add_argument("--trained-index", default=None, help="default WORKDIR/cold_to_warm/index-20000-ipw")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-canaries", action="store_true",
+                        help="reuse the last canary figures, and add this speed run to the last ones")
+    parser.add_argument("--order", default="off,on", help="the logging settings' order for the speed part")
     args = parser.parse_args()
 
     from common.runtime import ensure_ray, setup_logging
@@ -181,31 +184,42 @@ def main() -> None:
     out = root / "events_bench"
     out.mkdir(parents=True, exist_ok=True)
     trained = Path(args.trained_index) if args.trained_index else root / "cold_to_warm" / "index-20000-ipw"
-    result = {} if args.skip_speed else speed(root, out, args.seconds, args.requests)
-    result.update(canaries(root, out, args.sessions, trained))
+    order = tuple(x == "on" for x in args.order.split(","))
+    runs_file, canaries_file = out / "speed_runs.json", out / "canaries.json"
+    runs = json.loads(runs_file.read_text()) if runs_file.exists() and args.skip_canaries else []
+    if not args.skip_speed:
+        runs.append({"order": args.order, **speed(root, out, args.seconds, args.requests, order)})
+        runs_file.write_text(json.dumps(runs))
+    if args.skip_canaries and canaries_file.exists():
+        found = json.loads(canaries_file.read_text())
+    else:
+        found = canaries(root, out, args.sessions, trained)
+        canaries_file.write_text(json.dumps(found))
+    result = {"speed_runs": runs, **found}
     write_report(result, args)
 
 
 def write_report(result: dict, args) -> None:
     lines = []
-    if "on" in result:
+    for run in result["speed_runs"]:
         for clients in ("1", "32"):
-            off, on = result["off"][clients], result["on"][clients]
-            lines.append(f"| {clients} | {off['p50_ms']:.1f} | {on['p50_ms']:.1f} | {on['p50_ms'] / off['p50_ms'] - 1:+.1%} "
-                         f"| {off['p99_ms']:.1f} | {on['p99_ms']:.1f} |")
+            off, on = run["off"][clients], run["on"][clients]
+            lines.append(f"| {run['order'].replace(',', ', then ')} | {clients} | {off['p50_ms']:.1f} | {on['p50_ms']:.1f} | "
+                         f"{on['p50_ms'] / off['p50_ms'] - 1:+.1%} | {off['p99_ms']:.1f} | {on['p99_ms']:.1f} |")
+    events = next((run["events"] for run in result["speed_runs"] if "events" in run), None)
     speed_part = "" if not lines else f"""
 **Impression logging's cost** on the served default (fine-tuned MiniLM index, hybrid, reranker over the top
-10), `events.log` off then on, one server each; 1 client: {args.requests} sequential test queries; 32 clients:
-{args.seconds:g} s of test queries.
+10), `events.log` off and on, one server each, in the order given; 1 client: {args.requests} sequential test
+queries; 32 clients: {args.seconds:g} s of test queries.
 
-| clients | p50 off (ms) | p50 on (ms) | p50 change | p99 off (ms) | p99 on (ms) |
-|---|---|---|---|---|---|
+| order | clients | p50 off (ms) | p50 on (ms) | p50 change | p99 off (ms) | p99 on (ms) |
+|---|---|---|---|---|---|---|
 {chr(10).join(lines)}
-
+""" + ("" if events is None else f"""
 **Event throughput**: 32 clients posting one click per call for {args.seconds:g} s, each acknowledged once on
-disk (fsync, grouped): {result['events']['events_per_s']:.0f} events/s, p50 {result['events']['p50_ms']:.1f} ms,
-p99 {result['events']['p99_ms']:.1f} ms, {result['events']['errors']} refused.
-"""
+disk (fsync, grouped): {events['events_per_s']:.0f} events/s, p50 {events['p50_ms']:.1f} ms,
+p99 {events['p99_ms']:.1f} ms, {events['errors']} refused.
+""")
     rows = []
     for r in result["rounds"]:
         d = r["decision"]

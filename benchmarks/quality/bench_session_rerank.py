@@ -35,15 +35,19 @@ CLICK_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 SESSION_WEIGHT = 0.5  # the served Rocchio weight (serve/config.py)
 
 
-def candidates(ranker, stage, clicks: dict, depth: int, with_click: bool) -> dict:
+def candidates(ranker, stage, clicks: dict, depth: int, with_click: bool, session_weight: float = SESSION_WEIGHT
+               ) -> dict:
     """{query: first-stage hits} with the click excluded, and moving the query vector when ``with_click``."""
     queries = sorted(clicks)
     texts = ranker.corrected(queries)
     vectors = ranker.encoder.encode(texts, batch_size=128, role="query")
     hits = ranker.hybrid.search(vectors, texts, max(depth, 100), stage, exclude=[{clicks[q]} for q in queries],
                                 clicked=[[clicks[q]] for q in queries] if with_click else None,
-                                session_weight=SESSION_WEIGHT)
-    return dict(zip(queries, zip(texts, hits)))
+                                session_weight=session_weight)
+    out = dict(zip(queries, zip(texts, hits)))
+    if with_click:
+        click_likeness(ranker, out, clicks)
+    return out
 
 
 def scored(reranker, lists: dict, depth: int) -> dict:
@@ -58,10 +62,35 @@ def scored(reranker, lists: dict, depth: int) -> dict:
     return out
 
 
-def run_of(lists: dict, scores: dict, depth: int, weight: float, click_weight: float) -> dict:
-    from ranking.rerank import as_run, rerank
+def with_clicks(hits: list[dict], scores, depth: int, weight: float, click_weight: float) -> list[dict]:
+    """The served blend (ranking.rerank.rerank) plus ``click_weight`` x each candidate's min-max
+    normalised cosine to the clicked product: the session-aware term this bench measured (and that
+    was not kept: benchmarks/RESULTS.md, "Tried and removed")."""
+    from ranking.rerank import rerank
 
-    return {q: as_run(rerank(hits, scores[q], depth, weight, click_weight)) for q, (_, hits) in lists.items()}
+    ranked = rerank(hits, scores, depth, weight)
+    if click_weight <= 0 or not all(h.get("click_sim") is not None for h in ranked[:depth]):
+        return ranked
+    head = ranked[:depth]
+    sims = np.array([h["click_sim"] for h in head])
+    blend = np.array([h["score"] for h in head])
+    norm = lambda x: (x - x.min()) / max(float(x.max() - x.min()), 1e-9)  # noqa: E731
+    final = norm(blend) + click_weight * norm(sims)
+    return [head[i] for i in np.argsort(-final, kind="stable")] + ranked[depth:]
+
+
+def click_likeness(ranker, lists: dict, clicks: dict) -> None:
+    """Each candidate's cosine to its query's clicked product, as ``click_sim``."""
+    for q, (_, hits) in lists.items():
+        vectors = ranker.hybrid.vectors_of({clicks[q], *(h["id"] for h in hits)})
+        for h in hits:
+            h["click_sim"] = float(vectors[h["id"]] @ vectors[clicks[q]]) if h["id"] in vectors else None
+
+
+def run_of(lists: dict, scores: dict, depth: int, weight: float, click_weight: float) -> dict:
+    from ranking.rerank import as_run
+
+    return {q: as_run(with_clicks(hits, scores[q], depth, weight, click_weight)) for q, (_, hits) in lists.items()}
 
 
 def http_gain(root: Path, index_dir: str, reranker_dir: str, settings: dict, port: int) -> dict:
@@ -102,6 +131,8 @@ def main(argv=None) -> None:
     parser.add_argument("--index-dir", default=None, help="default WORKDIR/finetuned/index (the served default)")
     parser.add_argument("--reranker", default=None, help="default WORKDIR/reranker/model")
     parser.add_argument("--http", action="store_true", help="also measure through HTTP, before and after")
+    parser.add_argument("--session-weights", default=None,
+                        help="instead: sweep the Rocchio weight (e.g. 0.5,1,2) with click_weight on val, own section")
     args = parser.parse_args(argv)
 
     from evaluation.compare import paired_bootstrap
@@ -124,6 +155,30 @@ def main(argv=None) -> None:
         plain, moved = candidates(ranker, stage, clicks, depth, False), candidates(ranker, stage, clicks, depth, True)
         return judged, clicks, plain, scored(reranker, plain, depth), moved, scored(reranker, moved, depth)
 
+    if args.session_weights:
+        judged, clicks = clicked_split(root / "data", "val")
+        plain = candidates(ranker, stage, clicks, depth, False)
+        none = evaluate_run(run_of(plain, scored(reranker, plain, depth), depth, served.weight, 0.0), judged)["ndcg@10"]
+        rows, raw = [], {"val_no_click": none}
+        for sw in (float(x) for x in args.session_weights.split(",")):
+            moved = candidates(ranker, stage, clicks, depth, True, sw)
+            moved_s = scored(reranker, moved, depth)
+            cells = {c: evaluate_run(run_of(moved, moved_s, depth, served.weight, c), judged)["ndcg@10"]
+                     for c in CLICK_WEIGHTS}
+            raw[str(sw)] = cells
+            rows.append(f"| {sw:g} | " + " | ".join(f"{v:.3f} ({v - none:+.3f})" for v in cells.values()) + " |")
+            print(sw, cells, flush=True)
+        update_section("session-rerank-sweep", "Session-aware second stage: the click's Rocchio weight, swept",
+                       "python benchmarks/quality/bench_session_rerank.py --session-weights " + args.session_weights, f"""
+Val ({len(clicks)} queries), the served default as above; nDCG@10 with one click (in brackets: the gain over no click,
+{none:.3f}), by the Rocchio weight that moves the query vector (rows) and `rerank.click_weight` (columns
+{", ".join(f"{c:g}" for c in CLICK_WEIGHTS)}), the reranker's blend weight {served.weight:g}.
+
+| Rocchio weight | {" | ".join(f"{c:g}" for c in CLICK_WEIGHTS)} |
+|---|{"---|" * len(CLICK_WEIGHTS)}
+{chr(10).join(rows)}
+""", raw=raw)
+        return
     val, val_clicks, val_plain, val_plain_s, val_moved, val_moved_s = lists_and_scores("val")
     grid = {(w, c): evaluate_run(run_of(val_moved, val_moved_s, depth, w, c), val)["ndcg@10"]
             for w, c in itertools.product(BLEND_WEIGHTS, CLICK_WEIGHTS)}
@@ -158,21 +213,17 @@ def main(argv=None) -> None:
         from common.runtime import ensure_ray
 
         ensure_ray(num_cpus=2)
-        before = http_gain(root, index_dir, reranker_dir, {"rerank.click_weight": 0.0}, 8141)
-        after = http_gain(root, index_dir, reranker_dir, {"rerank.click_weight": best[1],
-                                                          "rerank.weight": served.weight}, 8142)
+        before = http_gain(root, index_dir, reranker_dir, {}, 8141)
         gains = {}
-        for name, res in (("before", before), ("after", after)):
+        for name, res in (("before", before),):
             ci = paired_bootstrap(res["per_query"]["click"]["ndcg@10"], res["per_query"]["no click"]["ndcg@10"])
             gains[name] = ci
             raw[f"http {name}"] = {"no click": res["no click"], "click": res["click"], "gain": ci}
         http_part = f"""
 **Through HTTP** on the served default (`firstlight serve` with the reranker; {len(test_clicks)} test queries, k 10,
 the click sent as `session.clicked`, the clicked product excluded from the no-click request): one click's nDCG@10
-gain, text-only second stage (`rerank.click_weight 0`): {before['no click']:.3f} -> {before['click']:.3f}
-(**{gains['before']['mean_diff']:+.3f}** [{gains['before']['ci_low']:+.3f}, {gains['before']['ci_high']:+.3f}]); session-aware
-(`rerank.click_weight {best[1]:g}`): {after['no click']:.3f} -> {after['click']:.3f}
-(**{gains['after']['mean_diff']:+.3f}** [{gains['after']['ci_low']:+.3f}, {gains['after']['ci_high']:+.3f}]).
+gain: {before['no click']:.3f} -> {before['click']:.3f}
+(**{gains['before']['mean_diff']:+.3f}** [{gains['before']['ci_low']:+.3f}, {gains['before']['ci_high']:+.3f}]).
 """
     table = "\n".join(f"| {w:g} | " + " | ".join(f"{grid[(w, c)]:.3f}" for c in CLICK_WEIGHTS) + " |"
                       for w in BLEND_WEIGHTS)

@@ -35,6 +35,7 @@ def fuzz(url: str, token: str | None, max_examples: int, report_dir: Path, seed:
     if token:
         command += ["-H", f"Authorization: Bearer {token}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    (Path(report_dir) / f"{har.stem}.out.txt").write_text(done.stdout)  # the whole run, failures first
     entries = json.loads(har.read_text())["log"]["entries"] if har.exists() else []
     statuses = Counter(entry["response"]["status"] for entry in entries)
     summary = [line for line in done.stdout.splitlines() if line.strip()][-25:]
