@@ -481,7 +481,7 @@ class Gateway:
         async def work(body: CanaryRequest):
             if not 0 < body.share <= 0.5:
                 raise ApiError(422, "out_of_range", "share", f"share={body.share} is outside (0, 0.5]: a canary "
-                               "serves the smaller part of traffic", 0.5)
+                               "serves the smaller part of traffic")  # (no 'limit': the schema's limits are integers)
             started = await self.admin.start_canary(body, self.canaries, self.reranker is not None)
             return {**self._canary_state(), "outcome": "started", "carried_over": started["carried_over"]}
         return await self._handle(request, CanaryRequest, work, admin=True)

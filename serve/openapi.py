@@ -129,6 +129,7 @@ def _limits(doc: dict, limits: RequestLimits) -> None:
     for option in item["description"].get("anyOf", []):
         if option.get("type") == "string":
             option.update(maxLength=10 * limits.max_text_chars)
+    body("/v1/admin/canary")["share"].update(exclusiveMinimum=0, maximum=0.5)
     events = body("/v1/events")["events"]
     events.update(minItems=1, maxItems=limits.max_events)
     event = _resolved(doc, events["items"])["properties"]
