@@ -14,12 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 
-from serve.versions import Version
+from serve.versions import Version, replace_durably
 
 log = logging.getLogger("ray.serve")
 
@@ -61,12 +59,7 @@ class CanaryStore:
         self._write(None)
 
     def _write(self, data) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".canary-")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        replace_durably(self.path, data)
 
 
 def public(canary: dict | None) -> dict | None:

@@ -494,15 +494,15 @@ class Gateway:
 
     @app.post("/v1/admin/canary/promote", response_model=CanaryResponse)
     async def promote_canary(self, request: Request):
-        async def work(_):
-            ended = await self.admin.end_canary(self.canaries, promote=True)
-            return {**self._canary_state(), "outcome": ended["outcome"]}
-        return await self._handle(request, None, work, admin=True)
+        return await self._end_canary(request, promote=True)
 
     @app.post("/v1/admin/canary/rollback", response_model=CanaryResponse)
     async def rollback_canary(self, request: Request):
+        return await self._end_canary(request, promote=False)
+
+    async def _end_canary(self, request: Request, promote: bool):
         async def work(_):
-            ended = await self.admin.end_canary(self.canaries, promote=False)
+            ended = await self.admin.end_canary(self.canaries, promote)
             return {**self._canary_state(), "outcome": ended["outcome"]}
         return await self._handle(request, None, work, admin=True)
 

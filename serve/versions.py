@@ -100,12 +100,17 @@ class ActiveVersion:
         return self._seen[1]
 
     def set(self, version: Version) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".active-")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({**version.fields(), "configured": self.configured}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        replace_durably(self.path, {**version.fields(), "configured": self.configured})
+
+
+def replace_durably(path: Path, data) -> None:
+    """``path`` holds ``data`` as JSON, or its old content: written beside it, fsync'ed, renamed over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 # the active version, a canary beside it, and the version before a reload (requests still in flight)

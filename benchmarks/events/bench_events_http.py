@@ -30,25 +30,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.events.clicks import run_http, training_queries  # noqa: E402
 from benchmarks.report import update_section  # noqa: E402
-from benchmarks.speed.bench_serve import drive  # noqa: E402
+from benchmarks.speed.bench_serve import drive, wait_ready  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
 
 TOKEN = "bench-admin-token"
 
 
 def start(settings: dict):
-    import requests
 
     from serve.app import run_serve
     from serve.config import ServeConfig
 
     cfg = ServeConfig.from_args(settings)
     url = run_serve(cfg, blocking=False)
-    deadline = time.time() + 600
-    while requests.get(url + "/readyz", timeout=30).status_code != 200:
-        if time.time() > deadline:
-            sys.exit("not ready after 10 minutes")
-        time.sleep(2)
+    wait_ready(url, 600, "/readyz")
     return url, cfg
 
 

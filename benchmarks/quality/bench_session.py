@@ -69,13 +69,33 @@ def runs(ranker, stage, clicks: dict, weights) -> dict:
     return out
 
 
+def table_rows(scored: dict, base: str, raw: dict | None = None) -> list[str]:
+    """One markdown row per system: each metric's mean, and for all but ``base`` its difference from
+    ``base`` with the 95% paired bootstrap interval (also put in ``raw``, by system and metric)."""
+    from evaluation.compare import paired_bootstrap
+
+    lines = []
+    for name, metrics in scored.items():
+        cells = []
+        for m in ("ndcg@10", "recall@100", "mrr@10"):
+            mean = float(np.mean(metrics[m]))
+            if name == base:
+                cells.append(f"{mean:.3f}")
+                continue
+            ci = paired_bootstrap(metrics[m], scored[base][m])
+            if raw is not None:
+                raw[f"{name} {m}"] = ci
+            cells.append(f"{mean:.3f} ({ci['mean_diff']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}])")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default=str(default_workdir() / "homedepot"))
     parser.add_argument("--index-dir", default=None, help="default WORKDIR/index (the served default)")
     args = parser.parse_args(argv)
 
-    from evaluation.compare import paired_bootstrap
     from evaluation.metrics import evaluate_run
     from ranking.hybrid import FirstStage
     from ranking.offline import OfflineRanker
@@ -96,18 +116,7 @@ def main(argv=None) -> None:
     systems = {"no click": test_runs["no click"], f"click (weight {best:g}, tuned on val)":
                test_runs[f"click (weight {best:g})"], "more like the clicked item": test_runs["more like the clicked item"]}
     scored = {name: evaluate_run(run, test, per_query=True) for name, run in systems.items()}
-    base = scored["no click"]
-    lines = []
-    for name, metrics in scored.items():
-        cells = []
-        for m in ("ndcg@10", "recall@100", "mrr@10"):
-            mean = float(np.mean(metrics[m]))
-            if name == "no click":
-                cells.append(f"{mean:.3f}")
-            else:
-                ci = paired_bootstrap(metrics[m], base[m])
-                cells.append(f"{mean:.3f} ({ci['mean_diff']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}])")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines = table_rows(scored, "no click")
     val_line = ", ".join(f"{w:g}: {val_scores[f'click (weight {w:g})']['ndcg@10']:.3f}" for w in WEIGHTS)
     update_section("session-clicks", "Session personalisation: one click", "python benchmarks/quality/bench_session.py", f"""
 Home Depot, {Path(index_dir).name} ({ranker.model}), the served first stage (hybrid BM25 + encoder). Queries with two or

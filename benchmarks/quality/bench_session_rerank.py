@@ -19,15 +19,15 @@ import argparse
 import itertools
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.quality.bench_session import clicked_split  # noqa: E402
+from benchmarks.quality.bench_session import clicked_split, table_rows  # noqa: E402
 from benchmarks.report import update_section  # noqa: E402
+from benchmarks.speed.bench_serve import wait_ready  # noqa: E402
 from common.paths import default_workdir  # noqa: E402
 
 BLEND_WEIGHTS = (0.6, 0.4, 0.2, 0.0)  # the reranker's share when a click is present (0.6 = as without)
@@ -108,11 +108,7 @@ def http_gain(root: Path, index_dir: str, reranker_dir: str, settings: dict, por
                                  "events.log": False, **settings})
     url = run_serve(cfg, blocking=False)
     try:
-        deadline = time.time() + 600
-        while requests.get(url + "/readyz", timeout=30).status_code != 200:
-            if time.time() > deadline:
-                sys.exit("not ready after 10 minutes")
-            time.sleep(2)
+        wait_ready(url, 600, "/readyz")
         runs = {"no click": {}, "click": {}}
         with requests.Session() as http:
             for query, click in sorted(clicks.items()):
@@ -194,20 +190,8 @@ Val ({len(clicks)} queries), the served default as above; nDCG@10 with one click
                f"click, session-aware second stage (weight {best[0]:g}, click_weight {best[1]:g})":
                    run_of(moved, moved_s, depth, *best)}
     per = {name: evaluate_run(run, test, per_query=True) for name, run in systems.items()}
-    base = per["no click"]
-    lines, raw = [], {"val_grid": {f"{w}/{c}": v for (w, c), v in grid.items()}, "val_no_click": val_none,
-                      "best": list(best)}
-    for name, metrics in per.items():
-        cells = []
-        for m in ("ndcg@10", "recall@100", "mrr@10"):
-            mean = float(np.mean(metrics[m]))
-            if name == "no click":
-                cells.append(f"{mean:.3f}")
-            else:
-                ci = paired_bootstrap(metrics[m], base[m])
-                raw[f"{name} {m}"] = ci
-                cells.append(f"{mean:.3f} ({ci['mean_diff']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}])")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    raw = {"val_grid": {f"{w}/{c}": v for (w, c), v in grid.items()}, "val_no_click": val_none, "best": list(best)}
+    lines = table_rows(per, "no click", raw)
     http_part = ""
     if args.http:
         from common.runtime import ensure_ray
