@@ -38,6 +38,7 @@ from pathlib import Path
 import pandas as pd
 
 from common.errors import ConfigError
+from common.storage import exists, filesystem, is_uri, join
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,25 @@ def _parse(lines: list[str], columns: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def _files(folder: Path, stream: str) -> list[str]:
-    return sorted(str(p) for p in (Path(folder) / stream).glob("date=*/*.jsonl"))
+def _files(folder, stream: str) -> list[str]:
+    """The stream's files, under a local folder or a bucket (``events.upload_to``: the same layout)."""
+    if not is_uri(folder):
+        return sorted(str(p) for p in (Path(folder) / stream).glob("date=*/*.jsonl"))
+    import pyarrow.fs as pafs
+
+    fs, root = filesystem(join(str(folder), stream))
+    infos = fs.get_file_info(pafs.FileSelector(root.rstrip("/"), recursive=True, allow_not_found=True))
+    scheme = str(folder).split("://", 1)[0]
+    return sorted(f"{scheme}://{i.path}" for i in infos if i.type == pafs.FileType.File and i.path.endswith(".jsonl")
+                  and i.path.rsplit("/", 2)[-2].startswith("date="))
+
+
+def _lines(path: str) -> list[str]:
+    if not is_uri(path):
+        return Path(path).read_text(errors="replace").splitlines()
+    fs, inner = filesystem(path)
+    with fs.open_input_stream(inner) as fh:
+        return fh.read().decode(errors="replace").splitlines()
 
 
 def read_stream(folder, stream: str) -> pd.DataFrame:
@@ -86,10 +104,11 @@ def read_stream(folder, stream: str) -> pd.DataFrame:
 def read_log(folder) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(impressions, events) of a log folder; events whose request has no impression are dropped
     (logged): nothing can be learned from a click without the list it was made on."""
-    folder = Path(folder)
-    if not (folder / IMPRESSIONS).is_dir():
+    folder = str(folder) if is_uri(folder) else Path(folder)
+    if not (exists(join(str(folder), IMPRESSIONS)) if is_uri(folder) else (folder / IMPRESSIONS).is_dir()):
         raise ConfigError("events", f"{folder} holds no event log (no {IMPRESSIONS}/ folder)",
-                          "pass the folder the server logs to (SERVE_STATE/events by default)")
+                          "pass the folder the server logs to (SERVE_STATE/events by default), or the bucket "
+                          "it copies the log to (events.upload_to)")
     impressions = read_stream(folder, IMPRESSIONS).drop_duplicates("request_id", keep="first")
     events = read_stream(folder, EVENTS)
     known = events["request_id"].isin(set(impressions["request_id"]))
@@ -102,18 +121,17 @@ def read_log(folder) -> tuple[pd.DataFrame, pd.DataFrame]:
 def arm_counts(folder, since: float) -> dict[str, dict[str, float]]:
     """Per arm, the lists shown since ``since`` (unix seconds) and the clicks, carts and purchases on
     them, read straight from the files (cheap enough to poll while a canary runs)."""
-    folder = Path(folder)
     arms: dict[str, dict] = {}
     listed: dict[str, str] = {}
     clicks_per_list: dict[str, int] = {}
     for path in _files(folder, IMPRESSIONS):
-        for record in _parse(Path(path).read_text(errors="replace").splitlines(), ("request_id", "ts", "arm")):
+        for record in _parse(_lines(path), ("request_id", "ts", "arm")):
             if (record["ts"] or 0) >= since and record["arm"]:
                 listed[record["request_id"]] = record["arm"]
                 arms.setdefault(record["arm"], {"lists": 0, "click": 0, "add_to_cart": 0, "purchase": 0})["lists"] += 1
     seen = set()
     for path in _files(folder, EVENTS):
-        for record in _parse(Path(path).read_text(errors="replace").splitlines(), ("request_id", "type", "product_id")):
+        for record in _parse(_lines(path), ("request_id", "type", "product_id")):
             arm = listed.get(record["request_id"])
             key = (record["request_id"], record["type"], record["product_id"])
             if arm is None or record["type"] not in EVENT_TYPES or key in seen:

@@ -221,7 +221,7 @@ class ServeConfig:
         if is_uri(self.events.dir or ""):
             raise ConfigError("events.dir", "events are acknowledged once appended and fsync'ed, which object "
                               "storage cannot do", "log to a file system (a shared one when there are several "
-                              "gateway replicas) and copy its date=... folders to the bucket")
+                              f"gateway replicas) and pass --events.upload_to {self.events.dir} to copy the log there")
         if not exists(join(self.index_dir, "index.faiss")):
             raise ConfigError("index_dir", f"{self.index_dir} holds no FAISS index (index.faiss)",
                               "run `firstlight index` and pass its output folder")

@@ -33,7 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import check_range
+from common.errors import ConfigError, FirstLightError
+from common.storage import filesystem, is_uri
 from data_pipeline.events import EVENTS, IMPRESSIONS
+from serve.event_upload import LogUploader
 
 log = logging.getLogger("ray.serve")
 
@@ -59,6 +62,14 @@ class EventLogging:
     max_age_s: float = field(default=7 * 86400.0, metadata={
         "help": "how long after a recommendation events may name its request_id"})
     file_max_bytes: int = field(default=64 * 2**20, metadata={"help": "a log file is closed and a new one begun at this size"})
+    upload_to: str | None = field(default=None, metadata={
+        "help": "a bucket URI (s3://bucket/events) the log's files are copied to as they close, for training "
+                "on a cluster; the log folder stays the file system events are fsync'ed on"})
+    upload_every_s: float = field(default=60.0, metadata={
+        "help": "with upload_to: a writer starts a new file this often, and files are copied this often"})
+    max_unuploaded_mb: float = field(default=1024.0, metadata={
+        "help": "with upload_to: beyond this much waiting to be copied (a slow or unreachable bucket), events "
+                "are refused with 507 and impressions dropped until the copies catch up"})
 
     def validate(self, prefix: str = "events.") -> None:
         check_range(prefix + "swap_share", self.swap_share, 0.0, 1.0)
@@ -67,6 +78,18 @@ class EventLogging:
         check_range(prefix + "flush_ms", self.flush_ms, 0.0)
         check_range(prefix + "max_age_s", self.max_age_s, 0.0, low_inclusive=False)
         check_range(prefix + "file_max_bytes", self.file_max_bytes, 1024)
+        check_range(prefix + "upload_every_s", self.upload_every_s, 0.0, low_inclusive=False)
+        check_range(prefix + "max_unuploaded_mb", self.max_unuploaded_mb, 0.0, low_inclusive=False)
+        if self.upload_to is not None:
+            if not is_uri(self.upload_to):
+                raise ConfigError(prefix + "upload_to", f"{self.upload_to!r} is not a bucket URI",
+                                  "pass s3://bucket/path or gs://bucket/path, or leave it unset (the log folder is "
+                                  "then the only copy)")
+            try:
+                filesystem(self.upload_to)
+            except FirstLightError as err:
+                raise ConfigError(prefix + "upload_to", str(err), "check the URI and the storage credentials in "
+                                  "the environment") from None
 
 
 # -- request ids ----------------------------------------------------------------------------------
@@ -145,7 +168,8 @@ def choose_swap(rng, length: int, share: float, depth: int) -> tuple[int, int] |
 
 # -- the writer -----------------------------------------------------------------------------------
 class LogFull(OSError):
-    """The log could not take the records: a full disk, or a queue full because storage is slow."""
+    """The log could not take the records: a full disk, a queue full because storage is slow, or a
+    bucket the files are copied to that is too far behind."""
 
 
 @dataclass
@@ -167,15 +191,32 @@ class AppendLog:
         self.queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=cfg.max_queue)
         self.counts = {"impressions_logged": 0, "impressions_dropped": 0, "events_logged": 0, "events_refused": 0,
                        "write_failures": 0}
-        self._files: dict[str, tuple[str, int, object]] = {}  # stream -> (date, part number, open file)
+        self._files: dict[str, tuple[str, float, object]] = {}  # stream -> (date, when opened, open file)
         self._part = 0
         self._thread = threading.Thread(target=self._run, name="firstlight-event-log", daemon=True)
         self._thread.start()
+        self.uploader = LogUploader(self.folder, cfg.upload_to, cfg.upload_every_s, int(cfg.max_unuploaded_mb * 2**20),
+                                    busy=lambda: {fh.name for _, _, fh in list(self._files.values())}) \
+            if cfg.upload_to else None
+
+    def stats(self) -> dict:
+        """The counts, and with a bucket: files copied, failed copies, bytes waiting to be copied."""
+        if self.uploader is None:
+            return dict(self.counts)
+        return {**self.counts, **self.uploader.counts, "unuploaded_bytes": self.uploader.behind_bytes}
+
+    def _behind(self) -> str | None:
+        if self.uploader is not None and self.uploader.behind:
+            return (f"{self.uploader.behind_bytes / 2**20:.0f} MiB of the log wait to be copied to {self.cfg.upload_to} "
+                    f"(events.max_unuploaded_mb is {self.cfg.max_unuploaded_mb:g}); nothing was written, retry later")
+        return None
 
     # called from request handlers
     def offer(self, stream: str, record: dict) -> bool:
         """Queue a record whose loss is tolerable (an impression): False, counted, when the queue is full."""
         try:
+            if self._behind():
+                raise queue.Full
             self.queue.put_nowait(_Pending(stream, _line(record), None))
             return True
         except queue.Full:
@@ -186,6 +227,11 @@ class AppendLog:
         """Queue records that must not be lost (events): the future resolves once they are fsync'ed."""
         done: concurrent.futures.Future = concurrent.futures.Future()
         line = b"".join(_line(r) for r in records)
+        behind = self._behind()
+        if behind:
+            self.counts["events_refused"] += len(records)
+            done.set_exception(LogFull(errno.EAGAIN, f"the event log's bucket is behind: {behind}"))
+            return done
         try:
             self.queue.put_nowait(_Pending(stream, line, done))
         except queue.Full:
@@ -201,6 +247,8 @@ class AppendLog:
         except queue.Full:
             return
         self._thread.join(timeout)
+        if self.uploader is not None:  # the files this writer held are closed now: copied in a last pass
+            self.uploader.close(timeout)
 
     # the writer thread
     def _run(self) -> None:
@@ -274,8 +322,9 @@ class AppendLog:
         date = time.strftime("%Y-%m-%d", time.gmtime())
         held = self._files.get(stream)
         if held is not None:
-            held_date, _, fh = held
-            if held_date == date and fh.tell() < self.cfg.file_max_bytes:
+            held_date, opened, fh = held
+            fresh = self.cfg.upload_to is None or time.monotonic() - opened < self.cfg.upload_every_s
+            if held_date == date and fh.tell() < self.cfg.file_max_bytes and fresh:
                 return fh
             fh.close()
         folder = self.folder / stream / f"date={date}"
@@ -286,7 +335,7 @@ class AppendLog:
             if not path.exists():
                 break
         fh = open(path, "ab", buffering=0)  # unbuffered: a failed write leaves nothing to flush later
-        self._files[stream] = (date, self._part, fh)
+        self._files[stream] = (date, time.monotonic(), fh)
         return fh
 
 

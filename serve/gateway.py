@@ -528,7 +528,7 @@ class Gateway:
                 "reranker": {"configured": bool(self.cfg.rerank.model), "depth": self.cfg.rerank.depth,
                              "budget_ms": self.cfg.rerank.budget_ms, "refused": self.path.refused,
                              "fallbacks": self.path.fallbacks}, "dropped_at_start": self.active.dropped,
-                "events": dict(self.event_log.counts) if self.event_log else {"logging": "off"},
+                "events": self.event_log.stats() if self.event_log else {"logging": "off"},
                 "arms": self.arms.public(), "canary": canary_public(self.canaries.get())}
 
     @app.get("/healthz", response_model=Health)

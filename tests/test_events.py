@@ -132,6 +132,60 @@ def test_logs_are_read_back_with_ray_data_skipping_a_torn_line(tmp_path, ray_ses
     assert len(read_stream(tmp_path / "nothing", EVENTS)) == 0
 
 
+def _bucket_files(uploader) -> dict[str, bytes]:
+    import pyarrow.fs as pafs
+
+    infos = uploader.fs.get_file_info(pafs.FileSelector(uploader.root, recursive=True, allow_not_found=True))
+    out = {}
+    for info in infos:
+        if info.type == pafs.FileType.File:
+            with uploader.fs.open_input_stream(info.path) as fh:
+                out[info.path[len(uploader.root) + 1:]] = fh.read()
+    return out
+
+
+def test_the_log_is_copied_to_a_bucket_as_its_files_close(tmp_path):
+    """pyarrow's in-memory file system stands in for the bucket (tests/test_storage.py: a real S3 API)."""
+    log = AppendLog(tmp_path, EventLogging(flush_ms=1, upload_to="mock:///bucket/events", upload_every_s=0.3))
+    log.offer(IMPRESSIONS, {"request_id": "r1", "items": ["a"]})
+    assert log.append(EVENTS, [{"request_id": "r1", "type": "click", "product_id": "a"}]).result(timeout=10)
+    deadline = time.monotonic() + 10
+    while len(_bucket_files(log.uploader)) < 2 and time.monotonic() < deadline:  # quiet files are copied
+        time.sleep(0.1)
+    first = _bucket_files(log.uploader)
+    assert sorted(k.split("/")[0] for k in first) == [EVENTS, IMPRESSIONS]
+    time.sleep(0.4)  # a writer starts a new file every upload_every_s: a later event goes to a new one
+    assert log.append(EVENTS, [{"request_id": "r1", "type": "purchase", "product_id": "a"}]).result(timeout=10)
+    log.close()  # the last pass copies what this writer held open
+    local = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.glob("*/date=*/*.jsonl")}
+    assert _bucket_files(log.uploader) == local and len(local) == 3
+    assert log.stats()["files_uploaded"] == 3 and log.stats()["unuploaded_bytes"] == 0
+    assert not log.uploader.upload_once(final=True)  # nothing changed: nothing copied again
+
+
+def test_a_bucket_that_falls_behind_refuses_events_until_it_catches_up(tmp_path, monkeypatch):
+    log = AppendLog(tmp_path, EventLogging(flush_ms=1, upload_to="mock:///bucket/events", upload_every_s=3600,
+                                           max_unuploaded_mb=100 / 2**20))  # 100 bytes
+    bucket = log.uploader.fs
+
+    def unreachable(path):
+        raise OSError("When uploading part: AWS Error NETWORK_CONNECTION")
+
+    monkeypatch.setattr(log.uploader, "fs", type("Down", (), {"create_dir": lambda *a, **k: None,
+                                                               "open_output_stream": staticmethod(unreachable)})())
+    for n in range(3):
+        assert log.append(EVENTS, [{"request_id": f"r{n}", "type": "click", "product_id": "a" * 40}]).result(timeout=10)
+    assert log.uploader.upload_once(final=True) == 0 and log.uploader.behind_bytes > 100
+    with pytest.raises(LogFull, match="max_unuploaded_mb"):
+        log.append(EVENTS, [{"request_id": "r9", "type": "click", "product_id": "a"}]).result(timeout=5)
+    assert not log.offer(IMPRESSIONS, {"request_id": "r9"})
+    assert log.stats()["upload_failures"] == 1 and log.stats()["events_refused"] == 1
+    monkeypatch.setattr(log.uploader, "fs", bucket)  # the bucket is back
+    assert log.uploader.upload_once(final=True) == 1 and log.uploader.behind_bytes == 0
+    assert log.append(EVENTS, [{"request_id": "r9", "type": "click", "product_id": "a"}]).result(timeout=10)
+    log.close()
+
+
 def test_reading_a_folder_without_a_log_names_the_fix(tmp_path):
     from common.errors import ConfigError
 
@@ -144,6 +198,8 @@ def test_the_serving_config_refuses_a_bucket_log_and_bad_shares(artifacts):  # n
 
     root, _ = artifacts
     for settings, field in (({"events": {"dir": "s3://bucket/events"}}, "events.dir"),
+                            ({"events": {"upload_to": str(root / "copy")}}, "events.upload_to"),
+                            ({"events": {"upload_to": "nosuch://bucket/events"}}, "events.upload_to"),
                             ({"events": {"swap_share": 1.5}}, "events.swap_share"),
                             ({"limits": {"max_events": 0}}, "limits.max_events")):
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

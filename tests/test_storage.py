@@ -261,3 +261,24 @@ def test_serving_reads_its_index_and_catalogue_from_the_bucket(s3, s3_pipeline, 
     _, ids = local.search(query, 5)
     dense = FirstStage(mode="dense")  # the saved FAISS index's own ranking
     assert [hit["id"] for hit in live.search(query, ["any text"], 5, dense)[0]] == list(ids[0])
+
+
+def test_the_event_log_copied_to_the_bucket_is_what_training_reads(s3, tmp_path):
+    """events.upload_to over the S3 API: the bucket's copy reads back as the log folder does."""
+    from data_pipeline.events import EVENTS, IMPRESSIONS, arm_counts, read_log
+    from serve.event_log import AppendLog, EventLogging
+
+    uri = f"s3://{BUCKET}/shop/events"
+    log = AppendLog(tmp_path, EventLogging(flush_ms=1, upload_to=uri, upload_every_s=3600))
+    for n in range(20):
+        log.offer(IMPRESSIONS, {"request_id": f"r{n}", "ts": 10.0 + n, "arm": "control", "items": ["a", "b"]})
+    assert log.append(EVENTS, [{"request_id": f"r{n}", "type": "click", "product_id": "b", "position": 2}
+                               for n in range(0, 20, 4)]).result(timeout=10)
+    log.close()
+    assert _keys(s3, "shop/events/") == sorted(p.relative_to(tmp_path).as_posix()
+                                               for p in tmp_path.glob("*/date=*/*.jsonl"))
+    local, remote = read_log(tmp_path), read_log(uri)
+    for mine, theirs in zip(local, remote):
+        assert mine.sort_values("request_id").values.tolist() == theirs.sort_values("request_id").values.tolist()
+    assert len(remote[0]) == 20 and len(remote[1]) == 5
+    assert arm_counts(uri, since=0)["control"]["click"] == 5
