@@ -10,6 +10,7 @@ import pytest
 
 from common import storage
 from model.runtime import EncoderRuntime
+from tests.serving import artifacts  # noqa: F401 - the shared fixture
 
 pytestmark = pytest.mark.training  # a slow kind: the quick tier (-m 'not slow') leaves these out
 
@@ -282,3 +283,33 @@ def test_the_event_log_copied_to_the_bucket_is_what_training_reads(s3, tmp_path)
         assert mine.sort_values("request_id").values.tolist() == theirs.sort_values("request_id").values.tolist()
     assert len(remote[0]) == 20 and len(remote[1]) == 5
     assert arm_counts(uri, since=0)["control"]["click"] == 5
+
+
+def test_a_server_copies_its_event_log_to_the_bucket(s3, artifacts, tmp_path):  # noqa: F811
+    """A served click, through events.upload_to, is in the bucket's copy within a few copy passes."""
+    import time
+
+    import requests
+
+    from data_pipeline.events import read_log
+    from tests.serving import post, served, small_app
+
+    root, _ = artifacts
+    uri = f"s3://{BUCKET}/served/events"
+    cfg = small_app({"index_dir": str(root / "index"), "state_dir": str(tmp_path / "state"),
+                     "events": {"flush_ms": 5, "upload_to": uri, "upload_every_s": 0.5}})
+    with served(cfg) as url:
+        reply = post(url, "/v1/recommend", {"text": "cordless drill", "k": 5}).json()
+        clicked = reply["items"][1]["id"]
+        assert post(url, "/v1/events", {"events": [{"type": "click", "request_id": reply["request_id"],
+                                                    "product_id": clicked}]}).status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and {k.split("/")[1] for k in _keys(s3, "served/")} != {"events",
+                                                                                                   "impressions"}:
+            time.sleep(0.5)
+        time.sleep(1.0)  # the pass that copied them has recorded them (counted) by now
+        stats = requests.get(url + "/v1/stats", timeout=30).json()["events"]
+    impressions, events = read_log(uri)
+    assert reply["request_id"] in set(impressions["request_id"])
+    assert events[["request_id", "product_id", "position"]].values.tolist() == [[reply["request_id"], clicked, 2]]
+    assert stats["files_uploaded"] >= 2 and stats["upload_failures"] == 0
