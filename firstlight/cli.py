@@ -14,6 +14,8 @@
     firstlight evaluate --prepared_dir ... --index_dir ...
     firstlight serve --index_dir artifacts/homedepot/index     # HTTP endpoint (Ray Serve)
     firstlight train --events artifacts/homedepot/serve_state/events   # learn from logged clicks
+    firstlight synthesize --prepared_dir artifacts/homedepot/data      # no labels: pseudo-queries
+    firstlight train --prepared_dir artifacts/homedepot/data --pairs synthetic
     firstlight loop --events .../serve_state/events --prepared_dir ...  # train, gate, canary, promote
 
 Every stage also takes ``--config FILE`` (a YAML file of its settings; flags after it override it),
@@ -43,12 +45,15 @@ from serve.config import ServeConfig
 from train.config import TrainConfig
 from train.driver import run_train
 from train.rerank_config import RerankerConfig
+from train.synthetic_pairs import SynthesizeConfig, run_synthesize
 
 # stage name -> (config class, runner, needs Ray, one-line help)
 STAGES = {
     "demo": (DemoConfig, run_demo, True, "prepare, embed, index and evaluate on the default data"),
     "prepare": (PrepareConfig, run_prepare, True, "read a catalogue + judgments, split by query"),
     "embed": (EmbedConfig, run_embed, True, "embed the catalogue with Ray Data"),
+    "synthesize": (SynthesizeConfig, run_synthesize, True,
+                   "pseudo-queries from the catalogue alone, labelled by the zero-shot hybrid (no judgments)"),
     "train": (TrainConfig, run_train, True, "fine-tune the encoder with Ray Train + DeepSpeed"),
     "train-reranker": (RerankerConfig, run_train, True,
                        "train the cross-encoder reranker on first-stage candidates (Ray Train + DeepSpeed)"),

@@ -35,6 +35,7 @@ from train.settings import (
 HARD_NEGATIVE_MODES = ("none", "judged", "mined", "both")
 JUDGED_MODES = ("judged", "both")
 MINED_MODES = ("mined", "both")
+PAIR_SOURCES = ("judged", "synthetic")
 
 
 @dataclass
@@ -82,12 +83,19 @@ class TrainConfig:
         "help": "train on an event log (the server's SERVE_STATE/events) instead of judgments: clicks are "
                 "positives, products skipped above them negatives (docs/events.md); no judgments file is read"})
     clicks: ClickPairs = field(default_factory=ClickPairs)
+    # learning from the catalogue alone
+    pairs: str = field(default="judged", metadata={
+        "help": "judged (the prepared judgments) or synthetic (`firstlight synthesize`'s pseudo-queries: no "
+                "judgments file is read; the checkpoint is picked by held-out pseudo-queries)"})
+    synthetic_dir: str | None = field(default=None, metadata={
+        "help": "with --pairs synthetic: the output of `firstlight synthesize`; default PREPARED/../synthetic"})
     fail_at_step: int = field(default=0, metadata={"cli": False, "help": "tests only: raise once at this step"})
 
     @property
     def mines(self) -> bool:
         """Some hard negatives are mined near-misses (from the zero-shot index, which must then exist)."""
-        return self.hard_negatives in MINED_MODES and not self.events  # a log's negatives are skipped products
+        # a log's negatives are skipped products; synthetic pairs bring their own
+        return self.hard_negatives in MINED_MODES and not self.events and self.pairs == "judged"
 
     def micro_steps(self) -> tuple[int, int]:
         """(texts per backward pass, backward passes per optimizer step) as DeepSpeed sees them."""
@@ -124,12 +132,22 @@ class TrainConfig:
         check_range("length_window", self.length_window, 0)
         self.lora.validate()
         self.clicks.validate()
+        check_choice("pairs", self.pairs, PAIR_SOURCES)
+        if self.pairs == "synthetic" and self.events:
+            raise ConfigError("pairs", "synthetic pairs and an event log are two sources", "pass one of "
+                              "--pairs synthetic and --events (warm-start one run from the other with --model)")
 
     def validate_paths(self) -> None:
         """The checks of the folders and models the config names (cloud URIs are checked where training
         fetches them, train.driver)."""
         validate_shared_paths(self)
         check_event_log(self.events)
+        if self.pairs == "synthetic":
+            if not self.synthetic_dir:
+                self.synthetic_dir = str(Path(self.prepared_dir).parent / "synthetic")
+            if not is_uri(self.synthetic_dir) and not (Path(self.synthetic_dir) / "pairs.parquet").exists():
+                raise ConfigError("synthetic_dir", f"{self.synthetic_dir} holds no synthetic pairs",
+                                  "run `firstlight synthesize --prepared_dir ...` first, or pass --synthetic_dir")
         if self.mines and not is_uri(self.prepared_dir):
             if not self.mine_index_dir:
                 self.mine_index_dir = str(Path(self.prepared_dir).parent / "index")
@@ -164,7 +182,8 @@ def validate_shared_paths(cfg) -> None:
     if not is_uri(cfg.prepared_dir) and not (Path(cfg.prepared_dir) / "catalogue").is_dir():
         raise ConfigError("prepared_dir", f"{cfg.prepared_dir} holds no prepared catalogue",
                           "run `firstlight prepare` and pass its output folder")
-    for split in () if getattr(cfg, "events", None) else ("train", "val"):  # a log replaces the judgments
+    label_free = getattr(cfg, "events", None) or getattr(cfg, "pairs", "judged") == "synthetic"
+    for split in () if label_free else ("train", "val"):  # a log or pseudo-queries replace the judgments
         if not is_uri(cfg.prepared_dir) and not (Path(cfg.prepared_dir) / "judgments" / split).is_dir():
             raise ConfigError("prepared_dir", f"{cfg.prepared_dir} has no {split} split",
                               "run `firstlight prepare` and pass its output folder")

@@ -34,6 +34,7 @@ from model.folders import read_prompts
 from train.config import JUDGED_MODES
 from train.event_pairs import click_pairs
 from train.losses import TEXTS
+from train.synthetic_pairs import load_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,10 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
     """The shuffled (query, positive, negative, has_negative, *_key) table the run trains on."""
     if getattr(cfg, "events", None):
         return event_pairs(prepared, cfg)[0]
+    if getattr(cfg, "pairs", "judged") == "synthetic":
+        return synthetic_training_pairs(prepared, cfg)[0]
     judgments = pd.concat([load_split(prepared, split) for split in cfg.data.split_names], ignore_index=True)
+    judgments = cfg.data.budgeted(judgments, cfg.optim.seed)
     catalogue = load_catalogue(prepared)
     text = catalogue.set_index("product_id")["text"]
     judgments = judgments.groupby(["query", "product_id"], as_index=False)["relevance"].mean()
@@ -91,6 +95,25 @@ def event_pairs(prepared, cfg) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                                       negatives=cfg.hard_negatives != "none")
     log.info("[train] from events: %s", summary)
     return keyed(pairs, cfg), val, summary
+
+
+def synthetic_training_pairs(prepared, cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(pairs, validation judgments) from `firstlight synthesize`'s folder: the catalogue gives the
+    texts, each held-out pseudo-query is judged by its source product; no judgments file is read."""
+    synthetic = load_synthetic(cfg.synthetic_dir)
+    text = load_catalogue(prepared).set_index("product_id")["text"]
+    text = text[~text.index.duplicated()]
+    synthetic = synthetic[synthetic["product_id"].isin(text.index)]
+    train, val = synthetic[synthetic["split"] == "train"], synthetic[synthetic["split"] == "val"]
+    use_negatives = cfg.hard_negatives != "none"
+    has_negative = train["negative_id"].notna() & train["negative_id"].isin(text.index) & use_negatives
+    pairs = pd.DataFrame({"query": train["query"].values, "positive": text[train["product_id"]].values,
+                          "negative": [text[n] if ok else "" for n, ok in zip(train["negative_id"], has_negative)],
+                          "has_negative": has_negative.values})
+    judged = pd.DataFrame({"query": val["query"].values, "product_id": val["product_id"].values, "relevance": 3.0})
+    log.info("[train] synthetic pairs: %d for training (%d with a hard negative), %d held-out queries",
+             len(pairs), int(has_negative.sum()), val["query"].nunique())
+    return keyed(pairs, cfg), judged
 
 
 def keyed(pairs: pd.DataFrame, cfg) -> pd.DataFrame:

@@ -28,6 +28,8 @@ def mine_lists(cfg, ranker: OfflineRanker, split: str, queries: list[str] | None
     """One row per query: query (as ranked: spelling-corrected), products, labels (lists).
     ``judgments``: (query, product_id, relevance) to use instead of the split's (judged from clicks)."""
     judgments = load_split(cfg.prepared_dir, split) if judgments is None else judgments
+    if split == "train":
+        judgments = cfg.data.budgeted(judgments, cfg.optim.seed)
     judged = judgments.groupby(["query", "product_id"], sort=True)["relevance"].mean()
     by_query: dict[str, dict] = {}
     for (query, pid), rel in judged.items():

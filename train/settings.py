@@ -182,6 +182,9 @@ class TrainData:
                 "chosen on val (validation must then be off: --checkpoints.val_queries 0)"})
     positive_at: float = field(default=2.33, metadata={"help": "relevance from which a judged product is a positive"})
     max_pairs: int = field(default=0, metadata={"help": "train on the first N shuffled pairs only (0 = all)"})
+    max_queries: int = field(default=0, metadata={
+        "help": "the label budget: train on the judgments of N queries drawn at random (optim.seed) from the "
+                "training splits, every judgment of each (0 = all); one epoch is then proportionally fewer steps"})
     pretokenize: bool = field(default=True, metadata={
         "help": "tokenise all examples before training starts, so training has every core (false: Ray Data "
                 "tokenises beside training, for example sets larger than the object store)"})
@@ -195,6 +198,20 @@ class TrainData:
         if not names or set(names) - {"train", "val"} or "train" not in names:
             raise ConfigError(prefix + "splits", f"{self.splits!r} is not a choice", "use train or train,val")
         check_range(prefix + "max_pairs", self.max_pairs, 0)
+        check_range(prefix + "max_queries", self.max_queries, 0)
+
+    def budgeted(self, judgments, seed: int):
+        """``judgments`` of at most ``max_queries`` queries, drawn by query (a query's judgments come
+        whole: what labelling N queries buys), the same draw for the same seed."""
+        if not self.max_queries:
+            return judgments
+        queries = sorted(judgments["query"].unique())
+        if self.max_queries >= len(queries):
+            return judgments
+        import numpy as np
+
+        chosen = set(np.random.default_rng(seed).choice(queries, size=self.max_queries, replace=False))
+        return judgments[judgments["query"].isin(chosen)].reset_index(drop=True)
 
 
 def check_together(optim: Optimisation, dist: Distribution, checkpoints: Checkpointing, data: TrainData) -> None:

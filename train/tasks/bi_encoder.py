@@ -13,7 +13,12 @@ from train.batching import length_grouped
 from train.config import TrainConfig
 from train.lora import add_adapters, merged
 from train.losses import InfoNCELoss
-from train.pairs import build_pairs, event_pairs, tokenized_dataset
+from train.pairs import (
+    build_pairs,
+    event_pairs,
+    synthetic_training_pairs,
+    tokenized_dataset,
+)
 from train.steps import CachedStep, PlainStep
 from train.validation import Validator
 
@@ -30,6 +35,9 @@ class BiEncoderTask:
         if cfg.events:  # validation judges by the held-out queries' clicks, not by a judgments file
             pairs, val, summary = event_pairs(cfg.prepared_dir, cfg)
             extra = {"val_judgments": val.to_dict("list"), "events_summary": summary}
+        elif cfg.pairs == "synthetic":  # validation by held-out pseudo-queries: no judgment read anywhere
+            pairs, val = synthetic_training_pairs(cfg.prepared_dir, cfg)
+            extra = {"val_judgments": val.to_dict("list")}
         else:
             pairs = build_pairs(cfg.prepared_dir, cfg)
         log.info("[train] %d pairs (%d with a hard negative)", len(pairs), int(pairs["has_negative"].sum()))
