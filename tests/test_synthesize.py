@@ -9,7 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data_pipeline.synthesize import Generate, attributes_query, document_frequencies, rng_for, span_query
+from data_pipeline.synthesize import (
+    Generate,
+    attributes_query,
+    document_frequencies,
+    rng_for,
+    span_query,
+)
 from train.settings import TrainData
 
 CATALOGUE = pd.DataFrame({
@@ -75,7 +81,12 @@ def test_label_free_training_reads_no_judgments_file(small_homedepot, tiny_model
     from train import pairs, validation
     from train.config import TrainConfig
     from train.driver import run_train
-    from train.synthetic_pairs import SynthesizeConfig, load_synthetic, run_synthesize
+    from train.synthetic_pairs import (
+        SynthesizeConfig,
+        generate,
+        load_synthetic,
+        run_synthesize,
+    )
 
     prepared = run_prepare(PrepareConfig(dataset="homedepot", data_dir=str(small_homedepot),
                                          output_dir=str(tmp_path / "data")))
@@ -89,6 +100,10 @@ def test_label_free_training_reads_no_judgments_file(small_homedepot, tiny_model
 
     monkeypatch.setattr(pairs, "load_split", no_labels)
     monkeypatch.setattr(validation, "load_split", no_labels)
+    # through Ray Data the same queries as in one process; list attributes with gaps (season) included
+    through_ray = generate(SynthesizeConfig(prepared_dir=str(prepared), seed=7), CATALOGUE)
+    in_process = generated(7).sort_values(["product_id", "generator"]).reset_index(drop=True)
+    assert through_ray.astype(str).values.tolist() == in_process.astype(str).values.tolist()
     cfg = SynthesizeConfig(prepared_dir=str(prepared), max_products=400, val_share=0.1, agree_depth=30)
     out = run_synthesize(cfg)
     synthetic = load_synthetic(out)

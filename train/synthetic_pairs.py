@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from common.config import check_range
 from common.errors import ConfigError
@@ -85,7 +86,8 @@ def generate(cfg: SynthesizeConfig, catalogue: pd.DataFrame) -> pd.DataFrame:
     catalogue = catalogue.sort_values("product_id").reset_index(drop=True)
     frequency = document_frequencies(catalogue["title"])
     columns = [c for c in catalogue.columns if c != "text"]
-    generated = ray.data.from_pandas(catalogue[columns]).map_batches(
+    # through Arrow: list attributes with missing values (a product with no season) are no tensor column
+    generated = ray.data.from_arrow(pa.Table.from_pandas(catalogue[columns], preserve_index=False)).map_batches(
         Generate, fn_constructor_args=(cfg.generator_names(), cfg.seed, frequency, len(catalogue)),
         batch_format="pandas", batch_size=1024, concurrency=1).to_pandas()
     return generated.sort_values(["product_id", "generator"]).reset_index(drop=True)

@@ -279,9 +279,9 @@ def plot(rows: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curve = sorted((n, res) for label, (n, res) in rows.items() if "label-free" not in label and "," not in label and n > 0)
+    curve = sorted((n, res) for label, (n, res) in rows.items() if "label-free" not in label and ", " not in label and n > 0)
     zero = rows["zero-shot"][1]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(6.4, 4))
     for yard, style in (("crowd", "o-"), ("pool", "s--")):
         xs = [n for n, _ in curve]
         ax.plot(xs, [r[f"{yard}_dense"]["mean"]["ndcg@10"] for _, r in curve], style, label=f"labels ({yard})")
@@ -289,11 +289,17 @@ def plot(rows: dict, out: Path) -> None:
         free = rows.get("label-free (synthetic pairs)")
         if free:
             ax.axhline(free[1][f"{yard}_dense"]["mean"]["ndcg@10"], color="tab:green", lw=1, ls="-.")
+        combined = rows.get("label-free, then 500 labelled queries")
+        if combined:
+            ax.plot([500], [combined[1][f"{yard}_dense"]["mean"]["ndcg@10"]], "*", color="tab:green", ms=10,
+                    label="label-free, then 500" if yard == "crowd" else None)
     ax.set_xscale("log")
+    ax.set_xticks([n for n, _ in curve], [f"{n:,}" for n, _ in curve])
+    ax.minorticks_off()
     ax.set_xlabel("judged training queries")
     ax.set_ylabel("test nDCG@10 (encoder alone)")
     ax.set_title("Label budget (dotted: zero-shot; dash-dot: label-free)")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     target = Path(__file__).resolve().parents[2] / "docs" / "images" / "label_budget.png"
     fig.savefig(target, dpi=110)
