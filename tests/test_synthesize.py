@@ -74,12 +74,11 @@ def test_label_free_training_reads_no_judgments_file(small_homedepot, tiny_model
                                                      monkeypatch):
     """synthesize -> train --pairs synthetic from a prepared folder whose judgments are gone; any read of
     a split fails the test."""
-    from common.config import build_config
     from data_pipeline.embed import EmbedConfig, run_embed
     from data_pipeline.index import IndexConfig, run_index
     from data_pipeline.prepare import PrepareConfig, run_prepare
+    from tests.test_train import tiny_config
     from train import pairs, validation
-    from train.config import TrainConfig
     from train.driver import run_train
     from train.synthetic_pairs import (
         SynthesizeConfig,
@@ -113,10 +112,8 @@ def test_label_free_training_reads_no_judgments_file(small_homedepot, tiny_model
     assert synthetic["negative_id"].ne(synthetic["product_id"]).all()
     assert load_synthetic(run_synthesize(cfg)).equals(synthetic)  # the same seed: the same pairs (reused)
 
-    model = run_train(build_config(TrainConfig, {
-        "prepared_dir": str(prepared), "output_dir": str(tmp_path / "train"), "model": str(tiny_model_dir),
-        "pairs": "synthetic", "product_max_length": 32, "optim": {"max_steps": 2, "batch_size": 8},
-        "dist": {"cpus_per_worker": 0.5}, "checkpoints": {"val_queries": 20, "val_products": 200, "every": 2}}))
+    model = run_train(tiny_config(prepared, tiny_model_dir, tmp_path / "train", pairs="synthetic", max_steps=2,
+                                  checkpoint_every=2))
     assert (Path(model) / "model.safetensors").exists()
 
 

@@ -85,12 +85,17 @@ def build_pairs(prepared, cfg) -> pd.DataFrame:
     return keyed(pd.DataFrame(rows, columns=["query", "positive", "negative", "has_negative"]), cfg)
 
 
+def product_texts(prepared) -> pd.Series:
+    """Each product's text by id (the first row of an id the catalogue lists twice)."""
+    text = load_catalogue(prepared).set_index("product_id")["text"]
+    return text[~text.index.duplicated()]
+
+
 def event_pairs(prepared, cfg) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(pairs, validation judgments, summary) from the event log ``cfg.events`` (train/event_pairs.py):
     the catalogue gives the products' texts; no judgments file is read."""
     impressions, events = read_log(cfg.events)
-    text = load_catalogue(prepared).set_index("product_id")["text"]
-    text = text[~text.index.duplicated()]
+    text = product_texts(prepared)
     pairs, val, summary = click_pairs(impressions, events, text, cfg.clicks, cfg.optim.seed,
                                       negatives=cfg.hard_negatives != "none")
     log.info("[train] from events: %s", summary)
@@ -101,8 +106,7 @@ def synthetic_training_pairs(prepared, cfg) -> tuple[pd.DataFrame, pd.DataFrame]
     """(pairs, validation judgments) from `firstlight synthesize`'s folder: the catalogue gives the
     texts, each held-out pseudo-query is judged by its source product; no judgments file is read."""
     synthetic = load_synthetic(cfg.synthetic_dir)
-    text = load_catalogue(prepared).set_index("product_id")["text"]
-    text = text[~text.index.duplicated()]
+    text = product_texts(prepared)
     synthetic = synthetic[synthetic["product_id"].isin(text.index)]
     train, val = synthetic[synthetic["split"] == "train"], synthetic[synthetic["split"] == "val"]
     use_negatives = cfg.hard_negatives != "none"
